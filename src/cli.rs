@@ -1,0 +1,356 @@
+//! The command line: parses arguments, runs one command, renders errors in one place, and maps
+//! every ending to an exit code (0 ok, 1 tests failed, 2 plan or usage error, 3 setup failed,
+//! 130 interrupted).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::engine::{self, journal, Cancel};
+use crate::events::Event;
+use crate::plan::{self, Keep, Plan, PlanError};
+use crate::planner::{self, PlanOptions, Shard};
+use crate::report::dryrun::{self, DryRunFormat};
+use crate::report::terminal::{ColorChoice, Reporter, SummaryFormat};
+use crate::steps::{self, lock, resource::Resource, RunCx};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_PLAN: i32 = 2;
+pub const EXIT_SETUP: i32 = 3;
+
+#[derive(Parser, Debug)]
+#[command(name = "e2e-plan", version, about = "Run each end-to-end test file in its own worker: its own PostgreSQL database, server and test process, all at once", propagate_version = true)]
+pub struct Cli {
+    /// When to use colours: auto (a terminal without NO_COLOR), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the plan: clone databases, start servers, run tests, merge reports, clean up.
+    Apply(ApplyArgs),
+    /// Show the DAG the plan would run, fully resolved; touches nothing.
+    DryRun(DryRunArgs),
+    /// Load and check a plan; prints "ok" and the worker count.
+    Validate {
+        /// The plan file.
+        #[arg(default_value = plan::DEFAULT_PLAN)]
+        plan: PathBuf,
+    },
+    /// Undo what earlier runs of this plan left: kept databases, and everything of a dead runner.
+    Rollback {
+        #[arg(default_value = plan::DEFAULT_PLAN)]
+        plan: PathBuf,
+    },
+    /// Print the plan format's JSON Schema (draft-07).
+    Schema,
+    /// Merge JUnit files (from several runs or CI shards) into one.
+    Merge {
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Input JUnit files.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    #[arg(default_value = plan::DEFAULT_PLAN)]
+    pub plan: PathBuf,
+    /// Most workers at once (0 = every file at once); overrides [run] jobs.
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+    /// Stop everything at the first failing file.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Which worker databases survive: failed, all-on-failure, always, never.
+    #[arg(long, value_parser = parse_keep)]
+    pub keep: Option<Keep>,
+    /// Run a failed file again up to N times, each in fresh isolation.
+    #[arg(long)]
+    pub retries: Option<u32>,
+    /// Only shard K of N (e.g. 2/4), balanced by recorded timings.
+    #[arg(long)]
+    pub shard: Option<Shard>,
+    /// Only the files that failed or were flaky in the previous run.
+    #[arg(long)]
+    pub last_failed: bool,
+    /// Prepare the template even when its fingerprint matches.
+    #[arg(long)]
+    pub reprepare: bool,
+    /// human: a table and a closing line; json: summary.json on stdout.
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Human)]
+    pub format: SummaryFormat,
+    /// Extra arguments for `{args}` in the commands.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DryRunArgs {
+    #[arg(default_value = plan::DEFAULT_PLAN)]
+    pub plan: PathBuf,
+    #[arg(long, value_enum, default_value_t = DryRunFormat::Text)]
+    pub format: DryRunFormat,
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+    #[arg(long)]
+    pub shard: Option<Shard>,
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+fn parse_keep(s: &str) -> Result<Keep, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("`{s}` is not a keep policy: use failed, all-on-failure, always or never"))
+}
+
+/// Entry point: returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    install_error_hook(cli.color);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_SETUP;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+fn install_error_hook(color: ColorChoice) {
+    let tty = std::io::stderr().is_terminal();
+    let colored = color.enabled(supports_color::Stream::Stderr);
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(
+            miette::MietteHandlerOpts::new()
+                .unicode(tty)
+                .color(colored)
+                .terminal_links(false)
+                .width(110)
+                .build(),
+        )
+    }));
+}
+
+fn plan_error(e: PlanError) -> i32 {
+    eprintln!("{:?}", miette::Report::new(e));
+    EXIT_PLAN
+}
+
+fn load(path: &Path) -> Result<Plan, i32> {
+    plan::load(path, &plan::LoadOptions::default()).map_err(plan_error)
+}
+
+async fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Validate { plan } => match load(&plan) {
+            Ok(p) => {
+                println!("ok: {} is valid, {} worker(s) (one per test file)", plan.display(), p.files.len());
+                EXIT_OK
+            }
+            Err(code) => code,
+        },
+        Command::DryRun(a) => dry_run(a),
+        Command::Apply(a) => apply(a, cli.color).await,
+        Command::Rollback { plan } => rollback(&plan).await,
+        Command::Schema => {
+            print!("{}", plan::schema_json());
+            EXIT_OK
+        }
+        Command::Merge { output, inputs } => match crate::report::junit::merge_files(&inputs, &output) {
+            Ok((suites, tests)) => {
+                println!("merged {} file(s): {suites} suites, {tests} tests into {}", inputs.len(), output.display());
+                EXIT_OK
+            }
+            Err(bad) => {
+                eprintln!("error: {} input(s) are not usable JUnit; nothing was written:", bad.len());
+                for b in bad {
+                    eprintln!("  {b}");
+                }
+                EXIT_PLAN
+            }
+        },
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "e2e-plan", &mut std::io::stdout());
+            EXIT_OK
+        }
+    }
+}
+
+fn dry_run(a: DryRunArgs) -> i32 {
+    let mut plan = match load(&a.plan) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    if let Some(j) = a.jobs {
+        plan.run.jobs = j;
+    }
+    let dag = planner::build(&plan, &PlanOptions { run_id: dryrun::RUN_ID.into(), args: a.args, shard: a.shard, only: None });
+    print!("{}", dryrun::render(&plan, &dag, a.format));
+    EXIT_OK
+}
+
+/// Warns about what dead runs left (their runner was killed) and offers the command.
+fn warn_leftovers(plan: &Plan) {
+    let dead: Vec<_> = steps::resources_of(&plan.state_dir())
+        .into_iter()
+        .filter(|r| !r.runner_alive && !r.ended && !r.pending.is_empty())
+        .collect();
+    for r in dead {
+        eprintln!(
+            "warning: run {} (started {}) ended without cleaning up {} resource(s), e.g. {}; undo them with: e2e-plan rollback {}",
+            r.run_id,
+            r.started,
+            r.pending.len(),
+            journal::Resource::describe(&r.pending[0]),
+            plan.path.display()
+        );
+    }
+}
+
+async fn apply(a: ApplyArgs, color: ColorChoice) -> i32 {
+    let mut plan = match load(&a.plan) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    if let Some(j) = a.jobs {
+        plan.run.jobs = j;
+    }
+    if a.fail_fast {
+        plan.run.fail_fast = true;
+    }
+    if let Some(k) = a.keep {
+        plan.database.keep = k;
+    }
+    if let Some(r) = a.retries {
+        plan.run.retries = r;
+    }
+    let only = if a.last_failed {
+        match crate::report::state::last_run(&plan.state_dir()) {
+            Some(last) if !last.failed.is_empty() => {
+                eprintln!("--last-failed: running the {} file(s) that failed in run {}", last.failed.len(), last.run_id);
+                Some(last.failed)
+            }
+            Some(_) => {
+                eprintln!("--last-failed: nothing failed in the previous run; running every file");
+                None
+            }
+            None => {
+                eprintln!("--last-failed: no previous run recorded; running every file");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let run_id = planner::new_run_id();
+    let dag = planner::build(&plan, &PlanOptions { run_id: run_id.clone(), args: a.args, shard: a.shard, only });
+    if dag.workers.is_empty() {
+        println!("0 files to run (shard or --last-failed selected none)");
+        return EXIT_OK;
+    }
+    warn_leftovers(&plan);
+    let journal = match journal::Journal::create(&plan.state_dir(), &run_id, &plan.path.display().to_string()) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: cannot write the run journal under {}: {e}", plan.state_dir().display());
+            return EXIT_SETUP;
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let reporter = Reporter::new(color, a.format, dag.workers.len());
+    let reporter_task = tokio::spawn(reporter.run(rx));
+    let opts = engine::Options { jobs: plan.run.jobs, fail_fast: plan.run.fail_fast };
+    let cx = Arc::new(RunCx::new(plan, dag, journal, tx, a.reprepare));
+    let cancel = Cancel::default();
+    let signals = tokio::spawn(forward_signals(Arc::clone(&cx), cancel.clone()));
+
+    let nodes = steps::nodes(&cx);
+    engine::run(nodes, opts, cancel, |_| {}).await;
+    signals.abort();
+
+    let exit = lock(&cx.summary).as_ref().map(|s| s.exit_code).unwrap_or_else(|| cx.exit_code());
+    finish_journal(&cx);
+    let Ok(cx) = Arc::try_unwrap(cx) else { return exit };
+    drop(cx);
+    let _ = reporter_task.await;
+    let _ = std::io::stdout().flush();
+    exit
+}
+
+/// Deletes the journal when nothing of the run is left, else marks it ended (kept on purpose).
+fn finish_journal(cx: &RunCx) {
+    let all: Vec<journal::Recorded<Resource>> = journal::read_all(&cx.plan.state_dir());
+    let mine = all.iter().find(|r| r.path == cx.journal.path());
+    let pending = mine.map(|r| r.pending.len()).unwrap_or(0);
+    let _ = cx.journal.finish(pending);
+}
+
+/// Ctrl-C or SIGTERM: stop every worker gracefully; a second one skips the grace period. Workers
+/// run in their own process groups, so the terminal's signal reaches only us and we forward it.
+async fn forward_signals(cx: Arc<RunCx>, cancel: Cancel) {
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else { return };
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        seen += 1;
+        cx.interrupted.store(true, Ordering::SeqCst);
+        cx.emit(Event::Interrupted { second: seen > 1 });
+        cancel.stop.cancel();
+        if seen > 1 {
+            cancel.kill.cancel();
+        }
+    }
+}
+
+async fn rollback(plan_path: &Path) -> i32 {
+    let state_dir = match plan::load::state_dir_of(plan_path) {
+        Ok(d) => d,
+        Err(e) => return plan_error(e),
+    };
+    let records: Vec<journal::Recorded<Resource>> = journal::read_all(&state_dir);
+    let mut did = 0;
+    let mut failed = 0;
+    for r in &records {
+        if r.runner_alive {
+            println!("run {} is still running: left alone", r.run_id);
+            continue;
+        }
+        if r.pending.is_empty() {
+            let _ = std::fs::remove_file(&r.path);
+            continue;
+        }
+        let (undone, errors) = journal::replay(r).await;
+        for u in &undone {
+            println!("run {}: undid {u}", r.run_id);
+        }
+        for e in &errors {
+            eprintln!("run {}: could not undo {e}", r.run_id);
+        }
+        did += undone.len();
+        failed += errors.len();
+    }
+    if did == 0 && failed == 0 {
+        println!("nothing to roll back");
+    }
+    if failed > 0 { EXIT_SETUP } else { EXIT_OK }
+}

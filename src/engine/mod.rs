@@ -1,0 +1,255 @@
+//! A small async executor for the planner's DAG. It knows steps only as things to `apply` (and,
+//! through the [`journal`], resources to roll back); databases, servers and tests live in
+//! [`crate::steps`].
+//!
+//! Nodes start as soon as their dependencies finish, in list order (the planner puts the longest
+//! work first), with at most `jobs` limited nodes at once. A fatal step error or, with fail-fast,
+//! a failed step cancels the run: pending nodes are cancelled, running ones see the token, and
+//! `always` nodes (teardown) still run.
+
+pub mod journal;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// How a step ended, when it did not fail fatally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// Ran to the end but failed (tests failed): not fatal, dependents still run.
+    Failed,
+    /// Stopped by cancellation.
+    Cancelled,
+}
+
+/// The final state of a node.
+#[derive(Debug)]
+pub enum NodeStatus<E> {
+    Done(Outcome),
+    Error(E),
+    /// Never started: a dependency errored or the run was cancelled first.
+    NotRun,
+}
+
+/// Cancellation as the steps see it: `stop` asks for a graceful stop, `kill` skips the grace period.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    pub stop: CancellationToken,
+    pub kill: CancellationToken,
+}
+
+impl Cancel {
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+}
+
+/// One unit of work.
+pub trait Step: Send + Sync + 'static {
+    type Error: Send + 'static;
+    fn apply(self: Arc<Self>, cancel: Cancel) -> BoxFuture<Result<Outcome, Self::Error>>;
+}
+
+pub struct Node<S> {
+    pub deps: Vec<usize>,
+    /// Runs whatever happened to its dependencies (teardown).
+    pub always: bool,
+    /// Counts against `jobs`.
+    pub limited: bool,
+    pub step: Arc<S>,
+}
+
+/// What the engine tells its observer.
+#[derive(Debug, Clone, Copy)]
+pub enum EngineEvent {
+    Started(usize),
+    Finished(usize),
+}
+
+pub struct Options {
+    /// Most limited nodes at once; 0 = no limit.
+    pub jobs: usize,
+    /// Cancel the run on the first `Outcome::Failed` of a limited node.
+    pub fail_fast: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Pending,
+    Running,
+    Finished,
+}
+
+/// Runs every node to an end and returns their statuses, index for index.
+pub async fn run<S: Step>(
+    nodes: Vec<Node<S>>,
+    opts: Options,
+    cancel: Cancel,
+    mut observe: impl FnMut(EngineEvent),
+) -> Vec<NodeStatus<S::Error>> {
+    let n = nodes.len();
+    let mut state = vec![State::Pending; n];
+    let mut status: Vec<Option<NodeStatus<S::Error>>> = (0..n).map(|_| None).collect();
+    let mut running_limited = 0usize;
+    let mut set: JoinSet<(usize, Result<Outcome, S::Error>)> = JoinSet::new();
+
+    loop {
+        // Start (or rule out) every node whose dependencies are finished, in list order.
+        let mut progressed = true;
+        while progressed {
+            progressed = false;
+            for i in 0..n {
+                if state[i] != State::Pending {
+                    continue;
+                }
+                let node = &nodes[i];
+                if node.deps.iter().any(|&d| state[d] != State::Finished) {
+                    continue;
+                }
+                let deps_ok = node.deps.iter().all(|&d| {
+                    matches!(status[d], Some(NodeStatus::Done(Outcome::Ok | Outcome::Failed)))
+                });
+                if !node.always && (!deps_ok || cancel.is_stopping()) {
+                    state[i] = State::Finished;
+                    status[i] = Some(NodeStatus::NotRun);
+                    progressed = true;
+                    continue;
+                }
+                if node.limited && opts.jobs > 0 && running_limited >= opts.jobs {
+                    continue;
+                }
+                if node.limited {
+                    running_limited += 1;
+                }
+                state[i] = State::Running;
+                observe(EngineEvent::Started(i));
+                let step = Arc::clone(&node.step);
+                let c = cancel.clone();
+                set.spawn(async move { (i, step.apply(c).await) });
+                progressed = true;
+            }
+        }
+        let Some(joined) = set.join_next().await else { break };
+        let (i, result) = match joined {
+            Ok(r) => r,
+            // A panicking step is a bug; the runner still has to clean up, so cancel and go on.
+            Err(e) => {
+                cancel.stop.cancel();
+                std::panic::resume_unwind(e.into_panic());
+            }
+        };
+        if nodes[i].limited {
+            running_limited -= 1;
+        }
+        state[i] = State::Finished;
+        match &result {
+            Err(_) => cancel.stop.cancel(),
+            Ok(Outcome::Failed) if opts.fail_fast && nodes[i].limited => cancel.stop.cancel(),
+            _ => {}
+        }
+        status[i] = Some(match result {
+            Ok(o) => NodeStatus::Done(o),
+            Err(e) => NodeStatus::Error(e),
+        });
+        observe(EngineEvent::Finished(i));
+    }
+    status.into_iter().map(|s| s.unwrap_or(NodeStatus::NotRun)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    struct Fake {
+        name: &'static str,
+        result: Result<Outcome, String>,
+        log: Arc<Mutex<Vec<String>>>,
+        live: Arc<AtomicUsize>,
+        peak: Arc<AtomicUsize>,
+    }
+
+    impl Step for Fake {
+        type Error = String;
+        fn apply(self: Arc<Self>, cancel: Cancel) -> BoxFuture<Result<Outcome, String>> {
+            Box::pin(async move {
+                let now = self.live.fetch_add(1, Ordering::SeqCst) + 1;
+                self.peak.fetch_max(now, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                self.log.lock().unwrap().push(self.name.to_string());
+                self.live.fetch_sub(1, Ordering::SeqCst);
+                if cancel.is_stopping() && self.name.starts_with('w') {
+                    return Ok(Outcome::Cancelled);
+                }
+                self.result.clone()
+            })
+        }
+    }
+
+    fn dag(spec: &[(&'static str, &[usize], bool, bool, Result<Outcome, String>)]) -> (Vec<Node<Fake>>, Arc<Mutex<Vec<String>>>, Arc<AtomicUsize>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let live = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let nodes = spec
+            .iter()
+            .map(|(name, deps, always, limited, result)| Node {
+                deps: deps.to_vec(),
+                always: *always,
+                limited: *limited,
+                step: Arc::new(Fake { name, result: result.clone(), log: log.clone(), live: live.clone(), peak: peak.clone() }),
+            })
+            .collect();
+        (nodes, log, peak)
+    }
+
+    #[tokio::test]
+    async fn runs_in_dependency_order_with_job_limit() {
+        let ok = || Ok(Outcome::Ok);
+        let (nodes, log, peak) = dag(&[
+            ("setup", &[], false, false, ok()),
+            ("w1", &[0], false, true, ok()),
+            ("w2", &[0], false, true, Ok(Outcome::Failed)),
+            ("w3", &[0], false, true, ok()),
+            ("teardown", &[1, 2, 3], true, false, ok()),
+        ]);
+        let st = run(nodes, Options { jobs: 1, fail_fast: false }, Cancel::default(), |_| {}).await;
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log.first().map(String::as_str), Some("setup"));
+        assert_eq!(log.last().map(String::as_str), Some("teardown"));
+        assert_eq!(peak.load(Ordering::SeqCst), 1);
+        assert!(matches!(st[2], NodeStatus::Done(Outcome::Failed)));
+        assert!(matches!(st[4], NodeStatus::Done(Outcome::Ok)));
+    }
+
+    #[tokio::test]
+    async fn setup_error_skips_workers_but_not_teardown() {
+        let (nodes, log, _) = dag(&[
+            ("setup", &[], false, false, Err("boom".into())),
+            ("w1", &[0], false, true, Ok(Outcome::Ok)),
+            ("teardown", &[1], true, false, Ok(Outcome::Ok)),
+        ]);
+        let st = run(nodes, Options { jobs: 0, fail_fast: false }, Cancel::default(), |_| {}).await;
+        assert!(matches!(st[0], NodeStatus::Error(_)));
+        assert!(matches!(st[1], NodeStatus::NotRun));
+        assert_eq!(*log.lock().unwrap(), vec!["setup", "teardown"]);
+    }
+
+    #[tokio::test]
+    async fn fail_fast_cancels_queued_workers() {
+        let (nodes, log, _) = dag(&[
+            ("w1", &[], false, true, Ok(Outcome::Failed)),
+            ("w2", &[], false, true, Ok(Outcome::Ok)),
+            ("teardown", &[0, 1], true, false, Ok(Outcome::Ok)),
+        ]);
+        let st = run(nodes, Options { jobs: 1, fail_fast: true }, Cancel::default(), |_| {}).await;
+        assert!(matches!(st[1], NodeStatus::NotRun));
+        assert_eq!(*log.lock().unwrap(), vec!["w1", "teardown"]);
+    }
+}

@@ -1,0 +1,45 @@
+//! What steps report while they work. Steps only send events; the reporter alone turns them into
+//! terminal output and report files.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::report::summary::{RunSummary, WorkerResult};
+
+/// A worker's phase, in the order a worker goes through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Cloning,
+    Starting,
+    Testing,
+    Stopping,
+}
+
+impl Phase {
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Cloning => "cloning",
+            Phase::Starting => "starting",
+            Phase::Testing => "testing",
+            Phase::Stopping => "stopping",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Event {
+    /// A setup or teardown step began.
+    StepStarted { what: String },
+    StepFinished { what: String, took: Duration, note: Option<String> },
+    /// A worker entered a phase (attempt 1 is the first run).
+    Phase { worker: usize, file: String, attempt: u32, phase: Phase },
+    WorkerFinished(Box<WorkerResult>),
+    Warning(String),
+    /// The run's results are final: print the summary and write the report files, then answer.
+    RunFinished { summary: Box<RunSummary>, written: tokio::sync::oneshot::Sender<Vec<PathBuf>> },
+    /// The signal handler got a signal.
+    Interrupted { second: bool },
+}

@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(e2e_plan::cli::main());
+}

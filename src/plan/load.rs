@@ -1,0 +1,573 @@
+//! Loading a plan: parse, interpolate `${VAR}`, check every value, expand globs. Every mistake is a
+//! [`PlanError`] that underlines its text; nothing here touches a database or starts a process.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use miette::NamedSource;
+use toml::Spanned;
+
+use super::format::{CommandSpec, FlakyPolicy, Keep, RawPlan};
+use super::template::{interpolate_env, Template, TemplateError, Word, PLACEHOLDERS};
+use super::{
+    suggest, DatabaseSpec, Plan, PlanError, RunSpec, ServerSpec, SetupCommand, TestFile, TestSpec,
+};
+
+/// Inputs from outside the file that loading depends on.
+pub struct LoadOptions<'a> {
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Default for LoadOptions<'_> {
+    fn default() -> Self {
+        LoadOptions {
+            env: &|name| std::env::var(name).ok(),
+        }
+    }
+}
+
+const WORKER_VARS: &[&str] = &[
+    "root", "run", "worker", "file", "file_stem", "port", "db_name", "db_url", "junit", "log_dir",
+];
+const PREPARE_VARS: &[&str] = &["root", "run", "db_name", "db_url"];
+const SETUP_VARS: &[&str] = &["root", "run"];
+
+/// Loads and checks the plan at `path`.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<Plan, PlanError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            "pass the plan's path, e.g. `e2e-plan apply plans/default.toml`"
+        } else {
+            "check the file's permissions"
+        };
+        PlanError::plain(format!("cannot read plan file {}: {e}", path.display())).with_help(hint)
+    })?;
+    let cx = Cx {
+        src: NamedSource::new(path.display().to_string(), text.clone()),
+        text: &text,
+        env: opts.env,
+        errors: Vec::new(),
+    };
+    cx.run(path)
+}
+
+struct Cx<'a> {
+    src: NamedSource<String>,
+    text: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<PlanError>,
+}
+
+impl Cx<'_> {
+    fn error(&self, span: Range<usize>, message: impl Into<String>, label: impl Into<String>) -> PlanError {
+        PlanError {
+            message: message.into(),
+            src: Some(self.src.clone()),
+            span: Some((span.start, span.end.saturating_sub(span.start)).into()),
+            label: label.into(),
+            help: None,
+            related: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, e: PlanError) {
+        self.errors.push(e);
+    }
+
+    /// The span of `len` bytes at `offset` inside the string value at `span`, when the source text
+    /// of the value is the plain quoted string; otherwise the whole value.
+    fn inner_span(&self, span: &Range<usize>, value: &str, offset: usize, len: usize) -> Range<usize> {
+        let raw = self.text.get(span.clone()).unwrap_or_default();
+        if raw.len() == value.len() + 2 && &raw[1..raw.len() - 1] == value {
+            let start = span.start + 1 + offset;
+            start..start + len
+        } else {
+            span.clone()
+        }
+    }
+
+    /// `${VAR}` interpolation of one string value.
+    fn env_str(&mut self, value: &Spanned<String>) -> Option<String> {
+        match interpolate_env(value.get_ref(), self.env) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let span = self.inner_span(&value.span(), value.get_ref(), e.offset, e.len);
+                let err = self.error(span, e.message, "here").with_help(if e.var.is_empty() {
+                    "write `${NAME}` or `${NAME:-default}`; `$$` is a literal `$`".to_string()
+                } else {
+                    format!("set {} or give a default: `${{{}:-default}}`", e.var, e.var)
+                });
+                self.push(err);
+                None
+            }
+        }
+    }
+
+    fn template_error(&mut self, span: &Range<usize>, raw: &str, expanded: &str, e: TemplateError) {
+        let at = if raw == expanded {
+            self.inner_span(span, raw, e.offset, e.len)
+        } else {
+            span.clone()
+        };
+        let mut err = self.error(at, e.message, "here");
+        err.help = e.help;
+        self.push(err);
+    }
+
+    fn template(&mut self, value: &Spanned<String>, allowed: &[&str]) -> Option<Template> {
+        let expanded = self.env_str(value)?;
+        match Template::parse(&expanded, allowed) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.template_error(&value.span(), value.get_ref(), &expanded, e);
+                None
+            }
+        }
+    }
+
+    fn command(&mut self, spec: &Spanned<CommandSpec>, allowed: &[&str], args: bool) -> Option<Vec<Word>> {
+        let mut words = Vec::new();
+        let mut ok = true;
+        match spec.get_ref() {
+            CommandSpec::Argv(items) => {
+                for item in items {
+                    let Some(expanded) = self.env_str(item) else {
+                        ok = false;
+                        continue;
+                    };
+                    match Word::parse(&expanded, allowed, args) {
+                        Ok(w) => words.push(w),
+                        Err(e) => {
+                            ok = false;
+                            self.template_error(&item.span(), item.get_ref(), &expanded, e);
+                        }
+                    }
+                }
+            }
+            CommandSpec::Line(line) => {
+                let whole = Spanned::new(spec.span(), line.get_ref().clone());
+                let expanded = self.env_str(&whole)?;
+                let split = match shell_words::split(&expanded) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let err = self.error(spec.span(), format!("cannot split command into words: {e}"), "this command")
+                            .with_help("close the quote, or write the command as an array of words");
+                        self.push(err);
+                        return None;
+                    }
+                };
+                if split.is_empty() {
+                    let err = self.error(spec.span(), "empty command", "no words here");
+                    self.push(err);
+                    return None;
+                }
+                for word in split {
+                    match Word::parse(&word, allowed, args) {
+                        Ok(w) => words.push(w),
+                        Err(e) => {
+                            ok = false;
+                            // Point at the word within the line when it can be found.
+                            let off = expanded.find(&word).unwrap_or(0);
+                            let e = TemplateError { offset: off + e.offset, ..e };
+                            self.template_error(&spec.span(), line.get_ref(), &expanded, e);
+                        }
+                    }
+                }
+            }
+        }
+        ok.then_some(words)
+    }
+
+    fn env_map(&mut self, env: &BTreeMap<String, Spanned<String>>) -> Vec<(String, Template)> {
+        let mut out = Vec::new();
+        for (name, value) in env {
+            if let Some(t) = self.template(value, WORKER_VARS) {
+                out.push((name.clone(), t));
+            }
+        }
+        out
+    }
+
+    fn run(mut self, path: &Path) -> Result<Plan, PlanError> {
+        let raw: RawPlan = match toml::from_str(self.text) {
+            Ok(raw) => raw,
+            Err(e) => return Err(self.toml_error(e)),
+        };
+
+        if let Some(v) = &raw.version {
+            if *v.get_ref() != 1 {
+                let err = self.error(v.span(), format!("unsupported plan version {}", v.get_ref()), "only version 1 exists");
+                self.push(err);
+            }
+        }
+
+        let plan_dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let root_rel = match &raw.root {
+            Some(r) => self.env_str(r).unwrap_or_default(),
+            None => ".".into(),
+        };
+        let root = plan_dir.join(&root_rel);
+        let root = match std::fs::canonicalize(&root) {
+            Ok(r) if r.is_dir() => r,
+            _ => {
+                let msg = format!("root folder {} does not exist", root.display());
+                let e = match &raw.root {
+                    Some(r) => self.error(r.span(), msg, "relative to the plan file's folder"),
+                    None => PlanError::plain(msg),
+                };
+                return Err(self.finish_with(e));
+            }
+        };
+
+        let files = self.files(&raw, &root);
+
+        let setup = raw
+            .setup
+            .iter()
+            .filter_map(|s| {
+                let command = self.command(&s.command, SETUP_VARS, false)?;
+                let creates = match &s.creates {
+                    Some(c) => Some(self.env_str(c)?),
+                    None => None,
+                };
+                Some(SetupCommand { command, creates })
+            })
+            .collect();
+
+        let template = match &raw.database.template {
+            Some(t) => self.env_str(t).filter(|s| !s.trim().is_empty()).and_then(|url| {
+                match check_template_url(&url) {
+                    Ok(()) => Some(url),
+                    Err(msg) => {
+                        let e = self.error(t.span(), msg, "the template database's URL")
+                            .with_help("e.g. postgresql://postgres@127.0.0.1:5432/app_test");
+                        self.push(e);
+                        None
+                    }
+                }
+            }),
+            None => None,
+        };
+        let prepare = raw
+            .database
+            .prepare
+            .iter()
+            .filter_map(|c| self.command(c, PREPARE_VARS, false))
+            .collect();
+        let fingerprint = raw
+            .database
+            .fingerprint
+            .iter()
+            .filter_map(|g| {
+                let s = self.env_str(g)?;
+                if let Err(e) = Glob::new(&s) {
+                    let err = self.error(g.span(), format!("invalid glob: {}", e.kind()), "this glob");
+                    self.push(err);
+                    return None;
+                }
+                Some(s)
+            })
+            .collect();
+        let database = DatabaseSpec {
+            template,
+            prepare,
+            keep: raw.database.keep.as_ref().map(|k| *k.get_ref()).unwrap_or(Keep::Failed),
+            strategy: raw.database.strategy,
+            fingerprint,
+        };
+
+        let server = raw.server.as_ref().and_then(|s| {
+            let command = self.command(&s.command, WORKER_VARS, true);
+            let env = self.env_map(&s.env);
+            let ready = self.template(&s.ready, WORKER_VARS).and_then(|t| {
+                let sample = t.fill(&HashMap::from([("port", "1".to_string())]));
+                if ["http://", "https://", "tcp://"].iter().any(|p| sample.starts_with(p)) {
+                    Some(t)
+                } else {
+                    let e = self.error(s.ready.span(), "`ready` must be an http://, https:// or tcp:// address", "here")
+                        .with_help("e.g. \"http://127.0.0.1:{port}/healthz\" or \"tcp://127.0.0.1:{port}\"");
+                    self.push(e);
+                    None
+                }
+            });
+            Some(ServerSpec {
+                command: command?,
+                env,
+                ready: ready?,
+                ready_timeout: s.ready_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
+                stop_timeout: s.stop_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(2)),
+            })
+        });
+
+        let test_command = self.command(&raw.test.command, WORKER_VARS, true);
+        let test_env = self.env_map(&raw.test.env);
+
+        let report_dir = match &raw.report.dir {
+            Some(d) => self.env_str(d).unwrap_or_default(),
+            None => "target/e2e".into(),
+        };
+
+        let ci = (self.env)("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+        let run = RunSpec {
+            jobs: raw.run.jobs.unwrap_or(0),
+            fail_fast: raw.run.fail_fast.unwrap_or(false),
+            retries: raw.run.retries.unwrap_or(0),
+            flaky: raw.run.flaky.unwrap_or(if ci { FlakyPolicy::Fail } else { FlakyPolicy::Pass }),
+            max_retry_files: raw.run.max_retry_files.unwrap_or(10),
+        };
+
+        if !self.errors.is_empty() {
+            return Err(self.finish());
+        }
+        let (Some(command), Some(files)) = (test_command, files) else {
+            return Err(self.finish());
+        };
+        Ok(Plan {
+            path: path.to_path_buf(),
+            report_dir: normalize(&root.join(report_dir)),
+            root,
+            files,
+            setup,
+            database,
+            server,
+            test: TestSpec {
+                command,
+                env: test_env,
+                timeout: raw.test.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(15 * 60)),
+                ok_exit_codes: raw.test.ok_exit_codes.clone().unwrap_or_else(|| vec![0, 5]),
+            },
+            run,
+        })
+    }
+
+    /// Expands the include globs below root, minus the excludes; each include must match something.
+    fn files(&mut self, raw: &RawPlan, root: &Path) -> Option<Vec<TestFile>> {
+        let mut includes = Vec::new();
+        for g in raw.tests.include.get_ref() {
+            let Some(s) = self.env_str(g) else { continue };
+            match Glob::new(&s) {
+                Ok(glob) => includes.push((g.span(), s, glob.compile_matcher())),
+                Err(e) => {
+                    let err = self.error(g.span(), format!("invalid glob: {}", e.kind()), "this glob");
+                    self.push(err);
+                }
+            }
+        }
+        if raw.tests.include.get_ref().is_empty() {
+            let err = self.error(raw.tests.include.span(), "no test globs", "add at least one glob")
+                .with_help("e.g. include = [\"tests/e2e/test_*.py\"]");
+            self.push(err);
+            return None;
+        }
+        let mut exclude = GlobSetBuilder::new();
+        for g in &raw.tests.exclude {
+            let Some(s) = self.env_str(g) else { continue };
+            match Glob::new(&s) {
+                Ok(glob) => {
+                    exclude.add(glob);
+                }
+                Err(e) => {
+                    let err = self.error(g.span(), format!("invalid glob: {}", e.kind()), "this glob");
+                    self.push(err);
+                }
+            }
+        }
+        let exclude = exclude.build().unwrap_or_else(|_| GlobSet::empty());
+        let mut found = BTreeSet::new();
+        for (span, text, matcher) in &includes {
+            let mut matched = 0;
+            for path in walk_from(root, text) {
+                if matcher.is_match(&path) {
+                    matched += 1;
+                    if !exclude.is_match(&path) {
+                        found.insert(path);
+                    }
+                }
+            }
+            if matched == 0 {
+                let err = self
+                    .error(span.clone(), format!("`{text}` matches no file under {}", root.display()), "matches nothing")
+                    .with_help("globs are relative to `root`; check the path and the plan's `root`");
+                self.push(err);
+            }
+        }
+        if !self.errors.is_empty() {
+            return None;
+        }
+        if found.is_empty() {
+            let err = self.error(raw.tests.include.span(), "every matching file is excluded", "no test file is left");
+            self.push(err);
+            return None;
+        }
+        Some(unique_stems(found.into_iter().collect()))
+    }
+
+    fn toml_error(self, e: toml::de::Error) -> PlanError {
+        let span = e.span().unwrap_or(0..0);
+        let message = e.message().trim().to_string();
+        let mut err = self.error(span, message.clone(), "here");
+        // serde's "unknown field `x`, expected one of `a`, `b`": suggest the closest.
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            if let Some((field, expected)) = rest.split_once('`') {
+                let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+                err.label = "unknown key".into();
+                err.help = Some(match suggest(field, known.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("known keys here: {}", known.join(", ")),
+                });
+            }
+        } else if message.starts_with("unknown variant") {
+            err.label = "not one of the allowed values".into();
+        } else if message.starts_with("invalid type") {
+            err.label = "wrong type".into();
+        } else if message.starts_with("missing field") {
+            err.label = "in this table".into();
+        }
+        err
+    }
+
+    fn finish(mut self) -> PlanError {
+        let mut first = self.errors.remove(0);
+        first.related = std::mem::take(&mut self.errors);
+        first
+    }
+
+    fn finish_with(mut self, e: PlanError) -> PlanError {
+        self.errors.insert(0, e);
+        self.finish()
+    }
+}
+
+/// Walks only below the literal (glob-free) prefix of `glob`, yielding `/`-separated paths relative
+/// to root; hidden folders other than the prefix itself are skipped (virtualenvs, .git).
+pub(crate) fn walk_from(root: &Path, glob: &str) -> Vec<String> {
+    let prefix: Vec<&str> = glob
+        .split('/')
+        .take_while(|c| !c.contains(['*', '?', '[', '{']))
+        .collect();
+    let prefix = if prefix.len() == glob.split('/').count() {
+        // No glob characters: the prefix is the file itself; walk its folder.
+        prefix[..prefix.len().saturating_sub(1)].join("/")
+    } else {
+        prefix.join("/")
+    };
+    let start: PathBuf = if prefix.is_empty() { root.to_path_buf() } else { root.join(&prefix) };
+    walkdir::WalkDir::new(&start)
+        .follow_links(true)
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| {
+            let rel = e.path().strip_prefix(root).ok()?;
+            Some(rel.to_string_lossy().replace('\\', "/"))
+        })
+        .collect()
+}
+
+/// File stems, made unique by prefixing parent folder names where two files share one.
+fn unique_stems(paths: Vec<String>) -> Vec<TestFile> {
+    let stem = |p: &str, depth: usize| -> String {
+        let parts: Vec<&str> = p.split('/').collect();
+        let n = parts.len();
+        let last = parts[n - 1];
+        let last = last.rsplit_once('.').map(|(s, _)| s).filter(|s| !s.is_empty()).unwrap_or(last);
+        let mut v: Vec<&str> = parts[n.saturating_sub(depth + 1)..n - 1].to_vec();
+        v.push(last);
+        v.join("_")
+    };
+    let mut depth = vec![0usize; paths.len()];
+    loop {
+        let stems: Vec<String> = paths.iter().zip(&depth).map(|(p, d)| stem(p, *d)).collect();
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for s in &stems {
+            *counts.entry(s).or_default() += 1;
+        }
+        let mut changed = false;
+        for (i, s) in stems.iter().enumerate() {
+            if counts[s.as_str()] > 1 && depth[i] < paths[i].split('/').count() - 1 {
+                depth[i] += 1;
+                changed = true;
+            }
+        }
+        if !changed {
+            return paths
+                .iter()
+                .zip(stems)
+                .map(|(p, s)| TestFile { path: p.clone(), stem: s })
+                .collect();
+        }
+    }
+}
+
+/// Removes `.` and `..` components without touching the file system (the folder may not exist yet).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A template URL must be a PostgreSQL URL naming a database.
+fn check_template_url(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("invalid template URL: {e}"))?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return Err(format!("template URL must start with postgresql://, not {}://", parsed.scheme()));
+    }
+    let db = parsed.path().trim_start_matches('/');
+    if db.is_empty() {
+        return Err("template URL names no database".into());
+    }
+    if matches!(db, "postgres" | "template0" | "template1") {
+        return Err(format!("`{db}` cannot be the template: name a database of your own"));
+    }
+    Ok(())
+}
+
+/// The state folder (`{root}/.e2e-plan`) of a plan, read leniently: rollback must work even when
+/// the rest of the plan no longer loads (a glob that matches nothing now, say).
+pub fn state_dir_of(path: &Path) -> Result<PathBuf, PlanError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| PlanError::plain(format!("cannot read plan file {}: {e}", path.display())))?;
+    let value: toml::Table = toml::from_str(&text)
+        .map_err(|e| PlanError::plain(format!("{}: {}", path.display(), e.message())))?;
+    let root = value.get("root").and_then(|r| r.as_str()).unwrap_or(".");
+    let root = interpolate_env(root, &|n| std::env::var(n).ok()).unwrap_or_else(|_| root.to_string());
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Ok(dir.join(root).join(".e2e-plan"))
+}
+
+/// Placeholder names, for the schema's docs and messages.
+pub fn placeholders() -> &'static [&'static str] {
+    PLACEHOLDERS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stems_are_unique() {
+        let files = unique_stems(vec!["a/test_x.py".into(), "b/test_x.py".into(), "b/test_y.py".into()]);
+        let stems: Vec<_> = files.iter().map(|f| f.stem.as_str()).collect();
+        assert_eq!(stems, ["a_test_x", "b_test_x", "test_y"]);
+    }
+
+    #[test]
+    fn template_url_checks() {
+        assert!(check_template_url("postgresql://u@h:5432/app").is_ok());
+        assert!(check_template_url("mysql://u@h/app").is_err());
+        assert!(check_template_url("postgresql://u@h:5432/").is_err());
+        assert!(check_template_url("postgresql://u@h/postgres").is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! Plan files: the TOML format ([`format`]), loading and checking ([`load`]) into a resolved
+//! [`Plan`] in which nothing can fail any more, and the JSON Schema editors validate against.
+
+pub mod duration;
+pub mod format;
+pub mod load;
+pub mod template;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use miette::{Diagnostic, NamedSource, SourceSpan};
+use thiserror::Error;
+
+pub use format::{FlakyPolicy, Keep, Strategy};
+pub use load::{load, LoadOptions};
+use template::{Template, Word};
+
+/// The default plan path, relative to the working directory.
+pub const DEFAULT_PLAN: &str = "plans/default.toml";
+
+/// A plan as loaded: paths absolute, globs expanded, templates parsed.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The plan file as the user named it (for messages and the journal).
+    pub path: PathBuf,
+    pub root: PathBuf,
+    pub files: Vec<TestFile>,
+    pub setup: Vec<SetupCommand>,
+    pub database: DatabaseSpec,
+    pub server: Option<ServerSpec>,
+    pub test: TestSpec,
+    pub run: RunSpec,
+    pub report_dir: PathBuf,
+}
+
+/// One test file: one worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestFile {
+    /// Relative to root, with `/` separators.
+    pub path: String,
+    /// Unique among the plan's files: used for log folders and database names.
+    pub stem: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SetupCommand {
+    pub command: Vec<Word>,
+    pub creates: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSpec {
+    /// None: start an ephemeral cluster.
+    pub template: Option<String>,
+    pub prepare: Vec<Vec<Word>>,
+    pub keep: Keep,
+    pub strategy: Option<Strategy>,
+    pub fingerprint: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    pub command: Vec<Word>,
+    pub env: Vec<(String, Template)>,
+    pub ready: Template,
+    pub ready_timeout: Duration,
+    pub stop_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TestSpec {
+    pub command: Vec<Word>,
+    pub env: Vec<(String, Template)>,
+    pub timeout: Duration,
+    pub ok_exit_codes: Vec<i32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub jobs: usize,
+    pub fail_fast: bool,
+    pub retries: u32,
+    pub flaky: FlakyPolicy,
+    pub max_retry_files: usize,
+}
+
+impl Plan {
+    /// Where runs keep their journals, timings and ephemeral clusters.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(".e2e-plan")
+    }
+
+    /// The stop grace period for any process group, server or test.
+    pub fn stop_timeout(&self) -> Duration {
+        self.server
+            .as_ref()
+            .map(|s| s.stop_timeout)
+            .unwrap_or(Duration::from_secs(2))
+    }
+}
+
+/// A mistake in a plan file, pointing at the offending text.
+#[derive(Debug, Error, Diagnostic)]
+#[error("{message}")]
+#[diagnostic(code(e2e_plan::plan))]
+pub struct PlanError {
+    pub message: String,
+    #[source_code]
+    pub src: Option<NamedSource<String>>,
+    #[label("{label}")]
+    pub span: Option<SourceSpan>,
+    pub label: String,
+    #[help]
+    pub help: Option<String>,
+    #[related]
+    pub related: Vec<PlanError>,
+}
+
+impl PlanError {
+    pub fn plain(message: impl Into<String>) -> Self {
+        PlanError {
+            message: message.into(),
+            src: None,
+            span: None,
+            label: String::new(),
+            help: None,
+            related: Vec::new(),
+        }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// The closest candidate to `word`, if any is close enough to be a likely typo.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// The JSON Schema (draft-07) of the plan format, as checked in at `schemas/plan.schema.json`.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(format::RawPlan);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}

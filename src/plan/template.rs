@@ -1,0 +1,292 @@
+//! `{placeholder}` templates filled per worker, and `${VAR}` environment interpolation at load time.
+
+use std::collections::HashMap;
+
+/// Every placeholder a plan may use.
+pub const PLACEHOLDERS: &[&str] = &[
+    "root",
+    "run",
+    "worker",
+    "file",
+    "file_stem",
+    "port",
+    "db_name",
+    "db_url",
+    "junit",
+    "log_dir",
+    "args",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(String),
+    Var(String),
+}
+
+/// A string with placeholders, checked at load time so that filling it cannot fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+/// A template problem, with the byte offset (within the string) where it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    pub message: String,
+    pub help: Option<String>,
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl Template {
+    /// Parses `text`; `allowed` lists the placeholders valid in this field (`args` never is: a
+    /// standalone `{args}` word is recognised before this by [`Word::parse`]).
+    pub fn parse(text: &str, allowed: &[&str]) -> Result<Self, TemplateError> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut chars = text.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '{' if matches!(chars.peek(), Some((_, '{'))) => {
+                    chars.next();
+                    lit.push('{');
+                }
+                '}' if matches!(chars.peek(), Some((_, '}'))) => {
+                    chars.next();
+                    lit.push('}');
+                }
+                '{' => {
+                    let close = text[i..].find('}').ok_or_else(|| TemplateError {
+                        message: "unclosed `{` in template".into(),
+                        help: Some("write `{{` for a literal brace".into()),
+                        offset: i,
+                        len: text.len() - i,
+                    })?;
+                    let name = &text[i + 1..i + close];
+                    let err = |message: String, help: Option<String>| TemplateError {
+                        message,
+                        help,
+                        offset: i,
+                        len: close + 1,
+                    };
+                    if name == "args" {
+                        return Err(err(
+                            "`{args}` must stand alone as one word of a command".into(),
+                            Some("write it as its own array element, e.g. [\"pytest\", \"{file}\", \"{args}\"]".into()),
+                        ));
+                    }
+                    if !PLACEHOLDERS.contains(&name) {
+                        let help = super::suggest(name, PLACEHOLDERS.iter().copied())
+                            .map(|s| format!("did you mean `{{{s}}}`?"))
+                            .or_else(|| Some(format!("known placeholders: {}", PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(" "))));
+                        return Err(err(format!("unknown placeholder `{{{name}}}`"), help));
+                    }
+                    if !allowed.contains(&name) {
+                        return Err(err(
+                            format!("placeholder `{{{name}}}` is not available here"),
+                            Some(format!(
+                                "this field may use: {}",
+                                if allowed.is_empty() { "no placeholders".to_string() } else {
+                                    allowed.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(" ")
+                                }
+                            )),
+                        ));
+                    }
+                    if !lit.is_empty() {
+                        parts.push(Part::Lit(std::mem::take(&mut lit)));
+                    }
+                    parts.push(Part::Var(name.to_string()));
+                    for _ in 0..close {
+                        chars.next();
+                    }
+                }
+                c => lit.push(c),
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit));
+        }
+        Ok(Template { parts })
+    }
+
+    /// Fills the template; placeholders missing from `vars` are left as `{name}`.
+    pub fn fill(&self, vars: &HashMap<&str, String>) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Lit(s) => out.push_str(s),
+                Part::Var(name) => match vars.get(name.as_str()) {
+                    Some(v) => out.push_str(v),
+                    None => {
+                        out.push('{');
+                        out.push_str(name);
+                        out.push('}');
+                    }
+                },
+            }
+        }
+        out
+    }
+
+    pub fn uses(&self, name: &str) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Var(n) if n == name))
+    }
+}
+
+/// One word of a command: a template, or the standalone `{args}` that expands to zero or more words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Word {
+    Args,
+    Text(Template),
+}
+
+impl Word {
+    pub fn parse(text: &str, allowed: &[&str], args_allowed: bool) -> Result<Self, TemplateError> {
+        if text == "{args}" {
+            if args_allowed {
+                return Ok(Word::Args);
+            }
+            return Err(TemplateError {
+                message: "`{args}` is only available in the server and test commands".into(),
+                help: None,
+                offset: 0,
+                len: text.len(),
+            });
+        }
+        Template::parse(text, allowed).map(Word::Text)
+    }
+}
+
+/// Fills a command's words; `{args}` becomes the extra arguments, each its own word.
+pub fn fill_command(words: &[Word], vars: &HashMap<&str, String>, args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for word in words {
+        match word {
+            Word::Args => out.extend(args.iter().cloned()),
+            Word::Text(t) => out.push(t.fill(vars)),
+        }
+    }
+    out
+}
+
+/// A `${VAR}` problem: the byte offset of the reference within the string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvError {
+    pub var: String,
+    pub offset: usize,
+    pub len: usize,
+    pub message: String,
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` using `lookup`; `$$` is a literal `$`.
+pub fn interpolate_env(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, EnvError> {
+    if !text.contains('$') {
+        return Ok(text.to_string());
+    }
+    let mut out = String::new();
+    let mut i = 0;
+    let bytes = text.as_bytes();
+    while i < bytes.len() {
+        if bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'$') {
+            out.push('$');
+            i += 2;
+        } else if bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'{') {
+            let close = text[i..].find('}').ok_or_else(|| EnvError {
+                var: String::new(),
+                offset: i,
+                len: text.len() - i,
+                message: "unclosed `${` in environment reference".into(),
+            })?;
+            let inner = &text[i + 2..i + close];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(EnvError {
+                    var: name.into(),
+                    offset: i,
+                    len: close + 1,
+                    message: format!("`${{{inner}}}` is not a valid environment reference"),
+                });
+            }
+            match (lookup(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(EnvError {
+                        var: name.into(),
+                        offset: i,
+                        len: close + 1,
+                        message: format!("environment variable `{name}` is not set"),
+                    })
+                }
+            }
+            i += close + 1;
+        } else {
+            let ch = text[i..].chars().next().unwrap_or('$');
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: &[&str] = &["root", "run", "worker", "file", "file_stem", "port", "db_name", "db_url", "junit", "log_dir"];
+
+    #[test]
+    fn fills_placeholders_and_escapes() {
+        let t = Template::parse("http://127.0.0.1:{port}/x{{y}}", ALL).unwrap();
+        let vars = HashMap::from([("port", "8080".to_string())]);
+        assert_eq!(t.fill(&vars), "http://127.0.0.1:8080/x{y}");
+        assert!(t.uses("port"));
+    }
+
+    #[test]
+    fn unknown_placeholder_suggests() {
+        let e = Template::parse("--x={prot}", ALL).unwrap_err();
+        assert_eq!(e.message, "unknown placeholder `{prot}`");
+        assert_eq!(e.help.as_deref(), Some("did you mean `{port}`?"));
+        assert_eq!((e.offset, e.len), (4, 6));
+    }
+
+    #[test]
+    fn args_only_alone() {
+        assert_eq!(Word::parse("{args}", ALL, true).unwrap(), Word::Args);
+        assert!(Word::parse("--{args}", ALL, true).unwrap_err().message.contains("alone"));
+        assert!(Word::parse("{args}", ALL, false).is_err());
+        let words = vec![Word::parse("a", ALL, true).unwrap(), Word::Args];
+        assert_eq!(fill_command(&words, &HashMap::new(), &[]), vec!["a"]);
+        assert_eq!(
+            fill_command(&words, &HashMap::new(), &["-k".into(), "x y".into()]),
+            vec!["a", "-k", "x y"]
+        );
+    }
+
+    #[test]
+    fn not_allowed_here() {
+        let e = Template::parse("{port}", &["root"]).unwrap_err();
+        assert!(e.message.contains("not available here"));
+    }
+
+    #[test]
+    fn env_interpolation() {
+        let lookup = |n: &str| (n == "HOME_X").then(|| "/h".to_string());
+        assert_eq!(interpolate_env("a${HOME_X}b", &lookup).unwrap(), "a/hb");
+        assert_eq!(interpolate_env("${NOPE:-d}", &lookup).unwrap(), "d");
+        assert_eq!(interpolate_env("${NOPE:-}", &lookup).unwrap(), "");
+        assert_eq!(interpolate_env("$$5 $x", &lookup).unwrap(), "$5 $x");
+        let e = interpolate_env("x ${NOPE}", &lookup).unwrap_err();
+        assert_eq!((e.offset, e.len, e.var.as_str()), (2, 7, "NOPE"));
+    }
+}

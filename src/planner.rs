@@ -1,0 +1,530 @@
+//! The planner turns a [`Plan`] into the DAG the engine runs and `dry-run` shows: setup steps,
+//! one worker per file (clone → start server → wait ready → run tests → stop server), teardown.
+//!
+//! Everything here is pure: names, order and predictions are decided before any side effect.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::plan::template::{fill_command, Template, Word};
+use crate::plan::{Plan, TestFile};
+
+/// PostgreSQL's limit on identifiers, in bytes.
+pub const MAX_IDENT: usize = 63;
+
+/// Name of the template database on an ephemeral cluster.
+pub const EPHEMERAL_TEMPLATE: &str = "e2e_template";
+
+/// Which part of the run a step belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Setup,
+    Worker,
+    Teardown,
+}
+
+/// What a node does; the engine only sees it through the step that [`crate::steps`] builds for it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// A `[[setup]]` command, skipped when `creates` exists.
+    Setup { command: Vec<String>, creates: Option<String> },
+    /// initdb + start a throwaway PostgreSQL.
+    StartCluster,
+    /// Create the template if missing, run `prepare` (unless the fingerprint matches).
+    PrepareTemplate { template: String, commands: Vec<Vec<String>>, fingerprinted: bool },
+    /// One file's worker: clone, server, tests, stop.
+    Worker { index: usize },
+    /// Second pass over failed files, each attempt in fresh isolation.
+    RetryFailed { retries: u32 },
+    /// Merge JUnit, write summary.json and report.html.
+    Report,
+    /// Drop or keep worker databases by the keep policy; remove passing workers' logs.
+    Cleanup,
+    /// Stop and delete the ephemeral cluster (unless databases are kept).
+    StopCluster,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    pub id: String,
+    pub stage: Stage,
+    pub deps: Vec<usize>,
+    /// Runs even when a dependency failed or the run was cancelled (teardown).
+    pub always: bool,
+    pub action: Action,
+}
+
+/// One worker, resolved except for what only exists at run time (port, template URL).
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerPlan {
+    pub index: usize,
+    pub file: String,
+    pub stem: String,
+    pub db_name: String,
+    pub log_dir: PathBuf,
+    pub junit: PathBuf,
+    /// From recorded timings; None for a file never run before.
+    pub predicted: Option<Duration>,
+}
+
+/// The whole DAG.
+#[derive(Debug, Clone)]
+pub struct Dag {
+    pub run_id: String,
+    pub nodes: Vec<Node>,
+    pub workers: Vec<WorkerPlan>,
+    /// Extra arguments given after `--`.
+    pub args: Vec<String>,
+    pub template_name: String,
+    pub jobs: usize,
+    pub predicted_wall: Option<Duration>,
+}
+
+/// Options from the command line that shape the DAG.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    pub run_id: String,
+    pub args: Vec<String>,
+    pub shard: Option<Shard>,
+    /// Only these files (e.g. `--last-failed`); None = all.
+    pub only: Option<Vec<String>>,
+}
+
+/// `--shard K/N`: K in 1..=N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 1/4")?;
+        let index: usize = k.trim().parse().map_err(|_| format!("`{k}` is not a number"))?;
+        let count: usize = n.trim().parse().map_err(|_| format!("`{n}` is not a number"))?;
+        if count == 0 || index == 0 || index > count {
+            return Err(format!("shard {s} is out of range: K must be 1..=N"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// Recorded per-file durations: `.e2e-plan/timings.json`, an exponential moving average.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Timings {
+    pub files: BTreeMap<String, FileTiming>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct FileTiming {
+    pub secs: f64,
+    pub runs: u32,
+}
+
+impl Timings {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("timings.json")
+    }
+
+    /// Missing or unreadable timings are no timings: they only order work.
+    pub fn load(state_dir: &Path) -> Timings {
+        std::fs::read_to_string(Self::path(state_dir))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default()
+    }
+
+    /// Folds one run's durations in (weight 0.5 for the newest, so a changed file adapts quickly).
+    pub fn record(&mut self, file: &str, took: Duration) {
+        let secs = took.as_secs_f64();
+        self.files
+            .entry(file.to_string())
+            .and_modify(|t| {
+                t.secs = t.secs * 0.5 + secs * 0.5;
+                t.runs += 1;
+            })
+            .or_insert(FileTiming { secs, runs: 1 });
+    }
+
+    pub fn get(&self, file: &str) -> Option<Duration> {
+        self.files.get(file).map(|t| Duration::from_secs_f64(t.secs))
+    }
+
+    /// Durations for `files`; unknown files get the mean of the known ones (or None if none known).
+    pub fn predict(&self, files: &[TestFile]) -> Vec<Option<Duration>> {
+        let known: Vec<f64> = files.iter().filter_map(|f| self.get(&f.path)).map(|d| d.as_secs_f64()).collect();
+        let mean = (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64);
+        files
+            .iter()
+            .map(|f| self.get(&f.path).or_else(|| mean.map(Duration::from_secs_f64)))
+            .collect()
+    }
+}
+
+/// Splits files into `count` shards: greedy longest-first into the least-loaded shard when
+/// timings exist, round-robin over sorted paths otherwise. Same inputs, same answer on every runner.
+pub fn shard_files(files: &[TestFile], timings: &Timings, shard: Shard) -> Vec<TestFile> {
+    let mut sorted: Vec<&TestFile> = files.iter().collect();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    let any_known = sorted.iter().any(|f| timings.get(&f.path).is_some());
+    if !any_known {
+        return sorted
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % shard.count == shard.index - 1)
+            .map(|(_, f)| f.clone())
+            .collect();
+    }
+    let owned: Vec<TestFile> = sorted.iter().map(|f| (*f).clone()).collect();
+    let predicted = timings.predict(&owned);
+    let mut order: Vec<usize> = (0..owned.len()).collect();
+    order.sort_by(|&a, &b| {
+        predicted[b].cmp(&predicted[a]).then_with(|| owned[a].path.cmp(&owned[b].path))
+    });
+    let mut loads = vec![Duration::ZERO; shard.count];
+    let mut mine = Vec::new();
+    for i in order {
+        let (slot, _) = loads
+            .iter()
+            .enumerate()
+            .min_by_key(|(k, load)| (**load, *k))
+            .unwrap_or((0, &Duration::ZERO));
+        loads[slot] += predicted[i].unwrap_or_default();
+        if slot == shard.index - 1 {
+            mine.push(owned[i].clone());
+        }
+    }
+    mine.sort_by(|a, b| a.path.cmp(&b.path));
+    mine
+}
+
+/// Makespan of `durations` on `jobs` slots (0 = unbounded), started longest first.
+pub fn predict_makespan(durations: &[Duration], jobs: usize) -> Duration {
+    let mut sorted = durations.to_vec();
+    sorted.sort_by(|a, b| b.cmp(a));
+    let slots = if jobs == 0 { sorted.len().max(1) } else { jobs };
+    let mut free = vec![Duration::ZERO; slots];
+    for d in sorted {
+        if let Some(min) = free.iter_mut().min() {
+            *min += d;
+        }
+    }
+    free.into_iter().max().unwrap_or_default()
+}
+
+/// The template database's name from its URL (or the ephemeral default).
+pub fn template_name(plan: &Plan) -> String {
+    plan.database
+        .template
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .map(|u| {
+            let path = u.path().trim_start_matches('/').to_string();
+            percent_decode(&path)
+        })
+        .unwrap_or_else(|| EPHEMERAL_TEMPLATE.to_string())
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| s.to_string())
+}
+
+/// A worker database name: only `[a-z0-9_]`, at most 63 bytes, unique per run and attempt. A long
+/// template name is shortened with a hash of the whole name so that two long names never collide.
+pub fn worker_db_name(template: &str, run_id: &str, worker: usize, attempt: u32) -> String {
+    let mut base: String = template
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect();
+    if base.is_empty() || base.starts_with(|c: char| c.is_ascii_digit()) {
+        base.insert_str(0, "db_");
+    }
+    let suffix = if attempt == 0 {
+        format!("_{run_id}_{worker}")
+    } else {
+        format!("_{run_id}_{worker}r{attempt}")
+    };
+    if base.len() + suffix.len() > MAX_IDENT {
+        let hash = hex(&Sha256::digest(template.as_bytes()))[..8].to_string();
+        let keep = MAX_IDENT - suffix.len() - hash.len() - 1;
+        base.truncate(keep);
+        base.push('_');
+        base.push_str(&hash);
+    }
+    base + &suffix
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh run id: 8 lowercase hex characters from the clock and the process id.
+pub fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let seed = format!("{nanos}-{}-{:p}", std::process::id(), &nanos);
+    hex(&Sha256::digest(seed.as_bytes()))[..8].to_string()
+}
+
+/// Placeholder values of one worker attempt. `port` and `template_url` are only known at run time;
+/// dry-run passes stand-ins.
+pub struct WorkerVars<'a> {
+    pub plan: &'a Plan,
+    pub run_id: &'a str,
+    pub worker: &'a WorkerPlan,
+    pub db_name: &'a str,
+    pub template_url: &'a str,
+    pub port: &'a str,
+    pub log_dir: &'a Path,
+}
+
+impl WorkerVars<'_> {
+    pub fn map(&self) -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("root", self.plan.root.display().to_string()),
+            ("run", self.run_id.to_string()),
+            ("worker", self.worker.index.to_string()),
+            ("file", self.worker.file.clone()),
+            ("file_stem", self.worker.stem.clone()),
+            ("port", self.port.to_string()),
+            ("db_name", self.db_name.to_string()),
+            ("db_url", with_database(self.template_url, self.db_name)),
+            ("junit", self.log_dir.join("junit.xml").display().to_string()),
+            ("log_dir", self.log_dir.display().to_string()),
+        ])
+    }
+}
+
+/// Filled commands and environment of one worker attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerCommands {
+    pub server: Option<ServerCommands>,
+    pub test: Vec<String>,
+    pub test_env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerCommands {
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub ready: String,
+}
+
+pub fn fill_env(env: &[(String, Template)], vars: &HashMap<&str, String>) -> Vec<(String, String)> {
+    env.iter().map(|(k, t)| (k.clone(), t.fill(vars))).collect()
+}
+
+impl WorkerVars<'_> {
+    pub fn commands(&self, args: &[String]) -> WorkerCommands {
+        let vars = self.map();
+        WorkerCommands {
+            server: self.plan.server.as_ref().map(|s| ServerCommands {
+                command: fill_command(&s.command, &vars, args),
+                env: fill_env(&s.env, &vars),
+                ready: s.ready.fill(&vars),
+            }),
+            test: fill_command(&self.plan.test.command, &vars, args),
+            test_env: fill_env(&self.plan.test.env, &vars),
+        }
+    }
+}
+
+/// `url` with only its database name replaced (user, password, host, port, query kept).
+pub fn with_database(url: &str, db: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_path(&format!("/{db}"));
+            u.to_string()
+        }
+        // Not parseable (a dry-run stand-in for a port): replace the last path segment as text.
+        Err(_) => {
+            let (base, query) = url.split_once('?').map(|(b, q)| (b, Some(q))).unwrap_or((url, None));
+            let head = base.rfind('/').map(|i| &base[..i]).unwrap_or(base);
+            match query {
+                Some(q) => format!("{head}/{db}?{q}"),
+                None => format!("{head}/{db}"),
+            }
+        }
+    }
+}
+
+/// Fills a setup/prepare command (only run-wide placeholders).
+pub fn fill_run_command(words: &[Word], plan: &Plan, run_id: &str, template_url: &str, template: &str) -> Vec<String> {
+    let vars = HashMap::from([
+        ("root", plan.root.display().to_string()),
+        ("run", run_id.to_string()),
+        ("db_name", template.to_string()),
+        ("db_url", template_url.to_string()),
+    ]);
+    fill_command(words, &vars, &[])
+}
+
+/// Builds the DAG. Workers are ordered longest-predicted first (ties by path), which is also the
+/// order the engine starts them in when `jobs` limits how many run at once.
+pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
+    let timings = Timings::load(&plan.state_dir());
+    let mut files = plan.files.clone();
+    if let Some(only) = &opts.only {
+        files.retain(|f| only.contains(&f.path));
+    }
+    if let Some(shard) = opts.shard {
+        files = shard_files(&files, &timings, shard);
+    }
+    let predicted = timings.predict(&files);
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by(|&a, &b| predicted[b].cmp(&predicted[a]).then_with(|| files[a].path.cmp(&files[b].path)));
+
+    let template = template_name(plan);
+    let workers: Vec<WorkerPlan> = order
+        .iter()
+        .enumerate()
+        .map(|(index, &i)| {
+            let f = &files[i];
+            let log_dir = plan.report_dir.join("workers").join(&f.stem);
+            WorkerPlan {
+                index,
+                file: f.path.clone(),
+                stem: f.stem.clone(),
+                db_name: worker_db_name(&template, &opts.run_id, index, 0),
+                junit: log_dir.join("junit.xml"),
+                log_dir,
+                predicted: predicted[i],
+            }
+        })
+        .collect();
+
+    let mut nodes = Vec::new();
+    let mut last_setup: Option<usize> = None;
+    let push = |nodes: &mut Vec<Node>, id: String, stage, deps: Vec<usize>, always, action| {
+        nodes.push(Node { id, stage, deps, always, action });
+        nodes.len() - 1
+    };
+    for (i, s) in plan.setup.iter().enumerate() {
+        let command = fill_run_command(&s.command, plan, &opts.run_id, "", &template);
+        let id = push(&mut nodes, format!("setup-{}", i + 1), Stage::Setup, last_setup.into_iter().collect(), false,
+            Action::Setup { command, creates: s.creates.clone() });
+        last_setup = Some(id);
+    }
+    let cluster = plan.database.template.is_none().then(|| {
+        push(&mut nodes, "start-cluster".into(), Stage::Setup, last_setup.into_iter().collect(), false, Action::StartCluster)
+    });
+    let prepare_deps: Vec<usize> = cluster.or(last_setup).into_iter().collect();
+    let template_url_shown = plan.database.template.clone().unwrap_or_else(|| "<ephemeral cluster>".into());
+    let prepare = push(&mut nodes, "prepare-template".into(), Stage::Setup, prepare_deps, false, Action::PrepareTemplate {
+        template: template.clone(),
+        commands: plan
+            .database
+            .prepare
+            .iter()
+            .map(|c| fill_run_command(c, plan, &opts.run_id, &template_url_shown, &template))
+            .collect(),
+        fingerprinted: !plan.database.fingerprint.is_empty(),
+    });
+    let worker_ids: Vec<usize> = workers
+        .iter()
+        .map(|w| push(&mut nodes, format!("worker-{}", w.stem), Stage::Worker, vec![prepare], false, Action::Worker { index: w.index }))
+        .collect();
+    let mut teardown_deps = worker_ids.clone();
+    if plan.run.retries > 0 {
+        let retry = push(&mut nodes, "retry-failed".into(), Stage::Worker, worker_ids, true, Action::RetryFailed { retries: plan.run.retries });
+        teardown_deps = vec![retry];
+    }
+    let report = push(&mut nodes, "report".into(), Stage::Teardown, teardown_deps, true, Action::Report);
+    let cleanup = push(&mut nodes, "cleanup".into(), Stage::Teardown, vec![report], true, Action::Cleanup);
+    if cluster.is_some() {
+        push(&mut nodes, "stop-cluster".into(), Stage::Teardown, vec![cleanup], true, Action::StopCluster);
+    }
+
+    let known: Vec<Duration> = workers.iter().filter_map(|w| w.predicted).collect();
+    let predicted_wall = (known.len() == workers.len() && !known.is_empty())
+        .then(|| predict_makespan(&known, plan.run.jobs));
+    Dag {
+        run_id: opts.run_id.clone(),
+        nodes,
+        workers,
+        args: opts.args.clone(),
+        template_name: template,
+        jobs: plan.run.jobs,
+        predicted_wall,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn db_names_are_safe_and_bounded() {
+        let n = worker_db_name("App-Test", "ab12cd34", 3, 0);
+        assert_eq!(n, "app_test_ab12cd34_3");
+        let long_a = "a".repeat(60);
+        let long_b = format!("{}b", "a".repeat(59));
+        let na = worker_db_name(&long_a, "ab12cd34", 123, 2);
+        let nb = worker_db_name(&long_b, "ab12cd34", 123, 2);
+        assert!(na.len() <= MAX_IDENT && nb.len() <= MAX_IDENT);
+        assert_ne!(na, nb, "shortened names must not collide");
+        assert!(na.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+        assert_eq!(worker_db_name("9lives", "r", 0, 0), "db_9lives_r_0");
+    }
+
+    #[test]
+    fn replaces_only_the_database() {
+        assert_eq!(
+            with_database("postgresql://u:p%40ss@h:6543/tmpl?sslmode=disable", "w_1"),
+            "postgresql://u:p%40ss@h:6543/w_1?sslmode=disable"
+        );
+    }
+
+    #[test]
+    fn makespan_lpt() {
+        let d = |s| Duration::from_secs(s);
+        assert_eq!(predict_makespan(&[d(5), d(3), d(3), d(1)], 2), d(6));
+        assert_eq!(predict_makespan(&[d(5), d(3)], 0), d(5));
+    }
+
+    fn files(names: &[&str]) -> Vec<TestFile> {
+        names.iter().map(|n| TestFile { path: n.to_string(), stem: n.to_string() }).collect()
+    }
+
+    #[test]
+    fn shards_partition_round_robin_without_timings() {
+        let fs = files(&["a", "b", "c", "d", "e"]);
+        let t = Timings::default();
+        let s1 = shard_files(&fs, &t, Shard { index: 1, count: 2 });
+        let s2 = shard_files(&fs, &t, Shard { index: 2, count: 2 });
+        assert_eq!(s1.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["a", "c", "e"]);
+        assert_eq!(s2.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["b", "d"]);
+    }
+
+    #[test]
+    fn shards_balance_by_timings() {
+        let fs = files(&["a", "b", "c", "d"]);
+        let mut t = Timings::default();
+        for (f, s) in [("a", 10), ("b", 6), ("c", 5), ("d", 1)] {
+            t.record(f, Duration::from_secs(s));
+        }
+        let s1 = shard_files(&fs, &t, Shard { index: 1, count: 2 });
+        let s2 = shard_files(&fs, &t, Shard { index: 2, count: 2 });
+        assert_eq!(s1.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["a", "d"]);
+        assert_eq!(s2.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+    }
+
+    #[test]
+    fn shard_parse() {
+        assert_eq!("2/4".parse::<Shard>().unwrap(), Shard { index: 2, count: 4 });
+        assert!("0/4".parse::<Shard>().is_err());
+        assert!("5/4".parse::<Shard>().is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! `report.html`: one self-contained page (no network) with a timeline row per worker showing its
+//! phases to scale, coloured by result, with details and the tail of failed logs.
+
+use std::fmt::Write;
+
+use super::junit::xml_escape as esc;
+use super::summary::{RunSummary, Verdict};
+use crate::steps::process::tail;
+
+fn colour(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "#2e9d4f",
+        Verdict::Fail | Verdict::Error => "#d64545",
+        Verdict::Timeout => "#c2410c",
+        Verdict::Cancelled => "#8a8a8a",
+        Verdict::Flaky => "#d9a400",
+    }
+}
+
+fn phase_shade(phase: &str) -> &'static str {
+    match phase {
+        "cloning" => "0.35",
+        "starting" => "0.55",
+        "testing" => "1",
+        _ => "0.25",
+    }
+}
+
+pub fn render(s: &RunSummary) -> String {
+    let wall = s.wall_secs.max(0.001);
+    let mut rows = String::new();
+    let mut workers: Vec<_> = s.workers.iter().collect();
+    workers.sort_by(|a, b| {
+        let start = |w: &&crate::report::summary::WorkerResult| w.attempts.first().and_then(|a| a.phases.first()).map(|p| p.start).unwrap_or(f64::MAX);
+        start(a).total_cmp(&start(b)).then_with(|| a.file.cmp(&b.file))
+    });
+    for w in workers {
+        let mut bars = String::new();
+        for a in &w.attempts {
+            for p in &a.phases {
+                let left = p.start / wall * 100.0;
+                let width = ((p.end - p.start) / wall * 100.0).max(0.2);
+                let _ = write!(
+                    bars,
+                    r#"<span class="bar" style="left:{left:.3}%;width:{width:.3}%;background:{};opacity:{}" title="{} · attempt {} · {} · {:.2}s → {:.2}s ({:.2}s)"></span>"#,
+                    colour(if a.verdict == Verdict::Pass { Verdict::Pass } else { w.verdict }),
+                    phase_shade(p.phase.label()),
+                    esc(&w.file),
+                    a.number,
+                    p.phase.label(),
+                    p.start,
+                    p.end,
+                    p.end - p.start
+                );
+            }
+        }
+        let counts = w.counts.map(|c| format!("{} passed, {} failed", c.passed, c.failed + c.errors)).unwrap_or_else(|| "no report".into());
+        let mut details = format!(
+            "<div>result <b>{}</b> · exit code {} · {:.2}s · {} · database {}{} · port {}</div>",
+            w.verdict.label(),
+            w.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            w.duration,
+            counts,
+            esc(&w.db_name),
+            if w.db_kept { " (kept)" } else { "" },
+            w.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+        );
+        if let Some(m) = &w.message {
+            let _ = write!(details, "<div>{}</div>", esc(m));
+        }
+        if !matches!(w.verdict, Verdict::Pass | Verdict::Cancelled) {
+            let _ = write!(details, "<div>logs: {}</div><pre>{}</pre>", esc(&w.log_dir.display().to_string()), esc(&tail(&w.test_log, 40)));
+            let server = tail(&w.server_log, 20);
+            if !server.is_empty() {
+                let _ = write!(details, "<div>server log (tail)</div><pre>{}</pre>", esc(&server));
+            }
+        }
+        let _ = write!(
+            rows,
+            r#"<details class="row"><summary><span class="name" title="{f}">{f}</span><span class="res" style="color:{c}">{v}</span><span class="track">{bars}</span><span class="dur">{d:.1}s</span></summary><div class="more">{details}</div></details>"#,
+            f = esc(&w.file),
+            c = colour(w.verdict),
+            v = w.verdict.label(),
+            d = w.duration,
+        );
+    }
+    let mut ticks = String::new();
+    for i in 0..=4 {
+        let _ = write!(ticks, r#"<span class="tick" style="left:{}%">{:.1}s</span>"#, i * 25, wall * i as f64 / 4.0);
+    }
+    let error = s.error.as_ref().map(|e| format!("<pre class=\"err\">{}\n{}</pre>", esc(&e.message), esc(e.detail.as_deref().unwrap_or("")))).unwrap_or_default();
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>e2e-plan run {run}</title>
+<style>
+body{{font:14px system-ui,sans-serif;margin:24px;color:#222}}
+h1{{font-size:18px}} .meta{{color:#555;margin-bottom:12px}}
+.row summary{{display:flex;align-items:center;gap:8px;cursor:pointer;list-style:none;padding:2px 0}}
+.name{{width:260px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;font-family:monospace}}
+.res{{width:84px;font-weight:600}} .dur{{width:60px;text-align:right;color:#555}}
+.track{{position:relative;flex:1;height:16px;background:#f1f1f1;border-radius:3px}}
+.bar{{position:absolute;top:0;bottom:0;border-radius:2px}}
+.axis{{position:relative;margin-left:360px;margin-right:68px;height:18px;color:#777;font-size:11px}}
+.tick{{position:absolute;transform:translateX(-50%)}}
+.more{{margin:4px 0 10px 360px}} pre{{background:#111;color:#ddd;padding:8px;overflow:auto;max-height:300px}}
+.err{{background:#5a1010}} .legend span{{display:inline-block;margin-right:12px}}
+</style></head><body>
+<h1>e2e-plan run {run}: exit code {exit}</h1>
+<div class="meta">{n} files: {p} passed, {f} failed, {fl} flaky, {t} timed out, {c} cancelled · wall {wall:.1}s · Σ {work:.1}s of work · started {started}</div>
+<div class="legend">phases (left to right): <span>clone (pale)</span><span>server start</span><span>tests (solid)</span><span>stop</span></div>
+{error}
+<div class="axis">{ticks}</div>
+{rows}
+</body></html>
+"#,
+        run = esc(&s.run_id),
+        exit = s.exit_code,
+        n = s.workers.len(),
+        p = s.count(Verdict::Pass),
+        f = s.count(Verdict::Fail) + s.count(Verdict::Error),
+        fl = s.count(Verdict::Flaky),
+        t = s.count(Verdict::Timeout),
+        c = s.count(Verdict::Cancelled),
+        work = s.work_secs,
+        started = esc(&s.started),
+    )
+}

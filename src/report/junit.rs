@@ -1,0 +1,244 @@
+//! JUnit: reading workers' files and merging them into one `<testsuites>` document.
+//!
+//! Merging streams: each input is read, re-counted and written out before the next is read, so
+//! memory holds one input at a time; the root element's totals are written last.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
+
+use super::summary::{Counts, RunSummary, Verdict, WorkerResult};
+
+/// Reads a JUnit file; None when it is missing, empty, truncated or not JUnit XML.
+pub fn read(path: &Path) -> Result<Report, String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+        return Err("the file is empty".into());
+    }
+    Report::deserialize(BufReader::new(file)).map_err(|e| e.to_string())
+}
+
+pub fn read_counts(path: &Path) -> Option<Counts> {
+    let report = read(path).ok()?;
+    let mut c = Counts::default();
+    for case in report.test_suites.iter().flat_map(|s| &s.test_cases) {
+        c.tests += 1;
+        match &case.status {
+            TestCaseStatus::Success { .. } => c.passed += 1,
+            TestCaseStatus::NonSuccess { kind: NonSuccessKind::Failure, .. } => c.failed += 1,
+            TestCaseStatus::NonSuccess { kind: NonSuccessKind::Error, .. } => c.errors += 1,
+            TestCaseStatus::Skipped { .. } => c.skipped += 1,
+        }
+    }
+    Some(c)
+}
+
+/// Writes suites as they come and the totals at the end.
+pub struct Merger {
+    out: PathBuf,
+    body: BufWriter<File>,
+    body_path: PathBuf,
+    tests: usize,
+    failures: usize,
+    errors: usize,
+    time: Duration,
+}
+
+impl Merger {
+    pub fn new(out: &Path) -> std::io::Result<Merger> {
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let body_path = out.with_extension("xml.part");
+        Ok(Merger {
+            out: out.to_path_buf(),
+            body: BufWriter::new(File::create(&body_path)?),
+            body_path,
+            tests: 0,
+            failures: 0,
+            errors: 0,
+            time: Duration::ZERO,
+        })
+    }
+
+    /// Adds suites, recounting them from their cases.
+    pub fn add(&mut self, suites: Vec<TestSuite>) -> std::io::Result<()> {
+        let mut report = Report::new("part");
+        for s in suites {
+            let mut fresh = TestSuite::new(s.name.clone());
+            fresh.properties = s.properties;
+            fresh.system_out = s.system_out;
+            fresh.system_err = s.system_err;
+            fresh.timestamp = s.timestamp;
+            fresh.add_test_cases(s.test_cases);
+            fresh.time = s.time.or_else(|| {
+                let total: Duration = fresh.test_cases.iter().filter_map(|c| c.time).sum();
+                Some(total)
+            });
+            self.tests += fresh.tests;
+            self.failures += fresh.failures;
+            self.errors += fresh.errors;
+            self.time += fresh.time.unwrap_or_default();
+            report.add_test_suite(fresh);
+        }
+        let xml = report.to_string().map_err(std::io::Error::other)?;
+        // Keep what is between the root element's tags.
+        let start = xml.find("<testsuites").and_then(|i| xml[i..].find('>').map(|j| i + j + 1));
+        let end = xml.rfind("</testsuites>");
+        if let (Some(s), Some(e)) = (start, end) {
+            self.body.write_all(xml[s..e].as_bytes())?;
+        }
+        Ok(())
+    }
+
+    pub fn finish(self, name: &str) -> std::io::Result<()> {
+        let Merger { out, body, body_path, tests, failures, errors, time } = self;
+        body.into_inner().map_err(|e| e.into_error())?;
+        let tmp = out.with_extension("xml.tmp");
+        {
+            let mut w = BufWriter::new(File::create(&tmp)?);
+            write!(
+                w,
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{:.3}\">",
+                xml_escape(name),
+                time.as_secs_f64()
+            )?;
+            let mut part = BufReader::new(File::open(&body_path)?);
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = part.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                w.write_all(&buf[..n])?;
+            }
+            w.write_all(b"\n</testsuites>\n")?;
+            w.flush()?;
+        }
+        std::fs::remove_file(&body_path)?;
+        std::fs::rename(&tmp, &out)
+    }
+}
+
+pub fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Strips characters XML 1.0 cannot hold (log tails may contain escape codes).
+fn xml_safe(s: &str) -> String {
+    s.chars().filter(|&c| matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{fffe}' && c != '\u{ffff}')).collect()
+}
+
+/// The suites one worker contributes: its own, tagged with its file, with earlier attempts as
+/// flaky/rerun elements; or one error case when its file is unusable; or a skipped case.
+pub fn worker_suites(w: &WorkerResult) -> Vec<TestSuite> {
+    let tag = |s: &mut TestSuite| {
+        s.add_property(Property::new("file", w.file.as_str()));
+        s.add_property(Property::new("result", w.verdict.label()));
+    };
+    if w.verdict == Verdict::Cancelled && !w.junit.exists() {
+        let mut suite = TestSuite::new(w.file.as_str());
+        tag(&mut suite);
+        let mut status = TestCaseStatus::skipped();
+        status.set_message("cancelled before it finished");
+        let mut case = TestCase::new(w.file.as_str(), status);
+        case.set_classname(w.file.as_str());
+        suite.add_test_case(case);
+        return vec![suite];
+    }
+    match read(&w.junit) {
+        Ok(report) => {
+            let earlier: Vec<Report> = w.attempts.iter().rev().skip(1).filter_map(|a| read(&a.log_dir.join(format!("attempt-{}", a.number)).join("junit.xml")).ok()).collect();
+            report
+                .test_suites
+                .into_iter()
+                .map(|mut s| {
+                    if s.name.as_str() == "pytest" || s.name.as_str().is_empty() {
+                        s.name = w.file.as_str().into();
+                    }
+                    tag(&mut s);
+                    for case in &mut s.test_cases {
+                        attach_reruns(case, &earlier);
+                    }
+                    s
+                })
+                .collect()
+        }
+        Err(why) => {
+            let mut suite = TestSuite::new(w.file.as_str());
+            tag(&mut suite);
+            let code = w.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "none (killed)".into());
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+            status.set_message(format!("{}: no usable JUnit report ({why}); exit code {code}", w.file));
+            status.set_type(w.verdict.label());
+            status.set_description(xml_safe(&crate::steps::process::tail(&w.test_log, 40)));
+            let mut case = TestCase::new(w.file.as_str(), status);
+            case.set_classname(w.file.as_str());
+            case.set_time(Duration::from_secs_f64(w.duration));
+            suite.add_test_case(case);
+            vec![suite]
+        }
+    }
+}
+
+/// Adds the failures of the same test in earlier attempts as `flakyFailure` (it passed in the
+/// end) or `rerunFailure` (it still fails), as nextest writes them.
+fn attach_reruns(case: &mut TestCase, earlier: &[Report]) {
+    for report in earlier {
+        let same = report
+            .test_suites
+            .iter()
+            .flat_map(|s| &s.test_cases)
+            .find(|c| c.name == case.name && c.classname == case.classname);
+        let Some(TestCaseStatus::NonSuccess { kind, message, description, .. }) = same.map(|c| &c.status) else { continue };
+        let mut rerun = TestRerun::new(*kind);
+        rerun.message = message.clone();
+        rerun.description = description.clone();
+        match &mut case.status {
+            TestCaseStatus::Success { flaky_runs } => flaky_runs.push(rerun),
+            TestCaseStatus::NonSuccess { reruns, .. } => reruns.push(rerun),
+            TestCaseStatus::Skipped { .. } => {}
+        }
+    }
+}
+
+/// Writes `{report_dir}/junit.xml` for a run.
+pub fn write_run(summary: &RunSummary, out: &Path) -> std::io::Result<()> {
+    let mut m = Merger::new(out)?;
+    let mut workers: Vec<&WorkerResult> = summary.workers.iter().collect();
+    workers.sort_by(|a, b| a.file.cmp(&b.file));
+    for w in workers {
+        m.add(worker_suites(w))?;
+    }
+    m.finish(&format!("e2e-plan run {}", summary.run_id))
+}
+
+/// `e2e-plan merge`: streams every input into `out`; when any input is unreadable, every bad one
+/// is named and nothing is written.
+pub fn merge_files(inputs: &[PathBuf], out: &Path) -> Result<(usize, usize), Vec<String>> {
+    let io = |e: std::io::Error| vec![format!("{}: {e}", out.display())];
+    let mut m = Merger::new(out).map_err(io)?;
+    let mut bad = Vec::new();
+    let mut suites = 0;
+    for p in inputs {
+        match read(p) {
+            Ok(report) => {
+                suites += report.test_suites.len();
+                if bad.is_empty() {
+                    m.add(report.test_suites).map_err(io)?;
+                }
+            }
+            Err(e) => bad.push(format!("{}: {e}", p.display())),
+        }
+    }
+    if !bad.is_empty() {
+        let _ = std::fs::remove_file(&m.body_path);
+        return Err(bad);
+    }
+    let tests = m.tests;
+    m.finish("merged").map_err(io)?;
+    Ok((suites, tests))
+}

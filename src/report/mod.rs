@@ -1,0 +1,9 @@
+//! Everything a run shows and leaves: the terminal reporter, JUnit, summary.json, report.html,
+//! dry-run rendering, and the state kept for the next run.
+
+pub mod dryrun;
+pub mod html;
+pub mod junit;
+pub mod state;
+pub mod summary;
+pub mod terminal;

@@ -1,0 +1,253 @@
+//! Results of a run: per-worker verdicts and the `summary.json` document (version 1).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::events::Phase;
+use crate::plan::FlakyPolicy;
+use crate::planner::WorkerPlan;
+use crate::steps::database::redact;
+use crate::steps::{lock, RunCx};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Timeout,
+    Cancelled,
+    /// Failed, then passed on a retry.
+    Flaky,
+    /// The worker could not be set up (clone failed, server never ready).
+    Error,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::Timeout => "TIMEOUT",
+            Verdict::Cancelled => "CANCELLED",
+            Verdict::Flaky => "FLAKY",
+            Verdict::Error => "ERROR",
+        }
+    }
+
+    /// Whether this verdict fails the run.
+    pub fn fails(self, flaky: FlakyPolicy) -> bool {
+        match self {
+            Verdict::Fail | Verdict::Timeout | Verdict::Error => true,
+            Verdict::Flaky => flaky == FlakyPolicy::Fail,
+            Verdict::Pass | Verdict::Cancelled => false,
+        }
+    }
+}
+
+/// Test counts from a worker's JUnit file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub tests: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub errors: usize,
+    pub skipped: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseSpan {
+    pub phase: Phase,
+    /// Seconds since the run started.
+    pub start: f64,
+    pub end: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub number: u32,
+    pub verdict: Verdict,
+    pub exit_code: Option<i32>,
+    pub duration: f64,
+    pub db_name: String,
+    pub port: Option<u16>,
+    pub log_dir: PathBuf,
+    pub counts: Option<Counts>,
+    pub phases: Vec<PhaseSpan>,
+    pub message: Option<String>,
+}
+
+impl Attempt {
+    pub fn new(number: u32, db_name: &str, log_dir: &std::path::Path) -> Self {
+        Attempt {
+            number,
+            verdict: Verdict::Cancelled,
+            exit_code: None,
+            duration: 0.0,
+            db_name: db_name.to_string(),
+            port: None,
+            log_dir: log_dir.to_path_buf(),
+            counts: None,
+            phases: Vec::new(),
+            message: None,
+        }
+    }
+
+    pub fn finish(mut self, verdict: Verdict, start: &mut Instant, phases: Vec<PhaseSpan>) -> Self {
+        self.verdict = verdict;
+        self.duration = start.elapsed().as_secs_f64();
+        self.phases = phases;
+        self
+    }
+}
+
+/// One file's result over all its attempts.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerResult {
+    pub index: usize,
+    pub file: String,
+    pub stem: String,
+    pub verdict: Verdict,
+    pub exit_code: Option<i32>,
+    /// Seconds over all attempts.
+    pub duration: f64,
+    /// The first attempt's database (retries' are always dropped).
+    pub db_name: String,
+    pub db_kept: bool,
+    pub port: Option<u16>,
+    pub log_dir: PathBuf,
+    pub server_log: PathBuf,
+    pub test_log: PathBuf,
+    pub junit: PathBuf,
+    pub counts: Option<Counts>,
+    pub message: Option<String>,
+    pub attempts: Vec<Attempt>,
+}
+
+impl WorkerResult {
+    pub fn new(w: &WorkerPlan, first: &Attempt) -> Self {
+        WorkerResult {
+            index: w.index,
+            file: w.file.clone(),
+            stem: w.stem.clone(),
+            verdict: Verdict::Cancelled,
+            exit_code: None,
+            duration: 0.0,
+            db_name: first.db_name.clone(),
+            db_kept: false,
+            port: None,
+            log_dir: w.log_dir.clone(),
+            server_log: w.log_dir.join("server.log"),
+            test_log: w.log_dir.join("test.log"),
+            junit: w.junit.clone(),
+            counts: None,
+            message: None,
+            attempts: Vec::new(),
+        }
+    }
+
+    /// A file that never started (cancelled before its turn).
+    pub fn not_run(w: &WorkerPlan, db_name: &str) -> Self {
+        let a = Attempt::new(1, db_name, &w.log_dir);
+        let mut r = WorkerResult::new(w, &a);
+        r.message = Some("not started".into());
+        r
+    }
+
+    pub fn push_attempt(&mut self, a: Attempt) {
+        let failed_before = self.attempts.iter().any(|p| matches!(p.verdict, Verdict::Fail | Verdict::Timeout));
+        self.verdict = if a.verdict == Verdict::Pass && failed_before { Verdict::Flaky } else { a.verdict };
+        self.exit_code = a.exit_code;
+        self.duration += a.duration;
+        self.port = a.port;
+        self.counts = a.counts;
+        self.message = a.message.clone();
+        self.attempts.push(a);
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptDatabase {
+    pub name: String,
+    /// Connection URL with any password replaced by `****`.
+    pub url: String,
+    pub file: String,
+    pub log_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunError {
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+/// `summary.json`. Versioned: fields are only ever added within a version.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub version: u32,
+    pub run_id: String,
+    pub plan: PathBuf,
+    pub root: PathBuf,
+    pub report_dir: PathBuf,
+    pub started: String,
+    pub ended: String,
+    pub wall_secs: f64,
+    /// Sum of the workers' durations.
+    pub work_secs: f64,
+    pub exit_code: i32,
+    pub error: Option<RunError>,
+    pub interrupted: bool,
+    pub flaky_policy: FlakyPolicy,
+    pub kept_databases: Vec<KeptDatabase>,
+    /// The command that drops kept databases.
+    pub cleanup_command: Option<String>,
+    pub workers: Vec<WorkerResult>,
+}
+
+impl RunSummary {
+    pub fn count(&self, v: Verdict) -> usize {
+        self.workers.iter().filter(|w| w.verdict == v).count()
+    }
+}
+
+pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
+    let results = lock(&cx.results);
+    let workers: Vec<WorkerResult> = cx
+        .dag
+        .workers
+        .iter()
+        .map(|w| results.get(&w.index).cloned().unwrap_or_else(|| WorkerResult::not_run(w, &w.db_name)))
+        .collect();
+    let template_url = cx.template_url();
+    let kept_databases: Vec<KeptDatabase> = workers
+        .iter()
+        .filter(|w| w.db_kept)
+        .map(|w| KeptDatabase {
+            name: w.db_name.clone(),
+            url: redact(&crate::planner::with_database(&template_url, &w.db_name)),
+            file: w.file.clone(),
+            log_dir: w.log_dir.clone(),
+        })
+        .collect();
+    let cleanup_command = (!kept_databases.is_empty()).then(|| format!("e2e-plan rollback {}", cx.plan.path.display()));
+    let now = std::time::SystemTime::now();
+    RunSummary {
+        version: 1,
+        run_id: cx.dag.run_id.clone(),
+        plan: cx.plan.path.clone(),
+        root: cx.plan.root.clone(),
+        report_dir: cx.plan.report_dir.clone(),
+        started: humantime::format_rfc3339_millis(cx.started_wall).to_string(),
+        ended: humantime::format_rfc3339_millis(now).to_string(),
+        wall_secs: cx.started_at.elapsed().as_secs_f64(),
+        work_secs: workers.iter().map(|w| w.duration).sum(),
+        exit_code,
+        error: lock(&cx.fatal).as_ref().map(|e| RunError { message: e.message.clone(), detail: e.detail.clone() }),
+        interrupted: exit_code == 130,
+        flaky_policy: cx.plan.run.flaky,
+        kept_databases,
+        cleanup_command,
+        workers,
+    }
+}

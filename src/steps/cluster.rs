@@ -1,0 +1,177 @@
+//! The embedded default: a throwaway PostgreSQL cluster (initdb into `.e2e-plan/`, a free port, a
+//! private socket folder, durability off), recorded in the journal like every other resource.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use super::process::{tail, RunAs};
+use super::resource::Resource;
+use super::StepError;
+use crate::engine::journal::{Entry, Journal};
+use crate::sys;
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub pid: u32,
+    pub started: u64,
+    pub postmaster: Entry,
+    pub folder: Entry,
+}
+
+impl Cluster {
+    /// The URL of a database on this cluster.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Immediate shutdown (the data is thrown away), then the folder goes.
+    pub async fn stop(&self, journal: &Journal) -> Result<(), String> {
+        use crate::engine::journal::Resource as _;
+        let pm = Resource::Postmaster { data_dir: self.dir.join("data"), pid: self.pid, started: self.started };
+        pm.undo().await?;
+        let _ = journal.undone(self.postmaster);
+        Resource::Folder { path: self.dir.clone() }.undo().await?;
+        let _ = journal.undone(self.folder);
+        Ok(())
+    }
+}
+
+/// Finds PostgreSQL's server binaries: `pg_config --bindir`, PATH, `/usr/lib/postgresql/*/bin`
+/// (newest first).
+pub fn find_bindir() -> Option<PathBuf> {
+    let has = |d: &Path| d.join("initdb").is_file() && d.join("postgres").is_file();
+    if let Ok(out) = std::process::Command::new("pg_config").arg("--bindir").stderr(Stdio::null()).output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && has(&dir) {
+            return Some(dir);
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        if let Some(d) = std::env::split_paths(&path).find(|d| has(d)) {
+            return Some(d);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, d)| has(d))
+        .collect();
+    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.into_iter().next().map(|(_, d)| d)
+}
+
+/// PostgreSQL refuses to run as root: as root, run as the `postgres` account.
+fn run_as() -> Result<Option<RunAs>, StepError> {
+    if !sys::is_root() {
+        return Ok(None);
+    }
+    sys::lookup_user("postgres")
+        .map(|(uid, gid)| Some(RunAs { uid, gid }))
+        .ok_or_else(|| StepError::new("running as root, and there is no `postgres` account to run the ephemeral PostgreSQL as")
+            .with_detail("PostgreSQL refuses to run as root: create the account (useradd -r postgres) or set [database] template"))
+}
+
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub async fn start(state_dir: &Path, run_id: &str, journal: &Journal) -> Result<Cluster, StepError> {
+    let bindir = find_bindir().ok_or_else(|| {
+        StepError::new("no PostgreSQL server binaries found for the ephemeral cluster").with_detail(
+            "looked in `pg_config --bindir`, PATH and /usr/lib/postgresql/*/bin; install the server \
+             (e.g. `apt-get install postgresql`) or set [database] template to an existing server",
+        )
+    })?;
+    let user = run_as()?;
+    let mut dir = state_dir.join("clusters").join(run_id);
+    if user.is_some() && !sys::world_traversable(state_dir.parent().unwrap_or(state_dir)) {
+        // The postgres account could not reach a folder below the project: use /tmp instead.
+        dir = std::env::temp_dir().join(format!("e2e-plan-cluster-{run_id}"));
+    }
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |e: std::io::Error| StepError::new(format!("{what}: {e}"))
+    };
+    let folder = journal.intent(&Resource::Folder { path: dir.clone() }).map_err(io("writing the journal"))?;
+    std::fs::create_dir_all(dir.join("sock")).map_err(io(&format!("creating {}", dir.display())))?;
+    if let Some(u) = user {
+        for p in [dir.clone(), dir.join("sock")] {
+            std::os::unix::fs::chown(&p, Some(u.uid), Some(u.gid)).map_err(io(&format!("chown {}", p.display())))?;
+        }
+    }
+    let _ = journal.done::<Resource>(folder, None);
+
+    let log_path = dir.join("postgres.log");
+    let log = std::fs::File::create(&log_path).map_err(io("creating the cluster log"))?;
+    if let Some(u) = user {
+        let _ = std::os::unix::fs::chown(&log_path, Some(u.uid), Some(u.gid));
+    }
+    let mut initdb = Command::new(bindir.join("initdb"));
+    initdb
+        .args(["-D"])
+        .arg(dir.join("data"))
+        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(io("log"))?)
+        .stderr(log.try_clone().map_err(io("log"))?)
+        .current_dir(&dir)
+        .kill_on_drop(true);
+    if let Some(u) = user {
+        initdb.uid(u.uid).gid(u.gid);
+    }
+    let status = initdb.status().await.map_err(io("running initdb"))?;
+    if !status.success() {
+        return Err(StepError::new(format!("initdb failed ({status})")).with_detail(tail(&log_path, 30)));
+    }
+
+    let port = free_port().map_err(io("finding a free port"))?;
+    let sock = dir.join("sock");
+    let sock_arg = if sock.as_os_str().len() < 100 { sock.display().to_string() } else { String::new() };
+    let mut pg = Command::new(bindir.join("postgres"));
+    pg.arg("-D")
+        .arg(dir.join("data"))
+        .args(["-p", &port.to_string(), "-k", &sock_arg])
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
+        .args(["-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=128MB"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(io("log"))?)
+        .stderr(log)
+        .current_dir(&dir)
+        .process_group(0);
+    if let Some(u) = user {
+        pg.uid(u.uid).gid(u.gid);
+    }
+    let postmaster = journal
+        .intent(&Resource::Postmaster { data_dir: dir.join("data"), pid: 0, started: 0 })
+        .map_err(io("writing the journal"))?;
+    let mut child = pg.spawn().map_err(io("starting postgres"))?;
+    let pid = child.id().unwrap_or_default();
+    let started = sys::start_time(pid).unwrap_or_default();
+    let _ = journal.done(postmaster, Some(&Resource::Postmaster { data_dir: dir.join("data"), pid, started }));
+    let cluster = Cluster { dir, port, pid, started, postmaster, folder };
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(StepError::new(format!("the ephemeral PostgreSQL exited before accepting connections ({status})"))
+                .with_detail(tail(&log_path, 30)));
+        }
+        if super::database::connect(&cluster.url("postgres")).await.is_ok() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = cluster.stop(journal).await;
+            return Err(StepError::new("the ephemeral PostgreSQL did not accept connections within 60s")
+                .with_detail(tail(&log_path, 30)));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The child handle is dropped without killing: the postmaster is stopped through the journal.
+    drop(child);
+    Ok(cluster)
+}

@@ -1,0 +1,212 @@
+//! PostgreSQL admin work: the template, its preparation lock and fingerprint, clones and drops.
+//! Admin work connects to the `postgres` maintenance database of the template's server.
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+use crate::planner::with_database;
+
+/// `url` with any password replaced by `****`, for every message a user sees.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The maintenance-database URL of the server that holds `template_url`.
+pub fn admin_url(template_url: &str) -> String {
+    with_database(template_url, "postgres")
+}
+
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot connect to {url}: {source}")]
+    Connect { url: String, source: tokio_postgres::Error },
+    #[error("{what}: {source}")]
+    Sql { what: String, source: tokio_postgres::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn sql(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> DbError {
+    let what = what.into();
+    move |source| DbError::Sql { what, source }
+}
+
+/// Opens a connection; the connection task ends when the client is dropped.
+pub async fn connect(url: &str) -> Result<Client, DbError> {
+    let config: tokio_postgres::Config = url.parse().map_err(|source| DbError::Connect { url: redact(url), source })?;
+    let (client, connection) = tokio::time::timeout(Duration::from_secs(10), config.connect(NoTls))
+        .await
+        .map_err(|_| DbError::Other(format!("cannot connect to {}: timed out after 10s", redact(url))))?
+        .map_err(|source| DbError::Connect { url: redact(url), source })?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+pub async fn server_version(client: &Client) -> Result<i32, DbError> {
+    let row = client.query_one("SHOW server_version_num", &[]).await.map_err(sql("reading server_version_num"))?;
+    let text: String = row.get(0);
+    Ok(text.parse().unwrap_or(0))
+}
+
+/// Creates the template database when it does not exist (a concurrent creator is fine).
+pub async fn ensure_template(client: &Client, name: &str) -> Result<bool, DbError> {
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .map_err(sql("looking up the template"))?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    match client.batch_execute(&format!("CREATE DATABASE {}", quote_ident(name))).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(false),
+        Err(e) => Err(sql(format!("creating template database {name}"))(e)),
+    }
+}
+
+/// Key of the advisory lock guarding one template's preparation.
+fn lock_key(template: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("e2e-plan:{template}").as_bytes());
+    i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+/// Holds the template's preparation lock until the returned client is dropped, so that two runs
+/// never prepare one template at once.
+pub async fn lock_template(client: &Client, template: &str) -> Result<(), DbError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&lock_key(template)])
+        .await
+        .map_err(sql("taking the template's advisory lock"))?;
+    Ok(())
+}
+
+const FINGERPRINT_PREFIX: &str = "e2e-plan fingerprint ";
+
+pub async fn fingerprint(client: &Client, template: &str) -> Result<Option<String>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+            &[&template],
+        )
+        .await
+        .map_err(sql("reading the template's fingerprint"))?;
+    let comment: Option<String> = row.and_then(|r| r.get(0));
+    Ok(comment.and_then(|c| c.strip_prefix(FINGERPRINT_PREFIX).map(str::to_string)))
+}
+
+pub async fn set_fingerprint(client: &Client, template: &str, hash: &str) -> Result<(), DbError> {
+    client
+        .batch_execute(&format!(
+            "COMMENT ON DATABASE {} IS {}",
+            quote_ident(template),
+            quote_literal(&format!("{FINGERPRINT_PREFIX}{hash}"))
+        ))
+        .await
+        .map_err(sql("storing the template's fingerprint"))
+}
+
+/// How long a clone waits for other sessions to leave the template before giving up.
+pub const CLONE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// `CREATE DATABASE name TEMPLATE template`. Another session on the template (SQLSTATE 55006)
+/// is waited out with backoff, never terminated; past the patience the error names the sessions.
+pub async fn clone_database(
+    admin_url: &str,
+    template: &str,
+    name: &str,
+    file_copy: bool,
+) -> Result<(), DbError> {
+    let client = connect(admin_url).await?;
+    let strategy = if file_copy { " STRATEGY = FILE_COPY" } else { "" };
+    let statement = format!("CREATE DATABASE {} TEMPLATE {}{strategy}", quote_ident(name), quote_ident(template));
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match client.batch_execute(&statement).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) && start.elapsed() < CLONE_PATIENCE => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) => {
+                let sessions = blocking_sessions(&client, template).await.unwrap_or_default();
+                return Err(DbError::Other(format!(
+                    "cannot clone {template}: other sessions stayed connected to it for {}s: {}\n\
+                     e2e-plan never terminates other people's sessions; close them and run again",
+                    CLONE_PATIENCE.as_secs(),
+                    if sessions.is_empty() { "(they left just now)".to_string() } else { sessions.join("; ") }
+                )));
+            }
+            Err(e) => return Err(sql(format!("cloning {template} into {name}"))(e)),
+        }
+    }
+}
+
+async fn blocking_sessions(client: &Client, template: &str) -> Result<Vec<String>, DbError> {
+    let rows = client
+        .query(
+            "SELECT pid, coalesce(usename, ''), coalesce(application_name, ''), coalesce(host(client_addr), 'local'), \
+             coalesce(state, '') FROM pg_stat_activity WHERE datname = $1",
+            &[&template],
+        )
+        .await
+        .map_err(sql("listing sessions on the template"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let pid: i32 = r.get(0);
+            let user: String = r.get(1);
+            let app: String = r.get(2);
+            let addr: String = r.get(3);
+            let state: String = r.get(4);
+            format!("pid {pid} user {user} from {addr} app '{app}' ({state})")
+        })
+        .collect())
+}
+
+/// Drops a worker database; one that does not exist is already dropped. Sessions on it are ours
+/// (our stopped workers), so FORCE is safe.
+pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), DbError> {
+    let client = connect(admin_url).await?;
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)))
+        .await
+        .map_err(sql(format!("dropping {name}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(redact("postgresql://u:secret@h:5432/db"), "postgresql://u:****@h:5432/db");
+        assert_eq!(redact("postgresql://u@h/db"), "postgresql://u@h/db");
+    }
+
+    #[test]
+    fn quotes_identifiers() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+}

@@ -1,0 +1,456 @@
+//! The steps: what each DAG node does to the world. The engine sees them only as [`Step`]s; the
+//! resources they create go through the journal; everything they have to say goes out as events.
+
+pub mod cluster;
+pub mod database;
+pub mod process;
+pub mod resource;
+pub mod worker;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Semaphore;
+
+use crate::engine::journal::{Entry, Journal};
+use crate::engine::{BoxFuture, Cancel, Outcome, Step};
+use crate::events::Event;
+use crate::plan::{Keep, Plan};
+use crate::planner::{hex, Action, Dag};
+use crate::report::summary::{RunSummary, Verdict, WorkerResult};
+use resource::Resource;
+
+/// A step failure that ends the run (exit 3): setup, prepare, clone, a server never ready.
+#[derive(Debug, Clone)]
+pub struct StepError {
+    pub message: String,
+    /// A log tail or advice, shown under the message.
+    pub detail: Option<String>,
+}
+
+impl StepError {
+    pub fn new(message: impl Into<String>) -> Self {
+        StepError { message: message.into(), detail: None }
+    }
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// A worker database we created, for the keep/drop decision at the end.
+#[derive(Debug, Clone)]
+pub struct WorkerDb {
+    pub worker: usize,
+    pub attempt: u32,
+    pub name: String,
+    pub entry: Entry,
+}
+
+/// What every step of one run shares.
+pub struct RunCx {
+    pub plan: Plan,
+    pub dag: Dag,
+    pub journal: Journal,
+    pub events: UnboundedSender<Event>,
+    pub started_at: Instant,
+    pub started_wall: SystemTime,
+    pub reprepare: bool,
+    pub template_url: OnceLock<String>,
+    pub file_copy: OnceLock<bool>,
+    pub cluster: tokio::sync::Mutex<Option<cluster::Cluster>>,
+    /// Bounds concurrent clones: PostgreSQL copies faster from a few connections than from many.
+    pub clone_slots: Semaphore,
+    ports: Mutex<HashSet<u16>>,
+    pub results: Mutex<BTreeMap<usize, WorkerResult>>,
+    pub databases: Mutex<Vec<WorkerDb>>,
+    pub fatal: Mutex<Option<StepError>>,
+    pub interrupted: AtomicBool,
+    /// Databases the report decided to keep (names).
+    pub kept: Mutex<BTreeSet<String>>,
+    pub cluster_kept: AtomicBool,
+    pub summary: Mutex<Option<RunSummary>>,
+}
+
+/// Concurrent clones: about 4 at once is where PostgreSQL 15 stops getting faster on 2 cores.
+pub const CLONE_CONCURRENCY: usize = 4;
+
+impl RunCx {
+    pub fn new(plan: Plan, dag: Dag, journal: Journal, events: UnboundedSender<Event>, reprepare: bool) -> Self {
+        RunCx {
+            plan,
+            dag,
+            journal,
+            events,
+            started_at: Instant::now(),
+            started_wall: SystemTime::now(),
+            reprepare,
+            template_url: OnceLock::new(),
+            file_copy: OnceLock::new(),
+            cluster: tokio::sync::Mutex::new(None),
+            clone_slots: Semaphore::new(CLONE_CONCURRENCY),
+            ports: Mutex::new(HashSet::new()),
+            results: Mutex::new(BTreeMap::new()),
+            databases: Mutex::new(Vec::new()),
+            fatal: Mutex::new(None),
+            interrupted: AtomicBool::new(false),
+            kept: Mutex::new(BTreeSet::new()),
+            cluster_kept: AtomicBool::new(false),
+            summary: Mutex::new(None),
+        }
+    }
+
+    pub fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    pub fn template_url(&self) -> String {
+        self.template_url.get().cloned().unwrap_or_default()
+    }
+
+    pub fn admin_url(&self) -> String {
+        database::admin_url(&self.template_url())
+    }
+
+    /// A free port no other worker of this run holds.
+    pub fn take_port(&self) -> std::io::Result<u16> {
+        for _ in 0..50 {
+            let port = cluster::free_port()?;
+            let mut ports = lock(&self.ports);
+            if ports.insert(port) {
+                return Ok(port);
+            }
+        }
+        Err(std::io::Error::other("no free port found"))
+    }
+
+    pub fn set_fatal(&self, e: &StepError) {
+        let mut f = lock(&self.fatal);
+        if f.is_none() {
+            *f = Some(e.clone());
+        }
+    }
+
+    /// Exit code of the run so far: 130 interrupted, 3 setup failed, 1 tests failed, 0.
+    pub fn exit_code(&self) -> i32 {
+        if self.interrupted.load(Ordering::SeqCst) {
+            130
+        } else if lock(&self.fatal).is_some() {
+            3
+        } else if lock(&self.results).values().any(|r| r.verdict.fails(self.plan.run.flaky)) {
+            1
+        } else {
+            0
+        }
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.plan.report_dir.join(name)
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: a panicked step must not stop the cleanup.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A DAG node bound to the run's context.
+pub struct RunStep {
+    pub cx: Arc<RunCx>,
+    pub action: Action,
+    pub label: String,
+}
+
+impl Step for RunStep {
+    type Error = StepError;
+    fn apply(self: Arc<Self>, cancel: Cancel) -> BoxFuture<Result<Outcome, StepError>> {
+        Box::pin(async move {
+            let cx = &self.cx;
+            let result = match &self.action {
+                Action::Worker { index } => return worker::run_worker(cx, *index, &cancel).await.inspect_err(|e| cx.set_fatal(e)),
+                Action::RetryFailed { retries } => return worker::retry_failed(cx, *retries, &cancel).await,
+                _ => {
+                    let start = Instant::now();
+                    cx.emit(Event::StepStarted { what: self.label.clone() });
+                    let r = self.setup_or_teardown(&cancel).await;
+                    if let Ok(note) = &r {
+                        cx.emit(Event::StepFinished { what: self.label.clone(), took: start.elapsed(), note: note.clone() });
+                    }
+                    r
+                }
+            };
+            match result {
+                Ok(_) => Ok(Outcome::Ok),
+                Err(e) => {
+                    cx.set_fatal(&e);
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+impl RunStep {
+    /// Runs a setup or teardown action; Ok carries an optional note ("skipped: .venv exists").
+    async fn setup_or_teardown(&self, cancel: &Cancel) -> Result<Option<String>, StepError> {
+        let cx = &self.cx;
+        match &self.action {
+            Action::Setup { command, creates } => {
+                if let Some(c) = creates {
+                    if cx.plan.root.join(c).exists() {
+                        return Ok(Some(format!("skipped: {c} exists")));
+                    }
+                }
+                run_once(cx, "setup", command, &[], cancel).await?;
+                Ok(None)
+            }
+            Action::StartCluster => {
+                let c = cluster::start(&cx.plan.state_dir(), &cx.dag.run_id, &cx.journal).await?;
+                let note = format!("port {}", c.port);
+                let _ = cx.template_url.set(c.url(&cx.dag.template_name));
+                *cx.cluster.lock().await = Some(c);
+                Ok(Some(note))
+            }
+            Action::PrepareTemplate { template, .. } => prepare_template(cx, template, cancel).await,
+            Action::Report => {
+                report_step(cx).await;
+                Ok(None)
+            }
+            Action::Cleanup => cleanup(cx).await.map(Some),
+            Action::StopCluster => {
+                let guard = cx.cluster.lock().await;
+                let Some(c) = guard.as_ref() else { return Ok(None) };
+                if cx.cluster_kept.load(Ordering::SeqCst) {
+                    return Ok(Some(format!("left running on port {} for the kept databases", c.port)));
+                }
+                c.stop(&cx.journal).await.map_err(StepError::new)?;
+                Ok(None)
+            }
+            Action::Worker { .. } | Action::RetryFailed { .. } => Ok(None),
+        }
+    }
+}
+
+/// Runs a one-off command (setup, prepare) in root, its output to a log shown when it fails.
+async fn run_once(cx: &RunCx, what: &str, argv: &[String], env: &[(String, String)], cancel: &Cancel) -> Result<(), StepError> {
+    std::fs::create_dir_all(&cx.plan.report_dir)
+        .map_err(|e| StepError::new(format!("cannot create {}: {e}", cx.plan.report_dir.display())))?;
+    let log = cx.log_path(&format!("{what}.log"));
+    let shown = shell_words::join(argv);
+    let group = process::spawn(
+        &cx.journal,
+        process::Spec { what: format!("{what} `{shown}`"), argv, env, cwd: &cx.plan.root, log: &log, run_as: None },
+    )
+    .map_err(StepError::new)?;
+    let mut group = group;
+    let status = tokio::select! {
+        s = group.child.wait() => s.ok(),
+        _ = cancel.stop.cancelled() => None,
+    };
+    let grace = cx.plan.stop_timeout();
+    match status {
+        Some(s) if s.success() => {
+            group.finish(&cx.journal).await;
+            Ok(())
+        }
+        Some(s) => {
+            group.finish(&cx.journal).await;
+            Err(StepError::new(format!("{what} command `{shown}` failed ({s}); its log: {}", log.display()))
+                .with_detail(process::tail(&log, 30)))
+        }
+        None => {
+            group.stop(&cx.journal, grace, cancel).await;
+            Err(StepError::new(format!("{what} command `{shown}` was interrupted")))
+        }
+    }
+}
+
+/// The template's fingerprint: the prepare commands and the contents of the fingerprint files.
+pub fn fingerprint(plan: &Plan, commands: &[Vec<String>]) -> String {
+    let mut h = Sha256::new();
+    for c in commands {
+        h.update(c.join("\0").as_bytes());
+        h.update(b"\n");
+    }
+    let mut files = BTreeSet::new();
+    for glob in &plan.database.fingerprint {
+        let Ok(g) = globset::Glob::new(glob) else { continue };
+        let m = g.compile_matcher();
+        for path in crate::plan::load::walk_from(&plan.root, glob) {
+            if m.is_match(&path) {
+                files.insert(path);
+            }
+        }
+    }
+    for f in files {
+        h.update(f.as_bytes());
+        h.update(b"\0");
+        h.update(std::fs::read(plan.root.join(&f)).unwrap_or_default());
+    }
+    hex(&h.finalize())
+}
+
+async fn prepare_template(cx: &RunCx, template: &str, cancel: &Cancel) -> Result<Option<String>, StepError> {
+    if let Some(url) = &cx.plan.database.template {
+        let _ = cx.template_url.set(url.clone());
+    }
+    let template_url = cx.template_url();
+    let admin = database::connect(&cx.admin_url()).await.map_err(|e| {
+        StepError::new(e.to_string()).with_detail("is PostgreSQL running, and does [database] template point at it?")
+    })?;
+    let version = database::server_version(&admin).await.map_err(|e| StepError::new(e.to_string()))?;
+    let file_copy = match cx.plan.database.strategy {
+        Some(crate::plan::Strategy::WalLog) => false,
+        Some(crate::plan::Strategy::FileCopy) | None => version >= 150_000,
+    };
+    let _ = cx.file_copy.set(file_copy);
+    let created = database::ensure_template(&admin, template).await.map_err(|e| StepError::new(e.to_string()))?;
+    let commands: Vec<Vec<String>> = cx
+        .plan
+        .database
+        .prepare
+        .iter()
+        .map(|c| crate::planner::fill_run_command(c, &cx.plan, &cx.dag.run_id, &template_url, template))
+        .collect();
+    if commands.is_empty() {
+        return Ok(created.then(|| format!("created {template}")));
+    }
+    database::lock_template(&admin, template).await.map_err(|e| StepError::new(e.to_string()))?;
+    let hash = (!cx.plan.database.fingerprint.is_empty()).then(|| fingerprint(&cx.plan, &commands));
+    if let Some(h) = &hash {
+        let stored = database::fingerprint(&admin, template).await.map_err(|e| StepError::new(e.to_string()))?;
+        if !cx.reprepare && !created && stored.as_deref() == Some(h.as_str()) {
+            return Ok(Some(format!("fingerprint {} matches: prepare skipped", &h[..12])));
+        }
+    }
+    let env = vec![("DATABASE_URL".to_string(), template_url.clone())];
+    for c in &commands {
+        run_once(cx, "prepare", c, &env, cancel).await?;
+    }
+    if let Some(h) = &hash {
+        database::set_fingerprint(&admin, template, h).await.map_err(|e| StepError::new(e.to_string()))?;
+    }
+    Ok(Some(format!("{} command(s) run", commands.len())))
+}
+
+/// Which worker databases survive: retries are always dropped; after a setup failure or an
+/// interruption, nothing is kept.
+pub fn databases_to_keep(policy: Keep, exit_code: i32, dbs: &[WorkerDb], results: &BTreeMap<usize, WorkerResult>) -> BTreeSet<String> {
+    if exit_code == 3 || exit_code == 130 {
+        return BTreeSet::new();
+    }
+    let any_failed = exit_code == 1;
+    dbs.iter()
+        .filter(|db| db.attempt == 1)
+        .filter(|db| {
+            let verdict = results.get(&db.worker).map(|r| r.verdict);
+            let failed = matches!(verdict, Some(Verdict::Fail | Verdict::Timeout));
+            match policy {
+                Keep::Never => false,
+                Keep::Always => verdict != Some(Verdict::Cancelled),
+                Keep::AllOnFailure => any_failed && verdict != Some(Verdict::Cancelled),
+                Keep::Failed => failed,
+            }
+        })
+        .map(|db| db.name.clone())
+        .collect()
+}
+
+async fn report_step(cx: &RunCx) {
+    let exit = cx.exit_code();
+    let kept = {
+        let results = lock(&cx.results);
+        databases_to_keep(cx.plan.database.keep, exit, &lock(&cx.databases), &results)
+    };
+    {
+        let mut results = lock(&cx.results);
+        for r in results.values_mut() {
+            r.db_kept = kept.contains(&r.db_name);
+        }
+    }
+    cx.cluster_kept.store(!kept.is_empty() && cx.plan.database.template.is_none(), Ordering::SeqCst);
+    *lock(&cx.kept) = kept;
+    let summary = crate::report::summary::build(cx, exit);
+    crate::report::state::record_run(&cx.plan, &summary);
+    *lock(&cx.summary) = Some(summary.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    cx.emit(Event::RunFinished { summary: Box::new(summary), written: tx });
+    let _ = rx.await;
+}
+
+/// Drops what is not kept (concurrently, bounded) and removes passing workers' logs.
+async fn cleanup(cx: &RunCx) -> Result<String, StepError> {
+    let kept = lock(&cx.kept).clone();
+    let admin = cx.admin_url();
+    let to_drop: Vec<WorkerDb> = lock(&cx.databases).iter().filter(|d| !kept.contains(&d.name)).cloned().collect();
+    let slots = Arc::new(Semaphore::new(CLONE_CONCURRENCY));
+    let mut set = tokio::task::JoinSet::new();
+    for db in to_drop.clone() {
+        let admin = admin.clone();
+        let slots = Arc::clone(&slots);
+        set.spawn(async move {
+            let _permit = slots.acquire_owned().await;
+            (db.entry, database::drop_database(&admin, &db.name).await)
+        });
+    }
+    let mut errors = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((entry, Ok(()))) => {
+                let _ = cx.journal.undone(entry);
+            }
+            Ok((_, Err(e))) => errors.push(e.to_string()),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    for r in lock(&cx.results).values() {
+        if r.verdict == Verdict::Pass {
+            let _ = std::fs::remove_dir_all(&r.log_dir);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(StepError::new(format!("could not drop {} database(s)", errors.len())).with_detail(errors.join("\n")));
+    }
+    Ok(format!("dropped {} database(s), kept {}", to_drop.len(), kept.len()))
+}
+
+/// Turns the planner's DAG into engine nodes.
+pub fn nodes(cx: &Arc<RunCx>) -> Vec<crate::engine::Node<RunStep>> {
+    cx.dag
+        .nodes
+        .iter()
+        .map(|n| crate::engine::Node {
+            deps: n.deps.clone(),
+            always: n.always,
+            limited: matches!(n.action, Action::Worker { .. }),
+            step: Arc::new(RunStep { cx: Arc::clone(cx), action: n.action.clone(), label: step_label(&n.action) }),
+        })
+        .collect()
+}
+
+/// A short human name of a setup or teardown action.
+pub fn step_label(action: &Action) -> String {
+    match action {
+        Action::Setup { command, .. } => format!("setup: {}", shell_words::join(command)),
+        Action::StartCluster => "start ephemeral PostgreSQL".into(),
+        Action::PrepareTemplate { template, .. } => format!("prepare template {template}"),
+        Action::Worker { index } => format!("worker {index}"),
+        Action::RetryFailed { .. } => "retry failed files".into(),
+        Action::Report => "write reports".into(),
+        Action::Cleanup => "drop worker databases".into(),
+        Action::StopCluster => "stop ephemeral PostgreSQL".into(),
+    }
+}
+
+pub fn resources_of(state_dir: &Path) -> Vec<crate::engine::journal::Recorded<Resource>> {
+    crate::engine::journal::read_all(state_dir)
+}
+
+pub fn grace_default() -> Duration {
+    Duration::from_secs(2)
+}

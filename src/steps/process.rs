@@ -1,0 +1,137 @@
+//! Child processes in their own process groups, recorded in the journal before they start and
+//! stopped as a whole group (grandchildren included) when they end.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use rustix::process::Signal;
+use tokio::process::{Child, Command};
+
+use super::resource::{wait_gone, Resource};
+use crate::engine::journal::{Entry, Journal};
+use crate::engine::Cancel;
+use crate::sys;
+
+/// Who a child runs as: PostgreSQL refuses root, so the ephemeral cluster switches user.
+#[derive(Debug, Clone, Copy)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub struct Spec<'a> {
+    pub what: String,
+    pub argv: &'a [String],
+    pub env: &'a [(String, String)],
+    pub cwd: &'a Path,
+    pub log: &'a Path,
+    pub run_as: Option<RunAs>,
+}
+
+/// A running process group of ours.
+pub struct Group {
+    pub child: Child,
+    pub pgid: u32,
+    pub started: u64,
+    entry: Entry,
+    what: String,
+}
+
+/// The runner's environment without `PYTEST_*` (a parent pytest's state must not leak into
+/// workers), plus `extra`.
+pub fn worker_env(extra: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| !k.starts_with("PYTEST_"))
+        .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+        .collect();
+    env.extend(extra.iter().cloned());
+    env
+}
+
+/// A relative program path with a slash is taken relative to `cwd` (the plan's root).
+fn program(argv0: &str, cwd: &Path) -> PathBuf {
+    let p = Path::new(argv0);
+    if p.is_relative() && argv0.contains('/') {
+        cwd.join(p)
+    } else {
+        p.to_path_buf()
+    }
+}
+
+pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
+    let Some(argv0) = spec.argv.first() else {
+        return Err(format!("{}: empty command", spec.what));
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(spec.log)
+        .map_err(|e| format!("cannot open log {}: {e}", spec.log.display()))?;
+    let log_err = log.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(program(argv0, spec.cwd));
+    cmd.args(&spec.argv[1..])
+        .env_clear()
+        .envs(worker_env(spec.env))
+        .current_dir(spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0);
+    if let Some(u) = spec.run_as {
+        cmd.uid(u.uid).gid(u.gid);
+    }
+    let entry = journal
+        .intent(&Resource::ProcessGroup { what: spec.what.clone(), pgid: 0, started: 0 })
+        .map_err(|e| format!("cannot write the journal: {e}"))?;
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = journal.undone(entry);
+            return Err(format!("{}: cannot start `{}`: {e}", spec.what, argv0));
+        }
+    };
+    let pgid = child.id().unwrap_or_default();
+    let started = sys::start_time(pgid).unwrap_or_default();
+    let _ = journal.done(entry, Some(&Resource::ProcessGroup { what: spec.what.clone(), pgid, started }));
+    Ok(Group { child, pgid, started, entry, what: spec.what })
+}
+
+impl Group {
+    /// Stops the whole group: SIGTERM, then SIGKILL after `grace` (at once if `cancel.kill`
+    /// fires); a final SIGKILL reaches grandchildren that outlived the leader.
+    pub async fn stop(mut self, journal: &Journal, grace: Duration, cancel: &Cancel) -> Option<i32> {
+        let code = if let Ok(Some(status)) = self.child.try_wait() {
+            status.code()
+        } else {
+            sys::signal_group(self.pgid, Signal::TERM);
+            tokio::select! {
+                s = self.child.wait() => s.ok().and_then(|s| s.code()),
+                _ = tokio::time::sleep(grace) => None,
+                _ = cancel.kill.cancelled() => None,
+            }
+        };
+        self.finish(journal).await;
+        code
+    }
+
+    /// After the leader exited: kill what is left of the group and reap.
+    pub async fn finish(mut self, journal: &Journal) {
+        sys::signal_group(self.pgid, Signal::KILL);
+        let _ = self.child.wait().await;
+        let (pgid, started) = (self.pgid, self.started);
+        wait_gone(|| sys::group_alive(pgid, started), Duration::from_secs(5)).await;
+        let _ = journal.undone(self.entry);
+    }
+
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+}
+
+/// The last `n` lines of a log file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

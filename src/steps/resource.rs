@@ -1,0 +1,90 @@
+//! The resources a run creates and how each is undone; recorded in the engine's journal.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rustix::process::Signal;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::journal;
+use crate::engine::BoxFuture;
+use crate::sys;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Resource {
+    /// A worker database on the server reached through `admin_url` (the maintenance database).
+    Database { admin_url: String, name: String },
+    /// A process group we started; `pgid` 0 until spawned.
+    ProcessGroup { what: String, pgid: u32, started: u64 },
+    /// A folder we created (an ephemeral cluster's data, a socket folder).
+    Folder { path: PathBuf },
+    /// An ephemeral cluster's postmaster; stopped with an immediate shutdown.
+    Postmaster { data_dir: PathBuf, pid: u32, started: u64 },
+}
+
+impl journal::Resource for Resource {
+    fn undo(&self) -> BoxFuture<Result<(), String>> {
+        let this = self.clone();
+        Box::pin(async move {
+            match this {
+                Resource::Database { admin_url, name } => crate::steps::database::drop_database(&admin_url, &name)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Resource::ProcessGroup { pgid, started, .. } => {
+                    if pgid != 0 {
+                        kill_group_verified(pgid, started, Duration::from_secs(2)).await;
+                    }
+                    Ok(())
+                }
+                Resource::Folder { path } => match std::fs::remove_dir_all(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                    _ => Ok(()),
+                },
+                Resource::Postmaster { pid, started, .. } => {
+                    if pid != 0 && sys::is_same_process(pid, started) {
+                        // SIGQUIT: immediate shutdown; the data is thrown away anyway.
+                        let _ = rustix::process::kill_process(
+                            rustix::process::Pid::from_raw(pid as i32).ok_or("bad pid")?,
+                            Signal::QUIT,
+                        );
+                        wait_gone(|| sys::is_same_process(pid, started), Duration::from_secs(10)).await;
+                    }
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Resource::Database { name, .. } => format!("database {name}"),
+            Resource::ProcessGroup { what, pgid, .. } => format!("{what} (process group {pgid})"),
+            Resource::Folder { path } => format!("folder {}", path.display()),
+            Resource::Postmaster { data_dir, pid, .. } => {
+                format!("ephemeral PostgreSQL (pid {pid}, {})", data_dir.display())
+            }
+        }
+    }
+}
+
+/// Terminates a group we started, if its members are still ours (started no earlier than the
+/// leader): SIGTERM, then SIGKILL after `grace`.
+pub async fn kill_group_verified(pgid: u32, started: u64, grace: Duration) {
+    let leader_reused = sys::start_time(pgid).is_some_and(|t| t != started);
+    if leader_reused || !sys::group_alive(pgid, started) {
+        return;
+    }
+    sys::signal_group(pgid, Signal::TERM);
+    wait_gone(|| sys::group_alive(pgid, started), grace).await;
+    sys::signal_group(pgid, Signal::KILL);
+    wait_gone(|| sys::group_alive(pgid, started), Duration::from_secs(5)).await;
+}
+
+/// Polls `alive` every 20 ms until it is false or `limit` passes.
+pub async fn wait_gone(alive: impl Fn() -> bool, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while alive() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

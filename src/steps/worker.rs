@@ -1,0 +1,353 @@
+//! One worker attempt as a state machine: clone → start server → wait ready → run tests → stop.
+//! Timeouts and cancellation are states it passes through, not special cases.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use super::process::{self, Group, Spec};
+use super::resource::Resource;
+use super::{database, lock, RunCx, StepError, WorkerDb};
+use crate::engine::{Cancel, Outcome};
+use crate::events::{Event, Phase};
+use crate::planner::{worker_db_name, WorkerPlan, WorkerVars};
+use crate::report::junit::read_counts;
+use crate::report::summary::{Attempt, PhaseSpan, Verdict, WorkerResult};
+
+/// How a server's wait for readiness ended.
+enum Ready {
+    Yes,
+    Exited(Option<i32>),
+    TimedOut,
+    Cancelled,
+}
+
+/// The first pass of one file.
+pub async fn run_worker(cx: &RunCx, index: usize, cancel: &Cancel) -> Result<Outcome, StepError> {
+    let w = cx.dag.workers[index].clone();
+    let attempt = run_attempt(cx, &w, 1, cancel).await;
+    let attempt = match attempt {
+        Ok(a) => a,
+        Err((a, e)) => {
+            record(cx, &w, a);
+            return Err(e);
+        }
+    };
+    let verdict = attempt.verdict;
+    record(cx, &w, attempt);
+    Ok(match verdict {
+        Verdict::Pass => Outcome::Ok,
+        Verdict::Cancelled => Outcome::Cancelled,
+        _ => Outcome::Failed,
+    })
+}
+
+/// Folds an attempt into the worker's result and tells the reporter.
+fn record(cx: &RunCx, w: &WorkerPlan, attempt: Attempt) {
+    let result = {
+        let mut results = lock(&cx.results);
+        let r = results.entry(w.index).or_insert_with(|| WorkerResult::new(w, &attempt));
+        r.push_attempt(attempt);
+        r.clone()
+    };
+    cx.emit(Event::WorkerFinished(Box::new(result)));
+}
+
+/// Runs failed files again, each attempt in a fresh database, port and server.
+pub async fn retry_failed(cx: &Arc<RunCx>, retries: u32, cancel: &Cancel) -> Result<Outcome, StepError> {
+    if cancel.is_stopping() || lock(&cx.fatal).is_some() {
+        return Ok(Outcome::Cancelled);
+    }
+    let failed: Vec<usize> = lock(&cx.results)
+        .values()
+        .filter(|r| matches!(r.verdict, Verdict::Fail | Verdict::Timeout))
+        .map(|r| r.index)
+        .collect();
+    if failed.is_empty() {
+        return Ok(Outcome::Ok);
+    }
+    let max = cx.plan.run.max_retry_files;
+    if failed.len() > max {
+        cx.emit(Event::Warning(format!(
+            "{} files failed on the first pass (more than max_retry_files = {max}): not retrying; this looks like a real break, not flakiness",
+            failed.len()
+        )));
+        return Ok(Outcome::Failed);
+    }
+    let jobs = if cx.plan.run.jobs == 0 { failed.len() } else { cx.plan.run.jobs };
+    let slots = Arc::new(Semaphore::new(jobs));
+    let mut set = tokio::task::JoinSet::new();
+    for index in failed {
+        let w = cx.dag.workers[index].clone();
+        let slots = Arc::clone(&slots);
+        let cancel = cancel.clone();
+        let cx = Arc::clone(cx);
+        set.spawn(async move {
+            let _permit = slots.acquire_owned().await;
+            for n in 2..=retries + 1 {
+                if cancel.is_stopping() {
+                    break;
+                }
+                stash_attempt_logs(&w.log_dir, n - 1);
+                let outcome = run_attempt(&cx, &w, n, &cancel).await;
+                let (attempt, err) = match outcome {
+                    Ok(a) => (a, None),
+                    Err((a, e)) => (a, Some(e)),
+                };
+                // Retry databases are always dropped, at once.
+                drop_attempt_db(&cx, w.index, n).await;
+                let passed = attempt.verdict == Verdict::Pass;
+                record(&cx, &w, attempt);
+                if let Some(e) = err {
+                    cx.set_fatal(&e);
+                    cancel.stop.cancel();
+                    break;
+                }
+                if passed {
+                    break;
+                }
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    Ok(Outcome::Ok)
+}
+
+async fn drop_attempt_db(cx: &RunCx, worker: usize, attempt: u32) {
+    let db = {
+        let mut dbs = lock(&cx.databases);
+        let pos = dbs.iter().position(|d| d.worker == worker && d.attempt == attempt);
+        pos.map(|p| dbs.remove(p))
+    };
+    if let Some(db) = db {
+        if database::drop_database(&cx.admin_url(), &db.name).await.is_ok() {
+            let _ = cx.journal.undone(db.entry);
+        } else {
+            lock(&cx.databases).push(db);
+        }
+    }
+}
+
+/// Moves the previous attempt's logs to `attempt-<n>/`.
+fn stash_attempt_logs(log_dir: &Path, n: u32) {
+    let dest = log_dir.join(format!("attempt-{n}"));
+    if std::fs::create_dir_all(&dest).is_err() {
+        return;
+    }
+    for name in ["server.log", "test.log", "junit.xml"] {
+        let _ = std::fs::rename(log_dir.join(name), dest.join(name));
+    }
+}
+
+struct Clock {
+    start: Instant,
+    run_start: Instant,
+    phases: Vec<PhaseSpan>,
+}
+
+impl Clock {
+    fn enter(&mut self, cx: &RunCx, w: &WorkerPlan, attempt: u32, phase: Phase) {
+        let now = self.run_start.elapsed().as_secs_f64();
+        if let Some(last) = self.phases.last_mut() {
+            last.end = now;
+        }
+        self.phases.push(PhaseSpan { phase, start: now, end: now });
+        cx.emit(Event::Phase { worker: w.index, file: w.file.clone(), attempt, phase });
+    }
+    fn close(&mut self) -> Vec<PhaseSpan> {
+        let now = self.run_start.elapsed().as_secs_f64();
+        if let Some(last) = self.phases.last_mut() {
+            last.end = now;
+        }
+        std::mem::take(&mut self.phases)
+    }
+}
+
+/// One attempt. Err carries the attempt too (for the report) with the fatal error.
+pub async fn run_attempt(cx: &RunCx, w: &WorkerPlan, n: u32, cancel: &Cancel) -> Result<Attempt, (Attempt, StepError)> {
+    let mut clock = Clock { start: Instant::now(), run_start: cx.started_at, phases: Vec::new() };
+    let db_name = worker_db_name(&cx.dag.template_name, &cx.dag.run_id, w.index, n - 1);
+    let mut attempt = Attempt::new(n, &db_name, &w.log_dir);
+    let fail = |mut attempt: Attempt, clock: &mut Clock, verdict, e: StepError| {
+        attempt.verdict = verdict;
+        attempt.message = Some(e.message.clone());
+        attempt.duration = clock.start.elapsed().as_secs_f64();
+        attempt.phases = clock.close();
+        Err((attempt, e))
+    };
+    if n == 1 {
+        let _ = std::fs::remove_dir_all(&w.log_dir);
+    }
+    if let Err(e) = std::fs::create_dir_all(&w.log_dir) {
+        let e = StepError::new(format!("cannot create {}: {e}", w.log_dir.display()));
+        return fail(attempt, &mut clock, Verdict::Error, e);
+    }
+
+    clock.enter(cx, w, n, Phase::Cloning);
+    {
+        let permit = tokio::select! {
+            p = cx.clone_slots.acquire() => p.ok(),
+            _ = cancel.stop.cancelled() => None,
+        };
+        if permit.is_none() {
+            return Ok({ let phases = clock.close(); attempt.finish(Verdict::Cancelled, &mut clock.start, phases) });
+        }
+        let admin = cx.admin_url();
+        let entry = match cx.journal.intent(&Resource::Database { admin_url: admin.clone(), name: db_name.clone() }) {
+            Ok(e) => e,
+            Err(e) => return fail(attempt, &mut clock, Verdict::Error, StepError::new(format!("cannot write the journal: {e}"))),
+        };
+        lock(&cx.databases).push(WorkerDb { worker: w.index, attempt: n, name: db_name.clone(), entry });
+        let file_copy = cx.file_copy.get().copied().unwrap_or(false);
+        if let Err(e) = database::clone_database(&admin, &cx.dag.template_name, &db_name, file_copy).await {
+            return fail(attempt, &mut clock, Verdict::Error, StepError::new(e.to_string()));
+        }
+        let _ = cx.journal.done::<Resource>(entry, None);
+    }
+
+    let server_log = w.log_dir.join("server.log");
+    let test_log = w.log_dir.join("test.log");
+    let grace = cx.plan.stop_timeout();
+    let mut port_retry = true;
+    loop {
+        let port = match cx.take_port() {
+            Ok(p) => p,
+            Err(e) => return fail(attempt, &mut clock, Verdict::Error, StepError::new(format!("no free port: {e}"))),
+        };
+        attempt.port = Some(port);
+        let port_s = port.to_string();
+        let template_url = cx.template_url();
+        let vars = WorkerVars { plan: &cx.plan, run_id: &cx.dag.run_id, worker: w, db_name: &db_name, template_url: &template_url, port: &port_s, log_dir: &w.log_dir };
+        let commands = vars.commands(&cx.dag.args);
+
+        let server = match &commands.server {
+            None => None,
+            Some(s) => {
+                clock.enter(cx, w, n, Phase::Starting);
+                let spec = Spec { what: format!("server for {}", w.file), argv: &s.command, env: &s.env, cwd: &cx.plan.root, log: &server_log, run_as: None };
+                let mut group = match process::spawn(&cx.journal, spec) {
+                    Ok(g) => g,
+                    Err(e) => return fail(attempt, &mut clock, Verdict::Error, StepError::new(e)),
+                };
+                let timeout = cx.plan.server.as_ref().map(|s| s.ready_timeout).unwrap_or_default();
+                match wait_ready(&mut group, &s.ready, timeout, cancel).await {
+                    Ready::Yes => Some(group),
+                    Ready::Cancelled => {
+                        group.stop(&cx.journal, grace, cancel).await;
+                        return Ok({ let phases = clock.close(); attempt.finish(Verdict::Cancelled, &mut clock.start, phases) });
+                    }
+                    Ready::Exited(code) => {
+                        group.finish(&cx.journal).await;
+                        if port_retry && port_taken(port) {
+                            port_retry = false;
+                            continue;
+                        }
+                        let code = code.map(|c| c.to_string()).unwrap_or_else(|| "a signal".into());
+                        let e = StepError::new(format!("the server for {} exited with {code} before it was ready; its log: {}", w.file, server_log.display()))
+                            .with_detail(process::tail(&server_log, 30));
+                        return fail(attempt, &mut clock, Verdict::Error, e);
+                    }
+                    Ready::TimedOut => {
+                        group.stop(&cx.journal, grace, cancel).await;
+                        let e = StepError::new(format!(
+                            "the server for {} was not ready at {} within {}; its log: {}",
+                            w.file, s.ready, crate::plan::duration::format_duration(timeout), server_log.display()
+                        ))
+                        .with_detail(process::tail(&server_log, 30));
+                        return fail(attempt, &mut clock, Verdict::Error, e);
+                    }
+                }
+            }
+        };
+
+        clock.enter(cx, w, n, Phase::Testing);
+        let spec = Spec { what: format!("tests of {}", w.file), argv: &commands.test, env: &commands.test_env, cwd: &cx.plan.root, log: &test_log, run_as: None };
+        let mut test = match process::spawn(&cx.journal, spec) {
+            Ok(g) => g,
+            Err(e) => {
+                if let Some(s) = server {
+                    s.stop(&cx.journal, grace, cancel).await;
+                }
+                return fail(attempt, &mut clock, Verdict::Error, StepError::new(e));
+            }
+        };
+        enum End {
+            Exited(Option<i32>),
+            Timeout,
+            Cancelled,
+        }
+        let end = tokio::select! {
+            s = test.child.wait() => End::Exited(s.ok().and_then(|s| s.code())),
+            _ = tokio::time::sleep(cx.plan.test.timeout) => End::Timeout,
+            _ = cancel.stop.cancelled() => End::Cancelled,
+        };
+        clock.enter(cx, w, n, Phase::Stopping);
+        let verdict = match end {
+            End::Exited(code) => {
+                test.finish(&cx.journal).await;
+                attempt.exit_code = code;
+                if code.is_some_and(|c| cx.plan.test.ok_exit_codes.contains(&c)) { Verdict::Pass } else { Verdict::Fail }
+            }
+            End::Timeout => {
+                // Past the timeout there is no grace: the worker is killed.
+                test.stop(&cx.journal, Duration::ZERO, cancel).await;
+                attempt.message = Some(format!("timed out after {}", crate::plan::duration::format_duration(cx.plan.test.timeout)));
+                Verdict::Timeout
+            }
+            End::Cancelled => {
+                test.stop(&cx.journal, grace, cancel).await;
+                Verdict::Cancelled
+            }
+        };
+        if let Some(s) = server {
+            stop_server(cx, s, grace, cancel, verdict == Verdict::Timeout).await;
+        }
+        attempt.counts = read_counts(&w.junit);
+        return Ok({ let phases = clock.close(); attempt.finish(verdict, &mut clock.start, phases) });
+    }
+}
+
+async fn stop_server(cx: &RunCx, s: Group, grace: Duration, cancel: &Cancel, now: bool) {
+    s.stop(&cx.journal, if now { Duration::ZERO } else { grace }, cancel).await;
+}
+
+/// True when something else listens on the port now (the race a free-port probe cannot close).
+fn port_taken(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+}
+
+/// Polls `ready` every 100 ms; a server that exits is reported at once.
+async fn wait_ready(group: &mut Group, ready: &str, timeout: Duration, cancel: &Cancel) -> Ready {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .ok();
+    loop {
+        if let Ok(Some(status)) = group.child.try_wait() {
+            return Ready::Exited(status.code());
+        }
+        let ok = if let Some(addr) = ready.strip_prefix("tcp://") {
+            tokio::net::TcpStream::connect(addr.trim_end_matches('/')).await.is_ok()
+        } else if let Some(c) = &client {
+            c.get(ready).send().await.is_ok_and(|r| r.status().is_success() || r.status().is_redirection())
+        } else {
+            false
+        };
+        if ok {
+            return Ready::Yes;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ready::TimedOut;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = cancel.stop.cancelled() => return Ready::Cancelled,
+            s = group.child.wait() => return Ready::Exited(s.ok().and_then(|s| s.code())),
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Process facts from /proc and signals to process groups. Processes are only ever addressed by a
+//! PID or group we started and recorded, and checked by start time before they are signalled.
+
+use std::path::Path;
+
+use rustix::process::{kill_process_group, Pid, Signal};
+
+/// A process's start time (clock ticks since boot, field 22 of /proc/PID/stat); None if gone.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_fields(&stat).and_then(|f| f.get(19)?.parse().ok())
+}
+
+/// Fields after the `(comm)` of a stat line: index 0 is field 3 (state).
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    let close = stat.rfind(')')?;
+    Some(stat[close + 1..].split_whitespace().collect())
+}
+
+/// True when `pid` is running and is the process that started at `started` (not a reused PID).
+/// A zombie counts as gone.
+pub fn is_same_process(pid: u32, started: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(f) = stat_fields(&stat) else { return false };
+    f.first() != Some(&"Z") && f.get(19).and_then(|s| s.parse().ok()) == Some(started)
+}
+
+/// PIDs (not zombies) whose process group is `pgid` and that started no earlier than `since`:
+/// the members of a group we created, even after its leader exited.
+pub fn group_members(pgid: u32, since: u64) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(f) = stat_fields(&stat) else { return false };
+            f.first() != Some(&"Z")
+                && f.get(2).and_then(|s| s.parse::<u32>().ok()) == Some(pgid)
+                && f.get(19).and_then(|s| s.parse::<u64>().ok()).is_some_and(|t| t >= since)
+        })
+        .collect()
+}
+
+/// Sends `signal` to the group; a group that no longer exists is not an error.
+pub fn signal_group(pgid: u32, signal: Signal) {
+    if let Some(pid) = Pid::from_raw(pgid as i32) {
+        let _ = kill_process_group(pid, signal);
+    }
+}
+
+/// True when the group still has a live member of ours.
+pub fn group_alive(pgid: u32, since: u64) -> bool {
+    !group_members(pgid, since).is_empty()
+}
+
+/// This process's identity, recorded in journals so that a later run can tell a dead runner.
+pub fn self_identity() -> (u32, u64) {
+    let pid = std::process::id();
+    (pid, start_time(pid).unwrap_or_default())
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// uid and gid of a local account, from /etc/passwd.
+pub fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.first() == Some(&name)).then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
+    })
+}
+
+/// True when every folder from `/` down to `path` can be traversed by "others".
+pub fn world_traversable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.ancestors().all(|p| {
+        p.as_os_str().is_empty()
+            || std::fs::metadata(p).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_itself() {
+        let (pid, started) = self_identity();
+        assert!(started > 0);
+        assert!(is_same_process(pid, started));
+        assert!(!is_same_process(pid, started + 1));
+    }
+
+    #[test]
+    fn parses_comm_with_spaces() {
+        let line = "12 (a b) c) S 1 12 12 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 777 0";
+        let f = stat_fields(line).unwrap();
+        assert_eq!(f[0], "S");
+        assert_eq!(f[2], "12");
+        assert_eq!(f[19], "777");
+    }
+}
