@@ -23,7 +23,12 @@ pub const EXIT_PLAN: i32 = 2;
 pub const EXIT_SETUP: i32 = 3;
 
 #[derive(Parser, Debug)]
-#[command(name = "e2e-plan", version, about = "Run each end-to-end test file in its own worker: its own PostgreSQL database, server and test process, all at once", propagate_version = true)]
+#[command(
+    name = "e2e-plan",
+    version,
+    about = "Run each end-to-end test file in its own worker: its own PostgreSQL database, server and test process, all at once",
+    propagate_version = true
+)]
 pub struct Cli {
     /// When to use colours: auto (a terminal without NO_COLOR), always, never.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
@@ -115,15 +120,19 @@ pub struct DryRunArgs {
 }
 
 fn parse_keep(s: &str) -> Result<Keep, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| format!("`{s}` is not a keep policy: use failed, all-on-failure, always or never"))
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        format!("`{s}` is not a keep policy: use failed, all-on-failure, always or never")
+    })
 }
 
 /// Entry point: returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
     install_error_hook(cli.color);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -148,8 +157,8 @@ fn install_error_hook(color: ColorChoice) {
     }));
 }
 
-fn plan_error(e: PlanError) -> i32 {
-    eprintln!("{:?}", miette::Report::new(e));
+fn plan_error(e: Box<PlanError>) -> i32 {
+    eprintln!("{:?}", miette::Report::new_boxed(e));
     EXIT_PLAN
 }
 
@@ -161,7 +170,11 @@ async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Validate { plan } => match load(&plan) {
             Ok(p) => {
-                println!("ok: {} is valid, {} worker(s) (one per test file)", plan.display(), p.files.len());
+                println!(
+                    "ok: {} is valid, {} worker(s) (one per test file)",
+                    plan.display(),
+                    p.files.len()
+                );
                 EXIT_OK
             }
             Err(code) => code,
@@ -173,21 +186,35 @@ async fn run(cli: Cli) -> i32 {
             print!("{}", plan::schema_json());
             EXIT_OK
         }
-        Command::Merge { output, inputs } => match crate::report::junit::merge_files(&inputs, &output) {
-            Ok((suites, tests)) => {
-                println!("merged {} file(s): {suites} suites, {tests} tests into {}", inputs.len(), output.display());
-                EXIT_OK
-            }
-            Err(bad) => {
-                eprintln!("error: {} input(s) are not usable JUnit; nothing was written:", bad.len());
-                for b in bad {
-                    eprintln!("  {b}");
+        Command::Merge { output, inputs } => {
+            match crate::report::junit::merge_files(&inputs, &output) {
+                Ok((suites, tests)) => {
+                    println!(
+                        "merged {} file(s): {suites} suites, {tests} tests into {}",
+                        inputs.len(),
+                        output.display()
+                    );
+                    EXIT_OK
                 }
-                EXIT_PLAN
+                Err(bad) => {
+                    eprintln!(
+                        "error: {} input(s) are not usable JUnit; nothing was written:",
+                        bad.len()
+                    );
+                    for b in bad {
+                        eprintln!("  {b}");
+                    }
+                    EXIT_PLAN
+                }
             }
-        },
+        }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "e2e-plan", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "e2e-plan",
+                &mut std::io::stdout(),
+            );
             EXIT_OK
         }
     }
@@ -201,7 +228,15 @@ fn dry_run(a: DryRunArgs) -> i32 {
     if let Some(j) = a.jobs {
         plan.run.jobs = j;
     }
-    let dag = planner::build(&plan, &PlanOptions { run_id: dryrun::RUN_ID.into(), args: a.args, shard: a.shard, only: None });
+    let dag = planner::build(
+        &plan,
+        &PlanOptions {
+            run_id: dryrun::RUN_ID.into(),
+            args: a.args,
+            shard: a.shard,
+            only: None,
+        },
+    );
     print!("{}", dryrun::render(&plan, &dag, a.format));
     EXIT_OK
 }
@@ -244,7 +279,11 @@ async fn apply(a: ApplyArgs, color: ColorChoice) -> i32 {
     let only = if a.last_failed {
         match crate::report::state::last_run(&plan.state_dir()) {
             Some(last) if !last.failed.is_empty() => {
-                eprintln!("--last-failed: running the {} file(s) that failed in run {}", last.failed.len(), last.run_id);
+                eprintln!(
+                    "--last-failed: running the {} file(s) that failed in run {}",
+                    last.failed.len(),
+                    last.run_id
+                );
                 Some(last.failed)
             }
             Some(_) => {
@@ -260,23 +299,41 @@ async fn apply(a: ApplyArgs, color: ColorChoice) -> i32 {
         None
     };
     let run_id = planner::new_run_id();
-    let dag = planner::build(&plan, &PlanOptions { run_id: run_id.clone(), args: a.args, shard: a.shard, only });
+    let dag = planner::build(
+        &plan,
+        &PlanOptions {
+            run_id: run_id.clone(),
+            args: a.args,
+            shard: a.shard,
+            only,
+        },
+    );
     if dag.workers.is_empty() {
         println!("0 files to run (shard or --last-failed selected none)");
         return EXIT_OK;
     }
     warn_leftovers(&plan);
-    let journal = match journal::Journal::create(&plan.state_dir(), &run_id, &plan.path.display().to_string()) {
+    let journal = match journal::Journal::create(
+        &plan.state_dir(),
+        &run_id,
+        &plan.path.display().to_string(),
+    ) {
         Ok(j) => j,
         Err(e) => {
-            eprintln!("error: cannot write the run journal under {}: {e}", plan.state_dir().display());
+            eprintln!(
+                "error: cannot write the run journal under {}: {e}",
+                plan.state_dir().display()
+            );
             return EXIT_SETUP;
         }
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = Reporter::new(color, a.format, dag.workers.len());
     let reporter_task = tokio::spawn(reporter.run(rx));
-    let opts = engine::Options { jobs: plan.run.jobs, fail_fast: plan.run.fail_fast };
+    let opts = engine::Options {
+        jobs: plan.run.jobs,
+        fail_fast: plan.run.fail_fast,
+    };
     let cx = Arc::new(RunCx::new(plan, dag, journal, tx, a.reprepare));
     let cancel = Cancel::default();
     let signals = tokio::spawn(forward_signals(Arc::clone(&cx), cancel.clone()));
@@ -285,9 +342,14 @@ async fn apply(a: ApplyArgs, color: ColorChoice) -> i32 {
     engine::run(nodes, opts, cancel, |_| {}).await;
     signals.abort();
 
-    let exit = lock(&cx.summary).as_ref().map(|s| s.exit_code).unwrap_or_else(|| cx.exit_code());
+    let exit = lock(&cx.summary)
+        .as_ref()
+        .map(|s| s.exit_code)
+        .unwrap_or_else(|| cx.exit_code());
     finish_journal(&cx);
-    let Ok(cx) = Arc::try_unwrap(cx) else { return exit };
+    let Ok(cx) = Arc::try_unwrap(cx) else {
+        return exit;
+    };
     drop(cx);
     let _ = reporter_task.await;
     let _ = std::io::stdout().flush();
@@ -305,7 +367,12 @@ fn finish_journal(cx: &RunCx) {
 /// Ctrl-C or SIGTERM: stop every worker gracefully; a second one skips the grace period. Workers
 /// run in their own process groups, so the terminal's signal reaches only us and we forward it.
 async fn forward_signals(cx: Arc<RunCx>, cancel: Cancel) {
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else { return };
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
     let mut seen = 0;
     loop {
         tokio::select! {
@@ -352,5 +419,9 @@ async fn rollback(plan_path: &Path) -> i32 {
     if did == 0 && failed == 0 {
         println!("nothing to roll back");
     }
-    if failed > 0 { EXIT_SETUP } else { EXIT_OK }
+    if failed > 0 {
+        EXIT_SETUP
+    } else {
+        EXIT_OK
+    }
 }

@@ -32,14 +32,30 @@ impl Phase {
 #[derive(Debug)]
 pub enum Event {
     /// A setup or teardown step began.
-    StepStarted { what: String },
-    StepFinished { what: String, took: Duration, note: Option<String> },
+    StepStarted {
+        what: String,
+    },
+    StepFinished {
+        what: String,
+        took: Duration,
+        note: Option<String>,
+    },
     /// A worker entered a phase (attempt 1 is the first run).
-    Phase { worker: usize, file: String, attempt: u32, phase: Phase },
+    Phase {
+        worker: usize,
+        file: String,
+        attempt: u32,
+        phase: Phase,
+    },
     WorkerFinished(Box<WorkerResult>),
     Warning(String),
     /// The run's results are final: print the summary and write the report files, then answer.
-    RunFinished { summary: Box<RunSummary>, written: tokio::sync::oneshot::Sender<Vec<PathBuf>> },
+    RunFinished {
+        summary: Box<RunSummary>,
+        written: tokio::sync::oneshot::Sender<Vec<PathBuf>>,
+    },
     /// The signal handler got a signal.
-    Interrupted { second: bool },
+    Interrupted {
+        second: bool,
+    },
 }

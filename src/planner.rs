@@ -33,11 +33,18 @@ pub enum Stage {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
     /// A `[[setup]]` command, skipped when `creates` exists.
-    Setup { command: Vec<String>, creates: Option<String> },
+    Setup {
+        command: Vec<String>,
+        creates: Option<String>,
+    },
     /// initdb + start a throwaway PostgreSQL.
     StartCluster,
     /// Create the template if missing, run `prepare` (unless the fingerprint matches).
-    PrepareTemplate { template: String, commands: Vec<Vec<String>>, fingerprinted: bool },
+    PrepareTemplate {
+        template: String,
+        commands: Vec<Vec<String>>,
+        fingerprinted: bool,
+    },
     /// One file's worker: clone, server, tests, stop.
     Worker { index: usize },
     /// Second pass over failed files, each attempt in fresh isolation.
@@ -107,8 +114,14 @@ impl std::str::FromStr for Shard {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 1/4")?;
-        let index: usize = k.trim().parse().map_err(|_| format!("`{k}` is not a number"))?;
-        let count: usize = n.trim().parse().map_err(|_| format!("`{n}` is not a number"))?;
+        let index: usize = k
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{k}` is not a number"))?;
+        let count: usize = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{n}` is not a number"))?;
         if count == 0 || index == 0 || index > count {
             return Err(format!("shard {s} is out of range: K must be 1..=N"));
         }
@@ -154,16 +167,25 @@ impl Timings {
     }
 
     pub fn get(&self, file: &str) -> Option<Duration> {
-        self.files.get(file).map(|t| Duration::from_secs_f64(t.secs))
+        self.files
+            .get(file)
+            .map(|t| Duration::from_secs_f64(t.secs))
     }
 
     /// Durations for `files`; unknown files get the mean of the known ones (or None if none known).
     pub fn predict(&self, files: &[TestFile]) -> Vec<Option<Duration>> {
-        let known: Vec<f64> = files.iter().filter_map(|f| self.get(&f.path)).map(|d| d.as_secs_f64()).collect();
+        let known: Vec<f64> = files
+            .iter()
+            .filter_map(|f| self.get(&f.path))
+            .map(|d| d.as_secs_f64())
+            .collect();
         let mean = (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64);
         files
             .iter()
-            .map(|f| self.get(&f.path).or_else(|| mean.map(Duration::from_secs_f64)))
+            .map(|f| {
+                self.get(&f.path)
+                    .or_else(|| mean.map(Duration::from_secs_f64))
+            })
             .collect()
     }
 }
@@ -186,7 +208,9 @@ pub fn shard_files(files: &[TestFile], timings: &Timings, shard: Shard) -> Vec<T
     let predicted = timings.predict(&owned);
     let mut order: Vec<usize> = (0..owned.len()).collect();
     order.sort_by(|&a, &b| {
-        predicted[b].cmp(&predicted[a]).then_with(|| owned[a].path.cmp(&owned[b].path))
+        predicted[b]
+            .cmp(&predicted[a])
+            .then_with(|| owned[a].path.cmp(&owned[b].path))
     });
     let mut loads = vec![Duration::ZERO; shard.count];
     let mut mine = Vec::new();
@@ -244,7 +268,13 @@ fn percent_decode(s: &str) -> String {
 pub fn worker_db_name(template: &str, run_id: &str, worker: usize, attempt: u32) -> String {
     let mut base: String = template
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     if base.is_empty() || base.starts_with(|c: char| c.is_ascii_digit()) {
         base.insert_str(0, "db_");
@@ -301,7 +331,10 @@ impl WorkerVars<'_> {
             ("port", self.port.to_string()),
             ("db_name", self.db_name.to_string()),
             ("db_url", with_database(self.template_url, self.db_name)),
-            ("junit", self.log_dir.join("junit.xml").display().to_string()),
+            (
+                "junit",
+                self.log_dir.join("junit.xml").display().to_string(),
+            ),
             ("log_dir", self.log_dir.display().to_string()),
         ])
     }
@@ -350,7 +383,10 @@ pub fn with_database(url: &str, db: &str) -> String {
         }
         // Not parseable (a dry-run stand-in for a port): replace the last path segment as text.
         Err(_) => {
-            let (base, query) = url.split_once('?').map(|(b, q)| (b, Some(q))).unwrap_or((url, None));
+            let (base, query) = url
+                .split_once('?')
+                .map(|(b, q)| (b, Some(q)))
+                .unwrap_or((url, None));
             let head = base.rfind('/').map(|i| &base[..i]).unwrap_or(base);
             match query {
                 Some(q) => format!("{head}/{db}?{q}"),
@@ -361,7 +397,13 @@ pub fn with_database(url: &str, db: &str) -> String {
 }
 
 /// Fills a setup/prepare command (only run-wide placeholders).
-pub fn fill_run_command(words: &[Word], plan: &Plan, run_id: &str, template_url: &str, template: &str) -> Vec<String> {
+pub fn fill_run_command(
+    words: &[Word],
+    plan: &Plan,
+    run_id: &str,
+    template_url: &str,
+    template: &str,
+) -> Vec<String> {
     let vars = HashMap::from([
         ("root", plan.root.display().to_string()),
         ("run", run_id.to_string()),
@@ -384,7 +426,11 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
     }
     let predicted = timings.predict(&files);
     let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by(|&a, &b| predicted[b].cmp(&predicted[a]).then_with(|| files[a].path.cmp(&files[b].path)));
+    order.sort_by(|&a, &b| {
+        predicted[b]
+            .cmp(&predicted[a])
+            .then_with(|| files[a].path.cmp(&files[b].path))
+    });
 
     let template = template_name(plan);
     let workers: Vec<WorkerPlan> = order
@@ -408,43 +454,115 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
     let mut nodes = Vec::new();
     let mut last_setup: Option<usize> = None;
     let push = |nodes: &mut Vec<Node>, id: String, stage, deps: Vec<usize>, always, action| {
-        nodes.push(Node { id, stage, deps, always, action });
+        nodes.push(Node {
+            id,
+            stage,
+            deps,
+            always,
+            action,
+        });
         nodes.len() - 1
     };
     for (i, s) in plan.setup.iter().enumerate() {
         let command = fill_run_command(&s.command, plan, &opts.run_id, "", &template);
-        let id = push(&mut nodes, format!("setup-{}", i + 1), Stage::Setup, last_setup.into_iter().collect(), false,
-            Action::Setup { command, creates: s.creates.clone() });
+        let id = push(
+            &mut nodes,
+            format!("setup-{}", i + 1),
+            Stage::Setup,
+            last_setup.into_iter().collect(),
+            false,
+            Action::Setup {
+                command,
+                creates: s.creates.clone(),
+            },
+        );
         last_setup = Some(id);
     }
     let cluster = plan.database.template.is_none().then(|| {
-        push(&mut nodes, "start-cluster".into(), Stage::Setup, last_setup.into_iter().collect(), false, Action::StartCluster)
+        push(
+            &mut nodes,
+            "start-cluster".into(),
+            Stage::Setup,
+            last_setup.into_iter().collect(),
+            false,
+            Action::StartCluster,
+        )
     });
     let prepare_deps: Vec<usize> = cluster.or(last_setup).into_iter().collect();
-    let template_url_shown = plan.database.template.clone().unwrap_or_else(|| "<ephemeral cluster>".into());
-    let prepare = push(&mut nodes, "prepare-template".into(), Stage::Setup, prepare_deps, false, Action::PrepareTemplate {
-        template: template.clone(),
-        commands: plan
-            .database
-            .prepare
-            .iter()
-            .map(|c| fill_run_command(c, plan, &opts.run_id, &template_url_shown, &template))
-            .collect(),
-        fingerprinted: !plan.database.fingerprint.is_empty(),
-    });
+    let template_url_shown = plan
+        .database
+        .template
+        .clone()
+        .unwrap_or_else(|| "<ephemeral cluster>".into());
+    let prepare = push(
+        &mut nodes,
+        "prepare-template".into(),
+        Stage::Setup,
+        prepare_deps,
+        false,
+        Action::PrepareTemplate {
+            template: template.clone(),
+            commands: plan
+                .database
+                .prepare
+                .iter()
+                .map(|c| fill_run_command(c, plan, &opts.run_id, &template_url_shown, &template))
+                .collect(),
+            fingerprinted: !plan.database.fingerprint.is_empty(),
+        },
+    );
     let worker_ids: Vec<usize> = workers
         .iter()
-        .map(|w| push(&mut nodes, format!("worker-{}", w.stem), Stage::Worker, vec![prepare], false, Action::Worker { index: w.index }))
+        .map(|w| {
+            push(
+                &mut nodes,
+                format!("worker-{}", w.stem),
+                Stage::Worker,
+                vec![prepare],
+                false,
+                Action::Worker { index: w.index },
+            )
+        })
         .collect();
     let mut teardown_deps = worker_ids.clone();
     if plan.run.retries > 0 {
-        let retry = push(&mut nodes, "retry-failed".into(), Stage::Worker, worker_ids, true, Action::RetryFailed { retries: plan.run.retries });
+        let retry = push(
+            &mut nodes,
+            "retry-failed".into(),
+            Stage::Worker,
+            worker_ids,
+            true,
+            Action::RetryFailed {
+                retries: plan.run.retries,
+            },
+        );
         teardown_deps = vec![retry];
     }
-    let report = push(&mut nodes, "report".into(), Stage::Teardown, teardown_deps, true, Action::Report);
-    let cleanup = push(&mut nodes, "cleanup".into(), Stage::Teardown, vec![report], true, Action::Cleanup);
+    let report = push(
+        &mut nodes,
+        "report".into(),
+        Stage::Teardown,
+        teardown_deps,
+        true,
+        Action::Report,
+    );
+    let cleanup = push(
+        &mut nodes,
+        "cleanup".into(),
+        Stage::Teardown,
+        vec![report],
+        true,
+        Action::Cleanup,
+    );
     if cluster.is_some() {
-        push(&mut nodes, "stop-cluster".into(), Stage::Teardown, vec![cleanup], true, Action::StopCluster);
+        push(
+            &mut nodes,
+            "stop-cluster".into(),
+            Stage::Teardown,
+            vec![cleanup],
+            true,
+            Action::StopCluster,
+        );
     }
 
     let known: Vec<Duration> = workers.iter().filter_map(|w| w.predicted).collect();
@@ -475,7 +593,9 @@ mod tests {
         let nb = worker_db_name(&long_b, "ab12cd34", 123, 2);
         assert!(na.len() <= MAX_IDENT && nb.len() <= MAX_IDENT);
         assert_ne!(na, nb, "shortened names must not collide");
-        assert!(na.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+        assert!(na
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
         assert_eq!(worker_db_name("9lives", "r", 0, 0), "db_9lives_r_0");
     }
 
@@ -495,7 +615,13 @@ mod tests {
     }
 
     fn files(names: &[&str]) -> Vec<TestFile> {
-        names.iter().map(|n| TestFile { path: n.to_string(), stem: n.to_string() }).collect()
+        names
+            .iter()
+            .map(|n| TestFile {
+                path: n.to_string(),
+                stem: n.to_string(),
+            })
+            .collect()
     }
 
     #[test]
@@ -504,8 +630,14 @@ mod tests {
         let t = Timings::default();
         let s1 = shard_files(&fs, &t, Shard { index: 1, count: 2 });
         let s2 = shard_files(&fs, &t, Shard { index: 2, count: 2 });
-        assert_eq!(s1.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["a", "c", "e"]);
-        assert_eq!(s2.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["b", "d"]);
+        assert_eq!(
+            s1.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["a", "c", "e"]
+        );
+        assert_eq!(
+            s2.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["b", "d"]
+        );
     }
 
     #[test]
@@ -517,13 +649,22 @@ mod tests {
         }
         let s1 = shard_files(&fs, &t, Shard { index: 1, count: 2 });
         let s2 = shard_files(&fs, &t, Shard { index: 2, count: 2 });
-        assert_eq!(s1.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["a", "d"]);
-        assert_eq!(s2.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(
+            s1.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["a", "d"]
+        );
+        assert_eq!(
+            s2.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
     }
 
     #[test]
     fn shard_parse() {
-        assert_eq!("2/4".parse::<Shard>().unwrap(), Shard { index: 2, count: 4 });
+        assert_eq!(
+            "2/4".parse::<Shard>().unwrap(),
+            Shard { index: 2, count: 4 }
+        );
         assert!("0/4".parse::<Shard>().is_err());
         assert!("5/4".parse::<Shard>().is_err());
     }

@@ -23,24 +23,32 @@ pub fn is_same_process(pid: u32, started: u64) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
-    let Some(f) = stat_fields(&stat) else { return false };
+    let Some(f) = stat_fields(&stat) else {
+        return false;
+    };
     f.first() != Some(&"Z") && f.get(19).and_then(|s| s.parse().ok()) == Some(started)
 }
 
 /// PIDs (not zombies) whose process group is `pgid` and that started no earlier than `since`:
 /// the members of a group we created, even after its leader exited.
 pub fn group_members(pgid: u32, since: u64) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 return false;
             };
-            let Some(f) = stat_fields(&stat) else { return false };
+            let Some(f) = stat_fields(&stat) else {
+                return false;
+            };
             f.first() != Some(&"Z")
                 && f.get(2).and_then(|s| s.parse::<u32>().ok()) == Some(pgid)
-                && f.get(19).and_then(|s| s.parse::<u64>().ok()).is_some_and(|t| t >= since)
+                && f.get(19)
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .is_some_and(|t| t >= since)
         })
         .collect()
 }
@@ -72,7 +80,8 @@ pub fn lookup_user(name: &str) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|line| {
         let f: Vec<&str> = line.split(':').collect();
-        (f.first() == Some(&name)).then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
+        (f.first() == Some(&name))
+            .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
     })
 }
 
@@ -81,7 +90,9 @@ pub fn world_traversable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.ancestors().all(|p| {
         p.as_os_str().is_empty()
-            || std::fs::metadata(p).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false)
+            || std::fs::metadata(p)
+                .map(|m| m.permissions().mode() & 0o001 != 0)
+                .unwrap_or(false)
     })
 }
 

@@ -28,13 +28,29 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + 'static
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Record<R> {
-    Header { run_id: String, plan: String, pid: u32, pid_start: u64, started: String },
-    Intent { seq: u64, resource: R },
+    Header {
+        run_id: String,
+        plan: String,
+        pid: u32,
+        pid_start: u64,
+        started: String,
+    },
+    Intent {
+        seq: u64,
+        resource: R,
+    },
     /// Created; `resource` carries what was only known after creation (a PID).
-    Done { seq: u64, resource: Option<R> },
-    Undone { seq: u64 },
+    Done {
+        seq: u64,
+        resource: Option<R>,
+    },
+    Undone {
+        seq: u64,
+    },
     /// The run ended normally; what is still done was kept on purpose.
-    End { kept: usize },
+    End {
+        kept: usize,
+    },
 }
 
 /// A handle on a resource recorded in the journal.
@@ -56,8 +72,14 @@ impl Journal {
         let dir = Self::dir(state_dir);
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(format!("{run_id}.jsonl"));
-        let file = OpenOptions::new().create_new(true).append(true).open(&path)?;
-        let journal = Journal { path, inner: Mutex::new((file, 0)) };
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        let journal = Journal {
+            path,
+            inner: Mutex::new((file, 0)),
+        };
         let (pid, pid_start) = crate::sys::self_identity();
         journal.write::<()>(&Record::Header {
             run_id: run_id.into(),
@@ -88,12 +110,18 @@ impl Journal {
             guard.1 += 1;
             guard.1
         };
-        self.write(&Record::Intent { seq, resource: resource.clone() })?;
+        self.write(&Record::Intent {
+            seq,
+            resource: resource.clone(),
+        })?;
         Ok(Entry(seq))
     }
 
     pub fn done<R: Resource>(&self, entry: Entry, updated: Option<&R>) -> std::io::Result<()> {
-        self.write(&Record::Done { seq: entry.0, resource: updated.cloned() })
+        self.write(&Record::Done {
+            seq: entry.0,
+            resource: updated.cloned(),
+        })
     }
 
     pub fn undone(&self, entry: Entry) -> std::io::Result<()> {
@@ -128,7 +156,9 @@ pub struct Recorded<R> {
 /// Reads every journal under `state_dir`; unreadable lines are skipped (a torn last line after a
 /// crash is expected).
 pub fn read_all<R: Resource>(state_dir: &Path) -> Vec<Recorded<R>> {
-    let Ok(dir) = std::fs::read_dir(Journal::dir(state_dir)) else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir(Journal::dir(state_dir)) else {
+        return Vec::new();
+    };
     let mut paths: Vec<PathBuf> = dir
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -144,13 +174,24 @@ fn read_one<R: Resource>(path: &Path) -> Option<Recorded<R>> {
     let mut ended = false;
     let mut entries: BTreeMap<u64, (R, bool)> = BTreeMap::new();
     for line in BufReader::new(file).lines().map_while(Result::ok) {
-        let Ok(record) = serde_json::from_str::<Record<R>>(&line) else { continue };
+        let Ok(record) = serde_json::from_str::<Record<R>>(&line) else {
+            continue;
+        };
         match record {
-            Record::Header { run_id, plan, pid, pid_start, started } => header = Some((run_id, plan, pid, pid_start, started)),
+            Record::Header {
+                run_id,
+                plan,
+                pid,
+                pid_start,
+                started,
+            } => header = Some((run_id, plan, pid, pid_start, started)),
             Record::Intent { seq, resource } => {
                 entries.insert(seq, (resource, false));
             }
-            Record::Done { seq, resource: Some(r) } => {
+            Record::Done {
+                seq,
+                resource: Some(r),
+            } => {
                 if let Some(e) = entries.get_mut(&seq) {
                     e.0 = r;
                 }
@@ -172,7 +213,12 @@ fn read_one<R: Resource>(path: &Path) -> Option<Recorded<R>> {
         started,
         runner_alive: crate::sys::is_same_process(pid, pid_start),
         ended,
-        pending: entries.into_values().rev().filter(|(_, undone)| !undone).map(|(r, _)| r).collect(),
+        pending: entries
+            .into_values()
+            .rev()
+            .filter(|(_, undone)| !undone)
+            .map(|(r, _)| r)
+            .collect(),
     })
 }
 

@@ -113,7 +113,10 @@ pub async fn run<S: Step>(
                     continue;
                 }
                 let deps_ok = node.deps.iter().all(|&d| {
-                    matches!(status[d], Some(NodeStatus::Done(Outcome::Ok | Outcome::Failed)))
+                    matches!(
+                        status[d],
+                        Some(NodeStatus::Done(Outcome::Ok | Outcome::Failed))
+                    )
                 });
                 if !node.always && (!deps_ok || cancel.is_stopping()) {
                     state[i] = State::Finished;
@@ -135,7 +138,9 @@ pub async fn run<S: Step>(
                 progressed = true;
             }
         }
-        let Some(joined) = set.join_next().await else { break };
+        let Some(joined) = set.join_next().await else {
+            break;
+        };
         let (i, result) = match joined {
             Ok(r) => r,
             // A panicking step is a bug; the runner still has to clean up, so cancel and go on.
@@ -159,7 +164,10 @@ pub async fn run<S: Step>(
         });
         observe(EngineEvent::Finished(i));
     }
-    status.into_iter().map(|s| s.unwrap_or(NodeStatus::NotRun)).collect()
+    status
+        .into_iter()
+        .map(|s| s.unwrap_or(NodeStatus::NotRun))
+        .collect()
 }
 
 #[cfg(test)]
@@ -193,7 +201,16 @@ mod tests {
         }
     }
 
-    fn dag(spec: &[(&'static str, &[usize], bool, bool, Result<Outcome, String>)]) -> (Vec<Node<Fake>>, Arc<Mutex<Vec<String>>>, Arc<AtomicUsize>) {
+    type Spec<'a> = (
+        &'static str,
+        &'a [usize],
+        bool,
+        bool,
+        Result<Outcome, String>,
+    );
+    type Built = (Vec<Node<Fake>>, Arc<Mutex<Vec<String>>>, Arc<AtomicUsize>);
+
+    fn dag(spec: &[Spec]) -> Built {
         let log = Arc::new(Mutex::new(Vec::new()));
         let live = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
@@ -203,7 +220,13 @@ mod tests {
                 deps: deps.to_vec(),
                 always: *always,
                 limited: *limited,
-                step: Arc::new(Fake { name, result: result.clone(), log: log.clone(), live: live.clone(), peak: peak.clone() }),
+                step: Arc::new(Fake {
+                    name,
+                    result: result.clone(),
+                    log: log.clone(),
+                    live: live.clone(),
+                    peak: peak.clone(),
+                }),
             })
             .collect();
         (nodes, log, peak)
@@ -219,7 +242,16 @@ mod tests {
             ("w3", &[0], false, true, ok()),
             ("teardown", &[1, 2, 3], true, false, ok()),
         ]);
-        let st = run(nodes, Options { jobs: 1, fail_fast: false }, Cancel::default(), |_| {}).await;
+        let st = run(
+            nodes,
+            Options {
+                jobs: 1,
+                fail_fast: false,
+            },
+            Cancel::default(),
+            |_| {},
+        )
+        .await;
         let log = log.lock().unwrap().clone();
         assert_eq!(log.first().map(String::as_str), Some("setup"));
         assert_eq!(log.last().map(String::as_str), Some("teardown"));
@@ -235,7 +267,16 @@ mod tests {
             ("w1", &[0], false, true, Ok(Outcome::Ok)),
             ("teardown", &[1], true, false, Ok(Outcome::Ok)),
         ]);
-        let st = run(nodes, Options { jobs: 0, fail_fast: false }, Cancel::default(), |_| {}).await;
+        let st = run(
+            nodes,
+            Options {
+                jobs: 0,
+                fail_fast: false,
+            },
+            Cancel::default(),
+            |_| {},
+        )
+        .await;
         assert!(matches!(st[0], NodeStatus::Error(_)));
         assert!(matches!(st[1], NodeStatus::NotRun));
         assert_eq!(*log.lock().unwrap(), vec!["setup", "teardown"]);
@@ -248,7 +289,16 @@ mod tests {
             ("w2", &[], false, true, Ok(Outcome::Ok)),
             ("teardown", &[0, 1], true, false, Ok(Outcome::Ok)),
         ]);
-        let st = run(nodes, Options { jobs: 1, fail_fast: true }, Cancel::default(), |_| {}).await;
+        let st = run(
+            nodes,
+            Options {
+                jobs: 1,
+                fail_fast: true,
+            },
+            Cancel::default(),
+            |_| {},
+        )
+        .await;
         assert!(matches!(st[1], NodeStatus::NotRun));
         assert_eq!(*log.lock().unwrap(), vec!["w1", "teardown"]);
     }

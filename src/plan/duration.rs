@@ -37,7 +37,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            other => return Err(format!("unknown unit `{other}` in `{text}`: use ms, s, m or h")),
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}` in `{text}`: use ms, s, m or h"
+                ))
+            }
         };
         total += Duration::from_secs_f64(number * scale);
         rest = &after[unit_len..];
@@ -48,11 +52,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Formats a duration the way plans write them (the inverse of [`parse_duration`] for whole units).
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 3_600_000 == 0 && ms > 0 {
+    if ms.is_multiple_of(3_600_000) && ms > 0 {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 && ms > 0 {
+    } else if ms.is_multiple_of(60_000) && ms > 0 {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

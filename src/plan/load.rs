@@ -30,20 +30,32 @@ impl Default for LoadOptions<'_> {
 }
 
 const WORKER_VARS: &[&str] = &[
-    "root", "run", "worker", "file", "file_stem", "port", "db_name", "db_url", "junit", "log_dir",
+    "root",
+    "run",
+    "worker",
+    "file",
+    "file_stem",
+    "port",
+    "db_name",
+    "db_url",
+    "junit",
+    "log_dir",
 ];
 const PREPARE_VARS: &[&str] = &["root", "run", "db_name", "db_url"];
 const SETUP_VARS: &[&str] = &["root", "run"];
 
 /// Loads and checks the plan at `path`.
-pub fn load(path: &Path, opts: &LoadOptions) -> Result<Plan, PlanError> {
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<Plan, Box<PlanError>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
             "pass the plan's path, e.g. `e2e-plan apply plans/default.toml`"
         } else {
             "check the file's permissions"
         };
-        PlanError::plain(format!("cannot read plan file {}: {e}", path.display())).with_help(hint)
+        Box::new(
+            PlanError::plain(format!("cannot read plan file {}: {e}", path.display()))
+                .with_help(hint),
+        )
     })?;
     let cx = Cx {
         src: NamedSource::new(path.display().to_string(), text.clone()),
@@ -51,7 +63,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Plan, PlanError> {
         env: opts.env,
         errors: Vec::new(),
     };
-    cx.run(path)
+    cx.run(path).map_err(Box::new)
 }
 
 struct Cx<'a> {
@@ -62,7 +74,12 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
-    fn error(&self, span: Range<usize>, message: impl Into<String>, label: impl Into<String>) -> PlanError {
+    fn error(
+        &self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> PlanError {
         PlanError {
             message: message.into(),
             src: Some(self.src.clone()),
@@ -79,7 +96,13 @@ impl Cx<'_> {
 
     /// The span of `len` bytes at `offset` inside the string value at `span`, when the source text
     /// of the value is the plain quoted string; otherwise the whole value.
-    fn inner_span(&self, span: &Range<usize>, value: &str, offset: usize, len: usize) -> Range<usize> {
+    fn inner_span(
+        &self,
+        span: &Range<usize>,
+        value: &str,
+        offset: usize,
+        len: usize,
+    ) -> Range<usize> {
         let raw = self.text.get(span.clone()).unwrap_or_default();
         if raw.len() == value.len() + 2 && &raw[1..raw.len() - 1] == value {
             let start = span.start + 1 + offset;
@@ -95,11 +118,13 @@ impl Cx<'_> {
             Ok(s) => Some(s),
             Err(e) => {
                 let span = self.inner_span(&value.span(), value.get_ref(), e.offset, e.len);
-                let err = self.error(span, e.message, "here").with_help(if e.var.is_empty() {
-                    "write `${NAME}` or `${NAME:-default}`; `$$` is a literal `$`".to_string()
-                } else {
-                    format!("set {} or give a default: `${{{}:-default}}`", e.var, e.var)
-                });
+                let err = self
+                    .error(span, e.message, "here")
+                    .with_help(if e.var.is_empty() {
+                        "write `${NAME}` or `${NAME:-default}`; `$$` is a literal `$`".to_string()
+                    } else {
+                        format!("set {} or give a default: `${{{}:-default}}`", e.var, e.var)
+                    });
                 self.push(err);
                 None
             }
@@ -128,7 +153,12 @@ impl Cx<'_> {
         }
     }
 
-    fn command(&mut self, spec: &Spanned<CommandSpec>, allowed: &[&str], args: bool) -> Option<Vec<Word>> {
+    fn command(
+        &mut self,
+        spec: &Spanned<CommandSpec>,
+        allowed: &[&str],
+        args: bool,
+    ) -> Option<Vec<Word>> {
         let mut words = Vec::new();
         let mut ok = true;
         match spec.get_ref() {
@@ -153,8 +183,15 @@ impl Cx<'_> {
                 let split = match shell_words::split(&expanded) {
                     Ok(s) => s,
                     Err(e) => {
-                        let err = self.error(spec.span(), format!("cannot split command into words: {e}"), "this command")
-                            .with_help("close the quote, or write the command as an array of words");
+                        let err = self
+                            .error(
+                                spec.span(),
+                                format!("cannot split command into words: {e}"),
+                                "this command",
+                            )
+                            .with_help(
+                                "close the quote, or write the command as an array of words",
+                            );
                         self.push(err);
                         return None;
                     }
@@ -171,7 +208,10 @@ impl Cx<'_> {
                             ok = false;
                             // Point at the word within the line when it can be found.
                             let off = expanded.find(&word).unwrap_or(0);
-                            let e = TemplateError { offset: off + e.offset, ..e };
+                            let e = TemplateError {
+                                offset: off + e.offset,
+                                ..e
+                            };
                             self.template_error(&spec.span(), line.get_ref(), &expanded, e);
                         }
                     }
@@ -191,6 +231,7 @@ impl Cx<'_> {
         out
     }
 
+    #[allow(clippy::result_large_err)] // boxed once, at the module's boundary
     fn run(mut self, path: &Path) -> Result<Plan, PlanError> {
         let raw: RawPlan = match toml::from_str(self.text) {
             Ok(raw) => raw,
@@ -199,12 +240,19 @@ impl Cx<'_> {
 
         if let Some(v) = &raw.version {
             if *v.get_ref() != 1 {
-                let err = self.error(v.span(), format!("unsupported plan version {}", v.get_ref()), "only version 1 exists");
+                let err = self.error(
+                    v.span(),
+                    format!("unsupported plan version {}", v.get_ref()),
+                    "only version 1 exists",
+                );
                 self.push(err);
             }
         }
 
-        let plan_dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let plan_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let root_rel = match &raw.root {
             Some(r) => self.env_str(r).unwrap_or_default(),
             None => ".".into(),
@@ -238,17 +286,19 @@ impl Cx<'_> {
             .collect();
 
         let template = match &raw.database.template {
-            Some(t) => self.env_str(t).filter(|s| !s.trim().is_empty()).and_then(|url| {
-                match check_template_url(&url) {
+            Some(t) => self
+                .env_str(t)
+                .filter(|s| !s.trim().is_empty())
+                .and_then(|url| match check_template_url(&url) {
                     Ok(()) => Some(url),
                     Err(msg) => {
-                        let e = self.error(t.span(), msg, "the template database's URL")
+                        let e = self
+                            .error(t.span(), msg, "the template database's URL")
                             .with_help("e.g. postgresql://postgres@127.0.0.1:5432/app_test");
                         self.push(e);
                         None
                     }
-                }
-            }),
+                }),
             None => None,
         };
         let prepare = raw
@@ -264,7 +314,8 @@ impl Cx<'_> {
             .filter_map(|g| {
                 let s = self.env_str(g)?;
                 if let Err(e) = Glob::new(&s) {
-                    let err = self.error(g.span(), format!("invalid glob: {}", e.kind()), "this glob");
+                    let err =
+                        self.error(g.span(), format!("invalid glob: {}", e.kind()), "this glob");
                     self.push(err);
                     return None;
                 }
@@ -274,7 +325,12 @@ impl Cx<'_> {
         let database = DatabaseSpec {
             template,
             prepare,
-            keep: raw.database.keep.as_ref().map(|k| *k.get_ref()).unwrap_or(Keep::Failed),
+            keep: raw
+                .database
+                .keep
+                .as_ref()
+                .map(|k| *k.get_ref())
+                .unwrap_or(Keep::Failed),
             strategy: raw.database.strategy,
             fingerprint,
         };
@@ -315,7 +371,11 @@ impl Cx<'_> {
             jobs: raw.run.jobs.unwrap_or(0),
             fail_fast: raw.run.fail_fast.unwrap_or(false),
             retries: raw.run.retries.unwrap_or(0),
-            flaky: raw.run.flaky.unwrap_or(if ci { FlakyPolicy::Fail } else { FlakyPolicy::Pass }),
+            flaky: raw.run.flaky.unwrap_or(if ci {
+                FlakyPolicy::Fail
+            } else {
+                FlakyPolicy::Pass
+            }),
             max_retry_files: raw.run.max_retry_files.unwrap_or(10),
         };
 
@@ -336,7 +396,11 @@ impl Cx<'_> {
             test: TestSpec {
                 command,
                 env: test_env,
-                timeout: raw.test.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(15 * 60)),
+                timeout: raw
+                    .test
+                    .timeout
+                    .map(|d| d.0)
+                    .unwrap_or(Duration::from_secs(15 * 60)),
                 ok_exit_codes: raw.test.ok_exit_codes.clone().unwrap_or_else(|| vec![0, 5]),
             },
             run,
@@ -351,13 +415,19 @@ impl Cx<'_> {
             match Glob::new(&s) {
                 Ok(glob) => includes.push((g.span(), s, glob.compile_matcher())),
                 Err(e) => {
-                    let err = self.error(g.span(), format!("invalid glob: {}", e.kind()), "this glob");
+                    let err =
+                        self.error(g.span(), format!("invalid glob: {}", e.kind()), "this glob");
                     self.push(err);
                 }
             }
         }
         if raw.tests.include.get_ref().is_empty() {
-            let err = self.error(raw.tests.include.span(), "no test globs", "add at least one glob")
+            let err = self
+                .error(
+                    raw.tests.include.span(),
+                    "no test globs",
+                    "add at least one glob",
+                )
                 .with_help("e.g. include = [\"tests/e2e/test_*.py\"]");
             self.push(err);
             return None;
@@ -370,7 +440,8 @@ impl Cx<'_> {
                     exclude.add(glob);
                 }
                 Err(e) => {
-                    let err = self.error(g.span(), format!("invalid glob: {}", e.kind()), "this glob");
+                    let err =
+                        self.error(g.span(), format!("invalid glob: {}", e.kind()), "this glob");
                     self.push(err);
                 }
             }
@@ -389,8 +460,14 @@ impl Cx<'_> {
             }
             if matched == 0 {
                 let err = self
-                    .error(span.clone(), format!("`{text}` matches no file under {}", root.display()), "matches nothing")
-                    .with_help("globs are relative to `root`; check the path and the plan's `root`");
+                    .error(
+                        span.clone(),
+                        format!("`{text}` matches no file under {}", root.display()),
+                        "matches nothing",
+                    )
+                    .with_help(
+                        "globs are relative to `root`; check the path and the plan's `root`",
+                    );
                 self.push(err);
             }
         }
@@ -398,7 +475,11 @@ impl Cx<'_> {
             return None;
         }
         if found.is_empty() {
-            let err = self.error(raw.tests.include.span(), "every matching file is excluded", "no test file is left");
+            let err = self.error(
+                raw.tests.include.span(),
+                "every matching file is excluded",
+                "no test file is left",
+            );
             self.push(err);
             return None;
         }
@@ -454,7 +535,11 @@ pub(crate) fn walk_from(root: &Path, glob: &str) -> Vec<String> {
     } else {
         prefix.join("/")
     };
-    let start: PathBuf = if prefix.is_empty() { root.to_path_buf() } else { root.join(&prefix) };
+    let start: PathBuf = if prefix.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(&prefix)
+    };
     walkdir::WalkDir::new(&start)
         .follow_links(true)
         .into_iter()
@@ -474,7 +559,11 @@ fn unique_stems(paths: Vec<String>) -> Vec<TestFile> {
         let parts: Vec<&str> = p.split('/').collect();
         let n = parts.len();
         let last = parts[n - 1];
-        let last = last.rsplit_once('.').map(|(s, _)| s).filter(|s| !s.is_empty()).unwrap_or(last);
+        let last = last
+            .rsplit_once('.')
+            .map(|(s, _)| s)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(last);
         let mut v: Vec<&str> = parts[n.saturating_sub(depth + 1)..n - 1].to_vec();
         v.push(last);
         v.join("_")
@@ -497,7 +586,10 @@ fn unique_stems(paths: Vec<String>) -> Vec<TestFile> {
             return paths
                 .iter()
                 .zip(stems)
-                .map(|(p, s)| TestFile { path: p.clone(), stem: s })
+                .map(|(p, s)| TestFile {
+                    path: p.clone(),
+                    stem: s,
+                })
                 .collect();
         }
     }
@@ -522,28 +614,46 @@ fn normalize(path: &Path) -> PathBuf {
 fn check_template_url(url: &str) -> Result<(), String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("invalid template URL: {e}"))?;
     if !matches!(parsed.scheme(), "postgres" | "postgresql") {
-        return Err(format!("template URL must start with postgresql://, not {}://", parsed.scheme()));
+        return Err(format!(
+            "template URL must start with postgresql://, not {}://",
+            parsed.scheme()
+        ));
     }
     let db = parsed.path().trim_start_matches('/');
     if db.is_empty() {
         return Err("template URL names no database".into());
     }
     if matches!(db, "postgres" | "template0" | "template1") {
-        return Err(format!("`{db}` cannot be the template: name a database of your own"));
+        return Err(format!(
+            "`{db}` cannot be the template: name a database of your own"
+        ));
     }
     Ok(())
 }
 
 /// The state folder (`{root}/.e2e-plan`) of a plan, read leniently: rollback must work even when
 /// the rest of the plan no longer loads (a glob that matches nothing now, say).
-pub fn state_dir_of(path: &Path) -> Result<PathBuf, PlanError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| PlanError::plain(format!("cannot read plan file {}: {e}", path.display())))?;
-    let value: toml::Table = toml::from_str(&text)
-        .map_err(|e| PlanError::plain(format!("{}: {}", path.display(), e.message())))?;
+pub fn state_dir_of(path: &Path) -> Result<PathBuf, Box<PlanError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Box::new(PlanError::plain(format!(
+            "cannot read plan file {}: {e}",
+            path.display()
+        )))
+    })?;
+    let value: toml::Table = toml::from_str(&text).map_err(|e| {
+        Box::new(PlanError::plain(format!(
+            "{}: {}",
+            path.display(),
+            e.message()
+        )))
+    })?;
     let root = value.get("root").and_then(|r| r.as_str()).unwrap_or(".");
-    let root = interpolate_env(root, &|n| std::env::var(n).ok()).unwrap_or_else(|_| root.to_string());
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let root =
+        interpolate_env(root, &|n| std::env::var(n).ok()).unwrap_or_else(|_| root.to_string());
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     Ok(dir.join(root).join(".e2e-plan"))
 }
 
@@ -558,7 +668,11 @@ mod tests {
 
     #[test]
     fn stems_are_unique() {
-        let files = unique_stems(vec!["a/test_x.py".into(), "b/test_x.py".into(), "b/test_y.py".into()]);
+        let files = unique_stems(vec![
+            "a/test_x.py".into(),
+            "b/test_x.py".into(),
+            "b/test_y.py".into(),
+        ]);
         let stems: Vec<_> = files.iter().map(|f| f.stem.as_str()).collect();
         assert_eq!(stems, ["a_test_x", "b_test_x", "test_y"]);
     }

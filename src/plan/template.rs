@@ -78,7 +78,16 @@ impl Template {
                     if !PLACEHOLDERS.contains(&name) {
                         let help = super::suggest(name, PLACEHOLDERS.iter().copied())
                             .map(|s| format!("did you mean `{{{s}}}`?"))
-                            .or_else(|| Some(format!("known placeholders: {}", PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(" "))));
+                            .or_else(|| {
+                                Some(format!(
+                                    "known placeholders: {}",
+                                    PLACEHOLDERS
+                                        .iter()
+                                        .map(|p| format!("{{{p}}}"))
+                                        .collect::<Vec<_>>()
+                                        .join(" ")
+                                ))
+                            });
                         return Err(err(format!("unknown placeholder `{{{name}}}`"), help));
                     }
                     if !allowed.contains(&name) {
@@ -86,8 +95,14 @@ impl Template {
                             format!("placeholder `{{{name}}}` is not available here"),
                             Some(format!(
                                 "this field may use: {}",
-                                if allowed.is_empty() { "no placeholders".to_string() } else {
-                                    allowed.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(" ")
+                                if allowed.is_empty() {
+                                    "no placeholders".to_string()
+                                } else {
+                                    allowed
+                                        .iter()
+                                        .map(|p| format!("{{{p}}}"))
+                                        .collect::<Vec<_>>()
+                                        .join(" ")
                                 }
                             )),
                         ));
@@ -129,7 +144,9 @@ impl Template {
     }
 
     pub fn uses(&self, name: &str) -> bool {
-        self.parts.iter().any(|p| matches!(p, Part::Var(n) if n == name))
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Var(n) if n == name))
     }
 }
 
@@ -242,7 +259,18 @@ pub fn interpolate_env(
 mod tests {
     use super::*;
 
-    const ALL: &[&str] = &["root", "run", "worker", "file", "file_stem", "port", "db_name", "db_url", "junit", "log_dir"];
+    const ALL: &[&str] = &[
+        "root",
+        "run",
+        "worker",
+        "file",
+        "file_stem",
+        "port",
+        "db_name",
+        "db_url",
+        "junit",
+        "log_dir",
+    ];
 
     #[test]
     fn fills_placeholders_and_escapes() {
@@ -263,7 +291,10 @@ mod tests {
     #[test]
     fn args_only_alone() {
         assert_eq!(Word::parse("{args}", ALL, true).unwrap(), Word::Args);
-        assert!(Word::parse("--{args}", ALL, true).unwrap_err().message.contains("alone"));
+        assert!(Word::parse("--{args}", ALL, true)
+            .unwrap_err()
+            .message
+            .contains("alone"));
         assert!(Word::parse("{args}", ALL, false).is_err());
         let words = vec![Word::parse("a", ALL, true).unwrap(), Word::Args];
         assert_eq!(fill_command(&words, &HashMap::new(), &[]), vec!["a"]);

@@ -23,10 +23,12 @@ pub enum DryRunFormat {
 }
 
 fn template_url(plan: &Plan, dag: &Dag) -> String {
-    plan.database
-        .template
-        .clone()
-        .unwrap_or_else(|| format!("postgresql://postgres@127.0.0.1:<cluster-port>/{}", dag.template_name))
+    plan.database.template.clone().unwrap_or_else(|| {
+        format!(
+            "postgresql://postgres@127.0.0.1:<cluster-port>/{}",
+            dag.template_name
+        )
+    })
 }
 
 #[derive(Serialize)]
@@ -45,7 +47,15 @@ fn worker_views<'a>(plan: &'a Plan, dag: &'a Dag) -> Vec<WorkerView<'a>> {
     dag.workers
         .iter()
         .map(|w| {
-            let vars = WorkerVars { plan, run_id: &dag.run_id, worker: w, db_name: &w.db_name, template_url: &url, port: PORT, log_dir: &w.log_dir };
+            let vars = WorkerVars {
+                plan,
+                run_id: &dag.run_id,
+                worker: w,
+                db_name: &w.db_name,
+                template_url: &url,
+                port: PORT,
+                log_dir: &w.log_dir,
+            };
             let mut commands = vars.commands(&dag.args);
             for (_, v) in commands.test_env.iter_mut() {
                 *v = redact_in(v);
@@ -69,11 +79,18 @@ fn worker_views<'a>(plan: &'a Plan, dag: &'a Dag) -> Vec<WorkerView<'a>> {
 
 /// Redacts a password in a value that is a URL.
 fn redact_in(v: &str) -> String {
-    if v.contains("://") { redact(v) } else { v.to_string() }
+    if v.contains("://") {
+        redact(v)
+    } else {
+        v.to_string()
+    }
 }
 
 fn env_text(env: &[(String, String)]) -> String {
-    env.iter().map(|(k, v)| format!("{k}={}", shell_words::quote(v))).collect::<Vec<_>>().join(" ")
+    env.iter()
+        .map(|(k, v)| format!("{k}={}", shell_words::quote(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub fn render(plan: &Plan, dag: &Dag, format: DryRunFormat) -> String {
@@ -87,56 +104,147 @@ pub fn render(plan: &Plan, dag: &Dag, format: DryRunFormat) -> String {
 fn text(plan: &Plan, dag: &Dag) -> String {
     let mut o = String::new();
     let url = redact(&template_url(plan, dag));
-    let _ = writeln!(o, "plan {} (root {})", plan.path.display(), plan.root.display());
+    let _ = writeln!(
+        o,
+        "plan {} (root {})",
+        plan.path.display(),
+        plan.root.display()
+    );
     let _ = writeln!(o, "setup");
-    let setup: Vec<_> = dag.nodes.iter().filter(|n| n.stage == Stage::Setup).collect();
+    let setup: Vec<_> = dag
+        .nodes
+        .iter()
+        .filter(|n| n.stage == Stage::Setup)
+        .collect();
     for (i, n) in setup.iter().enumerate() {
         let last = i + 1 == setup.len();
-        let (branch, cont) = if last { ("└─", "   ") } else { ("├─", "│  ") };
+        let (branch, cont) = if last {
+            ("└─", "   ")
+        } else {
+            ("├─", "│  ")
+        };
         match &n.action {
             Action::Setup { command, creates } => {
-                let skip = creates.as_ref().map(|c| format!("  (skipped when {c} exists)")).unwrap_or_default();
+                let skip = creates
+                    .as_ref()
+                    .map(|c| format!("  (skipped when {c} exists)"))
+                    .unwrap_or_default();
                 let _ = writeln!(o, "{branch} run {}{skip}", shell_words::join(command));
             }
             Action::StartCluster => {
                 let _ = writeln!(o, "{branch} start an ephemeral PostgreSQL (initdb into .e2e-plan/clusters/, free port, fsync off)");
             }
-            Action::PrepareTemplate { template, commands, fingerprinted } => {
-                let fp = if *fingerprinted { ", skipped when its fingerprint matches" } else { "" };
-                let _ = writeln!(o, "{branch} prepare template {template} at {url} (created if missing{fp})");
+            Action::PrepareTemplate {
+                template,
+                commands,
+                fingerprinted,
+            } => {
+                let fp = if *fingerprinted {
+                    ", skipped when its fingerprint matches"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    o,
+                    "{branch} prepare template {template} at {url} (created if missing{fp})"
+                );
                 for (j, c) in commands.iter().enumerate() {
-                    let b = if j + 1 == commands.len() { "└─" } else { "├─" };
-                    let _ = writeln!(o, "{cont}{b} DATABASE_URL={url} {}", shell_words::join(c).replace(&template_url(plan, dag), &url));
+                    let b = if j + 1 == commands.len() {
+                        "└─"
+                    } else {
+                        "├─"
+                    };
+                    let _ = writeln!(
+                        o,
+                        "{cont}{b} DATABASE_URL={url} {}",
+                        shell_words::join(c).replace(&template_url(plan, dag), &url)
+                    );
                 }
             }
             _ => {}
         }
     }
-    let jobs = if dag.jobs == 0 { "all at once".to_string() } else { format!("{} at once", dag.jobs) };
-    let _ = writeln!(o, "workers ({} files, {jobs}, longest first)", dag.workers.len());
+    let jobs = if dag.jobs == 0 {
+        "all at once".to_string()
+    } else {
+        format!("{} at once", dag.jobs)
+    };
+    let _ = writeln!(
+        o,
+        "workers ({} files, {jobs}, longest first)",
+        dag.workers.len()
+    );
     let views = worker_views(plan, dag);
     let grace = format_duration(plan.stop_timeout());
     for (i, w) in views.iter().enumerate() {
         let last = i + 1 == views.len();
-        let (branch, cont) = if last { ("└─", "   ") } else { ("├─", "│  ") };
-        let predicted = w.predicted_secs.map(|s| format!("  (~{s:.1}s)")).unwrap_or_default();
+        let (branch, cont) = if last {
+            ("└─", "   ")
+        } else {
+            ("├─", "│  ")
+        };
+        let predicted = w
+            .predicted_secs
+            .map(|s| format!("  (~{s:.1}s)"))
+            .unwrap_or_default();
         let _ = writeln!(o, "{branch} [{}] {}{predicted}", w.index, w.file);
-        let _ = writeln!(o, "{cont}├─ clone database {} from {}", w.database, dag.template_name);
+        let _ = writeln!(
+            o,
+            "{cont}├─ clone database {} from {}",
+            w.database, dag.template_name
+        );
         if let Some(s) = &w.commands.server {
-            let _ = writeln!(o, "{cont}├─ start server: {} {}", env_text(&s.env), shell_words::join(&s.command));
-            let timeout = plan.server.as_ref().map(|s| format_duration(s.ready_timeout)).unwrap_or_default();
-            let _ = writeln!(o, "{cont}├─ wait until ready: {} (within {timeout})", s.ready);
+            let _ = writeln!(
+                o,
+                "{cont}├─ start server: {} {}",
+                env_text(&s.env),
+                shell_words::join(&s.command)
+            );
+            let timeout = plan
+                .server
+                .as_ref()
+                .map(|s| format_duration(s.ready_timeout))
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "{cont}├─ wait until ready: {} (within {timeout})",
+                s.ready
+            );
         }
         let env = env_text(&w.commands.test_env);
-        let env = if env.is_empty() { String::new() } else { format!("{env} ") };
-        let _ = writeln!(o, "{cont}├─ run tests: {env}{} (timeout {})", shell_words::join(&w.commands.test), format_duration(plan.test.timeout));
-        let stop = if plan.server.is_some() { "stop server and tests" } else { "stop tests" };
-        let _ = writeln!(o, "{cont}└─ {stop} (SIGTERM to the process group, SIGKILL after {grace})");
+        let env = if env.is_empty() {
+            String::new()
+        } else {
+            format!("{env} ")
+        };
+        let _ = writeln!(
+            o,
+            "{cont}├─ run tests: {env}{} (timeout {})",
+            shell_words::join(&w.commands.test),
+            format_duration(plan.test.timeout)
+        );
+        let stop = if plan.server.is_some() {
+            "stop server and tests"
+        } else {
+            "stop tests"
+        };
+        let _ = writeln!(
+            o,
+            "{cont}└─ {stop} (SIGTERM to the process group, SIGKILL after {grace})"
+        );
     }
     let _ = writeln!(o, "teardown");
-    let teardown: Vec<_> = dag.nodes.iter().filter(|n| n.stage == Stage::Teardown || matches!(n.action, Action::RetryFailed { .. })).collect();
+    let teardown: Vec<_> = dag
+        .nodes
+        .iter()
+        .filter(|n| n.stage == Stage::Teardown || matches!(n.action, Action::RetryFailed { .. }))
+        .collect();
     for (i, n) in teardown.iter().enumerate() {
-        let branch = if i + 1 == teardown.len() { "└─" } else { "├─" };
+        let branch = if i + 1 == teardown.len() {
+            "└─"
+        } else {
+            "├─"
+        };
         let what = match &n.action {
             Action::RetryFailed { retries } => format!("retry failed files up to {retries} time(s), each in a fresh database (at most {} failed files)", plan.run.max_retry_files),
             Action::Report => format!("merge reports into {}/junit.xml, summary.json, report.html", plan.report_dir.display()),
@@ -148,7 +256,10 @@ fn text(plan: &Plan, dag: &Dag) -> String {
     }
     let setup_n = setup.len();
     let per_worker = if plan.server.is_some() { 5 } else { 3 };
-    let predicted = dag.predicted_wall.map(|d| format!("; predicted wall time {:.1}s", d.as_secs_f64())).unwrap_or_else(|| "; no timings recorded yet".into());
+    let predicted = dag
+        .predicted_wall
+        .map(|d| format!("; predicted wall time {:.1}s", d.as_secs_f64()))
+        .unwrap_or_else(|| "; no timings recorded yet".into());
     let _ = writeln!(
         o,
         "{} steps: {setup_n} setup, {} worker ({} files × {per_worker}), {} teardown{predicted}",
@@ -161,7 +272,10 @@ fn text(plan: &Plan, dag: &Dag) -> String {
 }
 
 fn keep_name(plan: &Plan) -> String {
-    serde_json::to_value(plan.database.keep).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    serde_json::to_value(plan.database.keep)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn json(plan: &Plan, dag: &Dag) -> String {
@@ -199,7 +313,13 @@ fn json(plan: &Plan, dag: &Dag) -> String {
         steps: dag
             .nodes
             .iter()
-            .map(|n| Step { id: &n.id, stage: n.stage, depends_on: n.deps.iter().map(|&d| dag.nodes[d].id.as_str()).collect(), always: n.always, action: &n.action })
+            .map(|n| Step {
+                id: &n.id,
+                stage: n.stage,
+                depends_on: n.deps.iter().map(|&d| dag.nodes[d].id.as_str()).collect(),
+                always: n.always,
+                action: &n.action,
+            })
             .collect(),
         workers: worker_views(plan, dag),
     };
@@ -211,7 +331,9 @@ fn dot_escape(s: &str) -> String {
 }
 
 fn dot(plan: &Plan, dag: &Dag) -> String {
-    let mut o = String::from("digraph e2e_plan {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+    let mut o = String::from(
+        "digraph e2e_plan {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
+    );
     let label = |n: &crate::planner::Node| -> String {
         match &n.action {
             Action::Setup { command, .. } => format!("setup: {}", shell_words::join(command)),
@@ -222,7 +344,12 @@ fn dot(plan: &Plan, dag: &Dag) -> String {
     for n in &dag.nodes {
         if let Action::Worker { index } = n.action {
             let w = &dag.workers[index];
-            let _ = writeln!(o, "  subgraph \"cluster_{}\" {{\n    label=\"{}\";", dot_escape(&n.id), dot_escape(&w.file));
+            let _ = writeln!(
+                o,
+                "  subgraph \"cluster_{}\" {{\n    label=\"{}\";",
+                dot_escape(&n.id),
+                dot_escape(&w.file)
+            );
             let mut steps = vec![("clone", format!("clone {}", w.db_name))];
             if plan.server.is_some() {
                 steps.push(("server", "start server".into()));
@@ -231,14 +358,30 @@ fn dot(plan: &Plan, dag: &Dag) -> String {
             steps.push(("test", "run tests".into()));
             steps.push(("stop", "stop".into()));
             for (k, l) in &steps {
-                let _ = writeln!(o, "    \"{}/{k}\" [label=\"{}\"];", dot_escape(&n.id), dot_escape(l));
+                let _ = writeln!(
+                    o,
+                    "    \"{}/{k}\" [label=\"{}\"];",
+                    dot_escape(&n.id),
+                    dot_escape(l)
+                );
             }
             for pair in steps.windows(2) {
-                let _ = writeln!(o, "    \"{0}/{1}\" -> \"{0}/{2}\";", dot_escape(&n.id), pair[0].0, pair[1].0);
+                let _ = writeln!(
+                    o,
+                    "    \"{0}/{1}\" -> \"{0}/{2}\";",
+                    dot_escape(&n.id),
+                    pair[0].0,
+                    pair[1].0
+                );
             }
             o.push_str("  }\n");
         } else {
-            let _ = writeln!(o, "  \"{}\" [label=\"{}\"];", dot_escape(&n.id), dot_escape(&label(n)));
+            let _ = writeln!(
+                o,
+                "  \"{}\" [label=\"{}\"];",
+                dot_escape(&n.id),
+                dot_escape(&label(n))
+            );
         }
     }
     let entry = |n: &crate::planner::Node| match n.action {
@@ -252,7 +395,12 @@ fn dot(plan: &Plan, dag: &Dag) -> String {
     for n in &dag.nodes {
         for &d in &n.deps {
             let style = if n.always { " [style=dashed]" } else { "" };
-            let _ = writeln!(o, "  \"{}\" -> \"{}\"{style};", dot_escape(&exit(&dag.nodes[d])), dot_escape(&entry(n)));
+            let _ = writeln!(
+                o,
+                "  \"{}\" -> \"{}\"{style};",
+                dot_escape(&exit(&dag.nodes[d])),
+                dot_escape(&entry(n))
+            );
         }
     }
     o.push_str("}\n");

@@ -31,8 +31,16 @@ pub fn render(s: &RunSummary) -> String {
     let mut rows = String::new();
     let mut workers: Vec<_> = s.workers.iter().collect();
     workers.sort_by(|a, b| {
-        let start = |w: &&crate::report::summary::WorkerResult| w.attempts.first().and_then(|a| a.phases.first()).map(|p| p.start).unwrap_or(f64::MAX);
-        start(a).total_cmp(&start(b)).then_with(|| a.file.cmp(&b.file))
+        let start = |w: &&crate::report::summary::WorkerResult| {
+            w.attempts
+                .first()
+                .and_then(|a| a.phases.first())
+                .map(|p| p.start)
+                .unwrap_or(f64::MAX)
+        };
+        start(a)
+            .total_cmp(&start(b))
+            .then_with(|| a.file.cmp(&b.file))
     });
     for w in workers {
         let mut bars = String::new();
@@ -43,7 +51,11 @@ pub fn render(s: &RunSummary) -> String {
                 let _ = write!(
                     bars,
                     r#"<span class="bar" style="left:{left:.3}%;width:{width:.3}%;background:{};opacity:{}" title="{} · attempt {} · {} · {:.2}s → {:.2}s ({:.2}s)"></span>"#,
-                    colour(if a.verdict == Verdict::Pass { Verdict::Pass } else { w.verdict }),
+                    colour(if a.verdict == Verdict::Pass {
+                        Verdict::Pass
+                    } else {
+                        w.verdict
+                    }),
                     phase_shade(p.phase.label()),
                     esc(&w.file),
                     a.number,
@@ -54,8 +66,12 @@ pub fn render(s: &RunSummary) -> String {
                 );
             }
         }
-        let counts = w.counts.map(|c| format!("{} passed, {} failed", c.passed, c.failed + c.errors)).unwrap_or_else(|| "no report".into());
-        let mut details = format!(
+        let counts = w
+            .counts
+            .map(|c| format!("{} passed, {} failed", c.passed, c.failed + c.errors))
+            .unwrap_or_else(|| "no report".into());
+        let mut details =
+            format!(
             "<div>result <b>{}</b> · exit code {} · {:.2}s · {} · database {}{} · port {}</div>",
             w.verdict.label(),
             w.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
@@ -69,10 +85,19 @@ pub fn render(s: &RunSummary) -> String {
             let _ = write!(details, "<div>{}</div>", esc(m));
         }
         if !matches!(w.verdict, Verdict::Pass | Verdict::Cancelled) {
-            let _ = write!(details, "<div>logs: {}</div><pre>{}</pre>", esc(&w.log_dir.display().to_string()), esc(&tail(&w.test_log, 40)));
+            let _ = write!(
+                details,
+                "<div>logs: {}</div><pre>{}</pre>",
+                esc(&w.log_dir.display().to_string()),
+                esc(&tail(&w.test_log, 40))
+            );
             let server = tail(&w.server_log, 20);
             if !server.is_empty() {
-                let _ = write!(details, "<div>server log (tail)</div><pre>{}</pre>", esc(&server));
+                let _ = write!(
+                    details,
+                    "<div>server log (tail)</div><pre>{}</pre>",
+                    esc(&server)
+                );
             }
         }
         let _ = write!(
@@ -86,9 +111,24 @@ pub fn render(s: &RunSummary) -> String {
     }
     let mut ticks = String::new();
     for i in 0..=4 {
-        let _ = write!(ticks, r#"<span class="tick" style="left:{}%">{:.1}s</span>"#, i * 25, wall * i as f64 / 4.0);
+        let _ = write!(
+            ticks,
+            r#"<span class="tick" style="left:{}%">{:.1}s</span>"#,
+            i * 25,
+            wall * i as f64 / 4.0
+        );
     }
-    let error = s.error.as_ref().map(|e| format!("<pre class=\"err\">{}\n{}</pre>", esc(&e.message), esc(e.detail.as_deref().unwrap_or("")))).unwrap_or_default();
+    let error = s
+        .error
+        .as_ref()
+        .map(|e| {
+            format!(
+                "<pre class=\"err\">{}\n{}</pre>",
+                esc(&e.message),
+                esc(e.detail.as_deref().unwrap_or(""))
+            )
+        })
+        .unwrap_or_default();
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>e2e-plan run {run}</title>

@@ -8,7 +8,9 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
+use quick_junit::{
+    NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
+};
 
 use super::summary::{Counts, RunSummary, Verdict, WorkerResult};
 
@@ -18,7 +20,7 @@ pub fn read(path: &Path) -> Result<Report, String> {
     if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
         return Err("the file is empty".into());
     }
-    Report::deserialize(BufReader::new(file)).map_err(|e| e.to_string())
+    super::junit_read::read(BufReader::new(file))
 }
 
 pub fn read_counts(path: &Path) -> Option<Counts> {
@@ -28,8 +30,14 @@ pub fn read_counts(path: &Path) -> Option<Counts> {
         c.tests += 1;
         match &case.status {
             TestCaseStatus::Success { .. } => c.passed += 1,
-            TestCaseStatus::NonSuccess { kind: NonSuccessKind::Failure, .. } => c.failed += 1,
-            TestCaseStatus::NonSuccess { kind: NonSuccessKind::Error, .. } => c.errors += 1,
+            TestCaseStatus::NonSuccess {
+                kind: NonSuccessKind::Failure,
+                ..
+            } => c.failed += 1,
+            TestCaseStatus::NonSuccess {
+                kind: NonSuccessKind::Error,
+                ..
+            } => c.errors += 1,
             TestCaseStatus::Skipped { .. } => c.skipped += 1,
         }
     }
@@ -86,16 +94,26 @@ impl Merger {
         }
         let xml = report.to_string().map_err(std::io::Error::other)?;
         // Keep what is between the root element's tags.
-        let start = xml.find("<testsuites").and_then(|i| xml[i..].find('>').map(|j| i + j + 1));
+        let start = xml
+            .find("<testsuites")
+            .and_then(|i| xml[i..].find('>').map(|j| i + j + 1));
         let end = xml.rfind("</testsuites>");
         if let (Some(s), Some(e)) = (start, end) {
-            self.body.write_all(xml[s..e].as_bytes())?;
+            self.body.write_all(&xml.as_bytes()[s..e])?;
         }
         Ok(())
     }
 
     pub fn finish(self, name: &str) -> std::io::Result<()> {
-        let Merger { out, body, body_path, tests, failures, errors, time } = self;
+        let Merger {
+            out,
+            body,
+            body_path,
+            tests,
+            failures,
+            errors,
+            time,
+        } = self;
         body.into_inner().map_err(|e| e.into_error())?;
         let tmp = out.with_extension("xml.tmp");
         {
@@ -124,12 +142,19 @@ impl Merger {
 }
 
 pub fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Strips characters XML 1.0 cannot hold (log tails may contain escape codes).
 fn xml_safe(s: &str) -> String {
-    s.chars().filter(|&c| matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{fffe}' && c != '\u{ffff}')).collect()
+    s.chars()
+        .filter(|&c| {
+            matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{fffe}' && c != '\u{ffff}')
+        })
+        .collect()
 }
 
 /// The suites one worker contributes: its own, tagged with its file, with earlier attempts as
@@ -151,7 +176,20 @@ pub fn worker_suites(w: &WorkerResult) -> Vec<TestSuite> {
     }
     match read(&w.junit) {
         Ok(report) => {
-            let earlier: Vec<Report> = w.attempts.iter().rev().skip(1).filter_map(|a| read(&a.log_dir.join(format!("attempt-{}", a.number)).join("junit.xml")).ok()).collect();
+            let earlier: Vec<Report> = w
+                .attempts
+                .iter()
+                .rev()
+                .skip(1)
+                .filter_map(|a| {
+                    read(
+                        &a.log_dir
+                            .join(format!("attempt-{}", a.number))
+                            .join("junit.xml"),
+                    )
+                    .ok()
+                })
+                .collect();
             report
                 .test_suites
                 .into_iter()
@@ -170,9 +208,15 @@ pub fn worker_suites(w: &WorkerResult) -> Vec<TestSuite> {
         Err(why) => {
             let mut suite = TestSuite::new(w.file.as_str());
             tag(&mut suite);
-            let code = w.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "none (killed)".into());
+            let code = w
+                .exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "none (killed)".into());
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
-            status.set_message(format!("{}: no usable JUnit report ({why}); exit code {code}", w.file));
+            status.set_message(format!(
+                "{}: no usable JUnit report ({why}); exit code {code}",
+                w.file
+            ));
             status.set_type(w.verdict.label());
             status.set_description(xml_safe(&crate::steps::process::tail(&w.test_log, 40)));
             let mut case = TestCase::new(w.file.as_str(), status);
@@ -193,7 +237,15 @@ fn attach_reruns(case: &mut TestCase, earlier: &[Report]) {
             .iter()
             .flat_map(|s| &s.test_cases)
             .find(|c| c.name == case.name && c.classname == case.classname);
-        let Some(TestCaseStatus::NonSuccess { kind, message, description, .. }) = same.map(|c| &c.status) else { continue };
+        let Some(TestCaseStatus::NonSuccess {
+            kind,
+            message,
+            description,
+            ..
+        }) = same.map(|c| &c.status)
+        else {
+            continue;
+        };
         let mut rerun = TestRerun::new(*kind);
         rerun.message = message.clone();
         rerun.description = description.clone();

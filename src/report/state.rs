@@ -50,7 +50,12 @@ pub fn record_run(plan: &Plan, summary: &RunSummary) {
         failed: summary
             .workers
             .iter()
-            .filter(|w| matches!(w.verdict, Verdict::Fail | Verdict::Timeout | Verdict::Flaky | Verdict::Error))
+            .filter(|w| {
+                matches!(
+                    w.verdict,
+                    Verdict::Fail | Verdict::Timeout | Verdict::Flaky | Verdict::Error
+                )
+            })
             .map(|w| w.file.clone())
             .collect(),
     };

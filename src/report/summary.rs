@@ -156,8 +156,15 @@ impl WorkerResult {
     }
 
     pub fn push_attempt(&mut self, a: Attempt) {
-        let failed_before = self.attempts.iter().any(|p| matches!(p.verdict, Verdict::Fail | Verdict::Timeout));
-        self.verdict = if a.verdict == Verdict::Pass && failed_before { Verdict::Flaky } else { a.verdict };
+        let failed_before = self
+            .attempts
+            .iter()
+            .any(|p| matches!(p.verdict, Verdict::Fail | Verdict::Timeout));
+        self.verdict = if a.verdict == Verdict::Pass && failed_before {
+            Verdict::Flaky
+        } else {
+            a.verdict
+        };
         self.exit_code = a.exit_code;
         self.duration += a.duration;
         self.port = a.port;
@@ -217,7 +224,12 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
         .dag
         .workers
         .iter()
-        .map(|w| results.get(&w.index).cloned().unwrap_or_else(|| WorkerResult::not_run(w, &w.db_name)))
+        .map(|w| {
+            results
+                .get(&w.index)
+                .cloned()
+                .unwrap_or_else(|| WorkerResult::not_run(w, &w.db_name))
+        })
         .collect();
     let template_url = cx.template_url();
     let kept_databases: Vec<KeptDatabase> = workers
@@ -230,7 +242,8 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
             log_dir: w.log_dir.clone(),
         })
         .collect();
-    let cleanup_command = (!kept_databases.is_empty()).then(|| format!("e2e-plan rollback {}", cx.plan.path.display()));
+    let cleanup_command = (!kept_databases.is_empty())
+        .then(|| format!("e2e-plan rollback {}", cx.plan.path.display()));
     let now = std::time::SystemTime::now();
     RunSummary {
         version: 1,
@@ -243,7 +256,10 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
         wall_secs: cx.started_at.elapsed().as_secs_f64(),
         work_secs: workers.iter().map(|w| w.duration).sum(),
         exit_code,
-        error: lock(&cx.fatal).as_ref().map(|e| RunError { message: e.message.clone(), detail: e.detail.clone() }),
+        error: lock(&cx.fatal).as_ref().map(|e| RunError {
+            message: e.message.clone(),
+            detail: e.detail.clone(),
+        }),
         interrupted: exit_code == 130,
         flaky_policy: cx.plan.run.flaky,
         kept_databases,

@@ -27,7 +27,10 @@ impl ColorChoice {
         match self {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && supports_color::on(stream).is_some(),
+            ColorChoice::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && supports_color::on(stream).is_some()
+            }
         }
     }
 }
@@ -42,6 +45,7 @@ pub enum SummaryFormat {
 
 pub struct Reporter {
     color: bool,
+    color_choice: ColorChoice,
     format: SummaryFormat,
     bar: Option<ProgressBar>,
     start: Instant,
@@ -55,16 +59,20 @@ impl Reporter {
     pub fn new(color: ColorChoice, format: SummaryFormat, total: usize) -> Self {
         let tty = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
         let bar = tty.then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            let bar =
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files  {wide_msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files  {wide_msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
         Reporter {
             color: color.enabled(supports_color::Stream::Stderr),
+            color_choice: color,
             format,
             bar,
             start: Instant::now(),
@@ -117,7 +125,14 @@ impl Reporter {
             let msg: Vec<String> = self
                 .running
                 .values()
-                .map(|(f, p, t)| format!("{} ({} {:.0}s)", f.rsplit('/').next().unwrap_or(f), p.label(), t.elapsed().as_secs_f64()))
+                .map(|(f, p, t)| {
+                    format!(
+                        "{} ({} {:.0}s)",
+                        f.rsplit('/').next().unwrap_or(f),
+                        p.label(),
+                        t.elapsed().as_secs_f64()
+                    )
+                })
                 .collect();
             bar.set_message(msg.join(", "));
         }
@@ -134,10 +149,23 @@ impl Reporter {
             }
             Event::StepFinished { what, took, note } => {
                 let note = note.map(|n| format!(" ({n})")).unwrap_or_default();
-                self.line(format!("{} {what}: done in {:.2}s{note}", self.stamp(), took.as_secs_f64()));
+                self.line(format!(
+                    "{} {what}: done in {:.2}s{note}",
+                    self.stamp(),
+                    took.as_secs_f64()
+                ));
             }
-            Event::Phase { worker, file, attempt, phase } => {
-                let again = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
+            Event::Phase {
+                worker,
+                file,
+                attempt,
+                phase,
+            } => {
+                let again = if attempt > 1 {
+                    format!(" (attempt {attempt})")
+                } else {
+                    String::new()
+                };
                 if self.bar.is_none() {
                     self.line(format!("{} {file}{again}: {}", self.stamp(), phase.label()));
                 }
@@ -149,20 +177,37 @@ impl Reporter {
                 if r.attempts.len() == 1 {
                     self.finished += 1;
                 }
-                let attempt = if r.attempts.len() > 1 { format!(" attempt {}", r.attempts.len()) } else { String::new() };
+                let attempt = if r.attempts.len() > 1 {
+                    format!(" attempt {}", r.attempts.len())
+                } else {
+                    String::new()
+                };
                 let last = r.attempts.last().map(|a| a.verdict).unwrap_or(r.verdict);
-                self.line(format!("{} {} {}{attempt} ({:.2}s)", self.stamp(), self.paint(last), r.file, r.attempts.last().map(|a| a.duration).unwrap_or(0.0)));
+                self.line(format!(
+                    "{} {} {}{attempt} ({:.2}s)",
+                    self.stamp(),
+                    self.paint(last),
+                    r.file,
+                    r.attempts.last().map(|a| a.duration).unwrap_or(0.0)
+                ));
                 self.refresh();
             }
             Event::Warning(w) => {
-                let head = if self.color { "warning:".yellow().bold().to_string() } else { "warning:".into() };
+                let head = if self.color {
+                    "warning:".yellow().bold().to_string()
+                } else {
+                    "warning:".into()
+                };
                 self.line(format!("{head} {w}"));
             }
             Event::Interrupted { second } => {
                 self.line(if second {
                     "second interrupt: killing every worker now".into()
                 } else {
-                    format!("interrupted: stopping {} running worker(s) (Ctrl-C again to kill at once)", self.running.len())
+                    format!(
+                        "interrupted: stopping {} running worker(s) (Ctrl-C again to kill at once)",
+                        self.running.len()
+                    )
                 });
             }
             Event::RunFinished { summary, written } => {
@@ -180,7 +225,11 @@ impl Reporter {
     fn print_summary(&self, s: &RunSummary, paths: &[PathBuf]) {
         let mut err = std::io::stderr().lock();
         if let Some(e) = &s.error {
-            let head = if self.color { "error:".red().bold().to_string() } else { "error:".into() };
+            let head = if self.color {
+                "error:".red().bold().to_string()
+            } else {
+                "error:".into()
+            };
             let _ = writeln!(err, "\n{head} {}", e.message);
             if let Some(d) = e.detail.as_deref().filter(|d| !d.trim().is_empty()) {
                 for l in d.lines() {
@@ -190,19 +239,37 @@ impl Reporter {
         }
         if self.github {
             for w in s.workers.iter().filter(|w| w.verdict.fails(s.flaky_policy)) {
-                let _ = writeln!(std::io::stdout(), "::error file={}::{} {} (logs: {})", w.file, w.file, w.verdict.label(), w.log_dir.display());
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "::error file={}::{} {} (logs: {})",
+                    w.file,
+                    w.file,
+                    w.verdict.label(),
+                    w.log_dir.display()
+                );
             }
         }
         if self.format == SummaryFormat::Json {
-            let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(s).unwrap_or_default());
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}",
+                serde_json::to_string_pretty(s).unwrap_or_default()
+            );
             return;
         }
-        let color = self.color && ColorChoice::Auto.enabled(supports_color::Stream::Stdout) || self.color && std::env::var_os("NO_COLOR").is_none();
+        let color = self.color_choice.enabled(supports_color::Stream::Stdout);
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "\n{}", summary_table(s, color));
         let _ = writeln!(out, "{}", summary_line(s));
         for k in &s.kept_databases {
-            let _ = writeln!(out, "kept database {} for {}\n  {}\n  logs: {}", k.name, k.file, k.url, k.log_dir.display());
+            let _ = writeln!(
+                out,
+                "kept database {} for {}\n  {}\n  logs: {}",
+                k.name,
+                k.file,
+                k.url,
+                k.log_dir.display()
+            );
         }
         if let Some(cmd) = &s.cleanup_command {
             let _ = writeln!(out, "drop kept databases with: {cmd}");
@@ -223,7 +290,11 @@ pub fn write_files(s: &RunSummary) -> Vec<PathBuf> {
         written.push(junit);
     }
     let json = dir.join("summary.json");
-    if serde_json::to_string_pretty(s).ok().and_then(|t| std::fs::write(&json, t + "\n").ok()).is_some() {
+    if serde_json::to_string_pretty(s)
+        .ok()
+        .and_then(|t| std::fs::write(&json, t + "\n").ok())
+        .is_some()
+    {
         written.push(json);
     }
     let html = dir.join("report.html");
@@ -241,9 +312,14 @@ pub fn summary_table(s: &RunSummary, color: bool) -> String {
     } else {
         t.enforce_styling();
     }
-    t.set_header(vec!["file", "result", "passed", "failed", "duration", "logs"]);
+    t.set_header(vec![
+        "file", "result", "passed", "failed", "duration", "logs",
+    ]);
     for w in &s.workers {
-        let (passed, failed) = w.counts.map(|c| (c.passed.to_string(), (c.failed + c.errors).to_string())).unwrap_or(("-".into(), "-".into()));
+        let (passed, failed) = w
+            .counts
+            .map(|c| (c.passed.to_string(), (c.failed + c.errors).to_string()))
+            .unwrap_or(("-".into(), "-".into()));
         let mut result = Cell::new(w.verdict.label());
         if color {
             result = result.fg(match w.verdict {
@@ -253,7 +329,11 @@ pub fn summary_table(s: &RunSummary, color: bool) -> String {
                 _ => Color::Red,
             });
         }
-        let logs = if w.verdict == Verdict::Pass { String::new() } else { w.log_dir.display().to_string() };
+        let logs = if w.verdict == Verdict::Pass {
+            String::new()
+        } else {
+            w.log_dir.display().to_string()
+        };
         t.add_row(vec![
             Cell::new(&w.file),
             result,
@@ -281,7 +361,11 @@ pub fn summary_line(s: &RunSummary) -> String {
             parts.push(format!("{n} {word}"));
         }
     }
-    let parallel = if s.wall_secs > 0.0 { s.work_secs / s.wall_secs } else { 0.0 };
+    let parallel = if s.wall_secs > 0.0 {
+        s.work_secs / s.wall_secs
+    } else {
+        0.0
+    };
     format!(
         "{} files: {} in {:.1}s (Σ {:.1}s of work, ×{:.1} parallel)",
         s.workers.len(),

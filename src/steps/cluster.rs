@@ -31,10 +31,18 @@ impl Cluster {
     /// Immediate shutdown (the data is thrown away), then the folder goes.
     pub async fn stop(&self, journal: &Journal) -> Result<(), String> {
         use crate::engine::journal::Resource as _;
-        let pm = Resource::Postmaster { data_dir: self.dir.join("data"), pid: self.pid, started: self.started };
+        let pm = Resource::Postmaster {
+            data_dir: self.dir.join("data"),
+            pid: self.pid,
+            started: self.started,
+        };
         pm.undo().await?;
         let _ = journal.undone(self.postmaster);
-        Resource::Folder { path: self.dir.clone() }.undo().await?;
+        Resource::Folder {
+            path: self.dir.clone(),
+        }
+        .undo()
+        .await?;
         let _ = journal.undone(self.folder);
         Ok(())
     }
@@ -44,7 +52,11 @@ impl Cluster {
 /// (newest first).
 pub fn find_bindir() -> Option<PathBuf> {
     let has = |d: &Path| d.join("initdb").is_file() && d.join("postgres").is_file();
-    if let Ok(out) = std::process::Command::new("pg_config").arg("--bindir").stderr(Stdio::null()).output() {
+    if let Ok(out) = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .stderr(Stdio::null())
+        .output()
+    {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         if out.status.success() && has(&dir) {
             return Some(dir);
@@ -61,7 +73,7 @@ pub fn find_bindir() -> Option<PathBuf> {
         .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
         .filter(|(_, d)| has(d))
         .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
     versions.into_iter().next().map(|(_, d)| d)
 }
 
@@ -77,10 +89,16 @@ fn run_as() -> Result<Option<RunAs>, StepError> {
 }
 
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
-pub async fn start(state_dir: &Path, run_id: &str, journal: &Journal) -> Result<Cluster, StepError> {
+pub async fn start(
+    state_dir: &Path,
+    run_id: &str,
+    journal: &Journal,
+) -> Result<Cluster, StepError> {
     let bindir = find_bindir().ok_or_else(|| {
         StepError::new("no PostgreSQL server binaries found for the ephemeral cluster").with_detail(
             "looked in `pg_config --bindir`, PATH and /usr/lib/postgresql/*/bin; install the server \
@@ -97,11 +115,15 @@ pub async fn start(state_dir: &Path, run_id: &str, journal: &Journal) -> Result<
         let what = what.to_string();
         move |e: std::io::Error| StepError::new(format!("{what}: {e}"))
     };
-    let folder = journal.intent(&Resource::Folder { path: dir.clone() }).map_err(io("writing the journal"))?;
-    std::fs::create_dir_all(dir.join("sock")).map_err(io(&format!("creating {}", dir.display())))?;
+    let folder = journal
+        .intent(&Resource::Folder { path: dir.clone() })
+        .map_err(io("writing the journal"))?;
+    std::fs::create_dir_all(dir.join("sock"))
+        .map_err(io(&format!("creating {}", dir.display())))?;
     if let Some(u) = user {
         for p in [dir.clone(), dir.join("sock")] {
-            std::os::unix::fs::chown(&p, Some(u.uid), Some(u.gid)).map_err(io(&format!("chown {}", p.display())))?;
+            std::os::unix::fs::chown(&p, Some(u.uid), Some(u.gid))
+                .map_err(io(&format!("chown {}", p.display())))?;
         }
     }
     let _ = journal.done::<Resource>(folder, None);
@@ -115,7 +137,16 @@ pub async fn start(state_dir: &Path, run_id: &str, journal: &Journal) -> Result<
     initdb
         .args(["-D"])
         .arg(dir.join("data"))
-        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions"])
+        .args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ])
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(io("log"))?)
         .stderr(log.try_clone().map_err(io("log"))?)
@@ -126,18 +157,38 @@ pub async fn start(state_dir: &Path, run_id: &str, journal: &Journal) -> Result<
     }
     let status = initdb.status().await.map_err(io("running initdb"))?;
     if !status.success() {
-        return Err(StepError::new(format!("initdb failed ({status})")).with_detail(tail(&log_path, 30)));
+        return Err(
+            StepError::new(format!("initdb failed ({status})")).with_detail(tail(&log_path, 30))
+        );
     }
 
     let port = free_port().map_err(io("finding a free port"))?;
     let sock = dir.join("sock");
-    let sock_arg = if sock.as_os_str().len() < 100 { sock.display().to_string() } else { String::new() };
+    let sock_arg = if sock.as_os_str().len() < 100 {
+        sock.display().to_string()
+    } else {
+        String::new()
+    };
     let mut pg = Command::new(bindir.join("postgres"));
     pg.arg("-D")
         .arg(dir.join("data"))
         .args(["-p", &port.to_string(), "-k", &sock_arg])
-        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
-        .args(["-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=128MB"])
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+        ])
+        .args([
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=300",
+            "-c",
+            "shared_buffers=128MB",
+        ])
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(io("log"))?)
         .stderr(log)
@@ -147,27 +198,52 @@ pub async fn start(state_dir: &Path, run_id: &str, journal: &Journal) -> Result<
         pg.uid(u.uid).gid(u.gid);
     }
     let postmaster = journal
-        .intent(&Resource::Postmaster { data_dir: dir.join("data"), pid: 0, started: 0 })
+        .intent(&Resource::Postmaster {
+            data_dir: dir.join("data"),
+            pid: 0,
+            started: 0,
+        })
         .map_err(io("writing the journal"))?;
     let mut child = pg.spawn().map_err(io("starting postgres"))?;
     let pid = child.id().unwrap_or_default();
     let started = sys::start_time(pid).unwrap_or_default();
-    let _ = journal.done(postmaster, Some(&Resource::Postmaster { data_dir: dir.join("data"), pid, started }));
-    let cluster = Cluster { dir, port, pid, started, postmaster, folder };
+    let _ = journal.done(
+        postmaster,
+        Some(&Resource::Postmaster {
+            data_dir: dir.join("data"),
+            pid,
+            started,
+        }),
+    );
+    let cluster = Cluster {
+        dir,
+        port,
+        pid,
+        started,
+        postmaster,
+        folder,
+    };
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(StepError::new(format!("the ephemeral PostgreSQL exited before accepting connections ({status})"))
-                .with_detail(tail(&log_path, 30)));
+            return Err(StepError::new(format!(
+                "the ephemeral PostgreSQL exited before accepting connections ({status})"
+            ))
+            .with_detail(tail(&log_path, 30)));
         }
-        if super::database::connect(&cluster.url("postgres")).await.is_ok() {
+        if super::database::connect(&cluster.url("postgres"))
+            .await
+            .is_ok()
+        {
             break;
         }
         if tokio::time::Instant::now() > deadline {
             let _ = cluster.stop(journal).await;
-            return Err(StepError::new("the ephemeral PostgreSQL did not accept connections within 60s")
-                .with_detail(tail(&log_path, 30)));
+            return Err(StepError::new(
+                "the ephemeral PostgreSQL did not accept connections within 60s",
+            )
+            .with_detail(tail(&log_path, 30)));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -35,9 +35,15 @@ fn quote_literal(text: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot connect to {url}: {source}")]
-    Connect { url: String, source: tokio_postgres::Error },
+    Connect {
+        url: String,
+        source: tokio_postgres::Error,
+    },
     #[error("{what}: {source}")]
-    Sql { what: String, source: tokio_postgres::Error },
+    Sql {
+        what: String,
+        source: tokio_postgres::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -49,11 +55,22 @@ fn sql(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> DbError
 
 /// Opens a connection; the connection task ends when the client is dropped.
 pub async fn connect(url: &str) -> Result<Client, DbError> {
-    let config: tokio_postgres::Config = url.parse().map_err(|source| DbError::Connect { url: redact(url), source })?;
+    let config: tokio_postgres::Config = url.parse().map_err(|source| DbError::Connect {
+        url: redact(url),
+        source,
+    })?;
     let (client, connection) = tokio::time::timeout(Duration::from_secs(10), config.connect(NoTls))
         .await
-        .map_err(|_| DbError::Other(format!("cannot connect to {}: timed out after 10s", redact(url))))?
-        .map_err(|source| DbError::Connect { url: redact(url), source })?;
+        .map_err(|_| {
+            DbError::Other(format!(
+                "cannot connect to {}: timed out after 10s",
+                redact(url)
+            ))
+        })?
+        .map_err(|source| DbError::Connect {
+            url: redact(url),
+            source,
+        })?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -61,7 +78,10 @@ pub async fn connect(url: &str) -> Result<Client, DbError> {
 }
 
 pub async fn server_version(client: &Client) -> Result<i32, DbError> {
-    let row = client.query_one("SHOW server_version_num", &[]).await.map_err(sql("reading server_version_num"))?;
+    let row = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .map_err(sql("reading server_version_num"))?;
     let text: String = row.get(0);
     Ok(text.parse().unwrap_or(0))
 }
@@ -76,7 +96,10 @@ pub async fn ensure_template(client: &Client, name: &str) -> Result<bool, DbErro
     if exists {
         return Ok(false);
     }
-    match client.batch_execute(&format!("CREATE DATABASE {}", quote_ident(name))).await {
+    match client
+        .batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
+        .await
+    {
         Ok(()) => Ok(true),
         Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(false),
         Err(e) => Err(sql(format!("creating template database {name}"))(e)),
@@ -137,24 +160,41 @@ pub async fn clone_database(
     file_copy: bool,
 ) -> Result<(), DbError> {
     let client = connect(admin_url).await?;
-    let strategy = if file_copy { " STRATEGY = FILE_COPY" } else { "" };
-    let statement = format!("CREATE DATABASE {} TEMPLATE {}{strategy}", quote_ident(name), quote_ident(template));
+    let strategy = if file_copy {
+        " STRATEGY = FILE_COPY"
+    } else {
+        ""
+    };
+    let statement = format!(
+        "CREATE DATABASE {} TEMPLATE {}{strategy}",
+        quote_ident(name),
+        quote_ident(template)
+    );
     let start = Instant::now();
     let mut delay = Duration::from_millis(50);
     loop {
         match client.batch_execute(&statement).await {
             Ok(()) => return Ok(()),
-            Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) && start.elapsed() < CLONE_PATIENCE => {
+            Err(e)
+                if e.code() == Some(&SqlState::OBJECT_IN_USE)
+                    && start.elapsed() < CLONE_PATIENCE =>
+            {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
             }
             Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) => {
-                let sessions = blocking_sessions(&client, template).await.unwrap_or_default();
+                let sessions = blocking_sessions(&client, template)
+                    .await
+                    .unwrap_or_default();
                 return Err(DbError::Other(format!(
                     "cannot clone {template}: other sessions stayed connected to it for {}s: {}\n\
                      e2e-plan never terminates other people's sessions; close them and run again",
                     CLONE_PATIENCE.as_secs(),
-                    if sessions.is_empty() { "(they left just now)".to_string() } else { sessions.join("; ") }
+                    if sessions.is_empty() {
+                        "(they left just now)".to_string()
+                    } else {
+                        sessions.join("; ")
+                    }
                 )));
             }
             Err(e) => return Err(sql(format!("cloning {template} into {name}"))(e)),
@@ -189,7 +229,10 @@ async fn blocking_sessions(client: &Client, template: &str) -> Result<Vec<String
 pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), DbError> {
     let client = connect(admin_url).await?;
     client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)))
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(name)
+        ))
         .await
         .map_err(sql(format!("dropping {name}")))
 }
@@ -200,7 +243,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords_only() {
-        assert_eq!(redact("postgresql://u:secret@h:5432/db"), "postgresql://u:****@h:5432/db");
+        assert_eq!(
+            redact("postgresql://u:secret@h:5432/db"),
+            "postgresql://u:****@h:5432/db"
+        );
         assert_eq!(redact("postgresql://u@h/db"), "postgresql://u@h/db");
     }
 

@@ -35,7 +35,10 @@ pub struct StepError {
 
 impl StepError {
     pub fn new(message: impl Into<String>) -> Self {
-        StepError { message: message.into(), detail: None }
+        StepError {
+            message: message.into(),
+            detail: None,
+        }
     }
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
@@ -81,7 +84,13 @@ pub struct RunCx {
 pub const CLONE_CONCURRENCY: usize = 4;
 
 impl RunCx {
-    pub fn new(plan: Plan, dag: Dag, journal: Journal, events: UnboundedSender<Event>, reprepare: bool) -> Self {
+    pub fn new(
+        plan: Plan,
+        dag: Dag,
+        journal: Journal,
+        events: UnboundedSender<Event>,
+        reprepare: bool,
+    ) -> Self {
         RunCx {
             plan,
             dag,
@@ -142,7 +151,10 @@ impl RunCx {
             130
         } else if lock(&self.fatal).is_some() {
             3
-        } else if lock(&self.results).values().any(|r| r.verdict.fails(self.plan.run.flaky)) {
+        } else if lock(&self.results)
+            .values()
+            .any(|r| r.verdict.fails(self.plan.run.flaky))
+        {
             1
         } else {
             0
@@ -172,14 +184,26 @@ impl Step for RunStep {
         Box::pin(async move {
             let cx = &self.cx;
             let result = match &self.action {
-                Action::Worker { index } => return worker::run_worker(cx, *index, &cancel).await.inspect_err(|e| cx.set_fatal(e)),
-                Action::RetryFailed { retries } => return worker::retry_failed(cx, *retries, &cancel).await,
+                Action::Worker { index } => {
+                    return worker::run_worker(cx, *index, &cancel)
+                        .await
+                        .inspect_err(|e| cx.set_fatal(e))
+                }
+                Action::RetryFailed { retries } => {
+                    return worker::retry_failed(cx, *retries, &cancel).await
+                }
                 _ => {
                     let start = Instant::now();
-                    cx.emit(Event::StepStarted { what: self.label.clone() });
+                    cx.emit(Event::StepStarted {
+                        what: self.label.clone(),
+                    });
                     let r = self.setup_or_teardown(&cancel).await;
                     if let Ok(note) = &r {
-                        cx.emit(Event::StepFinished { what: self.label.clone(), took: start.elapsed(), note: note.clone() });
+                        cx.emit(Event::StepFinished {
+                            what: self.label.clone(),
+                            took: start.elapsed(),
+                            note: note.clone(),
+                        });
                     }
                     r
                 }
@@ -216,7 +240,9 @@ impl RunStep {
                 *cx.cluster.lock().await = Some(c);
                 Ok(Some(note))
             }
-            Action::PrepareTemplate { template, .. } => prepare_template(cx, template, cancel).await,
+            Action::PrepareTemplate { template, .. } => {
+                prepare_template(cx, template, cancel).await
+            }
             Action::Report => {
                 report_step(cx).await;
                 Ok(None)
@@ -224,9 +250,14 @@ impl RunStep {
             Action::Cleanup => cleanup(cx).await.map(Some),
             Action::StopCluster => {
                 let guard = cx.cluster.lock().await;
-                let Some(c) = guard.as_ref() else { return Ok(None) };
+                let Some(c) = guard.as_ref() else {
+                    return Ok(None);
+                };
                 if cx.cluster_kept.load(Ordering::SeqCst) {
-                    return Ok(Some(format!("left running on port {} for the kept databases", c.port)));
+                    return Ok(Some(format!(
+                        "left running on port {} for the kept databases",
+                        c.port
+                    )));
                 }
                 c.stop(&cx.journal).await.map_err(StepError::new)?;
                 Ok(None)
@@ -237,14 +268,31 @@ impl RunStep {
 }
 
 /// Runs a one-off command (setup, prepare) in root, its output to a log shown when it fails.
-async fn run_once(cx: &RunCx, what: &str, argv: &[String], env: &[(String, String)], cancel: &Cancel) -> Result<(), StepError> {
-    std::fs::create_dir_all(&cx.plan.report_dir)
-        .map_err(|e| StepError::new(format!("cannot create {}: {e}", cx.plan.report_dir.display())))?;
+async fn run_once(
+    cx: &RunCx,
+    what: &str,
+    argv: &[String],
+    env: &[(String, String)],
+    cancel: &Cancel,
+) -> Result<(), StepError> {
+    std::fs::create_dir_all(&cx.plan.report_dir).map_err(|e| {
+        StepError::new(format!(
+            "cannot create {}: {e}",
+            cx.plan.report_dir.display()
+        ))
+    })?;
     let log = cx.log_path(&format!("{what}.log"));
     let shown = shell_words::join(argv);
     let group = process::spawn(
         &cx.journal,
-        process::Spec { what: format!("{what} `{shown}`"), argv, env, cwd: &cx.plan.root, log: &log, run_as: None },
+        process::Spec {
+            what: format!("{what} `{shown}`"),
+            argv,
+            env,
+            cwd: &cx.plan.root,
+            log: &log,
+            run_as: None,
+        },
     )
     .map_err(StepError::new)?;
     let mut group = group;
@@ -260,12 +308,17 @@ async fn run_once(cx: &RunCx, what: &str, argv: &[String], env: &[(String, Strin
         }
         Some(s) => {
             group.finish(&cx.journal).await;
-            Err(StepError::new(format!("{what} command `{shown}` failed ({s}); its log: {}", log.display()))
-                .with_detail(process::tail(&log, 30)))
+            Err(StepError::new(format!(
+                "{what} command `{shown}` failed ({s}); its log: {}",
+                log.display()
+            ))
+            .with_detail(process::tail(&log, 30)))
         }
         None => {
             group.stop(&cx.journal, grace, cancel).await;
-            Err(StepError::new(format!("{what} command `{shown}` was interrupted")))
+            Err(StepError::new(format!(
+                "{what} command `{shown}` was interrupted"
+            )))
         }
     }
 }
@@ -279,7 +332,9 @@ pub fn fingerprint(plan: &Plan, commands: &[Vec<String>]) -> String {
     }
     let mut files = BTreeSet::new();
     for glob in &plan.database.fingerprint {
-        let Ok(g) = globset::Glob::new(glob) else { continue };
+        let Ok(g) = globset::Glob::new(glob) else {
+            continue;
+        };
         let m = g.compile_matcher();
         for path in crate::plan::load::walk_from(&plan.root, glob) {
             if m.is_match(&path) {
@@ -295,37 +350,55 @@ pub fn fingerprint(plan: &Plan, commands: &[Vec<String>]) -> String {
     hex(&h.finalize())
 }
 
-async fn prepare_template(cx: &RunCx, template: &str, cancel: &Cancel) -> Result<Option<String>, StepError> {
+async fn prepare_template(
+    cx: &RunCx,
+    template: &str,
+    cancel: &Cancel,
+) -> Result<Option<String>, StepError> {
     if let Some(url) = &cx.plan.database.template {
         let _ = cx.template_url.set(url.clone());
     }
     let template_url = cx.template_url();
     let admin = database::connect(&cx.admin_url()).await.map_err(|e| {
-        StepError::new(e.to_string()).with_detail("is PostgreSQL running, and does [database] template point at it?")
+        StepError::new(e.to_string())
+            .with_detail("is PostgreSQL running, and does [database] template point at it?")
     })?;
-    let version = database::server_version(&admin).await.map_err(|e| StepError::new(e.to_string()))?;
+    let version = database::server_version(&admin)
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?;
     let file_copy = match cx.plan.database.strategy {
         Some(crate::plan::Strategy::WalLog) => false,
         Some(crate::plan::Strategy::FileCopy) | None => version >= 150_000,
     };
     let _ = cx.file_copy.set(file_copy);
-    let created = database::ensure_template(&admin, template).await.map_err(|e| StepError::new(e.to_string()))?;
+    let created = database::ensure_template(&admin, template)
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?;
     let commands: Vec<Vec<String>> = cx
         .plan
         .database
         .prepare
         .iter()
-        .map(|c| crate::planner::fill_run_command(c, &cx.plan, &cx.dag.run_id, &template_url, template))
+        .map(|c| {
+            crate::planner::fill_run_command(c, &cx.plan, &cx.dag.run_id, &template_url, template)
+        })
         .collect();
     if commands.is_empty() {
         return Ok(created.then(|| format!("created {template}")));
     }
-    database::lock_template(&admin, template).await.map_err(|e| StepError::new(e.to_string()))?;
+    database::lock_template(&admin, template)
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?;
     let hash = (!cx.plan.database.fingerprint.is_empty()).then(|| fingerprint(&cx.plan, &commands));
     if let Some(h) = &hash {
-        let stored = database::fingerprint(&admin, template).await.map_err(|e| StepError::new(e.to_string()))?;
+        let stored = database::fingerprint(&admin, template)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?;
         if !cx.reprepare && !created && stored.as_deref() == Some(h.as_str()) {
-            return Ok(Some(format!("fingerprint {} matches: prepare skipped", &h[..12])));
+            return Ok(Some(format!(
+                "fingerprint {} matches: prepare skipped",
+                &h[..12]
+            )));
         }
     }
     let env = vec![("DATABASE_URL".to_string(), template_url.clone())];
@@ -333,14 +406,21 @@ async fn prepare_template(cx: &RunCx, template: &str, cancel: &Cancel) -> Result
         run_once(cx, "prepare", c, &env, cancel).await?;
     }
     if let Some(h) = &hash {
-        database::set_fingerprint(&admin, template, h).await.map_err(|e| StepError::new(e.to_string()))?;
+        database::set_fingerprint(&admin, template, h)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?;
     }
     Ok(Some(format!("{} command(s) run", commands.len())))
 }
 
 /// Which worker databases survive: retries are always dropped; after a setup failure or an
 /// interruption, nothing is kept.
-pub fn databases_to_keep(policy: Keep, exit_code: i32, dbs: &[WorkerDb], results: &BTreeMap<usize, WorkerResult>) -> BTreeSet<String> {
+pub fn databases_to_keep(
+    policy: Keep,
+    exit_code: i32,
+    dbs: &[WorkerDb],
+    results: &BTreeMap<usize, WorkerResult>,
+) -> BTreeSet<String> {
     if exit_code == 3 || exit_code == 130 {
         return BTreeSet::new();
     }
@@ -373,13 +453,19 @@ async fn report_step(cx: &RunCx) {
             r.db_kept = kept.contains(&r.db_name);
         }
     }
-    cx.cluster_kept.store(!kept.is_empty() && cx.plan.database.template.is_none(), Ordering::SeqCst);
+    cx.cluster_kept.store(
+        !kept.is_empty() && cx.plan.database.template.is_none(),
+        Ordering::SeqCst,
+    );
     *lock(&cx.kept) = kept;
     let summary = crate::report::summary::build(cx, exit);
     crate::report::state::record_run(&cx.plan, &summary);
     *lock(&cx.summary) = Some(summary.clone());
     let (tx, rx) = tokio::sync::oneshot::channel();
-    cx.emit(Event::RunFinished { summary: Box::new(summary), written: tx });
+    cx.emit(Event::RunFinished {
+        summary: Box::new(summary),
+        written: tx,
+    });
     let _ = rx.await;
 }
 
@@ -387,7 +473,11 @@ async fn report_step(cx: &RunCx) {
 async fn cleanup(cx: &RunCx) -> Result<String, StepError> {
     let kept = lock(&cx.kept).clone();
     let admin = cx.admin_url();
-    let to_drop: Vec<WorkerDb> = lock(&cx.databases).iter().filter(|d| !kept.contains(&d.name)).cloned().collect();
+    let to_drop: Vec<WorkerDb> = lock(&cx.databases)
+        .iter()
+        .filter(|d| !kept.contains(&d.name))
+        .cloned()
+        .collect();
     let slots = Arc::new(Semaphore::new(CLONE_CONCURRENCY));
     let mut set = tokio::task::JoinSet::new();
     for db in to_drop.clone() {
@@ -414,9 +504,16 @@ async fn cleanup(cx: &RunCx) -> Result<String, StepError> {
         }
     }
     if !errors.is_empty() {
-        return Err(StepError::new(format!("could not drop {} database(s)", errors.len())).with_detail(errors.join("\n")));
+        return Err(
+            StepError::new(format!("could not drop {} database(s)", errors.len()))
+                .with_detail(errors.join("\n")),
+        );
     }
-    Ok(format!("dropped {} database(s), kept {}", to_drop.len(), kept.len()))
+    Ok(format!(
+        "dropped {} database(s), kept {}",
+        to_drop.len(),
+        kept.len()
+    ))
 }
 
 /// Turns the planner's DAG into engine nodes.
@@ -428,7 +525,11 @@ pub fn nodes(cx: &Arc<RunCx>) -> Vec<crate::engine::Node<RunStep>> {
             deps: n.deps.clone(),
             always: n.always,
             limited: matches!(n.action, Action::Worker { .. }),
-            step: Arc::new(RunStep { cx: Arc::clone(cx), action: n.action.clone(), label: step_label(&n.action) }),
+            step: Arc::new(RunStep {
+                cx: Arc::clone(cx),
+                action: n.action.clone(),
+                label: step_label(&n.action),
+            }),
         })
         .collect()
 }

@@ -82,7 +82,11 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
         cmd.uid(u.uid).gid(u.gid);
     }
     let entry = journal
-        .intent(&Resource::ProcessGroup { what: spec.what.clone(), pgid: 0, started: 0 })
+        .intent(&Resource::ProcessGroup {
+            what: spec.what.clone(),
+            pgid: 0,
+            started: 0,
+        })
         .map_err(|e| format!("cannot write the journal: {e}"))?;
     let child = match cmd.spawn() {
         Ok(c) => c,
@@ -93,14 +97,32 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
     };
     let pgid = child.id().unwrap_or_default();
     let started = sys::start_time(pgid).unwrap_or_default();
-    let _ = journal.done(entry, Some(&Resource::ProcessGroup { what: spec.what.clone(), pgid, started }));
-    Ok(Group { child, pgid, started, entry, what: spec.what })
+    let _ = journal.done(
+        entry,
+        Some(&Resource::ProcessGroup {
+            what: spec.what.clone(),
+            pgid,
+            started,
+        }),
+    );
+    Ok(Group {
+        child,
+        pgid,
+        started,
+        entry,
+        what: spec.what,
+    })
 }
 
 impl Group {
     /// Stops the whole group: SIGTERM, then SIGKILL after `grace` (at once if `cancel.kill`
     /// fires); a final SIGKILL reaches grandchildren that outlived the leader.
-    pub async fn stop(mut self, journal: &Journal, grace: Duration, cancel: &Cancel) -> Option<i32> {
+    pub async fn stop(
+        mut self,
+        journal: &Journal,
+        grace: Duration,
+        cancel: &Cancel,
+    ) -> Option<i32> {
         let code = if let Ok(Some(status)) = self.child.try_wait() {
             status.code()
         } else {
@@ -131,7 +153,9 @@ impl Group {
 
 /// The last `n` lines of a log file.
 pub fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

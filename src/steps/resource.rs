@@ -16,11 +16,19 @@ pub enum Resource {
     /// A worker database on the server reached through `admin_url` (the maintenance database).
     Database { admin_url: String, name: String },
     /// A process group we started; `pgid` 0 until spawned.
-    ProcessGroup { what: String, pgid: u32, started: u64 },
+    ProcessGroup {
+        what: String,
+        pgid: u32,
+        started: u64,
+    },
     /// A folder we created (an ephemeral cluster's data, a socket folder).
     Folder { path: PathBuf },
     /// An ephemeral cluster's postmaster; stopped with an immediate shutdown.
-    Postmaster { data_dir: PathBuf, pid: u32, started: u64 },
+    Postmaster {
+        data_dir: PathBuf,
+        pid: u32,
+        started: u64,
+    },
 }
 
 impl journal::Resource for Resource {
@@ -28,9 +36,11 @@ impl journal::Resource for Resource {
         let this = self.clone();
         Box::pin(async move {
             match this {
-                Resource::Database { admin_url, name } => crate::steps::database::drop_database(&admin_url, &name)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Resource::Database { admin_url, name } => {
+                    crate::steps::database::drop_database(&admin_url, &name)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
                 Resource::ProcessGroup { pgid, started, .. } => {
                     if pgid != 0 {
                         kill_group_verified(pgid, started, Duration::from_secs(2)).await;
@@ -48,7 +58,11 @@ impl journal::Resource for Resource {
                             rustix::process::Pid::from_raw(pid as i32).ok_or("bad pid")?,
                             Signal::QUIT,
                         );
-                        wait_gone(|| sys::is_same_process(pid, started), Duration::from_secs(10)).await;
+                        wait_gone(
+                            || sys::is_same_process(pid, started),
+                            Duration::from_secs(10),
+                        )
+                        .await;
                     }
                     Ok(())
                 }

@@ -30,7 +30,8 @@ pub async fn run_worker(cx: &RunCx, index: usize, cancel: &Cancel) -> Result<Out
     let attempt = run_attempt(cx, &w, 1, cancel).await;
     let attempt = match attempt {
         Ok(a) => a,
-        Err((a, e)) => {
+        Err(failed) => {
+            let (a, e) = *failed;
             record(cx, &w, a);
             return Err(e);
         }
@@ -48,7 +49,9 @@ pub async fn run_worker(cx: &RunCx, index: usize, cancel: &Cancel) -> Result<Out
 fn record(cx: &RunCx, w: &WorkerPlan, attempt: Attempt) {
     let result = {
         let mut results = lock(&cx.results);
-        let r = results.entry(w.index).or_insert_with(|| WorkerResult::new(w, &attempt));
+        let r = results
+            .entry(w.index)
+            .or_insert_with(|| WorkerResult::new(w, &attempt));
         r.push_attempt(attempt);
         r.clone()
     };
@@ -56,7 +59,11 @@ fn record(cx: &RunCx, w: &WorkerPlan, attempt: Attempt) {
 }
 
 /// Runs failed files again, each attempt in a fresh database, port and server.
-pub async fn retry_failed(cx: &Arc<RunCx>, retries: u32, cancel: &Cancel) -> Result<Outcome, StepError> {
+pub async fn retry_failed(
+    cx: &Arc<RunCx>,
+    retries: u32,
+    cancel: &Cancel,
+) -> Result<Outcome, StepError> {
     if cancel.is_stopping() || lock(&cx.fatal).is_some() {
         return Ok(Outcome::Cancelled);
     }
@@ -76,7 +83,11 @@ pub async fn retry_failed(cx: &Arc<RunCx>, retries: u32, cancel: &Cancel) -> Res
         )));
         return Ok(Outcome::Failed);
     }
-    let jobs = if cx.plan.run.jobs == 0 { failed.len() } else { cx.plan.run.jobs };
+    let jobs = if cx.plan.run.jobs == 0 {
+        failed.len()
+    } else {
+        cx.plan.run.jobs
+    };
     let slots = Arc::new(Semaphore::new(jobs));
     let mut set = tokio::task::JoinSet::new();
     for index in failed {
@@ -94,7 +105,7 @@ pub async fn retry_failed(cx: &Arc<RunCx>, retries: u32, cancel: &Cancel) -> Res
                 let outcome = run_attempt(&cx, &w, n, &cancel).await;
                 let (attempt, err) = match outcome {
                     Ok(a) => (a, None),
-                    Err((a, e)) => (a, Some(e)),
+                    Err(failed) => (failed.0, Some(failed.1)),
                 };
                 // Retry databases are always dropped, at once.
                 drop_attempt_db(&cx, w.index, n).await;
@@ -118,11 +129,16 @@ pub async fn retry_failed(cx: &Arc<RunCx>, retries: u32, cancel: &Cancel) -> Res
 async fn drop_attempt_db(cx: &RunCx, worker: usize, attempt: u32) {
     let db = {
         let mut dbs = lock(&cx.databases);
-        let pos = dbs.iter().position(|d| d.worker == worker && d.attempt == attempt);
+        let pos = dbs
+            .iter()
+            .position(|d| d.worker == worker && d.attempt == attempt);
         pos.map(|p| dbs.remove(p))
     };
     if let Some(db) = db {
-        if database::drop_database(&cx.admin_url(), &db.name).await.is_ok() {
+        if database::drop_database(&cx.admin_url(), &db.name)
+            .await
+            .is_ok()
+        {
             let _ = cx.journal.undone(db.entry);
         } else {
             lock(&cx.databases).push(db);
@@ -153,8 +169,17 @@ impl Clock {
         if let Some(last) = self.phases.last_mut() {
             last.end = now;
         }
-        self.phases.push(PhaseSpan { phase, start: now, end: now });
-        cx.emit(Event::Phase { worker: w.index, file: w.file.clone(), attempt, phase });
+        self.phases.push(PhaseSpan {
+            phase,
+            start: now,
+            end: now,
+        });
+        cx.emit(Event::Phase {
+            worker: w.index,
+            file: w.file.clone(),
+            attempt,
+            phase,
+        });
     }
     fn close(&mut self) -> Vec<PhaseSpan> {
         let now = self.run_start.elapsed().as_secs_f64();
@@ -166,8 +191,17 @@ impl Clock {
 }
 
 /// One attempt. Err carries the attempt too (for the report) with the fatal error.
-pub async fn run_attempt(cx: &RunCx, w: &WorkerPlan, n: u32, cancel: &Cancel) -> Result<Attempt, (Attempt, StepError)> {
-    let mut clock = Clock { start: Instant::now(), run_start: cx.started_at, phases: Vec::new() };
+pub async fn run_attempt(
+    cx: &RunCx,
+    w: &WorkerPlan,
+    n: u32,
+    cancel: &Cancel,
+) -> Result<Attempt, Box<(Attempt, StepError)>> {
+    let mut clock = Clock {
+        start: Instant::now(),
+        run_start: cx.started_at,
+        phases: Vec::new(),
+    };
     let db_name = worker_db_name(&cx.dag.template_name, &cx.dag.run_id, w.index, n - 1);
     let mut attempt = Attempt::new(n, &db_name, &w.log_dir);
     let fail = |mut attempt: Attempt, clock: &mut Clock, verdict, e: StepError| {
@@ -175,7 +209,7 @@ pub async fn run_attempt(cx: &RunCx, w: &WorkerPlan, n: u32, cancel: &Cancel) ->
         attempt.message = Some(e.message.clone());
         attempt.duration = clock.start.elapsed().as_secs_f64();
         attempt.phases = clock.close();
-        Err((attempt, e))
+        Err(Box::new((attempt, e)))
     };
     if n == 1 {
         let _ = std::fs::remove_dir_all(&w.log_dir);
@@ -192,17 +226,42 @@ pub async fn run_attempt(cx: &RunCx, w: &WorkerPlan, n: u32, cancel: &Cancel) ->
             _ = cancel.stop.cancelled() => None,
         };
         if permit.is_none() {
-            return Ok({ let phases = clock.close(); attempt.finish(Verdict::Cancelled, &mut clock.start, phases) });
+            return Ok({
+                let phases = clock.close();
+                attempt.finish(Verdict::Cancelled, &mut clock.start, phases)
+            });
         }
         let admin = cx.admin_url();
-        let entry = match cx.journal.intent(&Resource::Database { admin_url: admin.clone(), name: db_name.clone() }) {
+        let entry = match cx.journal.intent(&Resource::Database {
+            admin_url: admin.clone(),
+            name: db_name.clone(),
+        }) {
             Ok(e) => e,
-            Err(e) => return fail(attempt, &mut clock, Verdict::Error, StepError::new(format!("cannot write the journal: {e}"))),
+            Err(e) => {
+                return fail(
+                    attempt,
+                    &mut clock,
+                    Verdict::Error,
+                    StepError::new(format!("cannot write the journal: {e}")),
+                )
+            }
         };
-        lock(&cx.databases).push(WorkerDb { worker: w.index, attempt: n, name: db_name.clone(), entry });
+        lock(&cx.databases).push(WorkerDb {
+            worker: w.index,
+            attempt: n,
+            name: db_name.clone(),
+            entry,
+        });
         let file_copy = cx.file_copy.get().copied().unwrap_or(false);
-        if let Err(e) = database::clone_database(&admin, &cx.dag.template_name, &db_name, file_copy).await {
-            return fail(attempt, &mut clock, Verdict::Error, StepError::new(e.to_string()));
+        if let Err(e) =
+            database::clone_database(&admin, &cx.dag.template_name, &db_name, file_copy).await
+        {
+            return fail(
+                attempt,
+                &mut clock,
+                Verdict::Error,
+                StepError::new(e.to_string()),
+            );
         }
         let _ = cx.journal.done::<Resource>(entry, None);
     }
@@ -214,29 +273,59 @@ pub async fn run_attempt(cx: &RunCx, w: &WorkerPlan, n: u32, cancel: &Cancel) ->
     loop {
         let port = match cx.take_port() {
             Ok(p) => p,
-            Err(e) => return fail(attempt, &mut clock, Verdict::Error, StepError::new(format!("no free port: {e}"))),
+            Err(e) => {
+                return fail(
+                    attempt,
+                    &mut clock,
+                    Verdict::Error,
+                    StepError::new(format!("no free port: {e}")),
+                )
+            }
         };
         attempt.port = Some(port);
         let port_s = port.to_string();
         let template_url = cx.template_url();
-        let vars = WorkerVars { plan: &cx.plan, run_id: &cx.dag.run_id, worker: w, db_name: &db_name, template_url: &template_url, port: &port_s, log_dir: &w.log_dir };
+        let vars = WorkerVars {
+            plan: &cx.plan,
+            run_id: &cx.dag.run_id,
+            worker: w,
+            db_name: &db_name,
+            template_url: &template_url,
+            port: &port_s,
+            log_dir: &w.log_dir,
+        };
         let commands = vars.commands(&cx.dag.args);
 
         let server = match &commands.server {
             None => None,
             Some(s) => {
                 clock.enter(cx, w, n, Phase::Starting);
-                let spec = Spec { what: format!("server for {}", w.file), argv: &s.command, env: &s.env, cwd: &cx.plan.root, log: &server_log, run_as: None };
+                let spec = Spec {
+                    what: format!("server for {}", w.file),
+                    argv: &s.command,
+                    env: &s.env,
+                    cwd: &cx.plan.root,
+                    log: &server_log,
+                    run_as: None,
+                };
                 let mut group = match process::spawn(&cx.journal, spec) {
                     Ok(g) => g,
                     Err(e) => return fail(attempt, &mut clock, Verdict::Error, StepError::new(e)),
                 };
-                let timeout = cx.plan.server.as_ref().map(|s| s.ready_timeout).unwrap_or_default();
+                let timeout = cx
+                    .plan
+                    .server
+                    .as_ref()
+                    .map(|s| s.ready_timeout)
+                    .unwrap_or_default();
                 match wait_ready(&mut group, &s.ready, timeout, cancel).await {
                     Ready::Yes => Some(group),
                     Ready::Cancelled => {
                         group.stop(&cx.journal, grace, cancel).await;
-                        return Ok({ let phases = clock.close(); attempt.finish(Verdict::Cancelled, &mut clock.start, phases) });
+                        return Ok({
+                            let phases = clock.close();
+                            attempt.finish(Verdict::Cancelled, &mut clock.start, phases)
+                        });
                     }
                     Ready::Exited(code) => {
                         group.finish(&cx.journal).await;
@@ -244,16 +333,25 @@ pub async fn run_attempt(cx: &RunCx, w: &WorkerPlan, n: u32, cancel: &Cancel) ->
                             port_retry = false;
                             continue;
                         }
-                        let code = code.map(|c| c.to_string()).unwrap_or_else(|| "a signal".into());
-                        let e = StepError::new(format!("the server for {} exited with {code} before it was ready; its log: {}", w.file, server_log.display()))
-                            .with_detail(process::tail(&server_log, 30));
+                        let code = code
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "a signal".into());
+                        let e = StepError::new(format!(
+                            "the server for {} exited with {code} before it was ready; its log: {}",
+                            w.file,
+                            server_log.display()
+                        ))
+                        .with_detail(process::tail(&server_log, 30));
                         return fail(attempt, &mut clock, Verdict::Error, e);
                     }
                     Ready::TimedOut => {
                         group.stop(&cx.journal, grace, cancel).await;
                         let e = StepError::new(format!(
                             "the server for {} was not ready at {} within {}; its log: {}",
-                            w.file, s.ready, crate::plan::duration::format_duration(timeout), server_log.display()
+                            w.file,
+                            s.ready,
+                            crate::plan::duration::format_duration(timeout),
+                            server_log.display()
                         ))
                         .with_detail(process::tail(&server_log, 30));
                         return fail(attempt, &mut clock, Verdict::Error, e);
@@ -263,7 +361,14 @@ pub async fn run_attempt(cx: &RunCx, w: &WorkerPlan, n: u32, cancel: &Cancel) ->
         };
 
         clock.enter(cx, w, n, Phase::Testing);
-        let spec = Spec { what: format!("tests of {}", w.file), argv: &commands.test, env: &commands.test_env, cwd: &cx.plan.root, log: &test_log, run_as: None };
+        let spec = Spec {
+            what: format!("tests of {}", w.file),
+            argv: &commands.test,
+            env: &commands.test_env,
+            cwd: &cx.plan.root,
+            log: &test_log,
+            run_as: None,
+        };
         let mut test = match process::spawn(&cx.journal, spec) {
             Ok(g) => g,
             Err(e) => {
@@ -288,12 +393,19 @@ pub async fn run_attempt(cx: &RunCx, w: &WorkerPlan, n: u32, cancel: &Cancel) ->
             End::Exited(code) => {
                 test.finish(&cx.journal).await;
                 attempt.exit_code = code;
-                if code.is_some_and(|c| cx.plan.test.ok_exit_codes.contains(&c)) { Verdict::Pass } else { Verdict::Fail }
+                if code.is_some_and(|c| cx.plan.test.ok_exit_codes.contains(&c)) {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail
+                }
             }
             End::Timeout => {
                 // Past the timeout there is no grace: the worker is killed.
                 test.stop(&cx.journal, Duration::ZERO, cancel).await;
-                attempt.message = Some(format!("timed out after {}", crate::plan::duration::format_duration(cx.plan.test.timeout)));
+                attempt.message = Some(format!(
+                    "timed out after {}",
+                    crate::plan::duration::format_duration(cx.plan.test.timeout)
+                ));
                 Verdict::Timeout
             }
             End::Cancelled => {
@@ -305,12 +417,20 @@ pub async fn run_attempt(cx: &RunCx, w: &WorkerPlan, n: u32, cancel: &Cancel) ->
             stop_server(cx, s, grace, cancel, verdict == Verdict::Timeout).await;
         }
         attempt.counts = read_counts(&w.junit);
-        return Ok({ let phases = clock.close(); attempt.finish(verdict, &mut clock.start, phases) });
+        return Ok({
+            let phases = clock.close();
+            attempt.finish(verdict, &mut clock.start, phases)
+        });
     }
 }
 
 async fn stop_server(cx: &RunCx, s: Group, grace: Duration, cancel: &Cancel, now: bool) {
-    s.stop(&cx.journal, if now { Duration::ZERO } else { grace }, cancel).await;
+    s.stop(
+        &cx.journal,
+        if now { Duration::ZERO } else { grace },
+        cancel,
+    )
+    .await;
 }
 
 /// True when something else listens on the port now (the race a free-port probe cannot close).
@@ -332,9 +452,14 @@ async fn wait_ready(group: &mut Group, ready: &str, timeout: Duration, cancel: &
             return Ready::Exited(status.code());
         }
         let ok = if let Some(addr) = ready.strip_prefix("tcp://") {
-            tokio::net::TcpStream::connect(addr.trim_end_matches('/')).await.is_ok()
+            tokio::net::TcpStream::connect(addr.trim_end_matches('/'))
+                .await
+                .is_ok()
         } else if let Some(c) = &client {
-            c.get(ready).send().await.is_ok_and(|r| r.status().is_success() || r.status().is_redirection())
+            c.get(ready)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success() || r.status().is_redirection())
         } else {
             false
         };

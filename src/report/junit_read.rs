@@ -1,0 +1,313 @@
+//! A lenient, streaming JUnit reader. Real files vary (pytest omits the root's `name`, some tools
+//! write a bare `<testsuite>` root); anything with test suites and cases is accepted, and a file
+//! that is empty, truncated or not XML is an error naming why.
+
+use std::io::BufRead;
+use std::time::Duration;
+
+use quick_junit::{
+    NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
+};
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Text {
+    None,
+    Status,
+    Rerun,
+    SystemOut,
+    SystemErr,
+}
+
+fn attr(e: &BytesStart, name: &str) -> Option<String> {
+    e.attributes()
+        .filter_map(Result::ok)
+        .find(|a| a.key.as_ref() == name.as_bytes())
+        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+}
+
+fn secs(e: &BytesStart) -> Option<Duration> {
+    attr(e, "time")
+        .and_then(|t| t.replace(',', "").parse::<f64>().ok())
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+fn entity(name: &str) -> Option<char> {
+    match name {
+        "amp" => Some('&'),
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "quot" => Some('"'),
+        "apos" => Some('\''),
+        n => {
+            let n = n.strip_prefix('#')?;
+            let code = match n.strip_prefix('x') {
+                Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                None => n.parse().ok()?,
+            };
+            char::from_u32(code)
+        }
+    }
+}
+
+pub fn read<R: BufRead>(input: R) -> Result<Report, String> {
+    let mut reader = Reader::from_reader(input);
+    let mut buf = Vec::new();
+    let mut report = Report::new("junit");
+    let mut suites: Vec<TestSuite> = Vec::new();
+    let mut case: Option<TestCase> = None;
+    let mut text_kind = Text::None;
+    let mut text = String::new();
+    let mut saw_root = false;
+    let mut depth = 0usize;
+    loop {
+        let ev = reader.read_event_into(&mut buf).map_err(|e| {
+            format!(
+                "not well-formed XML at byte {}: {e}",
+                reader.buffer_position()
+            )
+        })?;
+        let (start, empty) = match &ev {
+            Event::Start(e) => (Some(e.to_owned()), false),
+            Event::Empty(e) => (Some(e.to_owned()), true),
+            _ => (None, false),
+        };
+        if let Some(e) = start {
+            if !empty {
+                depth += 1;
+            }
+            let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+            match name.as_str() {
+                "testsuites" => saw_root = true,
+                "testsuite" => {
+                    saw_root = true;
+                    let mut s = TestSuite::new(attr(&e, "name").unwrap_or_default());
+                    s.time = secs(&e);
+                    suites.push(s);
+                }
+                "testcase" => {
+                    let mut c = TestCase::new(
+                        attr(&e, "name").unwrap_or_default(),
+                        TestCaseStatus::success(),
+                    );
+                    if let Some(cn) = attr(&e, "classname") {
+                        c.set_classname(cn);
+                    }
+                    c.time = secs(&e);
+                    case = Some(c);
+                }
+                "failure" | "error" => {
+                    if let Some(c) = case.as_mut() {
+                        let kind = if name == "failure" {
+                            NonSuccessKind::Failure
+                        } else {
+                            NonSuccessKind::Error
+                        };
+                        let mut st = TestCaseStatus::non_success(kind);
+                        if let Some(m) = attr(&e, "message") {
+                            st.set_message(m);
+                        }
+                        if let Some(t) = attr(&e, "type") {
+                            st.set_type(t);
+                        }
+                        // Reruns read before the final status are kept.
+                        if let TestCaseStatus::NonSuccess { reruns: old, .. } = &mut c.status {
+                            let old = std::mem::take(old);
+                            st.add_reruns(old);
+                        }
+                        c.status = st;
+                        text_kind = Text::Status;
+                        text.clear();
+                    }
+                }
+                "skipped" => {
+                    if let Some(c) = case.as_mut() {
+                        let mut st = TestCaseStatus::skipped();
+                        if let Some(m) = attr(&e, "message") {
+                            st.set_message(m);
+                        }
+                        c.status = st;
+                    }
+                }
+                "flakyFailure" | "flakyError" | "rerunFailure" | "rerunError" => {
+                    if let Some(c) = case.as_mut() {
+                        let kind = if name.ends_with("Failure") {
+                            NonSuccessKind::Failure
+                        } else {
+                            NonSuccessKind::Error
+                        };
+                        let mut r = TestRerun::new(kind);
+                        r.message = attr(&e, "message").map(Into::into);
+                        r.ty = attr(&e, "type").map(Into::into);
+                        match &mut c.status {
+                            TestCaseStatus::Success { flaky_runs } => flaky_runs.push(r),
+                            TestCaseStatus::NonSuccess { reruns, .. } => reruns.push(r),
+                            TestCaseStatus::Skipped { .. } => {}
+                        }
+                        text_kind = Text::Rerun;
+                        text.clear();
+                    }
+                }
+                "system-out" => {
+                    text_kind = Text::SystemOut;
+                    text.clear();
+                }
+                "system-err" => {
+                    text_kind = Text::SystemErr;
+                    text.clear();
+                }
+                "property" => {
+                    if let (Some(s), Some(n)) = (suites.last_mut(), attr(&e, "name")) {
+                        s.add_property(Property::new(n, attr(&e, "value").unwrap_or_default()));
+                    }
+                }
+                _ => {}
+            }
+            if !empty {
+                continue;
+            }
+        }
+        let end_name = match &ev {
+            Event::End(e) => {
+                depth = depth.saturating_sub(1);
+                Some(String::from_utf8_lossy(e.local_name().as_ref()).into_owned())
+            }
+            Event::Empty(e) => Some(String::from_utf8_lossy(e.local_name().as_ref()).into_owned()),
+            Event::Text(t) if text_kind != Text::None => {
+                text.push_str(&t.decode().map_err(|e| e.to_string())?);
+                None
+            }
+            Event::CData(t) if text_kind != Text::None => {
+                text.push_str(&String::from_utf8_lossy(t.as_ref()));
+                None
+            }
+            Event::GeneralRef(r) if text_kind != Text::None => {
+                let name = r.decode().map_err(|e| e.to_string())?;
+                if let Some(ch) = entity(&name) {
+                    text.push(ch);
+                }
+                None
+            }
+            Event::Eof => break,
+            _ => None,
+        };
+        let Some(end) = end_name else { continue };
+        match end.as_str() {
+            "testcase" => {
+                if let Some(c) = case.take() {
+                    if suites.is_empty() {
+                        suites.push(TestSuite::new(""));
+                    }
+                    if let Some(s) = suites.last_mut() {
+                        s.add_test_case(c);
+                    }
+                }
+            }
+            "testsuite" => {
+                if let Some(s) = suites.pop() {
+                    report.add_test_suite(s);
+                }
+            }
+            "failure" | "error" if text_kind == Text::Status => {
+                if let Some(TestCaseStatus::NonSuccess { description, .. }) =
+                    case.as_mut().map(|c| &mut c.status)
+                {
+                    *description = Some(std::mem::take(&mut text).into());
+                }
+                text_kind = Text::None;
+            }
+            "flakyFailure" | "flakyError" | "rerunFailure" | "rerunError" => {
+                let last = case.as_mut().and_then(|c| match &mut c.status {
+                    TestCaseStatus::Success { flaky_runs } => flaky_runs.last_mut(),
+                    TestCaseStatus::NonSuccess { reruns, .. } => reruns.last_mut(),
+                    TestCaseStatus::Skipped { .. } => None,
+                });
+                if let Some(r) = last {
+                    r.description = Some(std::mem::take(&mut text).into());
+                }
+                text_kind = Text::None;
+            }
+            "system-out" | "system-err" => {
+                let t = std::mem::take(&mut text);
+                let out = text_kind == Text::SystemOut;
+                if let Some(c) = case.as_mut() {
+                    if out {
+                        c.set_system_out(t);
+                    } else {
+                        c.set_system_err(t);
+                    }
+                } else if let Some(s) = suites.last_mut() {
+                    if out {
+                        s.set_system_out(t);
+                    } else {
+                        s.set_system_err(t);
+                    }
+                }
+                text_kind = Text::None;
+            }
+            _ => {}
+        }
+        buf.clear();
+    }
+    if !saw_root {
+        return Err("no <testsuites> or <testsuite> element: not a JUnit file".into());
+    }
+    if depth > 0 || case.is_some() || !suites.is_empty() {
+        return Err("the file ends in the middle of an element (truncated)".into());
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_pytest_style_without_root_name() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="2"><testcase classname="t" name="a" time="0.5"/><testcase classname="t" name="b"><failure message="boom &amp; bust">trace &lt;here&gt;</failure></testcase></testsuite></testsuites>"#;
+        let r = read(xml.as_bytes()).unwrap();
+        assert_eq!(r.test_suites.len(), 1);
+        let s = &r.test_suites[0];
+        assert_eq!((s.tests, s.failures), (2, 1));
+        match &s.test_cases[1].status {
+            TestCaseStatus::NonSuccess {
+                message,
+                description,
+                ..
+            } => {
+                assert_eq!(message.as_ref().map(|m| m.as_str()), Some("boom & bust"));
+                assert_eq!(
+                    description.as_ref().map(|m| m.as_str()),
+                    Some("trace <here>")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bare_testsuite_root() {
+        let r = read(
+            r#"<testsuite name="x"><testcase name="a"><skipped/></testcase></testsuite>"#
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.test_suites[0].tests, 1);
+    }
+
+    #[test]
+    fn rejects_truncated_and_non_junit() {
+        assert!(
+            read(r#"<testsuites><testsuite name="x"><testcase name="a">"#.as_bytes())
+                .unwrap_err()
+                .contains("truncated")
+        );
+        assert!(read("<html></html>".as_bytes())
+            .unwrap_err()
+            .contains("not a JUnit"));
+        assert!(read("".as_bytes()).is_err());
+        assert!(read("{\"json\": 1}".as_bytes()).is_err());
+    }
+}
