@@ -220,7 +220,7 @@ impl RunSummary {
 
 pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
     let results = lock(&cx.results);
-    let workers: Vec<WorkerResult> = cx
+    let mut workers: Vec<WorkerResult> = cx
         .dag
         .workers
         .iter()
@@ -231,6 +231,7 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
                 .unwrap_or_else(|| WorkerResult::not_run(w, &w.db_name))
         })
         .collect();
+    workers.sort_by(|a, b| a.file.cmp(&b.file));
     let template_url = cx.template_url();
     let kept_databases: Vec<KeptDatabase> = workers
         .iter()
