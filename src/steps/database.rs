@@ -34,30 +34,39 @@ fn quote_literal(text: &str) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("cannot connect to {url}: {source}")]
-    Connect {
-        url: String,
-        source: tokio_postgres::Error,
-    },
-    #[error("{what}: {source}")]
-    Sql {
-        what: String,
-        source: tokio_postgres::Error,
-    },
+    #[error("cannot connect to {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("{what}: {message}")]
+    Sql { what: String, message: String },
     #[error("{0}")]
     Other(String),
 }
 
+/// The server's own message and SQLSTATE, or the client error with its cause ("db error" alone
+/// says nothing).
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
 fn sql(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> DbError {
     let what = what.into();
-    move |source| DbError::Sql { what, source }
+    move |e| DbError::Sql {
+        what,
+        message: pg_message(&e),
+    }
 }
 
 /// Opens a connection; the connection task ends when the client is dropped.
 pub async fn connect(url: &str) -> Result<Client, DbError> {
-    let config: tokio_postgres::Config = url.parse().map_err(|source| DbError::Connect {
+    let config: tokio_postgres::Config = url.parse().map_err(|e| DbError::Connect {
         url: redact(url),
-        source,
+        message: pg_message(&e),
     })?;
     let (client, connection) = tokio::time::timeout(Duration::from_secs(10), config.connect(NoTls))
         .await
@@ -67,9 +76,9 @@ pub async fn connect(url: &str) -> Result<Client, DbError> {
                 redact(url)
             ))
         })?
-        .map_err(|source| DbError::Connect {
+        .map_err(|e| DbError::Connect {
             url: redact(url),
-            source,
+            message: pg_message(&e),
         })?;
     tokio::spawn(async move {
         let _ = connection.await;
@@ -96,13 +105,24 @@ pub async fn ensure_template(client: &Client, name: &str) -> Result<bool, DbErro
     if exists {
         return Ok(false);
     }
-    match client
-        .batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
-        .await
-    {
-        Ok(()) => Ok(true),
-        Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(false),
-        Err(e) => Err(sql(format!("creating template database {name}"))(e)),
+    // A concurrent run may be creating it too (both copy template1, and one of them then sees
+    // SQLSTATE 55006 or a unique violation): wait that out.
+    let start = Instant::now();
+    loop {
+        let created = client
+            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
+            .await;
+        match created {
+            Ok(()) => return Ok(true),
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => return Ok(false),
+            Err(e)
+                if matches!(e.code(), Some(c) if *c == SqlState::OBJECT_IN_USE || *c == SqlState::UNIQUE_VIOLATION)
+                    && start.elapsed() < CLONE_PATIENCE =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(sql(format!("creating template database {name}"))(e)),
+        }
     }
 }
 

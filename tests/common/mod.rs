@@ -1,0 +1,326 @@
+//! Test harness: a fixture project in a temp folder (a tiny server, pytest files, a plan) against
+//! the real PostgreSQL on 127.0.0.1:5432, with checks that nothing is left behind.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub const PG: &str = "postgresql://postgres@127.0.0.1:5432";
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_e2e-plan"))
+}
+
+/// The Python with pytest that `.ci/run` installs.
+pub fn python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run ./.ci/run once, or: python3 -m venv target/test-venv && target/test-venv/bin/pip install pytest",
+        p.display()
+    );
+    p
+}
+
+pub fn psql(sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-Atqc",
+            sql,
+        ])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Polls `f` every 50 ms until it returns Some or the deadline passes.
+pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub template: String,
+}
+
+/// Knobs of the standard plan.
+pub struct PlanOpts<'a> {
+    pub server: bool,
+    pub grandchild: bool,
+    pub test_timeout: &'a str,
+    pub keep: &'a str,
+    pub run: &'a str,
+    pub template: Option<&'a str>,
+    pub include: &'a str,
+}
+
+impl Default for PlanOpts<'_> {
+    fn default() -> Self {
+        PlanOpts {
+            server: true,
+            grandchild: false,
+            test_timeout: "2m",
+            keep: "failed",
+            run: "",
+            template: None,
+            include: "tests/test_*.py",
+        }
+    }
+}
+
+impl Fixture {
+    /// `name` must be unique among tests: it names the template database.
+    pub fn new(name: &str) -> Fixture {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("e2e-{name}-"))
+            .tempdir()
+            .expect("tempdir");
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/app");
+        std::fs::create_dir_all(dir.path().join("tests")).unwrap();
+        std::fs::copy(fixtures.join("server.py"), dir.path().join("server.py")).unwrap();
+        std::fs::copy(
+            fixtures.join("conftest.py"),
+            dir.path().join("tests/conftest.py"),
+        )
+        .unwrap();
+        let template = format!("e2e_t_{name}_{}", std::process::id());
+        Fixture { dir, template }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, content: &str) -> &Self {
+        let p = self.root().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+        self
+    }
+
+    /// A test file that writes its own rows and checks it sees only them.
+    pub fn rows_test(&self, stem: &str, sleep_secs: f64) -> &Self {
+        self.write(
+            &format!("tests/{stem}.py"),
+            &format!(
+                "import os, time\n\ndef test_rows(db, http_get):\n    if os.environ['HAS_SERVER'] == '1':\n        assert http_get('/healthz')[0] == 200\n    assert db('select count(*) from items') == '0'\n    for i in range(3):\n        db(\"insert into items values ('{stem}')\")\n    time.sleep({sleep_secs})\n    assert db('select count(*) from items') == '3'\n    assert db('select distinct v from items') == '{stem}'\n"
+            ),
+        )
+    }
+
+    pub fn failing_test(&self, stem: &str) -> &Self {
+        self.write(
+            &format!("tests/{stem}.py"),
+            "def test_fails():\n    assert 1 + 1 == 3, 'arithmetic is broken'\n",
+        )
+    }
+
+    pub fn hanging_test(&self, stem: &str) -> &Self {
+        self.write(
+            &format!("tests/{stem}.py"),
+            "import time\n\ndef test_hangs():\n    time.sleep(300)\n",
+        )
+    }
+
+    pub fn template_url(&self) -> String {
+        format!("{PG}/{}", self.template)
+    }
+
+    pub fn plan(&self, o: PlanOpts) -> PathBuf {
+        let py = python().display().to_string();
+        let template = o
+            .template
+            .map(str::to_string)
+            .unwrap_or_else(|| self.template_url());
+        let server = if o.server {
+            format!(
+                "[server]\ncommand = [\"{py}\", \"{{root}}/server.py\"]\nenv = {{ PORT = \"{{port}}\", TEST_FILE = \"{{file}}\", MARKER = \"{{root}}\", GRANDCHILD = \"{}\" }}\nready = \"http://127.0.0.1:{{port}}/healthz\"\nready_timeout = \"20s\"\nstop_timeout = \"2s\"\n",
+                if o.grandchild { "1" } else { "0" }
+            )
+        } else {
+            String::new()
+        };
+        let text = format!(
+            r#"[tests]
+include = ["{include}"]
+
+[database]
+template = "{template}"
+prepare = [["psql", "{{db_url}}", "-qc", "create table if not exists items (v text)"]]
+keep = "{keep}"
+
+{server}
+[test]
+command = ["{py}", "-m", "pytest", "{{root}}/{{file}}", "-q", "-p", "no:cacheprovider", "--junitxml={{junit}}", "{{args}}"]
+env = {{ DATABASE_URL = "{{db_url}}", BASE_URL = "http://127.0.0.1:{{port}}", HAS_SERVER = "{has_server}" }}
+timeout = "{timeout}"
+
+[run]
+{run}
+
+[report]
+dir = "report"
+"#,
+            include = o.include,
+            keep = o.keep,
+            has_server = if o.server { "1" } else { "0" },
+            timeout = o.test_timeout,
+            run = o.run,
+        );
+        let p = self.root().join("plan.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.current_dir(self.root())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("CI")
+            .env_remove("GITHUB_ACTIONS");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("e2e-plan runs")
+    }
+
+    /// Worker databases of this fixture's template that exist now.
+    pub fn worker_databases(&self) -> Vec<String> {
+        let out = psql(&format!(
+            "select datname from pg_database where datname like '{}\\_%' order by 1",
+            self.template
+        ));
+        out.lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// Live processes whose command line mentions this fixture's folder (its servers, tests and
+    /// their grandchildren all do).
+    pub fn processes(&self) -> Vec<String> {
+        let marker = self.root().display().to_string();
+        let me = std::process::id();
+        let mut found = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+            {
+                continue;
+            }
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(&marker) && !cmd.contains("e2e-plan") {
+                found.push(format!("{pid}: {cmd}"));
+            }
+        }
+        found
+    }
+
+    /// Nothing of ours is left: no worker database, no process.
+    pub fn assert_clean(&self) {
+        assert_eq!(
+            self.worker_databases(),
+            Vec::<String>::new(),
+            "worker databases left behind"
+        );
+        let procs = poll(Duration::from_secs(3), || {
+            let p = self.processes();
+            p.is_empty().then_some(())
+        });
+        assert!(
+            procs.is_some(),
+            "processes left behind: {:#?}",
+            self.processes()
+        );
+    }
+
+    pub fn summary(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.root().join("report/summary.json"))
+            .expect("summary.json written");
+        serde_json::from_str(&text).expect("summary.json is JSON")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // Undo whatever a failed test left (through the product's own journal), then the template.
+        if self.root().join("plan.toml").exists() {
+            let _ = Command::new(bin())
+                .current_dir(self.root())
+                .args(["rollback", "plan.toml"])
+                .output();
+        }
+        for db in self.worker_databases() {
+            let _ = Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-qc",
+                    &format!("drop database if exists \"{db}\" with (force)"),
+                ])
+                .output();
+        }
+        let _ = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-qc",
+                &format!("drop database if exists \"{}\" with (force)", self.template),
+            ])
+            .output();
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
