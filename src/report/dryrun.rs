@@ -11,7 +11,7 @@ use crate::planner::{Action, Dag, Stage, WorkerCommands, WorkerVars};
 use crate::steps::database::redact;
 
 /// Stands in for the run id in dry-run output (same length as a real one).
-pub const RUN_ID: &str = "<run-id>";
+pub const RUN_ID: &str = "xxxxxxxx";
 /// Stands in for a port only known at run time.
 pub const PORT: &str = "<port>";
 

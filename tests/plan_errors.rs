@@ -1,0 +1,137 @@
+//! Every plan mistake exits 2 before any side effect, naming the problem and where it is.
+
+mod common;
+
+use common::*;
+
+const GOOD: &str = r#"[tests]
+include = ["tests/test_*.py"]
+
+[database]
+template = "postgresql://postgres@127.0.0.1:1/never_contacted"
+
+[server]
+command = ["python3", "server.py"]
+env = { PORT = "{port}" }
+ready = "http://127.0.0.1:{port}/healthz"
+
+[test]
+command = ["pytest", "{file}", "--junitxml={junit}", "{args}"]
+timeout = "15m"
+"#;
+
+/// Writes `plan` into a fresh folder with one test file, runs `validate`, and checks the exit
+/// code, message and location, and that nothing was created.
+fn check(name: &str, plan: &str, message: &str, location: &str) {
+    let f = Fixture::new(&format!("err_{name}"));
+    f.write("tests/test_a.py", "def test_a(): pass\n");
+    f.write("plan.toml", plan);
+    for cmd in ["validate", "dry-run", "apply"] {
+        let out = f.run(&[cmd, "plan.toml"]);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "{name}/{cmd}: {err}");
+        assert!(err.contains(message), "{name}/{cmd}: expected {message:?} in:\n{err}");
+        assert!(err.contains(location), "{name}/{cmd}: expected {location:?} in:\n{err}");
+    }
+    assert!(!f.root().join(".e2e-plan").exists(), "{name}: state folder created");
+    assert!(!f.root().join("target").exists(), "{name}: report folder created");
+}
+
+#[test]
+fn broken_toml() {
+    check("toml", &GOOD.replace("timeout = \"15m\"", "timeout = \"15m"), "invalid basic string", "plan.toml:14:15");
+}
+
+#[test]
+fn unknown_key_names_it_and_suggests() {
+    let out = GOOD.replace("timeout = \"15m\"", "timout = \"15m\"");
+    check("key", &out, "unknown field `timout`", "plan.toml:14:1");
+    check("key2", &out, "did you mean `timeout`?", "plan.toml:14:1");
+}
+
+#[test]
+fn wrong_type() {
+    check("type", &GOOD.replace("[test]\n", "[run]\njobs = \"four\"\n\n[test]\n"), "invalid type: string \"four\"", "plan.toml:13:8");
+}
+
+#[test]
+fn bad_duration() {
+    check("duration", &GOOD.replace("\"15m\"", "\"15 minutes\""), "invalid duration", "plan.toml:14:11");
+}
+
+#[test]
+fn bad_glob() {
+    check("glob", &GOOD.replace("tests/test_*.py", "tests/[test_*.py"), "invalid glob", "plan.toml:2:12");
+}
+
+#[test]
+fn glob_matching_nothing() {
+    check("nomatch", &GOOD.replace("tests/test_*.py", "e2e/test_*.py"), "`e2e/test_*.py` matches no file", "plan.toml:2:12");
+}
+
+#[test]
+fn unknown_placeholder() {
+    check("placeholder", &GOOD.replace("{junit}", "{junit_path}"), "unknown placeholder `{junit_path}`", "plan.toml:13:44");
+}
+
+#[test]
+fn unset_environment_variable() {
+    check(
+        "env",
+        &GOOD.replace("postgresql://postgres@127.0.0.1:1/never_contacted", "${E2E_PLAN_SURELY_UNSET_VAR}"),
+        "environment variable `E2E_PLAN_SURELY_UNSET_VAR` is not set",
+        "plan.toml:5:13",
+    );
+}
+
+#[test]
+fn misplaced_args() {
+    check("args", &GOOD.replace("\"{args}\"", "\"--extra={args}\""), "`{args}` must stand alone", "plan.toml:13:");
+    check("args_env", &GOOD.replace("PORT = \"{port}\"", "PORT = \"{args}\""), "`{args}` must stand alone", "plan.toml:9:");
+}
+
+#[test]
+fn bad_keep_value() {
+    check("keep", &GOOD.replace("[server]", "keep = \"sometimes\"\n\n[server]"), "unknown variant `sometimes`", "plan.toml:7:8");
+}
+
+#[test]
+fn several_mistakes_are_all_reported() {
+    let plan = GOOD.replace("{junit}", "{junt}").replace("{port}/healthz", "{prot}/healthz");
+    check("many", &plan, "unknown placeholder `{junt}`", "plan.toml:13:");
+    check("many2", &plan, "unknown placeholder `{prot}`", "plan.toml:10:");
+}
+
+#[test]
+fn missing_plan_file() {
+    let f = Fixture::new("err_missing");
+    let out = f.run(&["apply", "plans/nope.toml"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("cannot read plan file plans/nope.toml"), "{}", stderr(&out));
+    let out = f.run(&["validate"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("plans/default.toml"), "{}", stderr(&out));
+}
+
+#[test]
+fn validate_and_dry_run_make_no_connection() {
+    // The template points at port 1, where nothing listens: both still succeed.
+    let f = Fixture::new("noconn");
+    f.write("tests/test_a.py", "").write("tests/test_b.py", "").write("plan.toml", GOOD);
+    let v = f.run(&["validate", "plan.toml"]);
+    assert_eq!(code(&v), 0, "{}", stderr(&v));
+    assert!(stdout(&v).contains("ok: plan.toml is valid, 2 worker(s)"), "{}", stdout(&v));
+    for format in ["text", "json", "dot"] {
+        let d = f.run(&["dry-run", "plan.toml", "--format", format]);
+        assert_eq!(code(&d), 0, "{}", stderr(&d));
+    }
+    assert!(!f.root().join(".e2e-plan").exists());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let f = Fixture::new("usage");
+    assert_eq!(code(&f.run(&["apply", "--keep", "sometimes"])), 2);
+    assert_eq!(code(&f.run(&["apply", "--shard", "5/4"])), 2);
+    assert_eq!(code(&f.run(&["frobnicate"])), 2);
+}
