@@ -110,6 +110,10 @@ fn text(plan: &Plan, dag: &Dag) -> String {
         plan.path.display(),
         plan.root.display()
     );
+    let _ = writeln!(
+        o,
+        "(run id {RUN_ID} stands for the id each apply draws, {PORT} for each worker's free port)"
+    );
     let _ = writeln!(o, "setup");
     let setup: Vec<_> = dag
         .nodes
