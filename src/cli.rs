@@ -309,8 +309,23 @@ async fn apply(a: ApplyArgs, color: ColorChoice) -> i32 {
         },
     );
     if dag.workers.is_empty() {
-        println!("0 files to run (shard or --last-failed selected none)");
+        // CI merges every shard's junit.xml: an empty shard still writes one.
+        let junit = plan.report_dir.join("junit.xml");
+        let written =
+            crate::report::junit::Merger::new(&junit).and_then(|m| m.finish("e2e-plan (no files)"));
+        if let Err(e) = written {
+            eprintln!("error: cannot write {}: {e}", junit.display());
+            return EXIT_SETUP;
+        }
+        println!(
+            "0 files to run (the shard or --last-failed selected none); wrote an empty {}",
+            junit.display()
+        );
         return EXIT_OK;
+    }
+    // This run's setup and prepare logs start empty.
+    for log in ["setup.log", "prepare.log"] {
+        let _ = std::fs::remove_file(plan.report_dir.join(log));
     }
     warn_leftovers(&plan);
     let journal = match journal::Journal::create(
@@ -339,7 +354,15 @@ async fn apply(a: ApplyArgs, color: ColorChoice) -> i32 {
     let signals = tokio::spawn(forward_signals(Arc::clone(&cx), cancel.clone()));
 
     let nodes = steps::nodes(&cx);
-    engine::run(nodes, opts, cancel, |_| {}).await;
+    let panic_cx = Arc::clone(&cx);
+    engine::run(nodes, opts, cancel, move |ev| {
+        if let engine::EngineEvent::Panicked(_, msg) = ev {
+            panic_cx.set_fatal(&steps::StepError::new(format!(
+                "internal error (please report it): {msg}"
+            )));
+        }
+    })
+    .await;
     signals.abort();
 
     let exit = lock(&cx.summary)
@@ -357,11 +380,22 @@ async fn apply(a: ApplyArgs, color: ColorChoice) -> i32 {
 }
 
 /// Deletes the journal when nothing of the run is left, else marks it ended (kept on purpose).
+/// When more is left than was kept on purpose (a failed drop), the journal stays open, so that the
+/// next `apply` warns and `rollback` retries.
 fn finish_journal(cx: &RunCx) {
     let all: Vec<journal::Recorded<Resource>> = journal::read_all(&cx.plan.state_dir());
     let mine = all.iter().find(|r| r.path == cx.journal.path());
     let pending = mine.map(|r| r.pending.len()).unwrap_or(0);
-    let _ = cx.journal.finish(pending);
+    // A kept cluster is two entries: its folder and its postmaster.
+    let cluster = if cx.cluster_kept.load(Ordering::SeqCst) {
+        2
+    } else {
+        0
+    };
+    let kept = lock(&cx.kept).len() + cluster;
+    if pending <= kept {
+        let _ = cx.journal.finish(pending);
+    }
 }
 
 /// Ctrl-C or SIGTERM: stop every worker gracefully; a second one skips the grace period. Workers

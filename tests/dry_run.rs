@@ -48,7 +48,10 @@ fn fixture() -> Fixture {
 }
 
 fn redact(f: &Fixture, text: &str) -> String {
-    let root = std::fs::canonicalize(f.root()).unwrap().display().to_string();
+    let root = std::fs::canonicalize(f.root())
+        .unwrap()
+        .display()
+        .to_string();
     text.replace(&root, "[ROOT]")
 }
 
@@ -86,16 +89,31 @@ fn shard_shows_only_its_files() {
     let f = fixture();
     let out = dry(&f, &["--shard", "2/2", "--format", "json"]);
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let files: Vec<&str> = doc["workers"].as_array().unwrap().iter().map(|w| w["file"].as_str().unwrap()).collect();
+    let files: Vec<&str> = doc["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["file"].as_str().unwrap())
+        .collect();
     // Round-robin over sorted paths without timings: cart, checkout, login → shard 2 has checkout.
     assert_eq!(files, ["tests/e2e/test_checkout.py"]);
 }
 
 #[test]
 fn schema_file_is_current() {
-    let out = std::process::Command::new(bin()).arg("schema").output().unwrap();
-    let checked_in = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/plan.schema.json")).unwrap();
-    assert_eq!(stdout(&out), checked_in, "schemas/plan.schema.json is stale: run `cargo run -- schema > schemas/plan.schema.json`");
+    let out = std::process::Command::new(bin())
+        .arg("schema")
+        .output()
+        .unwrap();
+    let checked_in = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/plan.schema.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        stdout(&out),
+        checked_in,
+        "schemas/plan.schema.json is stale: run `cargo run -- schema > schemas/plan.schema.json`"
+    );
 }
 
 #[test]
@@ -103,8 +121,17 @@ fn bundled_plans_start_with_a_schema_line_and_validate() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for e in std::fs::read_dir(dir.join("plans")).unwrap().flatten() {
         let text = std::fs::read_to_string(e.path()).unwrap();
-        assert!(text.starts_with("#:schema ../schemas/plan.schema.json"), "{}", e.path().display());
-        let out = std::process::Command::new(bin()).current_dir(dir).arg("validate").arg(e.path()).output().unwrap();
+        assert!(
+            text.starts_with("#:schema ../schemas/plan.schema.json"),
+            "{}",
+            e.path().display()
+        );
+        let out = std::process::Command::new(bin())
+            .current_dir(dir)
+            .arg("validate")
+            .arg(e.path())
+            .output()
+            .unwrap();
         assert_eq!(code(&out), 0, "{}", stderr(&out));
     }
 }

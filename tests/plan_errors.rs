@@ -30,16 +30,33 @@ fn check(name: &str, plan: &str, message: &str, location: &str) {
         let out = f.run(&[cmd, "plan.toml"]);
         let err = stderr(&out);
         assert_eq!(code(&out), 2, "{name}/{cmd}: {err}");
-        assert!(err.contains(message), "{name}/{cmd}: expected {message:?} in:\n{err}");
-        assert!(err.contains(location), "{name}/{cmd}: expected {location:?} in:\n{err}");
+        assert!(
+            err.contains(message),
+            "{name}/{cmd}: expected {message:?} in:\n{err}"
+        );
+        assert!(
+            err.contains(location),
+            "{name}/{cmd}: expected {location:?} in:\n{err}"
+        );
     }
-    assert!(!f.root().join(".e2e-plan").exists(), "{name}: state folder created");
-    assert!(!f.root().join("target").exists(), "{name}: report folder created");
+    assert!(
+        !f.root().join(".e2e-plan").exists(),
+        "{name}: state folder created"
+    );
+    assert!(
+        !f.root().join("target").exists(),
+        "{name}: report folder created"
+    );
 }
 
 #[test]
 fn broken_toml() {
-    check("toml", &GOOD.replace("timeout = \"15m\"", "timeout = \"15m"), "invalid basic string", "plan.toml:14:15");
+    check(
+        "toml",
+        &GOOD.replace("timeout = \"15m\"", "timeout = \"15m"),
+        "invalid basic string",
+        "plan.toml:14:15",
+    );
 }
 
 #[test]
@@ -51,34 +68,62 @@ fn unknown_key_names_it_and_suggests() {
 
 #[test]
 fn wrong_type() {
-    check("type", &GOOD.replace("[test]\n", "[run]\njobs = \"four\"\n\n[test]\n"), "invalid type: string \"four\"", "plan.toml:13:8");
+    check(
+        "type",
+        &GOOD.replace("[test]\n", "[run]\njobs = \"four\"\n\n[test]\n"),
+        "invalid type: string \"four\"",
+        "plan.toml:13:8",
+    );
 }
 
 #[test]
 fn bad_duration() {
-    check("duration", &GOOD.replace("\"15m\"", "\"15 minutes\""), "invalid duration", "plan.toml:14:11");
+    check(
+        "duration",
+        &GOOD.replace("\"15m\"", "\"15 minutes\""),
+        "invalid duration",
+        "plan.toml:14:11",
+    );
 }
 
 #[test]
 fn bad_glob() {
-    check("glob", &GOOD.replace("tests/test_*.py", "tests/[test_*.py"), "invalid glob", "plan.toml:2:12");
+    check(
+        "glob",
+        &GOOD.replace("tests/test_*.py", "tests/[test_*.py"),
+        "invalid glob",
+        "plan.toml:2:12",
+    );
 }
 
 #[test]
 fn glob_matching_nothing() {
-    check("nomatch", &GOOD.replace("tests/test_*.py", "e2e/test_*.py"), "`e2e/test_*.py` matches no file", "plan.toml:2:12");
+    check(
+        "nomatch",
+        &GOOD.replace("tests/test_*.py", "e2e/test_*.py"),
+        "`e2e/test_*.py` matches no file",
+        "plan.toml:2:12",
+    );
 }
 
 #[test]
 fn unknown_placeholder() {
-    check("placeholder", &GOOD.replace("{junit}", "{junit_path}"), "unknown placeholder `{junit_path}`", "plan.toml:13:44");
+    check(
+        "placeholder",
+        &GOOD.replace("{junit}", "{junit_path}"),
+        "unknown placeholder `{junit_path}`",
+        "plan.toml:13:44",
+    );
 }
 
 #[test]
 fn unset_environment_variable() {
     check(
         "env",
-        &GOOD.replace("postgresql://postgres@127.0.0.1:1/never_contacted", "${E2E_PLAN_SURELY_UNSET_VAR}"),
+        &GOOD.replace(
+            "postgresql://postgres@127.0.0.1:1/never_contacted",
+            "${E2E_PLAN_SURELY_UNSET_VAR}",
+        ),
         "environment variable `E2E_PLAN_SURELY_UNSET_VAR` is not set",
         "plan.toml:5:13",
     );
@@ -86,20 +131,47 @@ fn unset_environment_variable() {
 
 #[test]
 fn misplaced_args() {
-    check("args", &GOOD.replace("\"{args}\"", "\"--extra={args}\""), "`{args}` must stand alone", "plan.toml:13:");
-    check("args_env", &GOOD.replace("PORT = \"{port}\"", "PORT = \"{args}\""), "`{args}` must stand alone", "plan.toml:9:");
+    check(
+        "args",
+        &GOOD.replace("\"{args}\"", "\"--extra={args}\""),
+        "`{args}` must stand alone",
+        "plan.toml:13:",
+    );
+    check(
+        "args_env",
+        &GOOD.replace("PORT = \"{port}\"", "PORT = \"{args}\""),
+        "`{args}` must stand alone",
+        "plan.toml:9:",
+    );
 }
 
 #[test]
 fn bad_keep_value() {
-    check("keep", &GOOD.replace("[server]", "keep = \"sometimes\"\n\n[server]"), "unknown variant `sometimes`", "plan.toml:7:8");
+    check(
+        "keep",
+        &GOOD.replace("[server]", "keep = \"sometimes\"\n\n[server]"),
+        "unknown variant `sometimes`",
+        "plan.toml:7:8",
+    );
 }
 
 #[test]
 fn several_mistakes_are_all_reported() {
-    let plan = GOOD.replace("{junit}", "{junt}").replace("{port}/healthz", "{prot}/healthz");
-    check("many", &plan, "unknown placeholder `{junt}`", "plan.toml:13:");
-    check("many2", &plan, "unknown placeholder `{prot}`", "plan.toml:10:");
+    let plan = GOOD
+        .replace("{junit}", "{junt}")
+        .replace("{port}/healthz", "{prot}/healthz");
+    check(
+        "many",
+        &plan,
+        "unknown placeholder `{junt}`",
+        "plan.toml:13:",
+    );
+    check(
+        "many2",
+        &plan,
+        "unknown placeholder `{prot}`",
+        "plan.toml:10:",
+    );
 }
 
 #[test]
@@ -107,20 +179,34 @@ fn missing_plan_file() {
     let f = Fixture::new("err_missing");
     let out = f.run(&["apply", "plans/nope.toml"]);
     assert_eq!(code(&out), 2);
-    assert!(stderr(&out).contains("cannot read plan file plans/nope.toml"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read plan file plans/nope.toml"),
+        "{}",
+        stderr(&out)
+    );
     let out = f.run(&["validate"]);
     assert_eq!(code(&out), 2);
-    assert!(stderr(&out).contains("plans/default.toml"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("plans/default.toml"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn validate_and_dry_run_make_no_connection() {
     // The template points at port 1, where nothing listens: both still succeed.
     let f = Fixture::new("noconn");
-    f.write("tests/test_a.py", "").write("tests/test_b.py", "").write("plan.toml", GOOD);
+    f.write("tests/test_a.py", "")
+        .write("tests/test_b.py", "")
+        .write("plan.toml", GOOD);
     let v = f.run(&["validate", "plan.toml"]);
     assert_eq!(code(&v), 0, "{}", stderr(&v));
-    assert!(stdout(&v).contains("ok: plan.toml is valid, 2 worker(s)"), "{}", stdout(&v));
+    assert!(
+        stdout(&v).contains("ok: plan.toml is valid, 2 worker(s)"),
+        "{}",
+        stdout(&v)
+    );
     for format in ["text", "json", "dot"] {
         let d = f.run(&["dry-run", "plan.toml", "--format", format]);
         assert_eq!(code(&d), 0, "{}", stderr(&d));

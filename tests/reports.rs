@@ -9,17 +9,36 @@ use common::*;
 fn a_crashed_worker_contributes_an_error_and_others_are_kept() {
     let f = Fixture::new("crashjunit");
     f.rows_test("test_ok", 0.0);
-    f.write("tests/test_dies.py", "import os\n\ndef test_dies():\n    print('about to die', flush=True)\n    os._exit(3)\n");
-    f.plan(PlanOpts { server: false, keep: "never", ..Default::default() });
+    f.write(
+        "tests/test_dies.py",
+        "import os\n\ndef test_dies():\n    print('about to die', flush=True)\n    os._exit(3)\n",
+    );
+    f.plan(PlanOpts {
+        server: false,
+        keep: "never",
+        ..Default::default()
+    });
     // `-s`: without capture, what the test printed before dying reaches test.log.
     let out = f.run(&["apply", "plan.toml", "--", "-s"]);
     assert_eq!(code(&out), 1);
     let junit = std::fs::read_to_string(f.root().join("report/junit.xml")).unwrap();
-    assert!(junit.contains("tests/test_dies.py: no usable JUnit report"), "{junit}");
+    assert!(
+        junit.contains("tests/test_dies.py: no usable JUnit report"),
+        "{junit}"
+    );
     assert!(junit.contains("exit code 3"), "{junit}");
-    assert!(junit.contains("about to die"), "the test log's tail is in the error: {junit}");
-    assert!(junit.contains("name=\"test_rows\""), "the passing worker's cases survive: {junit}");
-    assert!(junit.contains("tests=\"2\" failures=\"0\" errors=\"1\""), "totals recomputed: {junit}");
+    assert!(
+        junit.contains("about to die"),
+        "the test log's tail is in the error: {junit}"
+    );
+    assert!(
+        junit.contains("name=\"test_rows\""),
+        "the passing worker's cases survive: {junit}"
+    );
+    assert!(
+        junit.contains("tests=\"2\" failures=\"0\" errors=\"1\""),
+        "totals recomputed: {junit}"
+    );
     f.assert_clean();
 }
 
@@ -27,10 +46,14 @@ fn a_crashed_worker_contributes_an_error_and_others_are_kept() {
 fn summary_json_and_format_json_agree() {
     let f = Fixture::new("sumjson");
     f.rows_test("test_ok", 0.0).failing_test("test_bad");
-    f.plan(PlanOpts { keep: "never", ..Default::default() });
+    f.plan(PlanOpts {
+        keep: "never",
+        ..Default::default()
+    });
     let out = f.run(&["apply", "plan.toml", "--format", "json"]);
     assert_eq!(code(&out), 1);
-    let printed: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("stdout is the JSON document");
+    let printed: serde_json::Value =
+        serde_json::from_str(&stdout(&out)).expect("stdout is the JSON document");
     let s = f.summary();
     assert_eq!(printed, s);
     assert_eq!(s["version"], 1);
@@ -40,7 +63,10 @@ fn summary_json_and_format_json_agree() {
     assert_eq!(bad["verdict"], "FAIL");
     assert_eq!(bad["counts"]["failed"], 1);
     assert!(bad["port"].as_u64().is_some());
-    assert!(bad["test_log"].as_str().unwrap().ends_with("workers/test_bad/test.log"));
+    assert!(bad["test_log"]
+        .as_str()
+        .unwrap()
+        .ends_with("workers/test_bad/test.log"));
     f.assert_clean();
 }
 
@@ -48,11 +74,17 @@ fn summary_json_and_format_json_agree() {
 fn plain_progress_lines_and_no_colour_off_a_terminal() {
     let f = Fixture::new("plain");
     f.rows_test("test_ok", 0.0).failing_test("test_bad");
-    f.plan(PlanOpts { keep: "never", ..Default::default() });
+    f.plan(PlanOpts {
+        keep: "never",
+        ..Default::default()
+    });
     let out = f.run(&["apply", "plan.toml"]);
     let err = stderr(&out);
     for phase in ["cloning", "starting", "testing", "stopping"] {
-        assert!(err.contains(&format!("tests/test_ok.py: {phase}")), "{phase} line missing:\n{err}");
+        assert!(
+            err.contains(&format!("tests/test_ok.py: {phase}")),
+            "{phase} line missing:\n{err}"
+        );
     }
     let all = format!("{}{err}", stdout(&out));
     assert!(!all.contains('\u{1b}'), "no escape codes when piped");
@@ -61,7 +93,11 @@ fn plain_progress_lines_and_no_colour_off_a_terminal() {
     assert!(text.contains("of work, ×"), "{text}");
     // Forced colours colour the table.
     let coloured = f.run(&["--color", "always", "apply", "plan.toml"]);
-    assert!(stdout(&coloured).contains('\u{1b}'), "{}", stdout(&coloured));
+    assert!(
+        stdout(&coloured).contains('\u{1b}'),
+        "{}",
+        stdout(&coloured)
+    );
     f.assert_clean();
 }
 
@@ -69,8 +105,16 @@ fn plain_progress_lines_and_no_colour_off_a_terminal() {
 fn github_actions_annotations() {
     let f = Fixture::new("gha");
     f.rows_test("test_ok", 0.0).failing_test("test_bad");
-    f.plan(PlanOpts { keep: "never", server: false, ..Default::default() });
-    let out = f.cmd(&["apply", "plan.toml"]).env("GITHUB_ACTIONS", "true").output().unwrap();
+    f.plan(PlanOpts {
+        keep: "never",
+        server: false,
+        ..Default::default()
+    });
+    let out = f
+        .cmd(&["apply", "plan.toml"])
+        .env("GITHUB_ACTIONS", "true")
+        .output()
+        .unwrap();
     let text = stdout(&out);
     assert!(text.contains("::error file=tests/test_bad.py::"), "{text}");
     assert!(!text.contains("::error file=tests/test_ok.py"), "{text}");
@@ -81,34 +125,65 @@ fn github_actions_annotations() {
 fn html_report_is_self_contained() {
     let f = Fixture::new("html");
     f.rows_test("test_ok", 0.0).failing_test("test_bad");
-    f.plan(PlanOpts { keep: "never", ..Default::default() });
+    f.plan(PlanOpts {
+        keep: "never",
+        ..Default::default()
+    });
     f.run(&["apply", "plan.toml"]);
     let html = std::fs::read_to_string(f.root().join("report/report.html")).unwrap();
     assert!(html.contains("tests/test_bad.py") && html.contains("tests/test_ok.py"));
-    assert!(html.contains("arithmetic is broken"), "failed log tail included");
-    assert!(!html.contains("http://") && !html.contains("https://"), "no network references");
-    assert!(html.matches("class=\"bar\"").count() >= 6, "phase bars drawn");
+    assert!(
+        html.contains("arithmetic is broken"),
+        "failed log tail included"
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no network references"
+    );
+    assert!(
+        html.matches("class=\"bar\"").count() >= 6,
+        "phase bars drawn"
+    );
     f.assert_clean();
 }
 
 const GOOD_A: &str = r#"<?xml version="1.0"?><testsuites><testsuite name="pytest"><testcase classname="a" name="one" time="0.1"/><testcase classname="a" name="two"><failure message="no">trace</failure></testcase></testsuite></testsuites>"#;
-const GOOD_B: &str = r#"<testsuite name="b"><testcase classname="b" name="three"><skipped/></testcase></testsuite>"#;
+const GOOD_B: &str =
+    r#"<testsuite name="b"><testcase classname="b" name="three"><skipped/></testcase></testsuite>"#;
 
 #[test]
 fn merge_combines_files_and_names_every_bad_input() {
     let f = Fixture::new("merge");
-    f.write("a.xml", GOOD_A).write("b.xml", GOOD_B).write("empty.xml", "").write("trunc.xml", &GOOD_A[..80]);
-    let out = f.run(&["merge", "-o", "out/merged.xml", "a.xml", "empty.xml", "b.xml", "trunc.xml", "missing.xml"]);
+    f.write("a.xml", GOOD_A)
+        .write("b.xml", GOOD_B)
+        .write("empty.xml", "")
+        .write("trunc.xml", &GOOD_A[..80]);
+    let out = f.run(&[
+        "merge",
+        "-o",
+        "out/merged.xml",
+        "a.xml",
+        "empty.xml",
+        "b.xml",
+        "trunc.xml",
+        "missing.xml",
+    ]);
     assert_eq!(code(&out), 2);
     let err = stderr(&out);
     for bad in ["empty.xml", "trunc.xml", "missing.xml"] {
         assert!(err.contains(bad), "{bad} not named: {err}");
     }
     assert!(!err.contains("a.xml:"), "{err}");
-    assert!(!f.root().join("out/merged.xml").exists(), "nothing written on bad input");
+    assert!(
+        !f.root().join("out/merged.xml").exists(),
+        "nothing written on bad input"
+    );
     let out = f.run(&["merge", "-o", "out/merged.xml", "a.xml", "b.xml"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let merged = std::fs::read_to_string(f.root().join("out/merged.xml")).unwrap();
-    assert!(merged.contains("tests=\"3\" failures=\"1\" errors=\"0\""), "{merged}");
+    assert!(
+        merged.contains("tests=\"3\" failures=\"1\" errors=\"0\""),
+        "{merged}"
+    );
     assert!(merged.contains("name=\"three\""));
 }

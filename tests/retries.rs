@@ -19,21 +19,40 @@ def test_flaky(db):
 #[test]
 fn a_file_that_fails_then_passes_is_flaky_and_passes_locally() {
     let f = Fixture::new("flaky_local");
-    f.write("tests/test_flaky.py", FLAKY).rows_test("test_ok", 0.0);
-    f.plan(PlanOpts { run: "retries = 2", ..Default::default() });
+    f.write("tests/test_flaky.py", FLAKY)
+        .rows_test("test_ok", 0.0);
+    f.plan(PlanOpts {
+        run: "retries = 2",
+        ..Default::default()
+    });
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let s = f.summary();
-    let w = s["workers"].as_array().unwrap().iter().find(|w| w["file"] == "tests/test_flaky.py").unwrap().clone();
+    let w = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["file"] == "tests/test_flaky.py")
+        .unwrap()
+        .clone();
     assert_eq!(w["verdict"], "FLAKY");
     let attempts = w["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2);
-    assert_ne!(attempts[0]["db_name"], attempts[1]["db_name"], "each attempt in its own database");
-    assert_ne!(attempts[0]["port"], attempts[1]["port"], "each attempt on its own port");
+    assert_ne!(
+        attempts[0]["db_name"], attempts[1]["db_name"],
+        "each attempt in its own database"
+    );
+    assert_ne!(
+        attempts[0]["port"], attempts[1]["port"],
+        "each attempt on its own port"
+    );
     assert!(stdout(&out).contains("FLAKY"), "{}", stdout(&out));
     assert!(stdout(&out).contains("1 flaky"), "{}", stdout(&out));
     // The failed attempt's logs are kept apart; the merged JUnit records the flaky failure.
-    assert!(f.root().join("report/workers/test_flaky/attempt-1/test.log").exists());
+    assert!(f
+        .root()
+        .join("report/workers/test_flaky/attempt-1/test.log")
+        .exists());
     let junit = std::fs::read_to_string(f.root().join("report/junit.xml")).unwrap();
     assert!(junit.contains("<flakyFailure"), "{junit}");
     f.assert_clean();
@@ -43,8 +62,16 @@ fn a_file_that_fails_then_passes_is_flaky_and_passes_locally() {
 fn flaky_fails_the_run_on_ci() {
     let f = Fixture::new("flaky_ci");
     f.write("tests/test_flaky.py", FLAKY);
-    f.plan(PlanOpts { run: "retries = 1", server: false, ..Default::default() });
-    let out = f.cmd(&["apply", "plan.toml"]).env("CI", "true").output().unwrap();
+    f.plan(PlanOpts {
+        run: "retries = 1",
+        server: false,
+        ..Default::default()
+    });
+    let out = f
+        .cmd(&["apply", "plan.toml"])
+        .env("CI", "true")
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     assert_eq!(f.summary()["workers"][0]["verdict"], "FLAKY");
     // A flaky file's databases are all dropped: it passed in the end.
@@ -55,7 +82,11 @@ fn flaky_fails_the_run_on_ci() {
 fn a_file_that_keeps_failing_records_reruns_and_keeps_only_its_first_database() {
     let f = Fixture::new("rerun");
     f.failing_test("test_bad");
-    f.plan(PlanOpts { run: "retries = 2", server: false, ..Default::default() });
+    f.plan(PlanOpts {
+        run: "retries = 2",
+        server: false,
+        ..Default::default()
+    });
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 1);
     let s = f.summary();
@@ -63,7 +94,10 @@ fn a_file_that_keeps_failing_records_reruns_and_keeps_only_its_first_database() 
     assert_eq!(w["verdict"], "FAIL");
     assert_eq!(w["attempts"].as_array().unwrap().len(), 3);
     // Retry databases are always dropped; the first attempt's is kept by the policy.
-    assert_eq!(f.worker_databases(), vec![w["db_name"].as_str().unwrap().to_string()]);
+    assert_eq!(
+        f.worker_databases(),
+        vec![w["db_name"].as_str().unwrap().to_string()]
+    );
     let junit = std::fs::read_to_string(f.root().join("report/junit.xml")).unwrap();
     assert_eq!(junit.matches("<rerunFailure").count(), 2, "{junit}");
     f.run(&["rollback", "plan.toml"]);
@@ -73,30 +107,56 @@ fn a_file_that_keeps_failing_records_reruns_and_keeps_only_its_first_database() 
 #[test]
 fn too_many_failures_are_not_retried() {
     let f = Fixture::new("maxretry");
-    f.failing_test("test_a").failing_test("test_b").failing_test("test_c");
-    f.plan(PlanOpts { run: "retries = 3\nmax_retry_files = 2", server: false, keep: "never", ..Default::default() });
+    f.failing_test("test_a")
+        .failing_test("test_b")
+        .failing_test("test_c");
+    f.plan(PlanOpts {
+        run: "retries = 3\nmax_retry_files = 2",
+        server: false,
+        keep: "never",
+        ..Default::default()
+    });
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("not retrying"), "{}", stderr(&out));
     let s = f.summary();
-    assert!(s["workers"].as_array().unwrap().iter().all(|w| w["attempts"].as_array().unwrap().len() == 1));
+    assert!(s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|w| w["attempts"].as_array().unwrap().len() == 1));
     f.assert_clean();
 }
 
 #[test]
 fn last_failed_runs_exactly_the_failed_files() {
     let f = Fixture::new("lastfailed");
-    f.failing_test("test_bad").rows_test("test_ok1", 0.0).rows_test("test_ok2", 0.0);
-    f.plan(PlanOpts { server: false, keep: "never", ..Default::default() });
+    f.failing_test("test_bad")
+        .rows_test("test_ok1", 0.0)
+        .rows_test("test_ok2", 0.0);
+    f.plan(PlanOpts {
+        server: false,
+        keep: "never",
+        ..Default::default()
+    });
     // No previous run: every file.
     let first = f.run(&["apply", "plan.toml", "--last-failed"]);
     assert_eq!(code(&first), 1);
     assert_eq!(f.summary()["workers"].as_array().unwrap().len(), 3);
-    assert!(stderr(&first).contains("no previous run"), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("no previous run"),
+        "{}",
+        stderr(&first)
+    );
     let second = f.run(&["apply", "plan.toml", "--last-failed"]);
     assert_eq!(code(&second), 1);
     let s = f.summary();
-    let files: Vec<&str> = s["workers"].as_array().unwrap().iter().map(|w| w["file"].as_str().unwrap()).collect();
+    let files: Vec<&str> = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["file"].as_str().unwrap())
+        .collect();
     assert_eq!(files, ["tests/test_bad.py"]);
     f.assert_clean();
 }

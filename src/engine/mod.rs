@@ -35,6 +35,8 @@ pub enum NodeStatus<E> {
     Error(E),
     /// Never started: a dependency errored or the run was cancelled first.
     NotRun,
+    /// The step panicked (a bug); the run was cancelled so that teardown still ran.
+    Panicked(String),
 }
 
 /// Cancellation as the steps see it: `stop` asks for a graceful stop, `kill` skips the grace period.
@@ -66,10 +68,12 @@ pub struct Node<S> {
 }
 
 /// What the engine tells its observer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum EngineEvent {
     Started(usize),
     Finished(usize),
+    /// A step panicked; told before any dependent (teardown) starts.
+    Panicked(usize, String),
 }
 
 pub struct Options {
@@ -98,6 +102,7 @@ pub async fn run<S: Step>(
     let mut status: Vec<Option<NodeStatus<S::Error>>> = (0..n).map(|_| None).collect();
     let mut running_limited = 0usize;
     let mut set: JoinSet<(usize, Result<Outcome, S::Error>)> = JoinSet::new();
+    let mut task_ids: Vec<Option<tokio::task::Id>> = vec![None; n];
 
     loop {
         // Start (or rule out) every node whose dependencies are finished, in list order.
@@ -134,7 +139,8 @@ pub async fn run<S: Step>(
                 observe(EngineEvent::Started(i));
                 let step = Arc::clone(&node.step);
                 let c = cancel.clone();
-                set.spawn(async move { (i, step.apply(c).await) });
+                let handle = set.spawn(async move { (i, step.apply(c).await) });
+                task_ids[i] = Some(handle.id());
                 progressed = true;
             }
         }
@@ -142,11 +148,30 @@ pub async fn run<S: Step>(
             break;
         };
         let (i, result) = match joined {
-            Ok(r) => r,
-            // A panicking step is a bug; the runner still has to clean up, so cancel and go on.
+            Ok((i, r)) => (i, Ok(r)),
+            // A panicking step is a bug, but the runner still has to clean up: cancel, record it,
+            // and go on so that teardown runs.
             Err(e) => {
                 cancel.stop.cancel();
-                std::panic::resume_unwind(e.into_panic());
+                let id = e.id();
+                let i = task_ids
+                    .iter()
+                    .position(|t| *t == Some(id))
+                    .unwrap_or(usize::MAX);
+                let msg = e
+                    .try_into_panic()
+                    .ok()
+                    .and_then(|p| {
+                        p.downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                    })
+                    .unwrap_or_else(|| "a step panicked".into());
+                if i == usize::MAX {
+                    continue;
+                }
+                observe(EngineEvent::Panicked(i, msg.clone()));
+                (i, Err(msg))
             }
         };
         if nodes[i].limited {
@@ -154,13 +179,14 @@ pub async fn run<S: Step>(
         }
         state[i] = State::Finished;
         match &result {
-            Err(_) => cancel.stop.cancel(),
-            Ok(Outcome::Failed) if opts.fail_fast && nodes[i].limited => cancel.stop.cancel(),
+            Ok(Err(_)) | Err(_) => cancel.stop.cancel(),
+            Ok(Ok(Outcome::Failed)) if opts.fail_fast && nodes[i].limited => cancel.stop.cancel(),
             _ => {}
         }
         status[i] = Some(match result {
-            Ok(o) => NodeStatus::Done(o),
-            Err(e) => NodeStatus::Error(e),
+            Ok(Ok(o)) => NodeStatus::Done(o),
+            Ok(Err(e)) => NodeStatus::Error(e),
+            Err(panic) => NodeStatus::Panicked(panic),
         });
         observe(EngineEvent::Finished(i));
     }

@@ -114,7 +114,16 @@ impl Cx<'_> {
 
     /// `${VAR}` interpolation of one string value.
     fn env_str(&mut self, value: &Spanned<String>) -> Option<String> {
-        match interpolate_env(value.get_ref(), self.env) {
+        self.interpolate(value, false)
+    }
+
+    /// For fields that are parsed as templates afterwards: braces from the environment stay literal.
+    fn env_template(&mut self, value: &Spanned<String>) -> Option<String> {
+        self.interpolate(value, true)
+    }
+
+    fn interpolate(&mut self, value: &Spanned<String>, escape: bool) -> Option<String> {
+        match interpolate_env(value.get_ref(), self.env, escape) {
             Ok(s) => Some(s),
             Err(e) => {
                 let span = self.inner_span(&value.span(), value.get_ref(), e.offset, e.len);
@@ -143,7 +152,7 @@ impl Cx<'_> {
     }
 
     fn template(&mut self, value: &Spanned<String>, allowed: &[&str]) -> Option<Template> {
-        let expanded = self.env_str(value)?;
+        let expanded = self.env_template(value)?;
         match Template::parse(&expanded, allowed) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -164,7 +173,7 @@ impl Cx<'_> {
         match spec.get_ref() {
             CommandSpec::Argv(items) => {
                 for item in items {
-                    let Some(expanded) = self.env_str(item) else {
+                    let Some(expanded) = self.env_template(item) else {
                         ok = false;
                         continue;
                     };
@@ -179,7 +188,7 @@ impl Cx<'_> {
             }
             CommandSpec::Line(line) => {
                 let whole = Spanned::new(spec.span(), line.get_ref().clone());
-                let expanded = self.env_str(&whole)?;
+                let expanded = self.env_template(&whole)?;
                 let split = match shell_words::split(&expanded) {
                     Ok(s) => s,
                     Err(e) => {
@@ -366,7 +375,7 @@ impl Cx<'_> {
             None => "target/e2e".into(),
         };
 
-        let ci = (self.env)("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+        let ci = super::is_ci(self.env);
         let run = RunSpec {
             jobs: raw.run.jobs.unwrap_or(0),
             fail_fast: raw.run.fail_fast.unwrap_or(false),
@@ -648,8 +657,8 @@ pub fn state_dir_of(path: &Path) -> Result<PathBuf, Box<PlanError>> {
         )))
     })?;
     let root = value.get("root").and_then(|r| r.as_str()).unwrap_or(".");
-    let root =
-        interpolate_env(root, &|n| std::env::var(n).ok()).unwrap_or_else(|_| root.to_string());
+    let root = interpolate_env(root, &|n| std::env::var(n).ok(), false)
+        .unwrap_or_else(|_| root.to_string());
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -135,6 +135,11 @@ impl PlanError {
     }
 }
 
+/// CI is set to something other than empty, `false` or `0`.
+pub fn is_ci(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    env("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
 /// The closest candidate to `word`, if any is close enough to be a likely typo.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates

@@ -195,11 +195,21 @@ pub struct EnvError {
     pub message: String,
 }
 
-/// Replaces `${VAR}` and `${VAR:-default}` using `lookup`; `$$` is a literal `$`.
+/// Replaces `${VAR}` and `${VAR:-default}` using `lookup`; `$$` is a literal `$`. With
+/// `escape_braces`, braces in the values are doubled so that a later placeholder parse keeps them
+/// literal (a JSON value in an environment variable is not a placeholder).
 pub fn interpolate_env(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
+    escape_braces: bool,
 ) -> Result<String, EnvError> {
+    let esc = |v: &str| {
+        if escape_braces {
+            v.replace('{', "{{").replace('}', "}}")
+        } else {
+            v.to_string()
+        }
+    };
     if !text.contains('$') {
         return Ok(text.to_string());
     }
@@ -234,8 +244,8 @@ pub fn interpolate_env(
                 });
             }
             match (lookup(name), default) {
-                (Some(v), _) => out.push_str(&v),
-                (None, Some(d)) => out.push_str(d),
+                (Some(v), _) => out.push_str(&esc(&v)),
+                (None, Some(d)) => out.push_str(&esc(d)),
                 (None, None) => {
                     return Err(EnvError {
                         var: name.into(),
@@ -313,11 +323,19 @@ mod tests {
     #[test]
     fn env_interpolation() {
         let lookup = |n: &str| (n == "HOME_X").then(|| "/h".to_string());
-        assert_eq!(interpolate_env("a${HOME_X}b", &lookup).unwrap(), "a/hb");
-        assert_eq!(interpolate_env("${NOPE:-d}", &lookup).unwrap(), "d");
-        assert_eq!(interpolate_env("${NOPE:-}", &lookup).unwrap(), "");
-        assert_eq!(interpolate_env("$$5 $x", &lookup).unwrap(), "$5 $x");
-        let e = interpolate_env("x ${NOPE}", &lookup).unwrap_err();
+        assert_eq!(
+            interpolate_env("a${HOME_X}b", &lookup, false).unwrap(),
+            "a/hb"
+        );
+        assert_eq!(interpolate_env("${NOPE:-d}", &lookup, false).unwrap(), "d");
+        assert_eq!(interpolate_env("${NOPE:-}", &lookup, false).unwrap(), "");
+        assert_eq!(interpolate_env("$$5 $x", &lookup, false).unwrap(), "$5 $x");
+        let e = interpolate_env("x ${NOPE}", &lookup, false).unwrap_err();
+        let json = |_: &str| Some("{\"a\": 1}".to_string());
+        assert_eq!(
+            interpolate_env("${J}", &json, true).unwrap(),
+            "{{\"a\": 1}}"
+        );
         assert_eq!((e.offset, e.len, e.var.as_str()), (2, 7, "NOPE"));
     }
 }

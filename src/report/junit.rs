@@ -164,7 +164,8 @@ pub fn worker_suites(w: &WorkerResult) -> Vec<TestSuite> {
         s.add_property(Property::new("file", w.file.as_str()));
         s.add_property(Property::new("result", w.verdict.label()));
     };
-    if w.verdict == Verdict::Cancelled && !w.junit.exists() {
+    // A worker that never started must not pick up a JUnit file an earlier run left there.
+    if w.attempts.is_empty() || (w.verdict == Verdict::Cancelled && !w.junit.exists()) {
         let mut suite = TestSuite::new(w.file.as_str());
         tag(&mut suite);
         let mut status = TestCaseStatus::skipped();

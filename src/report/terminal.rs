@@ -57,7 +57,8 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(color: ColorChoice, format: SummaryFormat, total: usize) -> Self {
-        let tty = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+        let tty =
+            std::io::stderr().is_terminal() && !crate::plan::is_ci(&|n| std::env::var(n).ok());
         let bar = tty.then(|| {
             let bar =
                 ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
@@ -238,15 +239,23 @@ impl Reporter {
             }
         }
         if self.github {
+            // Workflow commands are read from both streams; keep stdout pure JSON under --format json.
+            let cwd = std::env::current_dir().unwrap_or_default();
             for w in s.workers.iter().filter(|w| w.verdict.fails(s.flaky_policy)) {
-                let _ = writeln!(
-                    std::io::stdout(),
+                let path = s.root.join(&w.file);
+                let path = path.strip_prefix(&cwd).unwrap_or(&path);
+                let line = format!(
                     "::error file={}::{} {} (logs: {})",
-                    w.file,
-                    w.file,
+                    gha_escape(&path.display().to_string()),
+                    gha_escape(&w.file),
                     w.verdict.label(),
-                    w.log_dir.display()
+                    gha_escape(&w.log_dir.display().to_string())
                 );
+                if self.format == SummaryFormat::Json {
+                    let _ = writeln!(err, "{line}");
+                } else {
+                    let _ = writeln!(std::io::stdout(), "{line}");
+                }
             }
         }
         if self.format == SummaryFormat::Json {
@@ -278,6 +287,15 @@ impl Reporter {
             let _ = writeln!(out, "report: {}", p.display());
         }
     }
+}
+
+/// Escapes a value for a GitHub workflow command.
+fn gha_escape(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+        .replace(':', "%3A")
+        .replace(',', "%2C")
 }
 
 /// junit.xml, summary.json and report.html; written on every ending, never deleted by cleanup.

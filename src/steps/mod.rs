@@ -504,6 +504,13 @@ async fn cleanup(cx: &RunCx) -> Result<String, StepError> {
         }
     }
     if !errors.is_empty() {
+        // The summary is already out: say it here, and leave the journal for `rollback`.
+        cx.emit(Event::Warning(format!(
+            "could not drop {} database(s); `e2e-plan rollback {}` will try again:\n  {}",
+            errors.len(),
+            cx.plan.path.display(),
+            errors.join("\n  ")
+        )));
         return Err(
             StepError::new(format!("could not drop {} database(s)", errors.len()))
                 .with_detail(errors.join("\n")),

@@ -139,7 +139,10 @@ impl Group {
 
     /// After the leader exited: kill what is left of the group and reap.
     pub async fn finish(mut self, journal: &Journal) {
-        sys::signal_group(self.pgid, Signal::KILL);
+        // Only while members of ours remain: an empty group's id could be someone else's now.
+        if sys::group_alive(self.pgid, self.started) {
+            sys::signal_group(self.pgid, Signal::KILL);
+        }
         let _ = self.child.wait().await;
         let (pgid, started) = (self.pgid, self.started);
         wait_gone(|| sys::group_alive(pgid, started), Duration::from_secs(5)).await;

@@ -14,7 +14,13 @@ use crate::sys;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Resource {
     /// A worker database on the server reached through `admin_url` (the maintenance database).
-    Database { admin_url: String, name: String },
+    Database {
+        admin_url: String,
+        name: String,
+        /// On an ephemeral cluster: when the cluster is gone, so is the database.
+        #[serde(default)]
+        ephemeral: bool,
+    },
     /// A process group we started; `pgid` 0 until spawned.
     ProcessGroup {
         what: String,
@@ -36,11 +42,15 @@ impl journal::Resource for Resource {
         let this = self.clone();
         Box::pin(async move {
             match this {
-                Resource::Database { admin_url, name } => {
-                    crate::steps::database::drop_database(&admin_url, &name)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
+                Resource::Database {
+                    admin_url,
+                    name,
+                    ephemeral,
+                } => match crate::steps::database::drop_database(&admin_url, &name).await {
+                    Ok(()) => Ok(()),
+                    Err(crate::steps::database::DbError::Connect { .. }) if ephemeral => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                },
                 Resource::ProcessGroup { pgid, started, .. } => {
                     if pgid != 0 {
                         kill_group_verified(pgid, started, Duration::from_secs(2)).await;

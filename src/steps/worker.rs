@@ -235,6 +235,7 @@ pub async fn run_attempt(
         let entry = match cx.journal.intent(&Resource::Database {
             admin_url: admin.clone(),
             name: db_name.clone(),
+            ephemeral: cx.plan.database.template.is_none(),
         }) {
             Ok(e) => e,
             Err(e) => {
