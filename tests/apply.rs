@@ -512,3 +512,98 @@ fn a_password_never_reaches_the_output() {
     drop(f);
     psql(&format!("drop role if exists {role}"));
 }
+
+#[test]
+fn a_parent_pytests_environment_does_not_leak_into_workers() {
+    let f = Fixture::new("pytestenv");
+    f.rows_test("test_a", 0.0);
+    f.plan(PlanOpts {
+        server: false,
+        ..Default::default()
+    });
+    // Were it passed on, pytest would stop with a usage error (exit 4).
+    let out = f
+        .cmd(&["apply", "plan.toml"])
+        .env("PYTEST_ADDOPTS", "--no-such-pytest-flag")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    f.assert_clean();
+}
+
+/// The folder the journal of this fixture's (only) run recorded for its ephemeral cluster.
+fn cluster_dir(f: &Fixture) -> std::path::PathBuf {
+    let runs = f.root().join(".e2e-plan/runs");
+    for e in std::fs::read_dir(runs).unwrap().flatten() {
+        for line in std::fs::read_to_string(e.path()).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["resource"]["kind"] == "folder" {
+                return v["resource"]["path"].as_str().unwrap().into();
+            }
+        }
+    }
+    panic!("no cluster folder in the journal");
+}
+
+#[test]
+fn an_ephemeral_cluster_of_a_killed_runner_is_stopped_by_rollback() {
+    let f = Fixture::new("ephemeral");
+    f.hanging_test("test_h1");
+    f.plan(PlanOpts {
+        server: false,
+        template: Some(""),
+        ..Default::default()
+    });
+    let mut child = start_and_wait(&f, &["test_h1"]);
+    kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::KILL).unwrap();
+    let _ = child.wait();
+    let dir = cluster_dir(&f);
+    assert!(
+        dir.join("data/postmaster.pid").exists(),
+        "the cluster outlived its runner"
+    );
+    let pid: u32 = std::fs::read_to_string(dir.join("data/postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rb = f.run(&["rollback", "plan.toml"]);
+    assert_eq!(code(&rb), 0, "{}{}", stdout(&rb), stderr(&rb));
+    assert!(
+        stdout(&rb).contains("ephemeral PostgreSQL"),
+        "{}",
+        stdout(&rb)
+    );
+    assert!(!dir.exists(), "cluster folder removed");
+    let gone = poll(Duration::from_secs(10), || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+    assert!(gone.is_some(), "postmaster {pid} still running");
+    f.assert_clean();
+}
+
+#[test]
+fn an_ephemeral_run_passes_and_removes_its_cluster() {
+    let f = Fixture::new("ephemeral_ok");
+    f.rows_test("test_a", 0.0).rows_test("test_b", 0.0);
+    f.plan(PlanOpts {
+        template: Some(""),
+        ..Default::default()
+    });
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains("start ephemeral PostgreSQL: done"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!f
+        .root()
+        .join(".e2e-plan/clusters")
+        .read_dir()
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false));
+    f.assert_clean();
+}

@@ -243,7 +243,7 @@ dir = "report"
             }
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(&marker) && !cmd.contains("e2e-plan") {
+            if cmd.contains(&marker) {
                 found.push(format!("{pid}: {cmd}"));
             }
         }
