@@ -192,7 +192,10 @@ fn merge_combines_files_and_names_every_bad_input() {
 fn apply_on_a_terminal(f: &Fixture, ci: bool) -> String {
     let cmd = format!("{} apply plan.toml", bin().display());
     let mut c = std::process::Command::new("script");
-    c.current_dir(f.root()).args(["-qec", &cmd, "/dev/null"]).env_remove("NO_COLOR").env_remove("GITHUB_ACTIONS");
+    c.current_dir(f.root())
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .env_remove("GITHUB_ACTIONS");
     if ci {
         c.env("CI", "true");
     } else {
@@ -207,10 +210,19 @@ fn apply_on_a_terminal(f: &Fixture, ci: bool) -> String {
 fn a_terminal_gets_a_progress_bar_and_a_ci_log_plain_lines_never_both() {
     let f = Fixture::new("tty");
     f.rows_test("test_a", 1.0);
-    f.plan(PlanOpts { server: false, ..Default::default() });
+    f.plan(PlanOpts {
+        server: false,
+        ..Default::default()
+    });
     let tty = apply_on_a_terminal(&f, false);
-    assert!(tty.contains("files") && tty.contains('░'), "a bar was drawn:\n{tty}");
-    assert!(!tty.contains("tests/test_a.py: cloning"), "no plain phase lines under a bar:\n{tty}");
+    assert!(
+        tty.contains("files") && tty.contains('░'),
+        "a bar was drawn:\n{tty}"
+    );
+    assert!(
+        !tty.contains("tests/test_a.py: cloning"),
+        "no plain phase lines under a bar:\n{tty}"
+    );
     assert!(tty.contains('\u{1b}'), "colours on a terminal");
     let ci = apply_on_a_terminal(&f, true);
     assert!(ci.contains("tests/test_a.py: cloning"), "{ci}");

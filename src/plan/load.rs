@@ -11,7 +11,9 @@ use miette::NamedSource;
 use toml::Spanned;
 
 use super::format::{CommandSpec, FlakyPolicy, Keep, RawPlan};
-use super::template::{interpolate_env, Template, TemplateError, Word, PLACEHOLDERS};
+use super::template::{
+    interpolate_env, Template, TemplateError, Word, PLACEHOLDERS, WORKER_PLACEHOLDERS,
+};
 use super::{
     suggest, DatabaseSpec, Plan, PlanError, RunSpec, ServerSpec, SetupCommand, TestFile, TestSpec,
 };
@@ -29,18 +31,7 @@ impl Default for LoadOptions<'_> {
     }
 }
 
-const WORKER_VARS: &[&str] = &[
-    "root",
-    "run",
-    "worker",
-    "file",
-    "file_stem",
-    "port",
-    "db_name",
-    "db_url",
-    "junit",
-    "log_dir",
-];
+const WORKER_VARS: &[&str] = WORKER_PLACEHOLDERS;
 const PREPARE_VARS: &[&str] = &["root", "run", "db_name", "db_url"];
 const SETUP_VARS: &[&str] = &["root", "run"];
 

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-/// Every placeholder a plan may use.
+/// Every placeholder a plan may use (`args` last: see [`WORKER_PLACEHOLDERS`]).
 pub const PLACEHOLDERS: &[&str] = &[
     "root",
     "run",
@@ -16,6 +16,9 @@ pub const PLACEHOLDERS: &[&str] = &[
     "log_dir",
     "args",
 ];
+
+/// What a worker's fields may use: every placeholder; `{args}` only as a whole command word.
+pub const WORKER_PLACEHOLDERS: &[&str] = PLACEHOLDERS.split_at(PLACEHOLDERS.len() - 1).0;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -269,18 +272,7 @@ pub fn interpolate_env(
 mod tests {
     use super::*;
 
-    const ALL: &[&str] = &[
-        "root",
-        "run",
-        "worker",
-        "file",
-        "file_stem",
-        "port",
-        "db_name",
-        "db_url",
-        "junit",
-        "log_dir",
-    ];
+    const ALL: &[&str] = WORKER_PLACEHOLDERS;
 
     #[test]
     fn fills_placeholders_and_escapes() {

@@ -109,6 +109,24 @@ pub fn render(s: &RunSummary) -> String {
             d = w.duration,
         );
     }
+    // Setup (setup commands, cluster, template) is everything before the first worker started.
+    let first = s
+        .workers
+        .iter()
+        .filter_map(|w| {
+            w.attempts
+                .first()
+                .and_then(|a| a.phases.first())
+                .map(|p| p.start)
+        })
+        .fold(f64::MAX, f64::min);
+    if first < f64::MAX && first > 0.0 {
+        let setup = format!(
+            r#"<details class="row"><summary><span class="name">setup</span><span class="res"></span><span class="track"><span class="bar" style="left:0%;width:{:.3}%;background:#5b7fbf" title="setup steps and template: {first:.2}s"></span></span><span class="dur">{first:.1}s</span></summary><div class="more">setup commands, cluster start and template preparation, before the first worker started</div></details>"#,
+            first / wall * 100.0
+        );
+        rows.insert_str(0, &setup);
+    }
     let mut ticks = String::new();
     for i in 0..=4 {
         let _ = write!(
@@ -136,7 +154,7 @@ pub fn render(s: &RunSummary) -> String {
 body{{font:14px system-ui,sans-serif;margin:24px;color:#222}}
 h1{{font-size:18px}} .meta{{color:#555;margin-bottom:12px}}
 .row summary{{display:flex;align-items:center;gap:8px;cursor:pointer;list-style:none;padding:2px 0}}
-.name{{width:260px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;font-family:monospace}}
+.name{{width:260px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;font-family:monospace;line-height:1.4}}
 .res{{width:84px;font-weight:600}} .dur{{width:60px;text-align:right;color:#555}}
 .track{{position:relative;flex:1;height:16px;background:#f1f1f1;border-radius:3px}}
 .bar{{position:absolute;top:0;bottom:0;border-radius:2px}}

@@ -285,32 +285,27 @@ impl Drop for Fixture {
                 .output();
         }
         for db in self.worker_databases() {
-            let _ = Command::new("psql")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                    "-qc",
-                    &format!("drop database if exists \"{db}\" with (force)"),
-                ])
-                .output();
+            drop_database(&db);
         }
-        let _ = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-qc",
-                &format!("drop database if exists \"{}\" with (force)", self.template),
-            ])
-            .output();
+        drop_database(&self.template);
     }
+}
+
+/// Best-effort cleanup of a test database.
+pub fn drop_database(name: &str) {
+    let sql = format!("drop database if exists \"{name}\" with (force)");
+    let _ = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-qc",
+            &sql,
+        ])
+        .output();
 }
 
 pub fn stdout(o: &Output) -> String {
