@@ -229,3 +229,46 @@ fn a_terminal_gets_a_progress_bar_and_a_ci_log_plain_lines_never_both() {
     assert!(!ci.contains('░'), "no bar in a CI log:\n{ci}");
     f.assert_clean();
 }
+
+#[test]
+fn the_merged_junit_validates_against_the_jenkins_schema() {
+    let xsd = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/junit/jenkins-junit.xsd");
+    let f = Fixture::new("xsd");
+    // Every kind of case: passed, failed with reruns, flaky, crashed (no report), skipped.
+    f.rows_test("test_ok", 0.0).failing_test("test_bad");
+    f.write("tests/test_flaky.py", "import pathlib\n\ndef test_f():\n    p = pathlib.Path(__file__).parent / '.ran'\n    if not p.exists():\n        p.write_text('1')\n        assert False\n");
+    f.write(
+        "tests/test_dies.py",
+        "import os\n\ndef test_dies():\n    os._exit(3)\n",
+    );
+    f.write(
+        "tests/test_skips.py",
+        "import pytest\n\n@pytest.mark.skip(reason='not today')\ndef test_s():\n    pass\n",
+    );
+    f.plan(PlanOpts {
+        server: false,
+        keep: "never",
+        run: "retries = 1",
+        ..Default::default()
+    });
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let junit = f.root().join("report/junit.xml");
+    let text = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        text.contains("<flakyFailure")
+            && text.contains("<rerunFailure")
+            && text.contains("<skipped"),
+        "{text}"
+    );
+    let lint = std::process::Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(&xsd)
+        .arg(&junit)
+        .output()
+        .expect("xmllint is installed (.ci/run installs libxml2-utils)");
+    assert!(lint.status.success(), "{}\n{text}", stderr(&lint));
+    f.assert_clean();
+}

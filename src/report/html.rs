@@ -87,10 +87,17 @@ pub fn render(s: &RunSummary) -> String {
         if !matches!(w.verdict, Verdict::Pass | Verdict::Cancelled) {
             let _ = write!(
                 details,
-                "<div>logs: {}</div><pre>{}</pre>",
-                esc(&w.log_dir.display().to_string()),
-                esc(&tail(&w.test_log, 40))
+                "<div>logs: {}</div>",
+                esc(&w.log_dir.display().to_string())
             );
+            let test = tail(&w.test_log, 40);
+            if !test.is_empty() {
+                let _ = write!(
+                    details,
+                    "<div>test log (tail)</div><pre>{}</pre>",
+                    esc(&test)
+                );
+            }
             let server = tail(&w.server_log, 20);
             if !server.is_empty() {
                 let _ = write!(
@@ -102,8 +109,14 @@ pub fn render(s: &RunSummary) -> String {
         }
         let _ = write!(
             rows,
-            r#"<details class="row"><summary><span class="name" title="{f}">{f}</span><span class="res" style="color:{c}">{v}</span><span class="track">{bars}</span><span class="dur">{d:.1}s</span></summary><div class="more">{details}</div></details>"#,
+            r#"<details class="row"{open}><summary><span class="name" title="{f}">{f}</span><span class="res" style="color:{c}">{v}</span><span class="track">{bars}</span><span class="dur">{d:.1}s</span></summary><div class="more">{details}</div></details>"#,
             f = esc(&w.file),
+            // Failures open by default: their log tails are what the reader came for.
+            open = if matches!(w.verdict, Verdict::Pass | Verdict::Cancelled) {
+                ""
+            } else {
+                " open"
+            },
             c = colour(w.verdict),
             v = w.verdict.label(),
             d = w.duration,
@@ -156,16 +169,18 @@ h1{{font-size:18px}} .meta{{color:#555;margin-bottom:12px}}
 .row summary{{display:flex;align-items:center;gap:8px;cursor:pointer;list-style:none;padding:2px 0}}
 .name{{width:260px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;font-family:monospace;line-height:1.4}}
 .res{{width:84px;font-weight:600}} .dur{{width:60px;text-align:right;color:#555}}
-.track{{position:relative;flex:1;height:16px;background:#f1f1f1;border-radius:3px}}
+.track{{position:relative;flex:1;min-width:320px;height:16px;background:#f1f1f1;border-radius:3px}}
+.row summary::before{{content:"▸";width:10px;color:#888}} .row[open] summary::before{{content:"▾"}}
+.sw{{display:inline-block;width:14px;height:10px;margin-right:4px;border-radius:2px;vertical-align:middle}}
 .bar{{position:absolute;top:0;bottom:0;border-radius:2px}}
-.axis{{position:relative;margin-left:360px;margin-right:68px;height:18px;color:#777;font-size:11px}}
+.axis{{position:relative;margin-left:378px;margin-right:68px;height:18px;color:#777;font-size:11px}}
 .tick{{position:absolute;transform:translateX(-50%)}}
-.more{{margin:4px 0 10px 360px}} pre{{background:#111;color:#ddd;padding:8px;overflow:auto;max-height:300px}}
+.more{{margin:4px 0 10px 378px}} pre{{background:#111;color:#ddd;padding:8px;overflow:auto;max-height:300px}}
 .err{{background:#5a1010}} .legend span{{display:inline-block;margin-right:12px}}
 </style></head><body>
 <h1>e2e-plan run {run}: exit code {exit}</h1>
 <div class="meta">{n} files: {p} passed, {f} failed, {fl} flaky, {t} timed out, {c} cancelled · wall {wall:.1}s · Σ {work:.1}s of work · started {started}</div>
-<div class="legend">phases (left to right): <span>clone (pale)</span><span>server start</span><span>tests (solid)</span><span>stop</span></div>
+<div class="legend">phases, left to right: <span><i class="sw" style="background:#5b7fbf"></i>setup</span><span><i class="sw" style="background:#2e9d4f;opacity:.35"></i>clone</span><span><i class="sw" style="background:#2e9d4f;opacity:.55"></i>server start</span><span><i class="sw" style="background:#2e9d4f"></i>tests</span><span><i class="sw" style="background:#2e9d4f;opacity:.25"></i>stop</span> · colour by result: <span style="color:#2e9d4f">pass</span> <span style="color:#d64545">fail</span> <span style="color:#c2410c">timeout</span> <span style="color:#d9a400">flaky</span> <span style="color:#8a8a8a">cancelled</span> · click a row for details</div>
 {error}
 <div class="axis">{ticks}</div>
 {rows}

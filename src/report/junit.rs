@@ -92,7 +92,12 @@ impl Merger {
             self.time += fresh.time.unwrap_or_default();
             report.add_test_suite(fresh);
         }
-        let xml = report.to_string().map_err(std::io::Error::other)?;
+        // quick-junit counts skipped cases as `disabled`; the Jenkins schema calls them `skipped`.
+        // (A literal ` disabled="` cannot occur in escaped text or attribute values.)
+        let xml = report
+            .to_string()
+            .map_err(std::io::Error::other)?
+            .replace(" disabled=\"", " skipped=\"");
         // Keep what is between the root element's tags.
         let start = xml
             .find("<testsuites")
@@ -242,6 +247,7 @@ fn attach_reruns(case: &mut TestCase, earlier: &[Report]) {
             kind,
             message,
             description,
+            ty,
             ..
         }) = same.map(|c| &c.status)
         else {
@@ -250,6 +256,13 @@ fn attach_reruns(case: &mut TestCase, earlier: &[Report]) {
         let mut rerun = TestRerun::new(*kind);
         rerun.message = message.clone();
         rerun.description = description.clone();
+        // The schema requires a type; pytest writes none.
+        rerun.ty = ty.clone().or_else(|| {
+            Some(match kind {
+                NonSuccessKind::Failure => "failure".into(),
+                NonSuccessKind::Error => "error".into(),
+            })
+        });
         match &mut case.status {
             TestCaseStatus::Success { flaky_runs } => flaky_runs.push(rerun),
             TestCaseStatus::NonSuccess { reruns, .. } => reruns.push(rerun),
