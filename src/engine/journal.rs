@@ -95,12 +95,28 @@ impl Journal {
         &self.path
     }
 
+    /// Appends a record. Intents (and the header) are synced: they must survive a power loss
+    /// before the resource exists. Done/undone records are not: losing one only makes a later
+    /// rollback undo something again, which is idempotent. The write may block on a busy disk, so
+    /// on a multi-threaded runtime the other tasks are moved off this thread meanwhile.
     fn write<R: Serialize>(&self, record: &Record<R>) -> std::io::Result<()> {
         let mut line = serde_json::to_string(record).map_err(std::io::Error::other)?;
         line.push('\n');
-        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        guard.0.write_all(line.as_bytes())?;
-        guard.0.sync_data()
+        let sync = matches!(record, Record::Intent { .. } | Record::Header { .. });
+        let write = || {
+            let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            guard.0.write_all(line.as_bytes())?;
+            if sync {
+                guard.0.sync_data()?;
+            }
+            Ok(())
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(write)
+            }
+            _ => write(),
+        }
     }
 
     /// Records that `resource` is about to be created.

@@ -78,6 +78,11 @@ pub struct RunCx {
     pub kept: Mutex<BTreeSet<String>>,
     pub cluster_kept: AtomicBool,
     pub summary: Mutex<Option<RunSummary>>,
+    /// Per worker: the first attempt's database, once the prefetcher cloned it (Ok(false):
+    /// cancelled first).
+    pub prefetched: Vec<tokio::sync::watch::Sender<Option<Result<bool, StepError>>>>,
+    pub window_permits: Mutex<std::collections::HashMap<usize, tokio::sync::OwnedSemaphorePermit>>,
+    pub prefetcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Concurrent clones: about 4 at once is where PostgreSQL 15 stops getting faster on 2 cores.
@@ -91,6 +96,7 @@ impl RunCx {
         events: UnboundedSender<Event>,
         reprepare: bool,
     ) -> Self {
+        let n = dag.workers.len();
         RunCx {
             plan,
             dag,
@@ -111,6 +117,11 @@ impl RunCx {
             kept: Mutex::new(BTreeSet::new()),
             cluster_kept: AtomicBool::new(false),
             summary: Mutex::new(None),
+            prefetched: (0..n)
+                .map(|_| tokio::sync::watch::Sender::new(None))
+                .collect(),
+            window_permits: Mutex::new(std::collections::HashMap::new()),
+            prefetcher: Mutex::new(None),
         }
     }
 
@@ -241,7 +252,10 @@ impl RunStep {
                 Ok(Some(note))
             }
             Action::PrepareTemplate { template, .. } => {
-                prepare_template(cx, template, cancel).await
+                let note = prepare_template(cx, template, cancel).await?;
+                let prefetch = worker::prefetch(Arc::clone(&self.cx), cancel.clone());
+                *lock(&cx.prefetcher) = Some(tokio::spawn(prefetch));
+                Ok(note)
             }
             Action::Report => {
                 report_step(cx).await;
@@ -471,6 +485,11 @@ async fn report_step(cx: &RunCx) {
 
 /// Drops what is not kept (concurrently, bounded) and removes passing workers' logs.
 async fn cleanup(cx: &RunCx) -> Result<String, StepError> {
+    // A clone still in flight must land in the list before the list is dropped.
+    let prefetcher = lock(&cx.prefetcher).take();
+    if let Some(p) = prefetcher {
+        let _ = p.await;
+    }
     let kept = lock(&cx.kept).clone();
     let admin = cx.admin_url();
     let to_drop: Vec<WorkerDb> = lock(&cx.databases)

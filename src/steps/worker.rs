@@ -37,6 +37,8 @@ pub async fn run_worker(cx: &RunCx, index: usize, cancel: &Cancel) -> Result<Out
         }
     };
     let verdict = attempt.verdict;
+    // Its database slot in the prefetch window is free again.
+    lock(&cx.window_permits).remove(&index);
     record(cx, &w, attempt);
     Ok(match verdict {
         Verdict::Pass => Outcome::Ok,
@@ -157,6 +159,90 @@ fn stash_attempt_logs(log_dir: &Path, n: u32) {
     }
 }
 
+/// Clones one worker database, bounded by the run's clone slots and recorded in the journal
+/// first. Ok(false): cancelled before it began.
+pub async fn clone_worker_db(
+    cx: &RunCx,
+    worker: usize,
+    attempt: u32,
+    db_name: &str,
+    cancel: &Cancel,
+) -> Result<bool, StepError> {
+    let _permit = tokio::select! {
+        p = cx.clone_slots.acquire() => match p {
+            Ok(p) => p,
+            Err(_) => return Ok(false),
+        },
+        _ = cancel.stop.cancelled() => return Ok(false),
+    };
+    let admin = cx.admin_url();
+    let entry = cx
+        .journal
+        .intent(&Resource::Database {
+            admin_url: admin.clone(),
+            name: db_name.to_string(),
+            ephemeral: cx.plan.database.template.is_none(),
+        })
+        .map_err(|e| StepError::new(format!("cannot write the journal: {e}")))?;
+    lock(&cx.databases).push(WorkerDb {
+        worker,
+        attempt,
+        name: db_name.to_string(),
+        entry,
+    });
+    let file_copy = cx.file_copy.get().copied().unwrap_or(false);
+    database::clone_database(&admin, &cx.dag.template_name, db_name, file_copy)
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?;
+    let _ = cx.journal.done::<Resource>(entry, None);
+    Ok(true)
+}
+
+/// Clones the first attempt's databases ahead of their workers, in the planner's order
+/// (longest first), at most `jobs + CLONE_CONCURRENCY` ahead of the workers that finished: a worker
+/// waiting for a `--jobs` slot finds its database ready, and a large suite does not clone every
+/// database at once.
+pub async fn prefetch(cx: Arc<RunCx>, cancel: Cancel) {
+    let n = cx.dag.workers.len();
+    let jobs = cx.plan.run.jobs;
+    let window =
+        (jobs > 0 && jobs < n).then(|| Arc::new(Semaphore::new(jobs + super::CLONE_CONCURRENCY)));
+    let mut set = tokio::task::JoinSet::new();
+    for index in 0..n {
+        if let Some(window) = &window {
+            let permit = tokio::select! {
+                p = Arc::clone(window).acquire_owned() => p.ok(),
+                _ = cancel.stop.cancelled() => None,
+            };
+            let Some(permit) = permit else { break };
+            lock(&cx.window_permits).insert(index, permit);
+        }
+        if cancel.is_stopping() {
+            break;
+        }
+        let cx = Arc::clone(&cx);
+        let cancel = cancel.clone();
+        set.spawn(async move {
+            let db = cx.dag.workers[index].db_name.clone();
+            let result = clone_worker_db(&cx, index, 1, &db, &cancel).await;
+            // send_replace: the worker may not be listening yet.
+            cx.prefetched[index].send_replace(Some(result));
+        });
+    }
+    while set.join_next().await.is_some() {}
+    // Workers not reached: tell them (they are cancelled).
+    for tx in &cx.prefetched {
+        tx.send_if_modified(|v| {
+            if v.is_none() {
+                *v = Some(Ok(false));
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
 struct Clock {
     start: Instant,
     run_start: Instant,
@@ -220,51 +306,25 @@ pub async fn run_attempt(
     }
 
     clock.enter(cx, w, n, Phase::Cloning);
-    {
-        let permit = tokio::select! {
-            p = cx.clone_slots.acquire() => p.ok(),
-            _ = cancel.stop.cancelled() => None,
-        };
-        if permit.is_none() {
+    // The first attempt's database was cloned ahead by the prefetcher; retries clone their own.
+    let cloned = if n == 1 {
+        let mut rx = cx.prefetched[w.index].subscribe();
+        tokio::select! {
+            r = rx.wait_for(Option::is_some) => r.ok().and_then(|v| v.clone()).unwrap_or(Ok(false)),
+            _ = cancel.stop.cancelled() => Ok(false),
+        }
+    } else {
+        clone_worker_db(cx, w.index, n, &db_name, cancel).await
+    };
+    match cloned {
+        Ok(true) => {}
+        Ok(false) => {
             return Ok({
                 let phases = clock.close();
                 attempt.finish(Verdict::Cancelled, &mut clock.start, phases)
-            });
+            })
         }
-        let admin = cx.admin_url();
-        let entry = match cx.journal.intent(&Resource::Database {
-            admin_url: admin.clone(),
-            name: db_name.clone(),
-            ephemeral: cx.plan.database.template.is_none(),
-        }) {
-            Ok(e) => e,
-            Err(e) => {
-                return fail(
-                    attempt,
-                    &mut clock,
-                    Verdict::Error,
-                    StepError::new(format!("cannot write the journal: {e}")),
-                )
-            }
-        };
-        lock(&cx.databases).push(WorkerDb {
-            worker: w.index,
-            attempt: n,
-            name: db_name.clone(),
-            entry,
-        });
-        let file_copy = cx.file_copy.get().copied().unwrap_or(false);
-        if let Err(e) =
-            database::clone_database(&admin, &cx.dag.template_name, &db_name, file_copy).await
-        {
-            return fail(
-                attempt,
-                &mut clock,
-                Verdict::Error,
-                StepError::new(e.to_string()),
-            );
-        }
-        let _ = cx.journal.done::<Resource>(entry, None);
+        Err(e) => return fail(attempt, &mut clock, Verdict::Error, e),
     }
 
     let server_log = w.log_dir.join("server.log");
