@@ -607,3 +607,27 @@ fn an_ephemeral_run_passes_and_removes_its_cluster() {
         .unwrap_or(false));
     f.assert_clean();
 }
+
+#[test]
+fn a_second_sigint_skips_the_grace_period() {
+    let f = Fixture::new("sigint2");
+    f.write(
+        "tests/test_stubborn.py",
+        "import pathlib, signal, time\n\ndef test_stubborn():\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    (pathlib.Path(__file__).parent / '.ignoring').write_text('1')\n    time.sleep(300)\n",
+    );
+    let plan = f.plan(PlanOpts::default());
+    // A grace period far longer than the test waits for the exit.
+    let text = std::fs::read_to_string(&plan).unwrap().replace("stop_timeout = \"2s\"", "stop_timeout = \"5m\"");
+    std::fs::write(&plan, text).unwrap();
+    let mut child = start_and_wait(&f, &["test_stubborn"]);
+    let ignoring = poll(Duration::from_secs(30), || f.root().join("tests/.ignoring").exists().then_some(()));
+    assert!(ignoring.is_some(), "the test never started ignoring SIGTERM");
+    let pid = Pid::from_raw(child.id() as i32).unwrap();
+    kill_process(pid, Signal::INT).unwrap();
+    // The first interrupt waits out the grace period for the process that ignores SIGTERM...
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(2)), None, "exited before the second interrupt");
+    kill_process(pid, Signal::INT).unwrap();
+    // ...the second kills at once.
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), Some(130));
+    f.assert_clean();
+}
