@@ -617,17 +617,78 @@ fn a_second_sigint_skips_the_grace_period() {
     );
     let plan = f.plan(PlanOpts::default());
     // A grace period far longer than the test waits for the exit.
-    let text = std::fs::read_to_string(&plan).unwrap().replace("stop_timeout = \"2s\"", "stop_timeout = \"5m\"");
+    let text = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("stop_timeout = \"2s\"", "stop_timeout = \"5m\"");
     std::fs::write(&plan, text).unwrap();
     let mut child = start_and_wait(&f, &["test_stubborn"]);
-    let ignoring = poll(Duration::from_secs(30), || f.root().join("tests/.ignoring").exists().then_some(()));
-    assert!(ignoring.is_some(), "the test never started ignoring SIGTERM");
+    let ignoring = poll(Duration::from_secs(30), || {
+        f.root().join("tests/.ignoring").exists().then_some(())
+    });
+    assert!(
+        ignoring.is_some(),
+        "the test never started ignoring SIGTERM"
+    );
     let pid = Pid::from_raw(child.id() as i32).unwrap();
     kill_process(pid, Signal::INT).unwrap();
     // The first interrupt waits out the grace period for the process that ignores SIGTERM...
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(2)), None, "exited before the second interrupt");
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(2)),
+        None,
+        "exited before the second interrupt"
+    );
     kill_process(pid, Signal::INT).unwrap();
     // ...the second kills at once.
     assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), Some(130));
+    f.assert_clean();
+}
+
+#[test]
+fn a_session_on_the_template_is_waited_for_then_named_never_terminated() {
+    let f = Fixture::new("busy");
+    f.rows_test("test_a", 0.0);
+    let plan = f.plan(PlanOpts {
+        server: false,
+        ..Default::default()
+    });
+    let first = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+    let text = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("keep = ", "busy_timeout = \"1s\"\nkeep = ");
+    std::fs::write(&plan, text).unwrap();
+    // Someone else's session on the template.
+    let mut other = std::process::Command::new("psql")
+        .args([&f.template_url(), "-qc", "select pg_sleep(120)"])
+        .env("PGAPPNAME", "someone_elses_session")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let connected = poll(Duration::from_secs(10), || {
+        (psql(&format!(
+            "select count(*) from pg_stat_activity where datname = '{}'",
+            f.template
+        )) == "1")
+            .then_some(())
+    });
+    assert!(connected.is_some());
+    let out = f.run(&["apply", "plan.toml"]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 3, "{err}");
+    assert!(
+        err.contains("other sessions stayed connected to it for 1s"),
+        "{err}"
+    );
+    assert!(
+        err.contains("someone_elses_session"),
+        "the blocking session is named: {err}"
+    );
+    // It was never terminated.
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "the other session was killed"
+    );
+    other.kill().unwrap();
+    other.wait().unwrap();
     f.assert_clean();
 }

@@ -87,6 +87,10 @@ pub struct RawDatabase {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub fingerprint: Vec<Spanned<String>>,
+    /// How long a clone waits for other sessions to leave the template (they are never
+    /// terminated) before failing with their names. Default "30s".
+    #[schemars(with = "Option<String>")]
+    pub busy_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -333,6 +333,11 @@ impl Cx<'_> {
                 .unwrap_or(Keep::Failed),
             strategy: raw.database.strategy,
             fingerprint,
+            busy_timeout: raw
+                .database
+                .busy_timeout
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(30)),
         };
 
         let server = raw.server.as_ref().and_then(|s| {

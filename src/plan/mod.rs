@@ -57,6 +57,7 @@ pub struct DatabaseSpec {
     pub keep: Keep,
     pub strategy: Option<Strategy>,
     pub fingerprint: Vec<String>,
+    pub busy_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -96,7 +96,11 @@ pub async fn server_version(client: &Client) -> Result<i32, DbError> {
 }
 
 /// Creates the template database when it does not exist (a concurrent creator is fine).
-pub async fn ensure_template(client: &Client, name: &str) -> Result<bool, DbError> {
+pub async fn ensure_template(
+    client: &Client,
+    name: &str,
+    patience: Duration,
+) -> Result<bool, DbError> {
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await
@@ -117,7 +121,7 @@ pub async fn ensure_template(client: &Client, name: &str) -> Result<bool, DbErro
             Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => return Ok(false),
             Err(e)
                 if matches!(e.code(), Some(c) if *c == SqlState::OBJECT_IN_USE || *c == SqlState::UNIQUE_VIOLATION)
-                    && start.elapsed() < CLONE_PATIENCE =>
+                    && start.elapsed() < patience =>
             {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -168,9 +172,6 @@ pub async fn set_fingerprint(client: &Client, template: &str, hash: &str) -> Res
         .map_err(sql("storing the template's fingerprint"))
 }
 
-/// How long a clone waits for other sessions to leave the template before giving up.
-pub const CLONE_PATIENCE: Duration = Duration::from_secs(30);
-
 /// `CREATE DATABASE name TEMPLATE template`. Another session on the template (SQLSTATE 55006)
 /// is waited out with backoff, never terminated; past the patience the error names the sessions.
 pub async fn clone_database(
@@ -178,6 +179,7 @@ pub async fn clone_database(
     template: &str,
     name: &str,
     file_copy: bool,
+    patience: Duration,
 ) -> Result<(), DbError> {
     let client = connect(admin_url).await?;
     let strategy = if file_copy {
@@ -195,10 +197,7 @@ pub async fn clone_database(
     loop {
         match client.batch_execute(&statement).await {
             Ok(()) => return Ok(()),
-            Err(e)
-                if e.code() == Some(&SqlState::OBJECT_IN_USE)
-                    && start.elapsed() < CLONE_PATIENCE =>
-            {
+            Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) && start.elapsed() < patience => {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
             }
@@ -207,9 +206,10 @@ pub async fn clone_database(
                     .await
                     .unwrap_or_default();
                 return Err(DbError::Other(format!(
-                    "cannot clone {template}: other sessions stayed connected to it for {}s: {}\n\
-                     e2e-plan never terminates other people's sessions; close them and run again",
-                    CLONE_PATIENCE.as_secs(),
+                    "cannot clone {template}: other sessions stayed connected to it for {}: {}\n\
+                     e2e-plan never terminates other people's sessions; close them and run again \
+                     (or raise [database] busy_timeout)",
+                    crate::plan::duration::format_duration(patience),
                     if sessions.is_empty() {
                         "(they left just now)".to_string()
                     } else {

@@ -385,7 +385,7 @@ async fn prepare_template(
         Some(crate::plan::Strategy::FileCopy) | None => version >= 150_000,
     };
     let _ = cx.file_copy.set(file_copy);
-    let created = database::ensure_template(&admin, template)
+    let created = database::ensure_template(&admin, template, cx.plan.database.busy_timeout)
         .await
         .map_err(|e| StepError::new(e.to_string()))?;
     let commands: Vec<Vec<String>> = cx

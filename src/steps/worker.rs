@@ -191,9 +191,15 @@ pub async fn clone_worker_db(
         entry,
     });
     let file_copy = cx.file_copy.get().copied().unwrap_or(false);
-    database::clone_database(&admin, &cx.dag.template_name, db_name, file_copy)
-        .await
-        .map_err(|e| StepError::new(e.to_string()))?;
+    database::clone_database(
+        &admin,
+        &cx.dag.template_name,
+        db_name,
+        file_copy,
+        cx.plan.database.busy_timeout,
+    )
+    .await
+    .map_err(|e| StepError::new(e.to_string()))?;
     let _ = cx.journal.done::<Resource>(entry, None);
     Ok(true)
 }
