@@ -11,9 +11,7 @@ use miette::NamedSource;
 use toml::Spanned;
 
 use super::format::{CommandSpec, FlakyPolicy, Keep, RawPlan};
-use super::template::{
-    interpolate_env, Template, TemplateError, Word, PLACEHOLDERS, WORKER_PLACEHOLDERS,
-};
+use super::template::{interpolate_env, Template, TemplateError, Word, WORKER_PLACEHOLDERS};
 use super::{
     suggest, DatabaseSpec, Plan, PlanError, RunSpec, ServerSpec, SetupCommand, TestFile, TestSpec,
 };
@@ -660,11 +658,6 @@ pub fn state_dir_of(path: &Path) -> Result<PathBuf, Box<PlanError>> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     Ok(dir.join(root).join(".e2e-plan"))
-}
-
-/// Placeholder names, for the schema's docs and messages.
-pub fn placeholders() -> &'static [&'static str] {
-    PLACEHOLDERS
 }
 
 #[cfg(test)]

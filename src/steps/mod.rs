@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::UnboundedSender;
@@ -576,8 +576,4 @@ pub fn step_label(action: &Action) -> String {
 
 pub fn resources_of(state_dir: &Path) -> Vec<crate::engine::journal::Recorded<Resource>> {
     crate::engine::journal::read_all(state_dir)
-}
-
-pub fn grace_default() -> Duration {
-    Duration::from_secs(2)
 }

@@ -35,7 +35,6 @@ pub struct Group {
     pub pgid: u32,
     pub started: u64,
     entry: Entry,
-    what: String,
 }
 
 /// The runner's environment without `PYTEST_*` (a parent pytest's state must not leak into
@@ -110,7 +109,6 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
         pgid,
         started,
         entry,
-        what: spec.what,
     })
 }
 
@@ -147,10 +145,6 @@ impl Group {
         let (pgid, started) = (self.pgid, self.started);
         wait_gone(|| sys::group_alive(pgid, started), Duration::from_secs(5)).await;
         let _ = journal.undone(self.entry);
-    }
-
-    pub fn what(&self) -> &str {
-        &self.what
     }
 }
 

@@ -24,8 +24,9 @@ pub fn python() -> PathBuf {
     p
 }
 
-pub fn psql(sql: &str) -> String {
-    let out = Command::new("psql")
+/// Runs SQL on the maintenance database as `postgres`.
+fn psql_output(flags: &str, sql: &str) -> Output {
+    Command::new("psql")
         .args([
             "-h",
             "127.0.0.1",
@@ -33,11 +34,15 @@ pub fn psql(sql: &str) -> String {
             "postgres",
             "-d",
             "postgres",
-            "-Atqc",
+            flags,
             sql,
         ])
         .output()
-        .expect("psql runs");
+        .expect("psql runs")
+}
+
+pub fn psql(sql: &str) -> String {
+    let out = psql_output("-Atqc", sql);
     assert!(
         out.status.success(),
         "psql {sql}: {}",
@@ -293,19 +298,10 @@ impl Drop for Fixture {
 
 /// Best-effort cleanup of a test database.
 pub fn drop_database(name: &str) {
-    let sql = format!("drop database if exists \"{name}\" with (force)");
-    let _ = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-qc",
-            &sql,
-        ])
-        .output();
+    let _ = psql_output(
+        "-qc",
+        &format!("drop database if exists \"{name}\" with (force)"),
+    );
 }
 
 pub fn stdout(o: &Output) -> String {
