@@ -692,3 +692,39 @@ fn a_session_on_the_template_is_waited_for_then_named_never_terminated() {
     other.wait().unwrap();
     f.assert_clean();
 }
+
+#[test]
+fn an_https_readiness_check_accepts_a_self_signed_server() {
+    let f = Fixture::new("https");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-keyout", "key.pem", "-out", "cert.pem"])
+        .current_dir(f.root())
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{}", stderr(&made));
+    f.rows_test("test_a", 0.0);
+    let plan = f.plan(PlanOpts::default());
+    let text = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("ready = \"http://", "ready = \"https://")
+        .replace(
+            "GRANDCHILD = ",
+            "TLS_CERT = \"{root}/cert.pem\", TLS_KEY = \"{root}/key.pem\", GRANDCHILD = ",
+        )
+        .replace("HAS_SERVER = \"1\"", "HAS_SERVER = \"0\"");
+    std::fs::write(&plan, text).unwrap();
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    f.assert_clean();
+}
