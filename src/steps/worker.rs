@@ -368,7 +368,7 @@ pub async fn run_attempt(
             Some(s) => {
                 clock.enter(cx, w, n, Phase::Starting);
                 let spec = Spec {
-                    what: format!("server for {}", w.file),
+                    what: format!("server for {} on port {port}", w.file),
                     argv: &s.command,
                     env: &s.env,
                     cwd: &cx.plan.root,
@@ -429,7 +429,7 @@ pub async fn run_attempt(
 
         clock.enter(cx, w, n, Phase::Testing);
         let spec = Spec {
-            what: format!("tests of {}", w.file),
+            what: format!("tests of {} (port {port})", w.file),
             argv: &commands.test,
             env: &commands.test_env,
             cwd: &cx.plan.root,
