@@ -158,12 +158,17 @@ fn install_error_hook(color: ColorChoice) {
 }
 
 fn plan_error(e: Box<PlanError>) -> i32 {
-    eprintln!("{:?}", miette::Report::new_boxed(e));
+    let rendered = format!("{:?}", miette::Report::new_boxed(e));
+    eprintln!("{}", crate::redact::scrub(&rendered));
     EXIT_PLAN
 }
 
 fn load(path: &Path) -> Result<Plan, i32> {
-    plan::load(path, &plan::LoadOptions::default()).map_err(plan_error)
+    let plan = plan::load(path, &plan::LoadOptions::default()).map_err(plan_error)?;
+    if let Some(url) = &plan.database.template {
+        crate::redact::register_url(url);
+    }
+    Ok(plan)
 }
 
 async fn run(cli: Cli) -> i32 {
@@ -237,7 +242,7 @@ fn dry_run(a: DryRunArgs) -> i32 {
             only: None,
         },
     );
-    print!("{}", dryrun::render(&plan, &dag, a.format));
+    print!("{}", crate::redact::scrub(&dryrun::render(&plan, &dag, a.format)));
     EXIT_OK
 }
 

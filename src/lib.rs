@@ -9,6 +9,7 @@ pub mod engine;
 pub mod events;
 pub mod plan;
 pub mod planner;
+pub mod redact;
 pub mod report;
 pub mod steps;
 pub mod sys;

@@ -507,6 +507,21 @@ fn a_password_never_reaches_the_output() {
         "{}",
         stdout(&out)
     );
+    // A failing prepare prints its command line, which holds the URL; dry-run JSON holds it too.
+    let plan = f.root().join("plan.toml");
+    let text = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("create table if not exists items (v text)", "select nonsense(");
+    std::fs::write(&plan, text).unwrap();
+    let broken = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&broken), 3, "{}", stderr(&broken));
+    assert!(stderr(&broken).contains(&format!("{role}:****@")), "{}", stderr(&broken));
+    let json = f.run(&["dry-run", "plan.toml", "--format", "json"]);
+    let mut everything = format!("{}{}{}", stdout(&broken), stderr(&broken), stdout(&json));
+    for file in ["summary.json", "junit.xml", "report.html"] {
+        everything.push_str(&std::fs::read_to_string(f.root().join("report").join(file)).unwrap());
+    }
+    assert!(!everything.contains("Sekr3tPassw0rd"), "leaked on a failed prepare:\n{everything}");
     f.run(&["rollback", "plan.toml"]);
     f.assert_clean();
     drop(f);

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::events::Phase;
 use crate::plan::FlakyPolicy;
 use crate::planner::WorkerPlan;
+use crate::redact::scrub;
 use crate::steps::database::redact;
 use crate::steps::{lock, RunCx};
 
@@ -220,6 +221,13 @@ impl RunSummary {
 
 pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
     let results = lock(&cx.results);
+    let scrub_worker = |mut w: WorkerResult| {
+        w.message = w.message.map(|m| scrub(&m).into_owned());
+        for a in &mut w.attempts {
+            a.message = a.message.take().map(|m| scrub(&m).into_owned());
+        }
+        w
+    };
     let mut workers: Vec<WorkerResult> = cx
         .dag
         .workers
@@ -230,6 +238,7 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
                 .cloned()
                 .unwrap_or_else(|| WorkerResult::not_run(w, &w.db_name))
         })
+        .map(scrub_worker)
         .collect();
     workers.sort_by(|a, b| a.file.cmp(&b.file));
     let template_url = cx.template_url();
@@ -258,8 +267,8 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
         work_secs: workers.iter().map(|w| w.duration).sum(),
         exit_code,
         error: lock(&cx.fatal).as_ref().map(|e| RunError {
-            message: e.message.clone(),
-            detail: e.detail.clone(),
+            message: scrub(&e.message).into_owned(),
+            detail: e.detail.as_deref().map(|d| scrub(d).into_owned()),
         }),
         interrupted: exit_code == 130,
         flaky_policy: cx.plan.run.flaky,

@@ -95,6 +95,7 @@ impl Reporter {
     }
 
     fn line(&self, text: String) {
+        let text = crate::redact::scrub(&text).into_owned();
         match &self.bar {
             Some(bar) => bar.println(text),
             None => {
@@ -231,10 +232,10 @@ impl Reporter {
             } else {
                 "error:".into()
             };
-            let _ = writeln!(err, "\n{head} {}", e.message);
+            let _ = writeln!(err, "\n{head} {}", crate::redact::scrub(&e.message));
             if let Some(d) = e.detail.as_deref().filter(|d| !d.trim().is_empty()) {
                 for l in d.lines() {
-                    let _ = writeln!(err, "  │ {l}");
+                    let _ = writeln!(err, "  │ {}", crate::redact::scrub(l));
                 }
             }
         }
@@ -316,7 +317,7 @@ pub fn write_files(s: &RunSummary) -> Vec<PathBuf> {
         written.push(json);
     }
     let html = dir.join("report.html");
-    if std::fs::write(&html, super::html::render(s)).is_ok() {
+    if std::fs::write(&html, crate::redact::scrub(&super::html::render(s)).as_bytes()).is_ok() {
         written.push(html);
     }
     written
