@@ -242,7 +242,10 @@ fn dry_run(a: DryRunArgs) -> i32 {
             only: None,
         },
     );
-    print!("{}", crate::redact::scrub(&dryrun::render(&plan, &dag, a.format)));
+    print!(
+        "{}",
+        crate::redact::scrub(&dryrun::render(&plan, &dag, a.format))
+    );
     EXIT_OK
 }
 

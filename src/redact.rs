@@ -61,7 +61,10 @@ mod tests {
     fn scrubs_user_info_and_query_passwords_in_every_form() {
         register_url("postgresql://u:p%40ss%2Fword@h/db?sslmode=disable");
         register_url("postgresql://u@h/db?password=q%20secret");
-        assert_eq!(scrub("url postgresql://u:p%40ss%2Fword@h/x"), "url postgresql://u:****@h/x");
+        assert_eq!(
+            scrub("url postgresql://u:p%40ss%2Fword@h/x"),
+            "url postgresql://u:****@h/x"
+        );
         assert_eq!(scrub("decoded p@ss/word here"), "decoded **** here");
         assert_eq!(scrub("q secret and q+secret"), "**** and ****");
         assert_eq!(scrub("nothing to hide"), "nothing to hide");

@@ -53,6 +53,42 @@ pub fn group_members(pgid: u32, since: u64) -> Vec<u32> {
         .collect()
 }
 
+/// The environment variable every child of a run carries: `<run id>.<journal entry>`. It survives
+/// what a process group does not (a grandchild that calls setsid), so it finds every descendant.
+pub const MARK_VAR: &str = "E2E_PLAN_MARK";
+
+/// Live processes whose environment carries `E2E_PLAN_MARK=<mark>`.
+pub fn marked_processes(mark: &str) -> Vec<u32> {
+    let needle = format!("{MARK_VAR}={mark}");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| stat_fields(&s).map(|f| f.first() == Some(&"Z")))
+                .unwrap_or(true);
+            !zombie
+                && std::fs::read(format!("/proc/{pid}/environ"))
+                    .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+                    .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// SIGKILLs every process that carries `mark` (they are ours by construction).
+pub fn kill_marked(mark: &str) -> usize {
+    let pids = marked_processes(mark);
+    for pid in &pids {
+        if let Some(p) = Pid::from_raw(*pid as i32) {
+            let _ = rustix::process::kill_process(p, Signal::KILL);
+        }
+    }
+    pids.len()
+}
+
 /// Sends `signal` to the group; a group that no longer exists is not an error.
 pub fn signal_group(pgid: u32, signal: Signal) {
     if let Some(pid) = Pid::from_raw(pgid as i32) {

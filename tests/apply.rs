@@ -509,19 +509,27 @@ fn a_password_never_reaches_the_output() {
     );
     // A failing prepare prints its command line, which holds the URL; dry-run JSON holds it too.
     let plan = f.root().join("plan.toml");
-    let text = std::fs::read_to_string(&plan)
-        .unwrap()
-        .replace("create table if not exists items (v text)", "select nonsense(");
+    let text = std::fs::read_to_string(&plan).unwrap().replace(
+        "create table if not exists items (v text)",
+        "select nonsense(",
+    );
     std::fs::write(&plan, text).unwrap();
     let broken = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&broken), 3, "{}", stderr(&broken));
-    assert!(stderr(&broken).contains(&format!("{role}:****@")), "{}", stderr(&broken));
+    assert!(
+        stderr(&broken).contains(&format!("{role}:****@")),
+        "{}",
+        stderr(&broken)
+    );
     let json = f.run(&["dry-run", "plan.toml", "--format", "json"]);
     let mut everything = format!("{}{}{}", stdout(&broken), stderr(&broken), stdout(&json));
     for file in ["summary.json", "junit.xml", "report.html"] {
         everything.push_str(&std::fs::read_to_string(f.root().join("report").join(file)).unwrap());
     }
-    assert!(!everything.contains("Sekr3tPassw0rd"), "leaked on a failed prepare:\n{everything}");
+    assert!(
+        !everything.contains("Sekr3tPassw0rd"),
+        "leaked on a failed prepare:\n{everything}"
+    );
     f.run(&["rollback", "plan.toml"]);
     f.assert_clean();
     drop(f);
@@ -741,5 +749,67 @@ fn an_https_readiness_check_accepts_a_self_signed_server() {
     std::fs::write(&plan, text).unwrap();
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    f.assert_clean();
+}
+
+#[test]
+fn a_grandchild_that_leaves_the_process_group_is_still_stopped() {
+    let f = Fixture::new("setsid");
+    f.rows_test("test_a", 0.0);
+    let plan = f.plan(PlanOpts::default());
+    let text = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("GRANDCHILD = ", "ESCAPE = \"1\", GRANDCHILD = ");
+    std::fs::write(&plan, text).unwrap();
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    f.assert_clean();
+}
+
+#[test]
+fn a_runner_killed_while_cloning_leaves_nothing_after_rollback() {
+    let f = Fixture::new("killclone");
+    for i in 0..8 {
+        f.rows_test(&format!("test_{i}"), 0.0);
+    }
+    f.plan(PlanOpts {
+        server: false,
+        ..Default::default()
+    });
+    // The template exists and is prepared, so the next run goes straight to cloning.
+    let first = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+    let mut child = f
+        .cmd(&["apply", "plan.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let runs = f.root().join(".e2e-plan/runs");
+    let cloning = poll(Duration::from_secs(30), || {
+        let journals = std::fs::read_dir(&runs).ok()?;
+        journals
+            .flatten()
+            .any(|j| {
+                std::fs::read_to_string(j.path())
+                    .unwrap_or_default()
+                    .contains("\"kind\":\"database\"")
+            })
+            .then_some(())
+    });
+    assert!(cloning.is_some(), "the run never started cloning");
+    kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::KILL).unwrap();
+    let _ = child.wait();
+    let rb = f.run(&["rollback", "plan.toml"]);
+    assert_eq!(code(&rb), 0, "{}{}", stdout(&rb), stderr(&rb));
+    // No clone may land after the rollback: wait until none is in flight, then look.
+    let quiet = poll(Duration::from_secs(60), || {
+        let active = psql(&format!(
+            "select count(*) from pg_stat_activity where query like 'CREATE DATABASE \"{}%' and state = 'active'",
+            f.template
+        ));
+        (active == "0").then_some(())
+    });
+    assert!(quiet.is_some());
     f.assert_clean();
 }

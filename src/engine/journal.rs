@@ -59,7 +59,9 @@ pub struct Entry(pub u64);
 
 pub struct Journal {
     path: PathBuf,
+    run_id: String,
     inner: Mutex<(File, u64)>,
+    marks: std::sync::atomic::AtomicU64,
 }
 
 impl Journal {
@@ -78,6 +80,8 @@ impl Journal {
             .open(&path)?;
         let journal = Journal {
             path,
+            run_id: run_id.to_string(),
+            marks: std::sync::atomic::AtomicU64::new(0),
             inner: Mutex::new((file, 0)),
         };
         let (pid, pid_start) = crate::sys::self_identity();
@@ -93,6 +97,16 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// A label unique within all runs (`<run id>.<n>`) for steps to tag what they create.
+    pub fn new_mark(&self) -> String {
+        let n = self.marks.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        format!("{}.{n}", self.run_id)
     }
 
     /// Appends a record. Intents (and the header) are synced: they must survive a power loss

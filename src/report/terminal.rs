@@ -317,7 +317,12 @@ pub fn write_files(s: &RunSummary) -> Vec<PathBuf> {
         written.push(json);
     }
     let html = dir.join("report.html");
-    if std::fs::write(&html, crate::redact::scrub(&super::html::render(s)).as_bytes()).is_ok() {
+    if std::fs::write(
+        &html,
+        crate::redact::scrub(&super::html::render(s)).as_bytes(),
+    )
+    .is_ok()
+    {
         written.push(html);
     }
     written

@@ -244,6 +244,34 @@ async fn blocking_sessions(client: &Client, template: &str) -> Result<Vec<String
         .collect())
 }
 
+/// Drops a worker database that a dead runner may still have been creating: a CREATE DATABASE
+/// whose client died runs to its end, so wait (bounded) until no such statement is active, then
+/// drop. Without the wait, "DROP IF EXISTS" finds nothing and the clone lands afterwards.
+pub async fn drop_database_after_create(admin_url: &str, name: &str) -> Result<(), DbError> {
+    let client = connect(admin_url).await?;
+    let pattern = format!(
+        "CREATE DATABASE {} TEMPLATE %",
+        quote_ident(name).replace('_', "\\_")
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
+                &[&pattern],
+            )
+            .await
+            .map_err(sql("looking for a clone in flight"))?;
+        let active: i64 = row.get(0);
+        if active == 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(client);
+    drop_database(admin_url, name).await
+}
+
 /// Drops a worker database; one that does not exist is already dropped. Sessions on it are ours
 /// (our stopped workers), so FORCE is safe.
 pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), DbError> {

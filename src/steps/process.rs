@@ -35,6 +35,7 @@ pub struct Group {
     pub pgid: u32,
     pub started: u64,
     entry: Entry,
+    mark: String,
 }
 
 /// The runner's environment without `PYTEST_*` (a parent pytest's state must not leak into
@@ -68,10 +69,25 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
         .open(spec.log)
         .map_err(|e| format!("cannot open log {}: {e}", spec.log.display()))?;
     let log_err = log.try_clone().map_err(|e| e.to_string())?;
+    let what = spec.what.clone();
+    let group = |pgid, started, mark: &str| Resource::ProcessGroup {
+        what: what.clone(),
+        pgid,
+        started,
+        mark: mark.to_string(),
+    };
+    // The intent names the mark before the process exists.
+    let mark = journal.new_mark();
+    let entry = journal
+        .intent(&group(0, 0, &mark))
+        .map_err(|e| format!("cannot write the journal: {e}"))?;
+    let mut env = spec.env.to_vec();
+    env.push((sys::MARK_VAR.to_string(), mark.clone()));
+    env.push(("E2E_PLAN_RUN".to_string(), journal.run_id().to_string()));
     let mut cmd = Command::new(program(argv0, spec.cwd));
     cmd.args(&spec.argv[1..])
         .env_clear()
-        .envs(worker_env(spec.env))
+        .envs(worker_env(&env))
         .current_dir(spec.cwd)
         .stdin(Stdio::null())
         .stdout(log)
@@ -80,13 +96,6 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
     if let Some(u) = spec.run_as {
         cmd.uid(u.uid).gid(u.gid);
     }
-    let entry = journal
-        .intent(&Resource::ProcessGroup {
-            what: spec.what.clone(),
-            pgid: 0,
-            started: 0,
-        })
-        .map_err(|e| format!("cannot write the journal: {e}"))?;
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -96,19 +105,13 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
     };
     let pgid = child.id().unwrap_or_default();
     let started = sys::start_time(pgid).unwrap_or_default();
-    let _ = journal.done(
-        entry,
-        Some(&Resource::ProcessGroup {
-            what: spec.what.clone(),
-            pgid,
-            started,
-        }),
-    );
+    let _ = journal.done(entry, Some(&group(pgid, started, &mark)));
     Ok(Group {
         child,
         pgid,
         started,
         entry,
+        mark,
     })
 }
 
@@ -144,6 +147,15 @@ impl Group {
         let _ = self.child.wait().await;
         let (pgid, started) = (self.pgid, self.started);
         wait_gone(|| sys::group_alive(pgid, started), Duration::from_secs(5)).await;
+        // Descendants that left the group (setsid) still carry the mark.
+        if sys::kill_marked(&self.mark) > 0 {
+            let mark = self.mark.clone();
+            wait_gone(
+                || !sys::marked_processes(&mark).is_empty(),
+                Duration::from_secs(5),
+            )
+            .await;
+        }
         let _ = journal.undone(self.entry);
     }
 }

@@ -26,6 +26,10 @@ pub enum Resource {
         what: String,
         pgid: u32,
         started: u64,
+        /// The `E2E_PLAN_MARK` its processes carry: finds them even when `pgid` is still 0
+        /// (the runner died between spawn and record) or a descendant left the group.
+        #[serde(default)]
+        mark: String,
     },
     /// A folder we created (an ephemeral cluster's data, a socket folder).
     Folder { path: PathBuf },
@@ -46,14 +50,29 @@ impl journal::Resource for Resource {
                     admin_url,
                     name,
                     ephemeral,
-                } => match crate::steps::database::drop_database(&admin_url, &name).await {
+                } => match crate::steps::database::drop_database_after_create(&admin_url, &name)
+                    .await
+                {
                     Ok(()) => Ok(()),
                     Err(crate::steps::database::DbError::Connect { .. }) if ephemeral => Ok(()),
                     Err(e) => Err(e.to_string()),
                 },
-                Resource::ProcessGroup { pgid, started, .. } => {
+                Resource::ProcessGroup {
+                    pgid,
+                    started,
+                    mark,
+                    ..
+                } => {
                     if pgid != 0 {
                         kill_group_verified(pgid, started, Duration::from_secs(2)).await;
+                    }
+                    if !mark.is_empty() {
+                        sys::kill_marked(&mark);
+                        wait_gone(
+                            || !sys::marked_processes(&mark).is_empty(),
+                            Duration::from_secs(5),
+                        )
+                        .await;
                     }
                     Ok(())
                 }
