@@ -43,7 +43,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 ))
             }
         };
-        total += Duration::from_secs_f64(number * scale);
+        let part = Duration::try_from_secs_f64(number * scale)
+            .map_err(|_| format!("`{text}` is too long a duration"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("`{text}` is too long a duration"))?;
         rest = &after[unit_len..];
     }
     Ok(total)
@@ -72,7 +76,8 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 f.write_str("a duration such as \"500ms\", \"30s\", \"15m\" or \"1h\"")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                parse_duration(v)
+                let v = super::format::interpolate_value(v).map_err(E::custom)?;
+                parse_duration(&v)
                     .map(HumanDuration)
                     .map_err(|e| E::custom(format!("invalid duration: {e}")))
             }
@@ -101,6 +106,7 @@ mod tests {
         assert!(parse_duration("30").unwrap_err().contains("no unit"));
         assert!(parse_duration("3x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("s").is_err());
+        assert!(parse_duration("99999999999999999999h").unwrap_err().contains("too long"));
     }
 
     #[test]

@@ -150,7 +150,7 @@ pub struct RawReport {
 }
 
 /// Which worker databases survive a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Keep {
     /// Only the databases of failed workers (when tests failed).
@@ -161,14 +161,14 @@ pub enum Keep {
     Never,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     FileCopy,
     WalLog,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FlakyPolicy {
     Pass,
@@ -209,3 +209,33 @@ impl<'de> Deserialize<'de> for CommandSpec {
         deserializer.deserialize_any(V)
     }
 }
+
+/// `${VAR}` interpolation for values that serde parses itself (durations, enum words): the plan's
+/// promise is "anywhere in a string".
+pub fn interpolate_value(v: &str) -> Result<String, String> {
+    if !v.contains('$') {
+        return Ok(v.to_string());
+    }
+    super::template::interpolate_env(v, &|n| std::env::var(n).ok(), false).map_err(|e| e.message)
+}
+
+/// Enum words, after `${VAR}` interpolation.
+macro_rules! word_enum {
+    ($ty:ident { $($word:literal => $variant:ident),+ $(,)? }) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                const WORDS: &[&str] = &[$($word),+];
+                let raw = String::deserialize(deserializer)?;
+                let word = interpolate_value(&raw).map_err(de::Error::custom)?;
+                match word.as_str() {
+                    $($word => Ok($ty::$variant),)+
+                    other => Err(de::Error::unknown_variant(other, WORDS)),
+                }
+            }
+        }
+    };
+}
+
+word_enum!(Keep { "failed" => Failed, "all-on-failure" => AllOnFailure, "always" => Always, "never" => Never });
+word_enum!(Strategy { "file_copy" => FileCopy, "wal_log" => WalLog });
+word_enum!(FlakyPolicy { "pass" => Pass, "fail" => Fail });

@@ -161,6 +161,13 @@ pub async fn fingerprint(client: &Client, template: &str) -> Result<Option<Strin
     Ok(comment.and_then(|c| c.strip_prefix(FINGERPRINT_PREFIX).map(str::to_string)))
 }
 
+pub async fn clear_fingerprint(client: &Client, template: &str) -> Result<(), DbError> {
+    client
+        .batch_execute(&format!("COMMENT ON DATABASE {} IS NULL", quote_ident(template)))
+        .await
+        .map_err(sql("clearing the template's fingerprint"))
+}
+
 pub async fn set_fingerprint(client: &Client, template: &str, hash: &str) -> Result<(), DbError> {
     client
         .batch_execute(&format!(

@@ -414,6 +414,10 @@ async fn prepare_template(
                 &h[..12]
             )));
         }
+        // A prepare that fails half-way must not leave the old fingerprint on a changed template.
+        database::clear_fingerprint(&admin, template)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?;
     }
     let env = vec![("DATABASE_URL".to_string(), template_url.clone())];
     for c in &commands {
