@@ -249,6 +249,33 @@ fn dry_run(a: DryRunArgs) -> i32 {
     EXIT_OK
 }
 
+/// `--last-failed`: the files of this plan that failed or were flaky last time; None (all files)
+/// when there is no previous run, nothing failed, or none of them exists any more.
+fn last_failed(plan: &Plan) -> Option<Vec<String>> {
+    let Some(last) = crate::report::state::last_run(plan) else {
+        eprintln!("--last-failed: no previous run of this plan recorded; running every file");
+        return None;
+    };
+    let files: Vec<String> = last
+        .failed
+        .into_iter()
+        .filter(|f| plan.files.iter().any(|p| &p.path == f))
+        .collect();
+    if files.is_empty() {
+        eprintln!(
+            "--last-failed: nothing that failed in run {} is left to run; running every file",
+            last.run_id
+        );
+        return None;
+    }
+    eprintln!(
+        "--last-failed: running the {} file(s) that failed in run {}",
+        files.len(),
+        last.run_id
+    );
+    Some(files)
+}
+
 /// Warns about what dead runs left (their runner was killed) and offers the command.
 fn warn_leftovers(plan: &Plan) {
     let dead: Vec<_> = steps::resources_of(&plan.state_dir())
@@ -285,24 +312,7 @@ async fn apply(a: ApplyArgs, color: ColorChoice) -> i32 {
         plan.run.retries = r;
     }
     let only = if a.last_failed {
-        match crate::report::state::last_run(&plan.state_dir()) {
-            Some(last) if !last.failed.is_empty() => {
-                eprintln!(
-                    "--last-failed: running the {} file(s) that failed in run {}",
-                    last.failed.len(),
-                    last.run_id
-                );
-                Some(last.failed)
-            }
-            Some(_) => {
-                eprintln!("--last-failed: nothing failed in the previous run; running every file");
-                None
-            }
-            None => {
-                eprintln!("--last-failed: no previous run recorded; running every file");
-                None
-            }
-        }
+        last_failed(&plan)
     } else {
         None
     };
@@ -317,7 +327,11 @@ async fn apply(a: ApplyArgs, color: ColorChoice) -> i32 {
         },
     );
     if dag.workers.is_empty() {
-        // CI merges every shard's junit.xml: an empty shard still writes one.
+        // CI merges every shard's junit.xml: an empty shard still writes one (and no stale
+        // summary of an earlier run stays beside it).
+        for stale in ["summary.json", "report.html"] {
+            let _ = std::fs::remove_file(plan.report_dir.join(stale));
+        }
         let junit = plan.report_dir.join("junit.xml");
         let written =
             crate::report::junit::Merger::new(&junit).and_then(|m| m.finish("e2e-plan (no files)"));
@@ -372,17 +386,17 @@ async fn apply(a: ApplyArgs, color: ColorChoice) -> i32 {
     })
     .await;
     signals.abort();
+    // The signal task holds the context (and so the event sender): let it go first.
+    let _ = signals.await;
 
     let exit = lock(&cx.summary)
         .as_ref()
         .map(|s| s.exit_code)
         .unwrap_or_else(|| cx.exit_code());
     finish_journal(&cx);
-    let Ok(cx) = Arc::try_unwrap(cx) else {
-        return exit;
-    };
+    // Dropping the last context closes the event channel; the reporter then prints what is left.
     drop(cx);
-    let _ = reporter_task.await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reporter_task).await;
     let _ = std::io::stdout().flush();
     exit
 }

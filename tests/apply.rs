@@ -813,3 +813,58 @@ fn a_runner_killed_while_cloning_leaves_nothing_after_rollback() {
     assert!(quiet.is_some());
     f.assert_clean();
 }
+
+#[test]
+fn a_cluster_that_fails_to_start_is_cleaned_up_at_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new("badcluster");
+    f.rows_test("test_a", 0.0);
+    f.plan(PlanOpts {
+        server: false,
+        template: Some(""),
+        ..Default::default()
+    });
+    // A pg_config pointing at an initdb that fails.
+    let fake = f.root().join("fakepg");
+    f.write(
+        "fakepg/bin/pg_config",
+        &format!("#!/bin/sh\necho {}/bin\n", fake.display()),
+    );
+    f.write(
+        "fakepg/bin/initdb",
+        "#!/bin/sh\necho 'initdb: simulated failure' >&2\nexit 1\n",
+    );
+    f.write("fakepg/bin/postgres", "#!/bin/sh\nexit 1\n");
+    for name in ["pg_config", "initdb", "postgres"] {
+        std::fs::set_permissions(
+            fake.join("bin").join(name),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        fake.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = f
+        .cmd(&["apply", "plan.toml"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains("initdb: simulated failure"),
+        "{}",
+        stderr(&out)
+    );
+    let journals = std::fs::read_dir(f.root().join(".e2e-plan/runs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(journals, 0, "everything undone, so no journal is left");
+    let clusters = std::fs::read_dir(f.root().join(".e2e-plan/clusters"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(clusters, 0);
+    f.assert_clean();
+}

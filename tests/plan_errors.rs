@@ -224,7 +224,12 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn a_duration_too_long_is_an_error_not_a_crash() {
-    check("huge", &GOOD.replace("\"15m\"", "\"99999999999999999999h\""), "too long a duration", "plan.toml:14:11");
+    check(
+        "huge",
+        &GOOD.replace("\"15m\"", "\"99999999999999999999h\""),
+        "too long a duration",
+        "plan.toml:14:11",
+    );
 }
 
 #[test]
@@ -233,11 +238,22 @@ fn environment_references_work_in_durations_and_words_too() {
     f.write("tests/test_a.py", "");
     let plan = GOOD
         .replace("\"15m\"", "\"${E2E_PLAN_UNSET_T:-15m}\"")
-        .replace("[server]", "keep = \"${E2E_PLAN_UNSET_K:-all-on-failure}\"\n\n[server]");
+        .replace(
+            "[server]",
+            "keep = \"${E2E_PLAN_UNSET_K:-all-on-failure}\"\n\n[server]",
+        );
     f.write("plan.toml", &plan);
     let out = f.run(&["validate", "plan.toml"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let bad = f.cmd(&["validate", "plan.toml"]).env("E2E_PLAN_UNSET_K", "sometimes").output().unwrap();
+    let bad = f
+        .cmd(&["validate", "plan.toml"])
+        .env("E2E_PLAN_UNSET_K", "sometimes")
+        .output()
+        .unwrap();
     assert_eq!(code(&bad), 2);
-    assert!(stderr(&bad).contains("unknown variant `sometimes`"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("unknown variant `sometimes`"),
+        "{}",
+        stderr(&bad)
+    );
 }

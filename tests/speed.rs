@@ -151,13 +151,21 @@ fn a_failed_prepare_never_leaves_a_matching_fingerprint() {
     let f = Fixture::new("fpfail");
     f.rows_test("test_a", 0.0);
     f.write("migrations/001.sql", "good\n");
-    let plan = f.plan(PlanOpts { server: false, ..Default::default() });
-    let good = std::fs::read_to_string(&plan).unwrap().replace("keep = ", "fingerprint = [\"migrations/**\"]\nkeep = ");
+    let plan = f.plan(PlanOpts {
+        server: false,
+        ..Default::default()
+    });
+    let good = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("keep = ", "fingerprint = [\"migrations/**\"]\nkeep = ");
     std::fs::write(&plan, &good).unwrap();
     assert_eq!(code(&f.run(&["apply", "plan.toml"])), 0);
     // A change whose prepare fails half-way (the table is created, then the command fails)...
     f.write("migrations/001.sql", "bad\n");
-    let bad = good.replace("create table if not exists items (v text)", "create table half_done (x int); select nonsense(");
+    let bad = good.replace(
+        "create table if not exists items (v text)",
+        "create table half_done (x int); select nonsense(",
+    );
     std::fs::write(&plan, bad).unwrap();
     assert_eq!(code(&f.run(&["apply", "plan.toml"])), 3);
     // ...then reverted: the fingerprint matches the first one again, but the template changed.
@@ -165,6 +173,10 @@ fn a_failed_prepare_never_leaves_a_matching_fingerprint() {
     std::fs::write(&plan, &good).unwrap();
     let again = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&again), 0, "{}", stderr(&again));
-    assert!(stderr(&again).contains("1 command(s) run"), "prepare must run again: {}", stderr(&again));
+    assert!(
+        stderr(&again).contains("1 command(s) run"),
+        "prepare must run again: {}",
+        stderr(&again)
+    );
     f.assert_clean();
 }

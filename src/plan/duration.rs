@@ -106,7 +106,9 @@ mod tests {
         assert!(parse_duration("30").unwrap_err().contains("no unit"));
         assert!(parse_duration("3x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("s").is_err());
-        assert!(parse_duration("99999999999999999999h").unwrap_err().contains("too long"));
+        assert!(parse_duration("99999999999999999999h")
+            .unwrap_err()
+            .contains("too long"));
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! What a run leaves for the next one in `.e2e-plan/`: per-file timings (for scheduling and
 //! sharding) and the last run's failed files (for `--last-failed`).
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
 use super::summary::{RunSummary, Verdict};
@@ -16,12 +14,17 @@ pub struct LastRun {
     pub failed: Vec<String>,
 }
 
-fn last_run_path(state_dir: &Path) -> std::path::PathBuf {
-    state_dir.join("last-run.json")
+/// One file per plan: two plans sharing a root must not pick each other's failures.
+fn last_run_path(plan: &Plan) -> std::path::PathBuf {
+    use sha2::{Digest, Sha256};
+    let id = std::fs::canonicalize(&plan.path).unwrap_or_else(|_| plan.path.clone());
+    let hash = crate::planner::hex(&Sha256::digest(id.to_string_lossy().as_bytes()));
+    plan.state_dir()
+        .join(format!("last-run-{}.json", &hash[..12]))
 }
 
-pub fn last_run(state_dir: &Path) -> Option<LastRun> {
-    serde_json::from_str(&std::fs::read_to_string(last_run_path(state_dir)).ok()?).ok()
+pub fn last_run(plan: &Plan) -> Option<LastRun> {
+    serde_json::from_str(&std::fs::read_to_string(last_run_path(plan)).ok()?).ok()
 }
 
 /// Records timings of files that ran to the end and the files that did not pass. Best effort:
@@ -42,7 +45,8 @@ pub fn record_run(plan: &Plan, summary: &RunSummary) {
     if let Ok(text) = serde_json::to_string_pretty(&timings) {
         let _ = std::fs::write(Timings::path(&dir), text);
     }
-    if summary.interrupted {
+    // Only runs whose tests ran say what failed (not setup failures or interruptions).
+    if !matches!(summary.exit_code, 0 | 1) {
         return;
     }
     let last = LastRun {
@@ -60,6 +64,6 @@ pub fn record_run(plan: &Plan, summary: &RunSummary) {
             .collect(),
     };
     if let Ok(text) = serde_json::to_string_pretty(&last) {
-        let _ = std::fs::write(last_run_path(&dir), text);
+        let _ = std::fs::write(last_run_path(plan), text);
     }
 }

@@ -160,7 +160,7 @@ impl WorkerResult {
         let failed_before = self
             .attempts
             .iter()
-            .any(|p| matches!(p.verdict, Verdict::Fail | Verdict::Timeout));
+            .any(|p| matches!(p.verdict, Verdict::Fail | Verdict::Timeout | Verdict::Error));
         self.verdict = if a.verdict == Verdict::Pass && failed_before {
             Verdict::Flaky
         } else {

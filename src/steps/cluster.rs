@@ -94,10 +94,31 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// Starts the cluster; when any step fails, what was made so far (postmaster, folder) is undone
+/// at once rather than left for `rollback`.
 pub async fn start(
     state_dir: &Path,
     run_id: &str,
     journal: &Journal,
+) -> Result<Cluster, StepError> {
+    let mut made = Vec::new();
+    let started = start_recording(state_dir, run_id, journal, &mut made).await;
+    if started.is_err() {
+        for (entry, resource) in made.into_iter().rev() {
+            use crate::engine::journal::Resource as _;
+            if resource.undo().await.is_ok() {
+                let _ = journal.undone(entry);
+            }
+        }
+    }
+    started
+}
+
+async fn start_recording(
+    state_dir: &Path,
+    run_id: &str,
+    journal: &Journal,
+    made: &mut Vec<(Entry, Resource)>,
 ) -> Result<Cluster, StepError> {
     let bindir = find_bindir().ok_or_else(|| {
         StepError::new("no PostgreSQL server binaries found for the ephemeral cluster").with_detail(
@@ -118,6 +139,7 @@ pub async fn start(
     let folder = journal
         .intent(&Resource::Folder { path: dir.clone() })
         .map_err(io("writing the journal"))?;
+    made.push((folder, Resource::Folder { path: dir.clone() }));
     std::fs::create_dir_all(dir.join("sock"))
         .map_err(io(&format!("creating {}", dir.display())))?;
     if let Some(u) = user {
@@ -207,6 +229,14 @@ pub async fn start(
     let mut child = pg.spawn().map_err(io("starting postgres"))?;
     let pid = child.id().unwrap_or_default();
     let started = sys::start_time(pid).unwrap_or_default();
+    made.push((
+        postmaster,
+        Resource::Postmaster {
+            data_dir: dir.join("data"),
+            pid,
+            started,
+        },
+    ));
     let _ = journal.done(
         postmaster,
         Some(&Resource::Postmaster {

@@ -163,7 +163,10 @@ pub async fn fingerprint(client: &Client, template: &str) -> Result<Option<Strin
 
 pub async fn clear_fingerprint(client: &Client, template: &str) -> Result<(), DbError> {
     client
-        .batch_execute(&format!("COMMENT ON DATABASE {} IS NULL", quote_ident(template)))
+        .batch_execute(&format!(
+            "COMMENT ON DATABASE {} IS NULL",
+            quote_ident(template)
+        ))
         .await
         .map_err(sql("clearing the template's fingerprint"))
 }
