@@ -202,10 +202,7 @@ async fn run(cli: Cli) -> i32 {
                     EXIT_OK
                 }
                 Err(bad) => {
-                    eprintln!(
-                        "error: {} input(s) are not usable JUnit; nothing was written:",
-                        bad.len()
-                    );
+                    eprintln!("error: nothing was written; {} problem(s):", bad.len());
                     for b in bad {
                         eprintln!("  {b}");
                     }

@@ -256,11 +256,11 @@ pub fn template_name(plan: &Plan) -> String {
         .unwrap_or_else(|| EPHEMERAL_TEMPLATE.to_string())
 }
 
+/// A URL path segment decoded (`%20` → space; a `+` stays a `+`).
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_string())
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// A worker database name: only `[a-z0-9_]`, at most 63 bytes, unique per run and attempt. A long

@@ -868,3 +868,17 @@ fn a_cluster_that_fails_to_start_is_cleaned_up_at_once() {
     assert_eq!(clusters, 0);
     f.assert_clean();
 }
+
+#[test]
+fn sigterm_stops_everything_and_exits_130() {
+    let f = Fixture::new("sigterm");
+    f.hanging_test("test_h1");
+    f.plan(PlanOpts {
+        grandchild: true,
+        ..Default::default()
+    });
+    let mut child = start_and_wait(&f, &["test_h1"]);
+    kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::TERM).unwrap();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), Some(130));
+    f.assert_clean();
+}

@@ -135,3 +135,17 @@ fn bundled_plans_start_with_a_schema_line_and_validate() {
         assert_eq!(code(&out), 0, "{}", stderr(&out));
     }
 }
+
+#[test]
+fn dot_output_renders_with_graphviz() {
+    let f = fixture();
+    let dot = dry(&f, &["--format", "dot"]);
+    f.write("plan.dot", &dot);
+    let out = std::process::Command::new("dot")
+        .args(["-Tsvg", "plan.dot"])
+        .current_dir(f.root())
+        .output()
+        .expect("Graphviz's dot is installed (.ci/run installs graphviz)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("<svg"), "an SVG came out");
+}

@@ -74,10 +74,12 @@ impl Journal {
         let dir = Self::dir(state_dir);
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(format!("{run_id}.jsonl"));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)?;
+        // Owner-only: it holds the admin URL rollback needs, password included.
+        let file = std::os::unix::fs::OpenOptionsExt::mode(
+            OpenOptions::new().create_new(true).append(true),
+            0o600,
+        )
+        .open(&path)?;
         let journal = Journal {
             path,
             run_id: run_id.to_string(),
