@@ -203,6 +203,8 @@ impl Step for RunStep {
                 Action::RetryFailed { retries } => {
                     return worker::retry_failed(cx, *retries, &cancel).await
                 }
+                // Nothing to stop when the cluster never started: say nothing either.
+                Action::StopCluster if cx.cluster.lock().await.is_none() => Ok(None),
                 _ => {
                     let start = Instant::now();
                     cx.emit(Event::StepStarted {
