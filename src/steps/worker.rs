@@ -359,20 +359,24 @@ pub async fn run_attempt(
             log_dir: &w.log_dir,
         };
         let commands = vars.commands(&cx.dag.args);
+        let start = |what: String, argv: &[String], env: &[(String, String)], log: &Path| {
+            let spec = Spec {
+                what,
+                argv,
+                env,
+                cwd: &cx.plan.root,
+                log,
+                run_as: None,
+            };
+            process::spawn(&cx.journal, spec)
+        };
 
         let server = match &commands.server {
             None => None,
             Some(s) => {
                 clock.enter(cx, w, n, Phase::Starting);
-                let spec = Spec {
-                    what: format!("server for {} on port {port}", w.file),
-                    argv: &s.command,
-                    env: &s.env,
-                    cwd: &cx.plan.root,
-                    log: &server_log,
-                    run_as: None,
-                };
-                let mut group = match process::spawn(&cx.journal, spec) {
+                let what = format!("server for {} on port {port}", w.file);
+                let mut group = match start(what, &s.command, &s.env, &server_log) {
                     Ok(g) => g,
                     Err(e) => return fail(attempt, &mut clock, Verdict::Error, StepError::new(e)),
                 };
@@ -425,15 +429,8 @@ pub async fn run_attempt(
         };
 
         clock.enter(cx, w, n, Phase::Testing);
-        let spec = Spec {
-            what: format!("tests of {} (port {port})", w.file),
-            argv: &commands.test,
-            env: &commands.test_env,
-            cwd: &cx.plan.root,
-            log: &test_log,
-            run_as: None,
-        };
-        let mut test = match process::spawn(&cx.journal, spec) {
+        let what = format!("tests of {} (port {port})", w.file);
+        let mut test = match start(what, &commands.test, &commands.test_env, &test_log) {
             Ok(g) => g,
             Err(e) => {
                 if let Some(s) = server {
