@@ -17,7 +17,7 @@ fn verdicts(s: &serde_json::Value) -> Vec<(String, String)> {
         .map(|w| {
             (
                 w["file"].as_str().unwrap().to_string(),
-                w["verdict"].as_str().unwrap().to_string(),
+                w["result"].as_str().unwrap().to_string(),
             )
         })
         .collect()
@@ -107,7 +107,7 @@ fn exit_code_5_passes_when_nothing_is_collected() {
         .as_array()
         .unwrap()
         .iter()
-        .all(|w| w["exit_code"] == 5 && w["verdict"] == "PASS"));
+        .all(|w| w["exit_code"] == 5 && w["result"] == "PASS"));
     f.assert_clean();
 }
 
@@ -126,7 +126,7 @@ fn a_failing_file_keeps_exactly_its_database() {
         .find(|w| w["file"] == "tests/test_bad.py")
         .unwrap()
         .clone();
-    assert_eq!(bad["verdict"], "FAIL");
+    assert_eq!(bad["result"], "FAIL");
     assert_eq!(bad["db_kept"], true);
     let kept = bad["db_name"].as_str().unwrap().to_string();
     assert_eq!(f.worker_databases(), vec![kept.clone()]);

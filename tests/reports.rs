@@ -60,7 +60,7 @@ fn summary_json_and_format_json_agree() {
     assert_eq!(s["exit_code"], 1);
     let bad = &s["workers"][0];
     assert_eq!(bad["file"], "tests/test_bad.py");
-    assert_eq!(bad["verdict"], "FAIL");
+    assert_eq!(bad["result"], "FAIL");
     assert_eq!(bad["counts"]["failed"], 1);
     assert!(bad["port"].as_u64().is_some());
     assert!(bad["test_log"]

@@ -35,7 +35,7 @@ fn a_file_that_fails_then_passes_is_flaky_and_passes_locally() {
         .find(|w| w["file"] == "tests/test_flaky.py")
         .unwrap()
         .clone();
-    assert_eq!(w["verdict"], "FLAKY");
+    assert_eq!(w["result"], "FLAKY");
     let attempts = w["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2);
     assert_ne!(
@@ -73,7 +73,7 @@ fn flaky_fails_the_run_on_ci() {
         .output()
         .unwrap();
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
-    assert_eq!(f.summary()["workers"][0]["verdict"], "FLAKY");
+    assert_eq!(f.summary()["workers"][0]["result"], "FLAKY");
     // A flaky file's databases are all dropped: it passed in the end.
     f.assert_clean();
 }
@@ -91,7 +91,7 @@ fn a_file_that_keeps_failing_records_reruns_and_keeps_only_its_first_database() 
     assert_eq!(code(&out), 1);
     let s = f.summary();
     let w = &s["workers"][0];
-    assert_eq!(w["verdict"], "FAIL");
+    assert_eq!(w["result"], "FAIL");
     assert_eq!(w["attempts"].as_array().unwrap().len(), 3);
     // Retry databases are always dropped; the first attempt's is kept by the policy.
     assert_eq!(

@@ -36,7 +36,7 @@ def e2e_run(work, label):
     """Figures of one e2e-plan run from its summary.json, wall clock and clone samples."""
     s = load_json(os.path.join(work, label + ".summary.json"))
     ext = float(open(os.path.join(work, label + ".ext")).read())
-    bad = [w["file"] for w in s["workers"] if w["verdict"] != "PASS"]
+    bad = [w["file"] for w in s["workers"] if w["result"] != "PASS"]
     if bad:
         sys.exit(f"bench: {label}: not every worker passed: {bad}")
     rows = []

@@ -68,6 +68,7 @@ pub struct PhaseSpan {
 #[derive(Debug, Clone, Serialize)]
 pub struct Attempt {
     pub number: u32,
+    #[serde(rename = "result")]
     pub verdict: Verdict,
     pub exit_code: Option<i32>,
     pub duration: f64,
@@ -109,6 +110,7 @@ pub struct WorkerResult {
     pub index: usize,
     pub file: String,
     pub stem: String,
+    #[serde(rename = "result")]
     pub verdict: Verdict,
     pub exit_code: Option<i32>,
     /// Seconds over all attempts.
