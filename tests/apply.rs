@@ -882,3 +882,27 @@ fn sigterm_stops_everything_and_exits_130() {
     assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), Some(130));
     f.assert_clean();
 }
+
+#[test]
+fn a_server_whose_port_was_taken_is_retried_once_on_another_port() {
+    let f = Fixture::new("portclash");
+    f.rows_test("test_a", 0.0);
+    let plan = f.plan(PlanOpts::default());
+    let text = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("GRANDCHILD = ", "PORT_CLASH = \"1\", GRANDCHILD = ");
+    std::fs::write(&plan, text).unwrap();
+    let out = f.run(&["apply", "plan.toml"]);
+    // The port holder is the test's own helper (it lives 5 s): wait for it before judging.
+    let holder: u32 = std::fs::read_to_string(f.root().join(".clashed"))
+        .expect("the clash happened")
+        .trim()
+        .parse()
+        .unwrap();
+    let gone = poll(Duration::from_secs(15), || {
+        (!std::path::Path::new(&format!("/proc/{holder}")).exists()).then_some(())
+    });
+    assert!(gone.is_some(), "port holder {holder} did not exit");
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    f.assert_clean();
+}
