@@ -508,12 +508,10 @@ fn a_password_never_reaches_the_output() {
         stdout(&out)
     );
     // A failing prepare prints its command line, which holds the URL; dry-run JSON holds it too.
-    let plan = f.root().join("plan.toml");
-    let text = std::fs::read_to_string(&plan).unwrap().replace(
+    f.edit_plan(&[(
         "create table if not exists items (v text)",
         "select nonsense(",
-    );
-    std::fs::write(&plan, text).unwrap();
+    )]);
     let broken = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&broken), 3, "{}", stderr(&broken));
     assert!(
@@ -638,12 +636,9 @@ fn a_second_sigint_skips_the_grace_period() {
         "tests/test_stubborn.py",
         "import pathlib, signal, time\n\ndef test_stubborn():\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    (pathlib.Path(__file__).parent / '.ignoring').write_text('1')\n    time.sleep(300)\n",
     );
-    let plan = f.plan(PlanOpts::default());
+    f.plan(PlanOpts::default());
     // A grace period far longer than the test waits for the exit.
-    let text = std::fs::read_to_string(&plan)
-        .unwrap()
-        .replace("stop_timeout = \"2s\"", "stop_timeout = \"5m\"");
-    std::fs::write(&plan, text).unwrap();
+    f.edit_plan(&[("stop_timeout = \"2s\"", "stop_timeout = \"5m\"")]);
     let mut child = start_and_wait(&f, &["test_stubborn"]);
     let ignoring = poll(Duration::from_secs(30), || {
         f.root().join("tests/.ignoring").exists().then_some(())
@@ -670,16 +665,13 @@ fn a_second_sigint_skips_the_grace_period() {
 fn a_session_on_the_template_is_waited_for_then_named_never_terminated() {
     let f = Fixture::new("busy");
     f.rows_test("test_a", 0.0);
-    let plan = f.plan(PlanOpts {
+    f.plan(PlanOpts {
         server: false,
         ..Default::default()
     });
     let first = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&first), 0, "{}", stderr(&first));
-    let text = std::fs::read_to_string(&plan)
-        .unwrap()
-        .replace("keep = ", "busy_timeout = \"1s\"\nkeep = ");
-    std::fs::write(&plan, text).unwrap();
+    f.edit_plan(&[("keep = ", "busy_timeout = \"1s\"\nkeep = ")]);
     // Someone else's session on the template.
     let mut other = std::process::Command::new("psql")
         .args([&f.template_url(), "-qc", "select pg_sleep(120)"])
@@ -737,16 +729,15 @@ fn an_https_readiness_check_accepts_a_self_signed_server() {
         .expect("openssl runs");
     assert!(made.status.success(), "{}", stderr(&made));
     f.rows_test("test_a", 0.0);
-    let plan = f.plan(PlanOpts::default());
-    let text = std::fs::read_to_string(&plan)
-        .unwrap()
-        .replace("ready = \"http://", "ready = \"https://")
-        .replace(
+    f.plan(PlanOpts::default());
+    f.edit_plan(&[
+        ("ready = \"http://", "ready = \"https://"),
+        (
             "GRANDCHILD = ",
             "TLS_CERT = \"{root}/cert.pem\", TLS_KEY = \"{root}/key.pem\", GRANDCHILD = ",
-        )
-        .replace("HAS_SERVER = \"1\"", "HAS_SERVER = \"0\"");
-    std::fs::write(&plan, text).unwrap();
+        ),
+        ("HAS_SERVER = \"1\"", "HAS_SERVER = \"0\""),
+    ]);
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     f.assert_clean();
@@ -756,11 +747,8 @@ fn an_https_readiness_check_accepts_a_self_signed_server() {
 fn a_grandchild_that_leaves_the_process_group_is_still_stopped() {
     let f = Fixture::new("setsid");
     f.rows_test("test_a", 0.0);
-    let plan = f.plan(PlanOpts::default());
-    let text = std::fs::read_to_string(&plan)
-        .unwrap()
-        .replace("GRANDCHILD = ", "ESCAPE = \"1\", GRANDCHILD = ");
-    std::fs::write(&plan, text).unwrap();
+    f.plan(PlanOpts::default());
+    f.edit_plan(&[("GRANDCHILD = ", "ESCAPE = \"1\", GRANDCHILD = ")]);
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     f.assert_clean();
@@ -887,11 +875,8 @@ fn sigterm_stops_everything_and_exits_130() {
 fn a_server_whose_port_was_taken_is_retried_once_on_another_port() {
     let f = Fixture::new("portclash");
     f.rows_test("test_a", 0.0);
-    let plan = f.plan(PlanOpts::default());
-    let text = std::fs::read_to_string(&plan)
-        .unwrap()
-        .replace("GRANDCHILD = ", "PORT_CLASH = \"1\", GRANDCHILD = ");
-    std::fs::write(&plan, text).unwrap();
+    f.plan(PlanOpts::default());
+    f.edit_plan(&[("GRANDCHILD = ", "PORT_CLASH = \"1\", GRANDCHILD = ")]);
     let out = f.run(&["apply", "plan.toml"]);
     // The port holder is the test's own helper (it lives 5 s): wait for it before judging.
     let holder: u32 = std::fs::read_to_string(f.root().join(".clashed"))

@@ -9,14 +9,11 @@ fn a_matching_fingerprint_skips_prepare_until_a_file_changes() {
     let f = Fixture::new("fingerprint");
     f.rows_test("test_a", 0.0);
     f.write("migrations/001.sql", "create table items (v text);\n");
-    let plan = f.plan(PlanOpts {
+    f.plan(PlanOpts {
         server: false,
         ..Default::default()
     });
-    let text = std::fs::read_to_string(&plan)
-        .unwrap()
-        .replace("keep = ", "fingerprint = [\"migrations/**\"]\nkeep = ");
-    std::fs::write(&plan, text).unwrap();
+    f.edit_plan(&[("keep = ", "fingerprint = [\"migrations/**\"]\nkeep = ")]);
 
     let first = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&first), 0, "{}", stderr(&first));

@@ -199,6 +199,17 @@ dir = "report"
         p
     }
 
+    /// Rewrites parts of the written plan (each `from` must be there).
+    pub fn edit_plan(&self, edits: &[(&str, &str)]) {
+        let path = self.root().join("plan.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        for (from, to) in edits {
+            assert!(text.contains(from), "plan.toml has no {from:?}");
+            text = text.replace(from, to);
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.current_dir(self.root())
