@@ -54,6 +54,11 @@ pub enum Command {
         #[arg(default_value = plan::DEFAULT_PLAN)]
         plan: PathBuf,
     },
+    /// Show or empty the template's pool of ready copies ([database] pool).
+    Pool {
+        #[command(subcommand)]
+        action: PoolAction,
+    },
     /// Print the plan format's JSON Schema (draft-07).
     Schema,
     /// Merge JUnit files (from several runs or CI shards) into one.
@@ -69,6 +74,20 @@ pub enum Command {
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PoolAction {
+    /// How many copies are ready, how many are stale, and their size on disk.
+    Status {
+        #[arg(default_value = plan::DEFAULT_PLAN)]
+        plan: PathBuf,
+    },
+    /// Drop every pooled copy of the plan's template (the next run clones again).
+    Drain {
+        #[arg(default_value = plan::DEFAULT_PLAN)]
+        plan: PathBuf,
     },
 }
 
@@ -187,6 +206,7 @@ async fn run(cli: Cli) -> i32 {
         Command::DryRun(a) => dry_run(a),
         Command::Apply(a) => apply(a, cli.color).await,
         Command::Rollback { plan } => rollback(&plan).await,
+        Command::Pool { action } => pool(action).await,
         Command::Schema => {
             print!("{}", plan::schema_json());
             EXIT_OK
@@ -438,6 +458,44 @@ async fn forward_signals(cx: Arc<RunCx>, cancel: Cancel) {
         cancel.stop.cancel();
         if seen > 1 {
             cancel.kill.cancel();
+        }
+    }
+}
+
+async fn pool(action: PoolAction) -> i32 {
+    let (path, drain) = match action {
+        PoolAction::Status { plan } => (plan, false),
+        PoolAction::Drain { plan } => (plan, true),
+    };
+    let plan = match load(&path) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    match crate::steps::pool::inspect(&plan, drain).await {
+        Ok(r) if drain => {
+            println!("pool of {}: dropped {} cop(ies)", r.template, r.dropped);
+            EXIT_OK
+        }
+        Ok(r) => {
+            println!(
+                "pool of {}: {} ready, {} stale (size {}), {:.1} MiB on disk",
+                r.template,
+                r.fresh.len(),
+                r.stale.len(),
+                r.size,
+                r.bytes as f64 / 1048576.0
+            );
+            for name in &r.fresh {
+                println!("  ready  {name}");
+            }
+            for name in &r.stale {
+                println!("  stale  {name}");
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {}", crate::redact::scrub(&e.message));
+            EXIT_SETUP
         }
     }
 }

@@ -53,6 +53,8 @@ pub enum Action {
     Report,
     /// Drop or keep worker databases by the keep policy; remove passing workers' logs.
     Cleanup,
+    /// Bring the template's pool of ready copies back to `size` for the next run.
+    RefillPool { size: usize },
     /// Stop and delete the ephemeral cluster (unless databases are kept).
     StopCluster,
 }
@@ -266,6 +268,21 @@ fn percent_decode(s: &str) -> String {
 /// A worker database name: only `[a-z0-9_]`, at most 63 bytes, unique per run and attempt. A long
 /// template name is shortened with a hash of the whole name so that two long names never collide.
 pub fn worker_db_name(template: &str, run_id: &str, worker: usize, attempt: u32) -> String {
+    let suffix = if attempt == 0 {
+        format!("_{run_id}_{worker}")
+    } else {
+        format!("_{run_id}_{worker}r{attempt}")
+    };
+    db_name(template, &suffix)
+}
+
+/// The name of the `i`-th copy a run adds to the template's pool.
+pub fn pool_db_name(template: &str, run_id: &str, i: usize) -> String {
+    db_name(template, &format!("_pool_{run_id}_{i}"))
+}
+
+/// `template` made a safe identifier, with `suffix`, at most 63 bytes (shortened with a hash).
+fn db_name(template: &str, suffix: &str) -> String {
     let mut base: String = template
         .chars()
         .map(|c| {
@@ -279,11 +296,6 @@ pub fn worker_db_name(template: &str, run_id: &str, worker: usize, attempt: u32)
     if base.is_empty() || base.starts_with(|c: char| c.is_ascii_digit()) {
         base.insert_str(0, "db_");
     }
-    let suffix = if attempt == 0 {
-        format!("_{run_id}_{worker}")
-    } else {
-        format!("_{run_id}_{worker}r{attempt}")
-    };
     if base.len() + suffix.len() > MAX_IDENT {
         let hash = hex(&Sha256::digest(template.as_bytes()))[..8].to_string();
         let keep = MAX_IDENT - suffix.len() - hash.len() - 1;
@@ -291,7 +303,7 @@ pub fn worker_db_name(template: &str, run_id: &str, worker: usize, attempt: u32)
         base.push('_');
         base.push_str(&hash);
     }
-    base + &suffix
+    base + suffix
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -554,6 +566,18 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
         true,
         Action::Cleanup,
     );
+    if plan.database.pool > 0 && plan.database.template.is_some() {
+        push(
+            &mut nodes,
+            "refill-pool".into(),
+            Stage::Teardown,
+            vec![cleanup],
+            true,
+            Action::RefillPool {
+                size: plan.database.pool,
+            },
+        );
+    }
     if cluster.is_some() {
         push(
             &mut nodes,

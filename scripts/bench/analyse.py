@@ -108,7 +108,7 @@ def main():
     out["template_mb"] = round(meta["template_bytes"] / 1048576, 1)
 
     nw, nf = naive(work, "naive_wal_log"), naive(work, "naive_file_copy")
-    ef, ew = e2e(work, "e2e"), e2e(work, "e2e_wal")
+    ef, ew, ep = e2e(work, "e2e"), e2e(work, "e2e_wal"), e2e(work, "e2e_pool")
 
     lines = []
 
@@ -136,7 +136,8 @@ def main():
     if nw:
         row("naive orchestration wall (WAL_LOG clones + sleep)", nw, "orchestration_wall",
             "clones one by one, then all N tests at once")
-    for name, runs in (("e2e-plan (FILE_COPY, its default)", ef), ("e2e-plan with strategy = wal_log", ew)):
+    for name, runs in (("e2e-plan (FILE_COPY, its default)", ef), ("e2e-plan with strategy = wal_log", ew),
+                       ("e2e-plan, warm pool (pool = N)", ep)):
         if not runs:
             continue
         lines.append(name + ":")
@@ -162,8 +163,10 @@ def main():
     out["naive_file_copy"] = stats(nf)
     out["e2e"] = stats(ef)
     out["e2e_wal_log"] = stats(ew)
+    out["e2e_pool"] = stats(ep)
     print()
-    for name, runs, key in (("e2e-plan", ef, "e2e"), ("e2e-plan wal_log", ew, "e2e_wal_log")):
+    for name, runs, key in (("e2e-plan", ef, "e2e"), ("e2e-plan wal_log", ew, "e2e_wal_log"),
+                            ("e2e-plan warm pool", ep, "e2e_pool")):
         if not runs or not nw:
             continue
         last, first = med(runs, "last_test_start"), med(runs, "first_test_start")
@@ -193,7 +196,10 @@ def main():
               f"longest-first schedule of the sleeps alone = {lpt:.2f}s")
         mk = {"files": len(sleeps), "jobs": jobs, "sum": sum(sleeps), "lower_bound": bound, "lpt_sleeps": lpt}
         for label, what in (("mk_cold", "run 1 (no timings: path order)"),
-                            ("mk_warm", "run 2 (timings: longest first)")):
+                            ("mk_warm", "run 2 (timings: longest first)"),
+                            ("mk_pool", "run 3 (timings, warm pool)")):
+            if not os.path.exists(os.path.join(work, label + ".summary.json")):
+                continue
             m = e2e_run(work, label)
             durs = [r["dur"] for r in m["rows"]]
             bound_w = max(sum(durs) / jobs, max(durs))

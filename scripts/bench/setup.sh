@@ -14,6 +14,8 @@
 #   --mk-files M      files of the makespan check (default 16), sleeping 1.0..4.0 s each
 #   --no-makespan     skip the makespan check
 #   --no-naive        skip the naive clones (only e2e-plan is measured; no ratios)
+#   --pool            also measure warm runs with [database] pool = N (a first, unmeasured run
+#                     fills the pool; every measured run claims its databases from it)
 #   --no-variants     skip the extra runs: naive with STRATEGY = FILE_COPY, e2e-plan with
 #                     strategy = "wal_log"
 #   --drop-templates  drop every bench_tmpl_* template at the end (kept for reuse otherwise)
@@ -59,6 +61,7 @@ JOBS=4
 MK_FILES=16
 MAKESPAN=1
 VARIANTS=1
+POOL=
 NAIVE=1
 DROP_TEMPLATES=
 RUN=1
@@ -76,6 +79,7 @@ while [[ $# -gt 0 ]]; do
         --mk-files) MK_FILES=${2:-}; shift 2 ;;
         --no-makespan) MAKESPAN=; shift ;;
         --no-variants) VARIANTS=; shift ;;
+        --pool) POOL=1; shift ;;
         --no-naive) NAIVE=; shift ;;
         --drop-templates) DROP_TEMPLATES=1; shift ;;
         --no-run) RUN=; shift ;;
@@ -105,8 +109,9 @@ now() { date +%s.%N; }
 settle() { q -c "CHECKPOINT"; sync; }
 
 # Every database this script (or e2e-plan for it) may create, templates excluded: naive clones, a
-# template being built, e2e-plan's worker databases <template>_<8 hex run id>_<i>[r<attempt>].
-BENCH_DBS_RE='^(bench_naive_[0-9]+|bench_build_[0-9]+|bench_tmpl_[0-9]+_[0-9a-f]{8}_[0-9]+(r[0-9]+)?)$'
+# template being built, e2e-plan's worker databases <template>_<8 hex run id>_<i>[r<attempt>] and
+# pooled copies <template>_pool_<8 hex run id>_<i>.
+BENCH_DBS_RE='^(bench_naive_[0-9]+|bench_build_[0-9]+|bench_tmpl_[0-9]+_[0-9a-f]{8}_[0-9]+(r[0-9]+)?|bench_tmpl_[0-9]+_pool_[0-9a-f]{8}_[0-9]+)$'
 TEMPLATES_RE='^bench_tmpl_[0-9]+$'
 
 drop_matching() { # regex
@@ -161,6 +166,7 @@ cleanup() {
     local plan
     for plan in "${PLANS[@]}"; do
         "$BIN" --color never rollback "$plan" >/dev/null 2>&1 || true
+        "$BIN" --color never pool drain "$plan" >/dev/null 2>&1 || true
     done
     drop_matching "$BENCH_DBS_RE" 2>/dev/null || true
     if [[ -n $DROP_TEMPLATES ]]; then
@@ -251,12 +257,12 @@ naive_clones() { # label, strategy clause
 
 # ---------------------------------------------------------------------------------------------
 # 3./5. e2e-plan runs.
-make_project() { # dir, file count, "fixed:S" | "varied", strategy ("" = e2e-plan's default)
+make_project() { # dir, file count, "fixed:S" | "varied", strategy ("" = e2e-plan's default), pool size
     local dir=$1
     mkdir -p "$dir/tests"
-    python3 - "$dir" "$2" "$3" "$TMPL_URL" "$4" <<'EOF'
+    python3 - "$dir" "$2" "$3" "$TMPL_URL" "$4" "${5:-0}" <<'EOF'
 import json, os, sys
-d, count, mode, url, strategy = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+d, count, mode, url, strategy, pool = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
 junit = '<testsuites><testsuite name="s" tests="1"><testcase classname="s" name="t"/></testsuite></testsuites>'
 sleeps = {}
 for i in range(1, count + 1):
@@ -268,6 +274,10 @@ for i in range(1, count + 1):
         f.write(f"sleep {s}\nprintf '%s' '{junit}' > \"$1\"\n")
 json.dump(sleeps, open(os.path.join(d, "sleeps.json"), "w"))
 strategy_line = f"strategy = {json.dumps(strategy)}\n" if strategy else ""
+# The template is built by this script, not by a prepare command: a marker file fingerprints it.
+if pool:
+    open(os.path.join(d, "template.version"), "w").write(url + "\n")
+    strategy_line += f'fingerprint = ["template.version"]\npool = {pool}\n'
 # {root} in the command puts this temp dir on every test's command line (the leftover check).
 open(os.path.join(d, "plan.toml"), "w").write(f"""root = "."
 
@@ -317,17 +327,34 @@ run_e2e() { # dir, jobs, label
 
 make_project "$WORK/setup" "$N" "fixed:$SLEEP" ""
 [[ -z $VARIANTS ]] || make_project "$WORK/setup_wal" "$N" "fixed:$SLEEP" wal_log
+if [[ -n $POOL ]]; then
+    make_project "$WORK/setup_pool" "$N" "fixed:$SLEEP" "" "$N"
+    run_e2e "$WORK/setup_pool" 0 pool_fill
+fi
 for r in $(seq "$REPEAT"); do
     [[ -z $NAIVE ]] || naive_clones "naive_wal_log.$r" ""
     [[ -z $NAIVE || -z $VARIANTS ]] || naive_clones "naive_file_copy.$r" " STRATEGY = FILE_COPY"
     run_e2e "$WORK/setup" 0 "e2e.$r"
     [[ -z $VARIANTS ]] || run_e2e "$WORK/setup_wal" 0 "e2e_wal.$r"
+    [[ -z $POOL ]] || run_e2e "$WORK/setup_pool" 0 "e2e_pool.$r"
 done
 if [[ -n $MAKESPAN ]]; then
     make_project "$WORK/makespan" "$MK_FILES" varied ""
     run_e2e "$WORK/makespan" "$JOBS" mk_cold
     run_e2e "$WORK/makespan" "$JOBS" mk_warm
+    if [[ -n $POOL ]]; then
+        # Same files; the pool holds one copy a file, so no worker clones in its slot.
+        make_project "$WORK/makespan_pool" "$MK_FILES" varied "" "$MK_FILES"
+        mkdir -p "$WORK/makespan_pool/.e2e-plan"
+        cp "$WORK/makespan/.e2e-plan/timings.json" "$WORK/makespan_pool/.e2e-plan/"
+        run_e2e "$WORK/makespan_pool" "$JOBS" mk_pool_fill
+        run_e2e "$WORK/makespan_pool" "$JOBS" mk_pool
+    fi
 fi
+# Pools are kept between runs by design; the bench drains its own (the check below counts them).
+for plan in "${PLANS[@]}"; do
+    "$BIN" --color never pool drain "$plan" >/dev/null
+done
 
 # Nothing of ours may be left now (cleanup drops it anyway: this is the check).
 q -c "SELECT coalesce(string_agg(datname, ' '), '') FROM pg_database WHERE datname ~ '$BENCH_DBS_RE'" >"$WORK/left_dbs"

@@ -91,6 +91,11 @@ pub struct RawDatabase {
     /// terminated) before failing with their names. Default "30s".
     #[schemars(with = "Option<String>")]
     pub busy_timeout: Option<HumanDuration>,
+    /// Copies of the template kept cloned between runs (needs `fingerprint`): the next run claims
+    /// them at once instead of cloning, and refills the pool after its summary. 0 (default): off.
+    /// Ignored on an ephemeral cluster.
+    #[schemars(with = "Option<usize>")]
+    pub pool: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

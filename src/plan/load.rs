@@ -32,6 +32,8 @@ impl Default for LoadOptions<'_> {
 const WORKER_VARS: &[&str] = WORKER_PLACEHOLDERS;
 const PREPARE_VARS: &[&str] = &["root", "run", "db_name", "db_url"];
 const SETUP_VARS: &[&str] = &["root", "run"];
+/// Pooled copies per template: each is a full copy on disk, so a typo here fills the disk.
+const MAX_POOL: usize = 1000;
 
 /// Loads and checks the plan at `path`.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Plan, Box<PlanError>> {
@@ -320,6 +322,30 @@ impl Cx<'_> {
                 Some(s)
             })
             .collect();
+        let pool = match &raw.database.pool {
+            Some(p) if *p.get_ref() > 0 && raw.database.fingerprint.is_empty() => {
+                let e = self
+                    .error(
+                        p.span(),
+                        "a pool needs [database] fingerprint",
+                        "pooled copies are only used while the template's fingerprint matches",
+                    )
+                    .with_help(
+                        "list the files the template is built from, e.g. fingerprint = [\"migrations/**\"]",
+                    );
+                self.push(e);
+                0
+            }
+            Some(p) if *p.get_ref() > MAX_POOL => {
+                let e = self
+                    .error(p.span(), format!("pool is at most {MAX_POOL}"), "this size")
+                    .with_help("each pooled copy is a full copy of the template on disk");
+                self.push(e);
+                0
+            }
+            Some(p) => *p.get_ref(),
+            None => 0,
+        };
         let database = DatabaseSpec {
             template,
             prepare,
@@ -336,6 +362,7 @@ impl Cx<'_> {
                 .busy_timeout
                 .map(|d| d.0)
                 .unwrap_or(Duration::from_secs(30)),
+            pool,
         };
 
         let server = raw.server.as_ref().and_then(|s| {

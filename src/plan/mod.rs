@@ -58,6 +58,8 @@ pub struct DatabaseSpec {
     pub strategy: Option<Strategy>,
     pub fingerprint: Vec<String>,
     pub busy_timeout: Duration,
+    /// Pooled copies to keep ready between runs; 0: no pool.
+    pub pool: usize,
 }
 
 #[derive(Debug, Clone)]

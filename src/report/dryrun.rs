@@ -192,9 +192,14 @@ fn text(plan: &Plan, dag: &Dag) -> String {
             .map(|s| format!("  (~{s:.1}s)"))
             .unwrap_or_default();
         let _ = writeln!(o, "{branch} [{}] {}{predicted}", w.index, w.file);
+        let source = if plan.database.pool > 0 && plan.database.template.is_some() {
+            " (or claim a ready copy from its pool)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             o,
-            "{cont}├─ clone database {} from {}",
+            "{cont}├─ clone database {} from {}{source}",
             w.database, dag.template_name
         );
         if let Some(s) = &w.commands.server {
@@ -253,6 +258,9 @@ fn text(plan: &Plan, dag: &Dag) -> String {
             Action::RetryFailed { retries } => format!("retry failed files up to {retries} time(s), each in a fresh database (at most {} failed files)", plan.run.max_retry_files),
             Action::Report => format!("merge reports into {}/junit.xml, summary.json, report.html", plan.report_dir.display()),
             Action::Cleanup => format!("drop worker databases (keep = {})", keep_name(plan)),
+            Action::RefillPool { size } => {
+                format!("refill the pool to {size} ready copies for the next run")
+            }
             Action::StopCluster => "stop and delete the ephemeral PostgreSQL".into(),
             _ => continue,
         };

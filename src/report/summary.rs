@@ -212,7 +212,17 @@ pub struct RunSummary {
     pub kept_databases: Vec<KeptDatabase>,
     /// The command that drops kept databases.
     pub cleanup_command: Option<String>,
+    /// Where the workers' databases came from.
+    pub databases: DatabaseSources,
     pub workers: Vec<WorkerResult>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct DatabaseSources {
+    /// Cloned from the template during the run.
+    pub cloned: usize,
+    /// Claimed ready from the template's pool (`[database] pool`).
+    pub from_pool: usize,
 }
 
 impl RunSummary {
@@ -276,6 +286,10 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
         flaky_policy: cx.plan.run.flaky,
         kept_databases,
         cleanup_command,
+        databases: DatabaseSources {
+            cloned: cx.cloned.load(std::sync::atomic::Ordering::SeqCst),
+            from_pool: cx.pool_claimed.load(std::sync::atomic::Ordering::SeqCst),
+        },
         workers,
     }
 }

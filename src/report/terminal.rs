@@ -271,6 +271,13 @@ impl Reporter {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "\n{}", summary_table(s, color));
         let _ = writeln!(out, "{}", summary_line(s));
+        if s.databases.from_pool > 0 {
+            let _ = writeln!(
+                out,
+                "databases: {} from the pool, {} cloned",
+                s.databases.from_pool, s.databases.cloned
+            );
+        }
         for k in &s.kept_databases {
             let _ = writeln!(
                 out,

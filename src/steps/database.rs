@@ -182,6 +182,97 @@ pub async fn set_fingerprint(client: &Client, template: &str, hash: &str) -> Res
         .map_err(sql("storing the template's fingerprint"))
 }
 
+/// Holds the template's pool lock until the client is dropped: one run at a time fills or
+/// empties a template's pool, so two runs never overshoot its size.
+pub async fn lock_pool(client: &Client, template: &str) -> Result<(), DbError> {
+    client
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&lock_key(&format!("{template}\0pool"))],
+        )
+        .await
+        .map_err(sql("taking the pool's advisory lock"))?;
+    Ok(())
+}
+
+const POOL_PREFIX: &str = "e2e-plan pool of ";
+
+/// What a pooled copy carries as its comment: the template it was cloned from and the template's
+/// fingerprint then. A copy whose comment differs from the current one is stale.
+pub fn pool_comment(template: &str, fingerprint: &str) -> String {
+    format!("{POOL_PREFIX}{template} at {fingerprint}")
+}
+
+/// A pooled copy of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pooled {
+    pub name: String,
+    /// Its comment matches the template's current fingerprint.
+    pub fresh: bool,
+}
+
+/// The pooled copies of `template` (oldest first), fresh or stale against `fingerprint`.
+pub async fn list_pool(
+    client: &Client,
+    template: &str,
+    fingerprint: Option<&str>,
+) -> Result<Vec<Pooled>, DbError> {
+    let rows = client
+        .query(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database \
+             WHERE starts_with(coalesce(shobj_description(oid, 'pg_database'), ''), $1) ORDER BY oid",
+            &[&format!("{POOL_PREFIX}{template} at ")],
+        )
+        .await
+        .map_err(sql("listing the pool"))?;
+    let current = fingerprint.map(|f| pool_comment(template, f));
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let comment: Option<String> = r.get(1);
+            Pooled {
+                name: r.get(0),
+                fresh: current.is_some() && comment == current,
+            }
+        })
+        .collect())
+}
+
+/// Claims a pooled copy: renames it to `name` and clears its comment in one transaction, so no
+/// other run can claim it too. Ok(false): another run claimed it first, or someone is connected.
+pub async fn claim_pooled(client: &Client, pooled: &str, name: &str) -> Result<bool, DbError> {
+    let statement = format!(
+        "BEGIN; ALTER DATABASE {} RENAME TO {}; COMMENT ON DATABASE {} IS NULL; COMMIT",
+        quote_ident(pooled),
+        quote_ident(name),
+        quote_ident(name)
+    );
+    match client.batch_execute(&statement).await {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            if matches!(e.code(), Some(c) if *c == SqlState::UNDEFINED_DATABASE || *c == SqlState::OBJECT_IN_USE)
+            {
+                Ok(false)
+            } else {
+                Err(sql(format!("claiming pooled database {pooled}"))(e))
+            }
+        }
+    }
+}
+
+/// Hands a database we cloned over to the pool.
+pub async fn mark_pooled(client: &Client, name: &str, comment: &str) -> Result<(), DbError> {
+    client
+        .batch_execute(&format!(
+            "COMMENT ON DATABASE {} IS {}",
+            quote_ident(name),
+            quote_literal(comment)
+        ))
+        .await
+        .map_err(sql(format!("adding {name} to the pool")))
+}
+
 /// `CREATE DATABASE name TEMPLATE template`. Another session on the template (SQLSTATE 55006)
 /// is waited out with backoff, never terminated; past the patience the error names the sessions.
 pub async fn clone_database(

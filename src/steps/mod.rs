@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod database;
+pub mod pool;
 pub mod process;
 pub mod resource;
 pub mod worker;
@@ -83,6 +84,12 @@ pub struct RunCx {
     pub prefetched: Vec<tokio::sync::watch::Sender<Option<Result<bool, StepError>>>>,
     pub window_permits: Mutex<std::collections::HashMap<usize, tokio::sync::OwnedSemaphorePermit>>,
     pub prefetcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Pooled copies this run may claim (oldest first), the fingerprint they must match, and how
+    /// many workers got their database from the pool or from a clone.
+    pub pool: Mutex<std::collections::VecDeque<String>>,
+    pub pool_fingerprint: OnceLock<String>,
+    pub pool_claimed: std::sync::atomic::AtomicUsize,
+    pub cloned: std::sync::atomic::AtomicUsize,
 }
 
 /// Concurrent clones: about 4 at once is where PostgreSQL 15 stops getting faster on 2 cores.
@@ -122,6 +129,10 @@ impl RunCx {
                 .collect(),
             window_permits: Mutex::new(std::collections::HashMap::new()),
             prefetcher: Mutex::new(None),
+            pool: Mutex::new(Default::default()),
+            pool_fingerprint: OnceLock::new(),
+            pool_claimed: Default::default(),
+            cloned: Default::default(),
         }
     }
 
@@ -264,6 +275,7 @@ impl RunStep {
                 Ok(None)
             }
             Action::Cleanup => cleanup(cx).await.map(Some),
+            Action::RefillPool { size } => pool::refill(&self.cx, *size, cancel).await.map(Some),
             Action::StopCluster => {
                 let guard = cx.cluster.lock().await;
                 let Some(c) = guard.as_ref() else {
@@ -399,22 +411,39 @@ async fn prepare_template(
             crate::planner::fill_run_command(c, &cx.plan, &cx.dag.run_id, &template_url, template)
         })
         .collect();
+    let pooled = pool::enabled(cx);
+    let hash = (!cx.plan.database.fingerprint.is_empty()).then(|| fingerprint(&cx.plan, &commands));
+    let pool_note = |n: usize| {
+        format!(
+            "; {n} ready cop{} in the pool",
+            if n == 1 { "y" } else { "ies" }
+        )
+    };
     if commands.is_empty() {
-        return Ok(created.then(|| format!("created {template}")));
+        let mut note = created.then(|| format!("created {template}"));
+        if let (true, Some(h)) = (pooled, &hash) {
+            let n = pool::load(cx, &admin, h, created || cx.reprepare).await?;
+            note = Some(
+                format!("{}{}", note.unwrap_or_default(), pool_note(n))
+                    .trim_start_matches("; ")
+                    .to_string(),
+            );
+        }
+        return Ok(note);
     }
     database::lock_template(&admin, template)
         .await
         .map_err(|e| StepError::new(e.to_string()))?;
-    let hash = (!cx.plan.database.fingerprint.is_empty()).then(|| fingerprint(&cx.plan, &commands));
     if let Some(h) = &hash {
         let stored = database::fingerprint(&admin, template)
             .await
             .map_err(|e| StepError::new(e.to_string()))?;
         if !cx.reprepare && !created && stored.as_deref() == Some(h.as_str()) {
-            return Ok(Some(format!(
-                "fingerprint {} matches: prepare skipped",
-                &h[..12]
-            )));
+            let mut note = format!("fingerprint {} matches: prepare skipped", &h[..12]);
+            if pooled {
+                note.push_str(&pool_note(pool::load(cx, &admin, h, false).await?));
+            }
+            return Ok(Some(note));
         }
         // A prepare that fails half-way must not leave the old fingerprint on a changed template.
         database::clear_fingerprint(&admin, template)
@@ -429,6 +458,10 @@ async fn prepare_template(
         database::set_fingerprint(&admin, template, h)
             .await
             .map_err(|e| StepError::new(e.to_string()))?;
+        if pooled {
+            // Every copy in the pool is of the old template now.
+            pool::load(cx, &admin, h, true).await?;
+        }
     }
     Ok(Some(format!("{} command(s) run", commands.len())))
 }
@@ -576,6 +609,7 @@ pub fn step_label(action: &Action) -> String {
         Action::RetryFailed { .. } => "retry failed files".into(),
         Action::Report => "write reports".into(),
         Action::Cleanup => "drop worker databases".into(),
+        Action::RefillPool { .. } => "refill the pool".into(),
         Action::StopCluster => "stop ephemeral PostgreSQL".into(),
     }
 }

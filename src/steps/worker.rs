@@ -165,6 +165,9 @@ pub async fn clone_worker_db(
     db_name: &str,
     cancel: &Cancel,
 ) -> Result<bool, StepError> {
+    if super::pool::enabled(cx) && super::pool::claim(cx, worker, attempt, db_name).await? {
+        return Ok(true);
+    }
     let _permit = tokio::select! {
         p = cx.clone_slots.acquire() => match p {
             Ok(p) => p,
@@ -198,6 +201,7 @@ pub async fn clone_worker_db(
     .await
     .map_err(|e| StepError::new(e.to_string()))?;
     let _ = cx.journal.done::<Resource>(entry, None);
+    cx.cloned.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     Ok(true)
 }
 

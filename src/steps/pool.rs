@@ -1,0 +1,276 @@
+//! The template's pool: copies cloned after one run so the next run starts without cloning.
+//!
+//! A pooled copy is a database whose comment names the template and the template's fingerprint
+//! when it was cloned. Claiming one renames it to the worker's name and clears the comment in one
+//! transaction, so two runs never claim the same copy. A copy is created under the run's journal
+//! (a runner killed mid-clone leaves nothing `rollback` would miss) and leaves the journal once its
+//! comment is set: from then on it belongs to the pool, not to the run. `e2e-plan pool drain`
+//! removes a pool.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+
+use super::resource::Resource;
+use super::{database, lock, RunCx, StepError, WorkerDb, CLONE_CONCURRENCY};
+use crate::engine::Cancel;
+use crate::planner::pool_db_name;
+
+/// Whether this run uses a pool: configured, and on a server that outlives the run.
+pub fn enabled(cx: &RunCx) -> bool {
+    cx.plan.database.pool > 0 && cx.plan.database.template.is_some()
+}
+
+fn err(e: impl std::fmt::Display) -> StepError {
+    StepError::new(e.to_string())
+}
+
+/// After the template is known to be current: which fresh copies this run may claim. `prepared`:
+/// the template was just (re)built, so every existing copy is stale and is marked so (the refill
+/// drops it, off the critical path).
+pub async fn load(
+    cx: &RunCx,
+    admin: &tokio_postgres::Client,
+    fingerprint: &str,
+    prepared: bool,
+) -> Result<usize, StepError> {
+    let template = &cx.dag.template_name;
+    let _ = cx.pool_fingerprint.set(fingerprint.to_string());
+    if prepared {
+        // Its own session: the lock waits for another run's refill, so that no copy of the old
+        // template lands afterwards, and ends with the session.
+        let session = database::connect(&cx.admin_url()).await.map_err(err)?;
+        database::lock_pool(&session, template).await.map_err(err)?;
+        let copies = database::list_pool(&session, template, None)
+            .await
+            .map_err(err)?;
+        for c in copies {
+            database::mark_pooled(
+                &session,
+                &c.name,
+                &database::pool_comment(template, "stale"),
+            )
+            .await
+            .map_err(err)?;
+        }
+        return Ok(0);
+    }
+    let fresh: Vec<String> = database::list_pool(admin, template, Some(fingerprint))
+        .await
+        .map_err(err)?
+        .into_iter()
+        .filter(|c| c.fresh)
+        .map(|c| c.name)
+        .collect();
+    let n = fresh.len();
+    *lock(&cx.pool) = fresh.into();
+    Ok(n)
+}
+
+/// Takes a ready copy for a worker attempt, under the run's journal. Ok(false): the pool is empty.
+pub async fn claim(
+    cx: &RunCx,
+    worker: usize,
+    attempt: u32,
+    db_name: &str,
+) -> Result<bool, StepError> {
+    if lock(&cx.pool).is_empty() {
+        return Ok(false);
+    }
+    let admin_url = cx.admin_url();
+    let client = database::connect(&admin_url).await.map_err(err)?;
+    loop {
+        let Some(pooled) = lock(&cx.pool).pop_front() else {
+            return Ok(false);
+        };
+        let entry = cx
+            .journal
+            .intent(&Resource::Database {
+                admin_url: admin_url.clone(),
+                name: db_name.to_string(),
+                ephemeral: false,
+            })
+            .map_err(|e| StepError::new(format!("cannot write the journal: {e}")))?;
+        if database::claim_pooled(&client, &pooled, db_name)
+            .await
+            .map_err(err)?
+        {
+            lock(&cx.databases).push(WorkerDb {
+                worker,
+                attempt,
+                name: db_name.to_string(),
+                entry,
+            });
+            let _ = cx.journal.done::<Resource>(entry, None);
+            cx.pool_claimed.fetch_add(1, Ordering::SeqCst);
+            return Ok(true);
+        }
+        // Another run claimed it first: nothing was created.
+        let _ = cx.journal.undone(entry);
+    }
+}
+
+/// Brings the pool back to `size` fresh copies: drops stale and surplus copies, clones the
+/// missing ones (bounded like the run's clones). Skipped after a setup failure or an interruption;
+/// an interruption during the refill stops starting clones and lets the running ones finish.
+pub async fn refill(cx: &Arc<RunCx>, size: usize, cancel: &Cancel) -> Result<String, StepError> {
+    let Some(fingerprint) = cx.pool_fingerprint.get().cloned() else {
+        return Ok("skipped: the template was not ready".into());
+    };
+    let exit = cx.exit_code();
+    if exit == 3 || exit == 130 || cancel.is_stopping() {
+        return Ok("skipped: the run did not finish".into());
+    }
+    let start = Instant::now();
+    let template = cx.dag.template_name.clone();
+    let admin_url = cx.admin_url();
+    let admin = database::connect(&admin_url).await.map_err(err)?;
+    database::lock_pool(&admin, &template).await.map_err(err)?;
+    let copies = database::list_pool(&admin, &template, Some(&fingerprint))
+        .await
+        .map_err(err)?;
+    let (fresh, stale): (Vec<_>, Vec<_>) = copies.into_iter().partition(|c| c.fresh);
+    let mut to_drop: Vec<String> = stale.into_iter().map(|c| c.name).collect();
+    // Surplus (the pool shrank): drop the newest, keep the oldest.
+    to_drop.extend(fresh.iter().skip(size).map(|c| c.name.clone()));
+    let missing = size.saturating_sub(fresh.len());
+
+    let slots = Arc::new(Semaphore::new(CLONE_CONCURRENCY));
+    let mut set = tokio::task::JoinSet::new();
+    for name in to_drop.clone() {
+        let admin_url = admin_url.clone();
+        let slots = Arc::clone(&slots);
+        set.spawn(async move {
+            let _permit = slots.acquire_owned().await;
+            database::drop_database(&admin_url, &name)
+                .await
+                .map(|_| false)
+        });
+    }
+    let file_copy = cx.file_copy.get().copied().unwrap_or(false);
+    let comment = database::pool_comment(&template, &fingerprint);
+    let mut errors = Vec::new();
+    for i in 0..missing {
+        let permit = tokio::select! {
+            p = Arc::clone(&slots).acquire_owned() => p.ok(),
+            _ = cancel.stop.cancelled() => None,
+        };
+        let Some(permit) = permit else { break };
+        let name = pool_db_name(&template, &cx.dag.run_id, i);
+        let entry = match cx.journal.intent(&Resource::Database {
+            admin_url: admin_url.clone(),
+            name: name.clone(),
+            ephemeral: false,
+        }) {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(format!("cannot write the journal: {e}"));
+                break;
+            }
+        };
+        let admin_url = admin_url.clone();
+        let template = template.clone();
+        let comment = comment.clone();
+        let patience = cx.plan.database.busy_timeout;
+        let cx = Arc::clone(cx);
+        set.spawn(async move {
+            let _permit = permit;
+            database::clone_database(&admin_url, &template, &name, file_copy, patience).await?;
+            let client = database::connect(&admin_url).await?;
+            database::mark_pooled(&client, &name, &comment).await?;
+            // The pool's now, not the run's: rollback must not drop it.
+            let _ = cx.journal.undone(entry);
+            Ok(true)
+        });
+    }
+    let (mut cloned, mut dropped) = (0, 0);
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(true)) => cloned += 1,
+            Ok(Ok(false)) => dropped += 1,
+            Ok(Err(e)) => errors.push(e.to_string()),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(StepError::new(format!(
+            "could not refill the pool ({} error(s)); the next run clones what is missing",
+            errors.len()
+        ))
+        .with_detail(errors.join("\n")));
+    }
+    let ready = fresh.len().min(size) + cloned;
+    let mut note = format!(
+        "{ready} of {size} ready: cloned {cloned} in {:.2}s",
+        start.elapsed().as_secs_f64()
+    );
+    if dropped > 0 {
+        note.push_str(&format!(", dropped {dropped} stale or surplus"));
+    }
+    Ok(note)
+}
+
+/// What `e2e-plan pool status|drain` reports.
+pub struct PoolReport {
+    pub template: String,
+    pub size: usize,
+    pub fresh: Vec<String>,
+    pub stale: Vec<String>,
+    pub bytes: i64,
+    pub dropped: usize,
+}
+
+/// Lists (and with `drain`, drops) a plan's pooled copies. Fresh means: cloned from the template
+/// as its fingerprint files are now.
+pub async fn inspect(plan: &crate::plan::Plan, drain: bool) -> Result<PoolReport, StepError> {
+    let Some(url) = &plan.database.template else {
+        return Err(StepError::new(
+            "this plan uses an ephemeral cluster: it has no pool (set [database] template)",
+        ));
+    };
+    let template = crate::planner::template_name(plan);
+    let commands: Vec<Vec<String>> = plan
+        .database
+        .prepare
+        .iter()
+        .map(|c| crate::planner::fill_run_command(c, plan, "pool", url, &template))
+        .collect();
+    let fingerprint =
+        (!plan.database.fingerprint.is_empty()).then(|| super::fingerprint(plan, &commands));
+    let admin_url = database::admin_url(url);
+    let admin = database::connect(&admin_url).await.map_err(err)?;
+    if drain {
+        database::lock_pool(&admin, &template).await.map_err(err)?;
+    }
+    let copies = database::list_pool(&admin, &template, fingerprint.as_deref())
+        .await
+        .map_err(err)?;
+    let names: Vec<String> = copies.iter().map(|c| c.name.clone()).collect();
+    let row = admin
+        .query_one(
+            "SELECT coalesce(sum(pg_database_size(datname)), 0)::bigint FROM pg_database WHERE datname = ANY($1)",
+            &[&names],
+        )
+        .await
+        .map_err(|e| err(database::pg_message(&e)))?;
+    let (fresh, stale): (Vec<_>, Vec<_>) = copies.into_iter().partition(|c| c.fresh);
+    let mut dropped = 0;
+    if drain {
+        for name in &names {
+            database::drop_database(&admin_url, name)
+                .await
+                .map_err(err)?;
+            dropped += 1;
+        }
+    }
+    Ok(PoolReport {
+        template,
+        size: plan.database.pool,
+        fresh: fresh.into_iter().map(|c| c.name).collect(),
+        stale: stale.into_iter().map(|c| c.name).collect(),
+        bytes: row.get(0),
+        dropped,
+    })
+}

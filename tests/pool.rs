@@ -1,0 +1,299 @@
+//! `[database] pool`: ready copies claimed by the next run, refilled after it, invalidated by a
+//! changed fingerprint, shared safely by concurrent runs, and never half-made.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use rustix::process::{kill_process, Pid, Signal};
+
+/// A fixture whose plan keeps a pool of `size` copies, fingerprinted by schema.sql.
+fn pooled(name: &str, files: usize, size: usize) -> Fixture {
+    let f = Fixture::new(name);
+    for i in 0..files {
+        f.rows_test(&format!("test_{i}"), 0.0);
+    }
+    f.write("schema.sql", "create table items (v text);\n");
+    f.plan(PlanOpts {
+        server: false,
+        ..Default::default()
+    });
+    f.edit_plan(&[(
+        "keep = \"failed\"",
+        &format!("keep = \"failed\"\nfingerprint = [\"schema.sql\"]\npool = {size}"),
+    )]);
+    f
+}
+
+/// The fixture's pooled copies (name, comment), oldest first.
+fn pool(f: &Fixture) -> Vec<(String, String)> {
+    psql(&format!(
+        "select datname || '|' || coalesce(shobj_description(oid, 'pg_database'), '') from pg_database \
+         where datname like '{}\\_pool\\_%' order by oid",
+        f.template
+    ))
+    .lines()
+    .filter(|l| !l.is_empty())
+    .map(|l| {
+        let (n, c) = l.split_once('|').unwrap();
+        (n.to_string(), c.to_string())
+    })
+    .collect()
+}
+
+fn names(copies: &[(String, String)]) -> Vec<String> {
+    copies.iter().map(|(n, _)| n.clone()).collect()
+}
+
+fn apply_ok(f: &Fixture, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["apply", "plan.toml"];
+    args.extend_from_slice(extra);
+    let out = f.run(&args);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    f.summary()
+}
+
+/// Drains the pool through the product, then checks that nothing at all is left.
+fn drain_and_check(f: &Fixture) {
+    let out = f.run(&["pool", "drain", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(pool(f).is_empty(), "drain left {:?}", pool(f));
+    f.assert_clean();
+}
+
+#[test]
+fn a_warm_run_claims_pooled_copies_and_refills_the_pool() {
+    let f = pooled("pool_warm", 3, 3);
+    let first = apply_ok(&f, &[]);
+    assert_eq!(first["databases"]["cloned"], 3);
+    assert_eq!(first["databases"]["from_pool"], 0);
+    let after_first = pool(&f);
+    assert_eq!(after_first.len(), 3, "refilled to the pool size");
+    assert!(
+        after_first
+            .iter()
+            .all(|(_, c)| c.starts_with(&format!("e2e-plan pool of {} at ", f.template))),
+        "{after_first:?}"
+    );
+    let status = f.run(&["pool", "status", "plan.toml"]);
+    assert!(
+        stdout(&status).contains("3 ready, 0 stale (size 3)"),
+        "{}",
+        stdout(&status)
+    );
+    // `rollback` is for runs; the pool is not a run's leftover.
+    let rb = f.run(&["rollback", "plan.toml"]);
+    assert_eq!(code(&rb), 0, "{}", stderr(&rb));
+    assert_eq!(pool(&f), after_first);
+
+    // The tests check that each database is the prepared template, empty: a pooled copy is.
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("databases: 3 from the pool, 0 cloned"),
+        "{}",
+        stdout(&out)
+    );
+    let second = f.summary();
+    assert_eq!(second["databases"]["from_pool"], 3);
+    assert_eq!(second["databases"]["cloned"], 0);
+    let claimed: Vec<String> = second["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["db_name"].as_str().unwrap().to_string())
+        .collect();
+    let after_second = pool(&f);
+    assert_eq!(after_second.len(), 3);
+    for old in names(&after_first) {
+        assert!(
+            !names(&after_second).contains(&old),
+            "{old} was claimed, so it is gone"
+        );
+    }
+    for db in &claimed {
+        assert!(!names(&after_second).contains(db));
+    }
+    // Only pooled copies are left: every worker database was dropped.
+    let mut left = names(&after_second);
+    left.sort();
+    assert_eq!(f.worker_databases(), left);
+    drain_and_check(&f);
+}
+
+#[test]
+fn a_changed_fingerprint_or_reprepare_makes_the_pool_stale() {
+    let f = pooled("pool_stale", 2, 2);
+    apply_ok(&f, &[]);
+    let first = pool(&f);
+    assert_eq!(first.len(), 2);
+
+    f.write("schema.sql", "create table items (v text); -- changed\n");
+    let status = f.run(&["pool", "status", "plan.toml"]);
+    assert!(
+        stdout(&status).contains("0 ready, 2 stale"),
+        "{}",
+        stdout(&status)
+    );
+    let s = apply_ok(&f, &[]);
+    assert_eq!(
+        s["databases"]["from_pool"], 0,
+        "stale copies are never used"
+    );
+    let second = pool(&f);
+    assert_eq!(second.len(), 2, "stale copies replaced: {second:?}");
+    assert!(names(&second).iter().all(|n| !names(&first).contains(n)));
+    assert_ne!(first[0].1, second[0].1, "new fingerprint in the comment");
+
+    // --reprepare rebuilds the template with the same fingerprint: the copies are stale too.
+    let s = apply_ok(&f, &["--reprepare"]);
+    assert_eq!(s["databases"]["from_pool"], 0);
+    let third = pool(&f);
+    assert_eq!(third.len(), 2);
+    assert!(names(&third).iter().all(|n| !names(&second).contains(n)));
+    drain_and_check(&f);
+}
+
+#[test]
+fn concurrent_runs_never_claim_the_same_copy_and_keep_the_pool_size() {
+    let f = pooled("pool_race", 2, 4);
+    apply_ok(&f, &[]);
+    assert_eq!(pool(&f).len(), 4);
+    // A second plan on the same template, reporting elsewhere.
+    let text = std::fs::read_to_string(f.root().join("plan.toml")).unwrap();
+    f.write(
+        "plan2.toml",
+        &text.replace("dir = \"report\"", "dir = \"report2\""),
+    );
+    let spawn = |plan: &str| {
+        f.cmd(&["apply", plan, "--format", "json"])
+            .stderr(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("plan.toml"), spawn("plan2.toml"));
+    let mut claimed = Vec::new();
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(code(&out), 0, "{}", stdout(&out));
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // Two runs, four copies, two files each: every worker got a copy of its own.
+        assert_eq!(s["databases"]["from_pool"], 2, "{s}");
+        for w in s["workers"].as_array().unwrap() {
+            claimed.push(w["db_name"].as_str().unwrap().to_string());
+        }
+    }
+    claimed.sort();
+    claimed.dedup();
+    assert_eq!(claimed.len(), 4);
+    // The refills took turns: the pool is exactly its size, not twice.
+    assert_eq!(pool(&f).len(), 4, "{:?}", pool(&f));
+    drain_and_check(&f);
+}
+
+#[test]
+fn a_runner_killed_while_refilling_leaves_only_whole_copies() {
+    let f = pooled("pool_kill", 2, 2);
+    apply_ok(&f, &[]);
+    assert_eq!(pool(&f).len(), 2);
+    // A session on the template holds the refill's clones back (they wait, never terminate it).
+    let mut blocker = std::process::Command::new("psql")
+        .args([&f.template_url(), "-qc", "select pg_sleep(120)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let connected = poll(Duration::from_secs(10), || {
+        (psql(&format!(
+            "select count(*) from pg_stat_activity where datname = '{}'",
+            f.template
+        )) == "1")
+            .then_some(())
+    });
+    assert!(connected.is_some(), "the blocking session never connected");
+    let mut child = f
+        .cmd(&["apply", "plan.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let runs = f.root().join(".e2e-plan/runs");
+    let refilling = poll(Duration::from_secs(60), || {
+        let journals = std::fs::read_dir(&runs).ok()?;
+        journals
+            .flatten()
+            .any(|j| {
+                std::fs::read_to_string(j.path())
+                    .unwrap_or_default()
+                    .contains("_pool_")
+            })
+            .then_some(())
+    });
+    assert!(refilling.is_some(), "the run never started refilling");
+    // Let the clone go, and kill the runner while it may be in flight.
+    kill_process(Pid::from_raw(blocker.id() as i32).unwrap(), Signal::TERM).unwrap();
+    let _ = blocker.wait();
+    kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::KILL).unwrap();
+    let _ = child.wait();
+    let rb = f.run(&["rollback", "plan.toml"]);
+    assert_eq!(code(&rb), 0, "{}{}", stdout(&rb), stderr(&rb));
+    let quiet = poll(Duration::from_secs(60), || {
+        let active = psql(&format!(
+            "select count(*) from pg_stat_activity where query like 'CREATE DATABASE \"{}%' and state = 'active'",
+            f.template
+        ));
+        (active == "0").then_some(())
+    });
+    assert!(quiet.is_some());
+    // Whatever the moment of the kill: every copy left is a whole one, marked as the pool's, and
+    // no worker database is left.
+    let left = pool(&f);
+    assert!(
+        left.iter().all(|(_, c)| c.starts_with("e2e-plan pool of ")),
+        "a half-made copy survived: {left:?}"
+    );
+    let mut left = names(&left);
+    left.sort();
+    assert_eq!(f.worker_databases(), left);
+    drain_and_check(&f);
+}
+
+#[test]
+fn a_pool_without_a_fingerprint_is_a_plan_error() {
+    let f = Fixture::new("pool_nofp");
+    f.rows_test("test_a", 0.0);
+    f.plan(PlanOpts {
+        server: false,
+        ..Default::default()
+    });
+    f.edit_plan(&[("keep = \"failed\"", "keep = \"failed\"\npool = 4")]);
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 2, "{}{}", stdout(&out), stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("a pool needs [database] fingerprint"), "{err}");
+    assert!(err.contains("plan.toml:8:8"), "{err}");
+    assert_eq!(
+        psql(&format!(
+            "select count(*) from pg_database where datname = '{}'",
+            f.template
+        )),
+        "0"
+    );
+    f.assert_clean();
+}
+
+#[test]
+fn dry_run_shows_the_pool() {
+    let f = pooled("pool_dry", 1, 5);
+    let out = f.run(&["dry-run", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("refill the pool to 5 ready copies"), "{text}");
+    assert!(
+        text.contains("or claim a ready copy from its pool"),
+        "{text}"
+    );
+}
