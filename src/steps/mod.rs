@@ -90,6 +90,9 @@ pub struct RunCx {
     pub pool_fingerprint: OnceLock<String>,
     pub pool_claimed: std::sync::atomic::AtomicUsize,
     pub cloned: std::sync::atomic::AtomicUsize,
+    /// The pool's refill, started during the run, and the clones it may run at once.
+    pub refill: Mutex<Option<tokio::task::JoinHandle<Result<String, StepError>>>>,
+    pub refill_slots: Arc<Semaphore>,
 }
 
 /// Concurrent clones: about 4 at once is where PostgreSQL 15 stops getting faster on 2 cores.
@@ -133,6 +136,8 @@ impl RunCx {
             pool_fingerprint: OnceLock::new(),
             pool_claimed: Default::default(),
             cloned: Default::default(),
+            refill: Mutex::new(None),
+            refill_slots: Arc::new(Semaphore::new(1)),
         }
     }
 
@@ -275,7 +280,9 @@ impl RunStep {
                 Ok(None)
             }
             Action::Cleanup => cleanup(cx).await.map(Some),
-            Action::RefillPool { size } => pool::refill(&self.cx, *size, cancel).await.map(Some),
+            Action::RefillPool { size } => {
+                pool::finish_refill(&self.cx, *size, cancel).await.map(Some)
+            }
             Action::StopCluster => {
                 let guard = cx.cluster.lock().await;
                 let Some(c) = guard.as_ref() else {

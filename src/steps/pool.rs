@@ -11,8 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::Semaphore;
-
 use super::resource::Resource;
 use super::{database, lock, RunCx, StepError, WorkerDb, CLONE_CONCURRENCY};
 use crate::engine::Cancel;
@@ -112,10 +110,41 @@ pub async fn claim(
     }
 }
 
+/// Starts refilling while the tests still run, once every first attempt has its database: one
+/// clone at a time, so the tests keep the machine; the refill node widens that once the run is
+/// over. For suites of long files the refill is done before the summary.
+pub fn start_refill(cx: &Arc<RunCx>, cancel: &Cancel) {
+    if !enabled(cx) || cancel.is_stopping() {
+        return;
+    }
+    let task = tokio::spawn(refill(
+        Arc::clone(cx),
+        cx.plan.database.pool,
+        cancel.clone(),
+    ));
+    *lock(&cx.refill) = Some(task);
+}
+
+/// The refill node: the run is over, so the refill may use every clone slot.
+pub async fn finish_refill(
+    cx: &Arc<RunCx>,
+    size: usize,
+    cancel: &Cancel,
+) -> Result<String, StepError> {
+    cx.refill_slots.add_permits(CLONE_CONCURRENCY - 1);
+    let task = lock(&cx.refill).take();
+    match task {
+        Some(task) => task
+            .await
+            .unwrap_or_else(|e| Err(StepError::new(format!("the refill panicked: {e}")))),
+        None => refill(Arc::clone(cx), size, cancel.clone()).await,
+    }
+}
+
 /// Brings the pool back to `size` fresh copies: drops stale and surplus copies, clones the
-/// missing ones (bounded like the run's clones). Skipped after a setup failure or an interruption;
+/// missing ones (bounded by the refill's slots). Skipped after a setup failure or an interruption;
 /// an interruption during the refill stops starting clones and lets the running ones finish.
-pub async fn refill(cx: &Arc<RunCx>, size: usize, cancel: &Cancel) -> Result<String, StepError> {
+async fn refill(cx: Arc<RunCx>, size: usize, cancel: Cancel) -> Result<String, StepError> {
     let Some(fingerprint) = cx.pool_fingerprint.get().cloned() else {
         return Ok("skipped: the template was not ready".into());
     };
@@ -137,11 +166,10 @@ pub async fn refill(cx: &Arc<RunCx>, size: usize, cancel: &Cancel) -> Result<Str
     to_drop.extend(fresh.iter().skip(size).map(|c| c.name.clone()));
     let missing = size.saturating_sub(fresh.len());
 
-    let slots = Arc::new(Semaphore::new(CLONE_CONCURRENCY));
     let mut set = tokio::task::JoinSet::new();
-    for name in to_drop.clone() {
+    for name in to_drop {
         let admin_url = admin_url.clone();
-        let slots = Arc::clone(&slots);
+        let slots = Arc::clone(&cx.refill_slots);
         set.spawn(async move {
             let _permit = slots.acquire_owned().await;
             database::drop_database(&admin_url, &name)
@@ -154,7 +182,7 @@ pub async fn refill(cx: &Arc<RunCx>, size: usize, cancel: &Cancel) -> Result<Str
     let mut errors = Vec::new();
     for i in 0..missing {
         let permit = tokio::select! {
-            p = Arc::clone(&slots).acquire_owned() => p.ok(),
+            p = Arc::clone(&cx.refill_slots).acquire_owned() => p.ok(),
             _ = cancel.stop.cancelled() => None,
         };
         let Some(permit) = permit else { break };
@@ -174,7 +202,7 @@ pub async fn refill(cx: &Arc<RunCx>, size: usize, cancel: &Cancel) -> Result<Str
         let template = template.clone();
         let comment = comment.clone();
         let patience = cx.plan.database.busy_timeout;
-        let cx = Arc::clone(cx);
+        let cx = Arc::clone(&cx);
         set.spawn(async move {
             let _permit = permit;
             database::clone_database(&admin_url, &template, &name, file_copy, patience).await?;

@@ -237,6 +237,8 @@ pub async fn prefetch(cx: Arc<RunCx>, cancel: Cancel) {
         });
     }
     while set.join_next().await.is_some() {}
+    // Every first attempt has its database: the pool can be refilled while the tests run.
+    super::pool::start_refill(&cx, &cancel);
     // Workers not reached: tell them (they are cancelled).
     for tx in &cx.prefetched {
         tx.send_if_modified(|v| {
