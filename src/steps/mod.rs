@@ -93,6 +93,8 @@ pub struct RunCx {
     /// The pool's refill, started during the run, and the clones it may run at once.
     pub refill: Mutex<Option<tokio::task::JoinHandle<Result<String, StepError>>>>,
     pub refill_slots: Arc<Semaphore>,
+    /// The session that claims pooled copies, opened at the first claim.
+    pub claim_session: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
 }
 
 /// Concurrent clones: about 4 at once is where PostgreSQL 15 stops getting faster on 2 cores.
@@ -138,6 +140,7 @@ impl RunCx {
             cloned: Default::default(),
             refill: Mutex::new(None),
             refill_slots: Arc::new(Semaphore::new(1)),
+            claim_session: tokio::sync::Mutex::new(None),
         }
     }
 

@@ -78,7 +78,18 @@ pub async fn claim(
         return Ok(false);
     }
     let admin_url = cx.admin_url();
-    let client = database::connect(&admin_url).await.map_err(err)?;
+    // One session claims for the whole run: a rename takes milliseconds, a new backend for every
+    // worker costs more than that on a small machine. Claims go in the order workers asked.
+    let mut session = cx.claim_session.lock().await;
+    if session.is_none() {
+        let client = database::connect(&admin_url).await.map_err(err)?;
+        // A claim is a catalog rename: nothing to lose in a crash but the claim itself.
+        let _ = client.batch_execute("SET synchronous_commit = off").await;
+        *session = Some(client);
+    }
+    let Some(client) = session.as_ref() else {
+        return Ok(false);
+    };
     loop {
         let Some(pooled) = lock(&cx.pool).pop_front() else {
             return Ok(false);
@@ -91,21 +102,24 @@ pub async fn claim(
                 ephemeral: false,
             })
             .map_err(|e| StepError::new(format!("cannot write the journal: {e}")))?;
-        if database::claim_pooled(&client, &pooled, db_name)
+        // Listed before the rename: if the claim's outcome is unknown (the session broke), the
+        // cleanup still drops the name.
+        lock(&cx.databases).push(WorkerDb {
+            worker,
+            attempt,
+            name: db_name.to_string(),
+            entry,
+        });
+        if database::claim_pooled(client, &pooled, db_name)
             .await
             .map_err(err)?
         {
-            lock(&cx.databases).push(WorkerDb {
-                worker,
-                attempt,
-                name: db_name.to_string(),
-                entry,
-            });
             let _ = cx.journal.done::<Resource>(entry, None);
             cx.pool_claimed.fetch_add(1, Ordering::SeqCst);
             return Ok(true);
         }
         // Another run claimed it first: nothing was created.
+        lock(&cx.databases).retain(|d| d.entry != entry);
         let _ = cx.journal.undone(entry);
     }
 }
