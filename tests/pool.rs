@@ -297,3 +297,59 @@ fn dry_run_shows_the_pool() {
         "{text}"
     );
 }
+
+#[test]
+fn a_smaller_pool_drops_its_surplus_and_an_empty_pool_falls_back_to_cloning() {
+    let f = pooled("pool_size", 1, 3);
+    apply_ok(&f, &[]);
+    assert_eq!(pool(&f).len(), 3);
+    f.edit_plan(&[("pool = 3", "pool = 1")]);
+    let s = apply_ok(&f, &[]);
+    assert_eq!(s["databases"]["from_pool"], 1);
+    assert_eq!(pool(&f).len(), 1, "the surplus was dropped: {:?}", pool(&f));
+    // Three files, one ready copy: one claims it, the other two clone.
+    f.rows_test("test_1", 0.0).rows_test("test_2", 0.0);
+    let s = apply_ok(&f, &[]);
+    assert_eq!(s["databases"]["from_pool"], 1);
+    assert_eq!(s["databases"]["cloned"], 2);
+    assert_eq!(pool(&f).len(), 1);
+    drain_and_check(&f);
+}
+
+#[test]
+fn ctrl_c_during_a_warm_run_leaves_only_the_pool() {
+    let f = pooled("pool_sigint", 2, 2);
+    apply_ok(&f, &[]);
+    assert_eq!(pool(&f).len(), 2);
+    f.hanging_test("test_hang");
+    let mut child = f
+        .cmd(&["apply", "plan.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let testing = poll(Duration::from_secs(60), || {
+        f.processes()
+            .iter()
+            .any(|p| p.contains("pytest") && p.contains("test_hang"))
+            .then_some(())
+    });
+    assert!(testing.is_some(), "the hanging file never started");
+    kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::INT).unwrap();
+    let exited = poll(Duration::from_secs(30), || {
+        child.try_wait().ok().flatten().map(|s| s.code())
+    });
+    assert_eq!(exited, Some(Some(130)));
+    let s = f.summary();
+    assert_eq!(s["interrupted"], true);
+    // The claimed and cloned databases are gone; whatever the refill finished is whole.
+    let left = pool(&f);
+    assert!(
+        left.iter().all(|(_, c)| c.starts_with("e2e-plan pool of ")),
+        "{left:?}"
+    );
+    let mut names = names(&left);
+    names.sort();
+    assert_eq!(f.worker_databases(), names);
+    drain_and_check(&f);
+}
