@@ -353,3 +353,43 @@ fn ctrl_c_during_a_warm_run_leaves_only_the_pool() {
     assert_eq!(f.worker_databases(), names);
     drain_and_check(&f);
 }
+
+#[test]
+fn a_refill_that_fails_is_a_warning_not_a_failed_run() {
+    let f = pooled("pool_refill_fails", 1, 1);
+    f.edit_plan(&[("pool = 1", "pool = 1\nbusy_timeout = \"1s\"")]);
+    apply_ok(&f, &[]);
+    assert_eq!(pool(&f).len(), 1);
+    // A session on the template: the claim does not need the template, the refill's clone does.
+    let mut blocker = std::process::Command::new("psql")
+        .args([&f.template_url(), "-qc", "select pg_sleep(120)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let connected = poll(Duration::from_secs(10), || {
+        (psql(&format!(
+            "select count(*) from pg_stat_activity where datname = '{}'",
+            f.template
+        )) == "1")
+            .then_some(())
+    });
+    assert!(connected.is_some(), "the blocking session never connected");
+    let out = f.run(&["apply", "plan.toml"]);
+    kill_process(Pid::from_raw(blocker.id() as i32).unwrap(), Signal::TERM).unwrap();
+    let _ = blocker.wait();
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains("could not refill the pool"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(f.summary()["databases"]["from_pool"], 1);
+    // The failed clone left nothing, not even a journal entry for rollback.
+    assert!(pool(&f).is_empty(), "{:?}", pool(&f));
+    let journals = std::fs::read_dir(f.root().join(".e2e-plan/runs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(journals, 0, "nothing pending in the journal");
+    drain_and_check(&f);
+}

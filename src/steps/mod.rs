@@ -283,9 +283,17 @@ impl RunStep {
                 Ok(None)
             }
             Action::Cleanup => cleanup(cx).await.map(Some),
-            Action::RefillPool { size } => {
-                pool::finish_refill(&self.cx, *size, cancel).await.map(Some)
-            }
+            // The tests are over and reported: a pool that could not be refilled only makes the
+            // next run clone, so it is a warning, not a failed run.
+            Action::RefillPool { size } => match pool::finish_refill(&self.cx, *size, cancel).await
+            {
+                Ok(note) => Ok(Some(note)),
+                Err(e) => {
+                    let detail = e.detail.map(|d| format!("\n  {d}")).unwrap_or_default();
+                    cx.emit(Event::Warning(format!("{}{detail}", e.message)));
+                    Ok(Some("incomplete".into()))
+                }
+            },
             Action::StopCluster => {
                 let guard = cx.cluster.lock().await;
                 let Some(c) = guard.as_ref() else {

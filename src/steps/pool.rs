@@ -219,12 +219,26 @@ async fn refill(cx: Arc<RunCx>, size: usize, cancel: Cancel) -> Result<String, S
         let cx = Arc::clone(&cx);
         set.spawn(async move {
             let _permit = permit;
-            database::clone_database(&admin_url, &template, &name, file_copy, patience).await?;
-            let client = database::connect(&admin_url).await?;
-            database::mark_pooled(&client, &name, &comment).await?;
-            // The pool's now, not the run's: rollback must not drop it.
-            let _ = cx.journal.undone(entry);
-            Ok(true)
+            let made = async {
+                database::clone_database(&admin_url, &template, &name, file_copy, patience).await?;
+                let client = database::connect(&admin_url).await?;
+                database::mark_pooled(&client, &name, &comment).await
+            }
+            .await;
+            match made {
+                // The pool's now, not the run's: rollback must not drop it.
+                Ok(()) => {
+                    let _ = cx.journal.undone(entry);
+                    Ok(true)
+                }
+                // Half-made or never made: gone at once, or left to rollback.
+                Err(e) => {
+                    if database::drop_database(&admin_url, &name).await.is_ok() {
+                        let _ = cx.journal.undone(entry);
+                    }
+                    Err(e)
+                }
+            }
         });
     }
     let (mut cloned, mut dropped) = (0, 0);
