@@ -63,6 +63,26 @@ fn drain_and_check(f: &Fixture) {
     f.assert_clean();
 }
 
+/// A session on the template (started and ended by the test, by pid): clones wait for it, claims
+/// do not.
+fn block_template(f: &Fixture) -> std::process::Child {
+    let blocker = std::process::Command::new("psql")
+        .args([&f.template_url(), "-qc", "select pg_sleep(120)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let connected = poll(Duration::from_secs(10), || {
+        (psql(&format!(
+            "select count(*) from pg_stat_activity where datname = '{}'",
+            f.template
+        )) == "1")
+            .then_some(())
+    });
+    assert!(connected.is_some(), "the blocking session never connected");
+    blocker
+}
+
 #[test]
 fn a_warm_run_claims_pooled_copies_and_refills_the_pool() {
     let f = pooled("pool_warm", 3, 3);
@@ -200,20 +220,7 @@ fn a_runner_killed_while_refilling_leaves_only_whole_copies() {
     apply_ok(&f, &[]);
     assert_eq!(pool(&f).len(), 2);
     // A session on the template holds the refill's clones back (they wait, never terminate it).
-    let mut blocker = std::process::Command::new("psql")
-        .args([&f.template_url(), "-qc", "select pg_sleep(120)"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let connected = poll(Duration::from_secs(10), || {
-        (psql(&format!(
-            "select count(*) from pg_stat_activity where datname = '{}'",
-            f.template
-        )) == "1")
-            .then_some(())
-    });
-    assert!(connected.is_some(), "the blocking session never connected");
+    let mut blocker = block_template(&f);
     let mut child = f
         .cmd(&["apply", "plan.toml"])
         .stdout(Stdio::null())
@@ -361,20 +368,7 @@ fn a_refill_that_fails_is_a_warning_not_a_failed_run() {
     apply_ok(&f, &[]);
     assert_eq!(pool(&f).len(), 1);
     // A session on the template: the claim does not need the template, the refill's clone does.
-    let mut blocker = std::process::Command::new("psql")
-        .args([&f.template_url(), "-qc", "select pg_sleep(120)"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let connected = poll(Duration::from_secs(10), || {
-        (psql(&format!(
-            "select count(*) from pg_stat_activity where datname = '{}'",
-            f.template
-        )) == "1")
-            .then_some(())
-    });
-    assert!(connected.is_some(), "the blocking session never connected");
+    let mut blocker = block_template(&f);
     let out = f.run(&["apply", "plan.toml"]);
     kill_process(Pid::from_raw(blocker.id() as i32).unwrap(), Signal::TERM).unwrap();
     let _ = blocker.wait();
