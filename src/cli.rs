@@ -69,6 +69,14 @@ pub enum Command {
         /// Input JUnit files.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
+        /// Merge even when the inputs are shards of different splits, or leave files out or
+        /// run them twice (otherwise an error that names every such file).
+        #[arg(long)]
+        allow_partial: bool,
+        /// Fold the merged files' durations into this timings file (e.g. the plan root's
+        /// .e2e-plan/timings.json), which sharded runs never update themselves.
+        #[arg(long, value_name = "FILE")]
+        timings: Option<PathBuf>,
     },
     /// Print shell completions.
     Completions {
@@ -119,6 +127,9 @@ pub struct ApplyArgs {
     /// human: a table and a closing line; json: summary.json on stdout.
     #[arg(long, value_enum, default_value_t = SummaryFormat::Human)]
     pub format: SummaryFormat,
+    /// Write reports and logs to DIR for this run (overrides [report] dir).
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
     /// Extra arguments for `{args}` in the commands.
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -134,6 +145,9 @@ pub struct DryRunArgs {
     pub jobs: Option<usize>,
     #[arg(long)]
     pub shard: Option<Shard>,
+    /// Show the log paths under DIR (as `apply --report-dir DIR` would use).
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
     #[arg(last = true)]
     pub args: Vec<String>,
 }
@@ -146,6 +160,8 @@ fn parse_keep(s: &str) -> Result<Keep, String> {
 
 /// Entry point: returns the process exit code.
 pub fn main() -> i32 {
+    // What the user waits for starts here, not when the run's context exists.
+    let started = std::time::Instant::now();
     let cli = Cli::parse();
     install_error_hook(cli.color);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -158,7 +174,7 @@ pub fn main() -> i32 {
             return EXIT_SETUP;
         }
     };
-    runtime.block_on(run(cli))
+    runtime.block_on(run(cli, started))
 }
 
 fn install_error_hook(color: ColorChoice) {
@@ -190,7 +206,7 @@ fn load(path: &Path) -> Result<Plan, i32> {
     Ok(plan)
 }
 
-async fn run(cli: Cli) -> i32 {
+async fn run(cli: Cli, started: std::time::Instant) -> i32 {
     match cli.command {
         Command::Validate { plan } => match load(&plan) {
             Ok(p) => {
@@ -204,32 +220,41 @@ async fn run(cli: Cli) -> i32 {
             Err(code) => code,
         },
         Command::DryRun(a) => dry_run(a),
-        Command::Apply(a) => apply(a, cli.color).await,
+        Command::Apply(a) => apply(a, cli.color, started).await,
         Command::Rollback { plan } => rollback(&plan).await,
         Command::Pool { action } => pool(action).await,
         Command::Schema => {
             print!("{}", plan::schema_json());
             EXIT_OK
         }
-        Command::Merge { output, inputs } => {
-            match crate::report::junit::merge_files(&inputs, &output) {
-                Ok((suites, tests)) => {
-                    println!(
-                        "merged {} file(s): {suites} suites, {tests} tests into {}",
-                        inputs.len(),
-                        output.display()
-                    );
-                    EXIT_OK
-                }
-                Err(bad) => {
-                    eprintln!("error: nothing was written; {} problem(s):", bad.len());
-                    for b in bad {
-                        eprintln!("  {b}");
-                    }
-                    EXIT_PLAN
-                }
+        Command::Merge {
+            output,
+            inputs,
+            allow_partial,
+            timings,
+        } => match crate::report::junit::merge_files(
+            &inputs,
+            &output,
+            !allow_partial,
+            timings.as_deref(),
+        ) {
+            Ok((suites, tests)) => {
+                println!(
+                    "merged {} file(s): {suites} suites, {tests} tests into {}",
+                    inputs.len(),
+                    output.display()
+                );
+                EXIT_OK
             }
-        }
+            Err(bad) => {
+                eprintln!("error: nothing was written; {} problem(s):", bad.len());
+                for b in bad {
+                    eprintln!("  {b}");
+                }
+                eprintln!("(--allow-partial merges shards that do not cover their split once)");
+                EXIT_PLAN
+            }
+        },
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -249,6 +274,9 @@ fn dry_run(a: DryRunArgs) -> i32 {
     };
     if let Some(j) = a.jobs {
         plan.run.jobs = j;
+    }
+    if let Some(dir) = &a.report_dir {
+        plan.set_report_dir(dir);
     }
     let dag = planner::build(
         &plan,
@@ -311,13 +339,16 @@ fn warn_leftovers(plan: &Plan) {
     }
 }
 
-async fn apply(a: ApplyArgs, color: ColorChoice) -> i32 {
+async fn apply(a: ApplyArgs, color: ColorChoice, started: std::time::Instant) -> i32 {
     let mut plan = match load(&a.plan) {
         Ok(p) => p,
         Err(c) => return c,
     };
     if let Some(j) = a.jobs {
         plan.run.jobs = j;
+    }
+    if let Some(dir) = &a.report_dir {
+        plan.set_report_dir(dir);
     }
     if a.fail_fast {
         plan.run.fail_fast = true;
@@ -350,8 +381,16 @@ async fn apply(a: ApplyArgs, color: ColorChoice) -> i32 {
             let _ = std::fs::remove_file(plan.report_dir.join(stale));
         }
         let junit = plan.report_dir.join("junit.xml");
-        let written =
-            crate::report::junit::Merger::new(&junit).and_then(|m| m.finish("e2e-plan (no files)"));
+        // Still recorded: `merge` checks that the split's files ran in the other shards.
+        let record = dag
+            .split
+            .iter()
+            .map(crate::report::shards::record_suite)
+            .collect();
+        let written = crate::report::junit::Merger::new(&junit).and_then(|mut m| {
+            m.add(record)?;
+            m.finish("e2e-plan (no files)")
+        });
         if let Err(e) = written {
             eprintln!("error: cannot write {}: {e}", junit.display());
             return EXIT_SETUP;
@@ -382,13 +421,13 @@ async fn apply(a: ApplyArgs, color: ColorChoice) -> i32 {
         }
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let reporter = Reporter::new(color, a.format, dag.workers.len());
+    let reporter = Reporter::new(color, a.format, dag.workers.len(), started);
     let reporter_task = tokio::spawn(reporter.run(rx));
     let opts = engine::Options {
         jobs: plan.run.jobs,
         fail_fast: plan.run.fail_fast,
     };
-    let cx = Arc::new(RunCx::new(plan, dag, journal, tx, a.reprepare));
+    let cx = Arc::new(RunCx::new(plan, dag, journal, tx, a.reprepare, started));
     let cancel = Cancel::default();
     let signals = tokio::spawn(forward_signals(Arc::clone(&cx), cancel.clone()));
 
@@ -423,17 +462,23 @@ async fn apply(a: ApplyArgs, color: ColorChoice) -> i32 {
 /// next `apply` warns and `rollback` retries.
 fn finish_journal(cx: &RunCx) {
     let all: Vec<journal::Recorded<Resource>> = journal::read_all(&cx.plan.state_dir());
-    let mine = all.iter().find(|r| r.path == cx.journal.path());
-    let pending = mine.map(|r| r.pending.len()).unwrap_or(0);
-    // A kept cluster is two entries: its folder and its postmaster.
-    let cluster = if cx.cluster_kept.load(Ordering::SeqCst) {
-        2
-    } else {
-        0
+    let pending = all
+        .into_iter()
+        .find(|r| r.path == cx.journal.path())
+        .map(|r| r.pending)
+        .unwrap_or_default();
+    let kept = lock(&cx.kept).clone();
+    let kept_logs = steps::kept_logs_dir(&cx.plan.report_dir);
+    let cluster_kept = cx.cluster_kept.load(Ordering::SeqCst);
+    let on_purpose = |r: &Resource| match r {
+        Resource::Database { name, .. } => kept.contains(name),
+        // A kept cluster's only folder is its own.
+        Resource::Folder { path } => path.starts_with(&kept_logs) || cluster_kept,
+        Resource::Postmaster { .. } => cluster_kept,
+        Resource::ProcessGroup { .. } => false,
     };
-    let kept = lock(&cx.kept).len() + cluster;
-    if pending <= kept {
-        let _ = cx.journal.finish(pending);
+    if pending.iter().all(on_purpose) {
+        let _ = cx.journal.finish(pending.len());
     }
 }
 
@@ -518,8 +563,11 @@ async fn rollback(plan_path: &Path) -> i32 {
             continue;
         }
         let (undone, errors) = journal::replay(r).await;
-        for u in &undone {
-            println!("run {}: undid {u}", r.run_id);
+        for (what, how) in &undone {
+            match how {
+                journal::Undo::Undone => println!("run {}: undid {what}", r.run_id),
+                journal::Undo::AlreadyGone => println!("run {}: {what}: already gone", r.run_id),
+            }
         }
         for e in &errors {
             eprintln!("run {}: could not undo {e}", r.run_id);

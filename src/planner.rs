@@ -36,14 +36,20 @@ pub enum Action {
     Setup {
         command: Vec<String>,
         creates: Option<String>,
+        env: Vec<(String, String)>,
     },
     /// initdb + start a throwaway PostgreSQL.
     StartCluster,
     /// Create the template if missing, run `prepare` (unless the fingerprint matches).
     PrepareTemplate {
         template: String,
+        /// Fingerprinted plans prepare a fresh database of this name and swap it in for the
+        /// template; without a fingerprint, `prepare` runs in the template itself.
+        build: Option<String>,
+        /// The commands and `[database] env` (besides DATABASE_URL), filled for the database
+        /// they run in.
         commands: Vec<Vec<String>>,
-        fingerprinted: bool,
+        env: Vec<(String, String)>,
     },
     /// One file's worker: clone, server, tests, stop.
     Worker { index: usize },
@@ -93,6 +99,8 @@ pub struct Dag {
     pub template_name: String,
     pub jobs: usize,
     pub predicted_wall: Option<Duration>,
+    /// `--shard`: the split this shard belongs to.
+    pub split: Option<Split>,
 }
 
 /// Options from the command line that shape the DAG.
@@ -192,43 +200,89 @@ impl Timings {
     }
 }
 
-/// Splits files into `count` shards: greedy longest-first into the least-loaded shard when
-/// timings exist, round-robin over sorted paths otherwise. Same inputs, same answer on every runner.
-pub fn shard_files(files: &[TestFile], timings: &Timings, shard: Shard) -> Vec<TestFile> {
-    let mut sorted: Vec<&TestFile> = files.iter().collect();
-    sorted.sort_by(|a, b| a.path.cmp(&b.path));
-    let any_known = sorted.iter().any(|f| timings.get(&f.path).is_some());
-    if !any_known {
-        return sorted
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % shard.count == shard.index - 1)
-            .map(|(_, f)| f.clone())
-            .collect();
-    }
-    let owned: Vec<TestFile> = sorted.iter().map(|f| (*f).clone()).collect();
-    let predicted = timings.predict(&owned);
-    let mut order: Vec<usize> = (0..owned.len()).collect();
-    order.sort_by(|&a, &b| {
-        predicted[b]
-            .cmp(&predicted[a])
-            .then_with(|| owned[a].path.cmp(&owned[b].path))
-    });
-    let mut loads = vec![Duration::ZERO; shard.count];
-    let mut mine = Vec::new();
-    for i in order {
-        let (slot, _) = loads
+/// How a file list was split into shards: a pure function of the files, the count and the
+/// timings snapshot, recorded in every shard's reports so that `merge` can check that the
+/// shards it is given cover every file exactly once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Split {
+    /// This shard, 1-based, and the number of shards.
+    pub index: usize,
+    pub count: usize,
+    /// Names the split: the files, the count and the durations it balanced on.
+    pub digest: String,
+    /// Every file of the split (sorted) with the shard (1-based) that runs it.
+    pub files: Vec<(String, usize)>,
+}
+
+impl Split {
+    /// This shard's files.
+    pub fn mine(&self) -> impl Iterator<Item = &str> {
+        self.files
             .iter()
-            .enumerate()
-            .min_by_key(|(k, load)| (**load, *k))
-            .unwrap_or((0, &Duration::ZERO));
-        loads[slot] += predicted[i].unwrap_or_default();
-        if slot == shard.index - 1 {
-            mine.push(owned[i].clone());
+            .filter(|(_, k)| *k == self.index)
+            .map(|(f, _)| f.as_str())
+    }
+}
+
+/// Splits files into `shard.count` shards: greedy longest-first into the least-loaded shard when
+/// timings exist, round-robin over sorted paths otherwise. Same inputs, same answer on every runner.
+pub fn split_files(files: &[TestFile], timings: &Timings, shard: Shard) -> Split {
+    let mut sorted: Vec<TestFile> = files.to_vec();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    let predicted = timings.predict(&sorted);
+    let mut digest = Sha256::new();
+    digest.update(format!("{}\n", shard.count));
+    for f in &sorted {
+        let secs = timings.files.get(&f.path).map(|t| t.secs);
+        digest.update(format!("{}\0{secs:?}\n", f.path));
+    }
+    let any_known = sorted.iter().any(|f| timings.get(&f.path).is_some());
+    let mut slot_of = vec![0usize; sorted.len()];
+    if any_known {
+        let mut order: Vec<usize> = (0..sorted.len()).collect();
+        order.sort_by(|&a, &b| {
+            predicted[b]
+                .cmp(&predicted[a])
+                .then_with(|| sorted[a].path.cmp(&sorted[b].path))
+        });
+        let mut loads = vec![Duration::ZERO; shard.count];
+        for i in order {
+            let (slot, _) = loads
+                .iter()
+                .enumerate()
+                .min_by_key(|(k, load)| (**load, *k))
+                .unwrap_or((0, &Duration::ZERO));
+            loads[slot] += predicted[i].unwrap_or_default();
+            slot_of[i] = slot;
+        }
+    } else {
+        for (i, slot) in slot_of.iter_mut().enumerate() {
+            *slot = i % shard.count;
         }
     }
-    mine.sort_by(|a, b| a.path.cmp(&b.path));
-    mine
+    Split {
+        index: shard.index,
+        count: shard.count,
+        digest: hex(&digest.finalize())[..16].to_string(),
+        files: sorted
+            .into_iter()
+            .zip(slot_of)
+            .map(|(f, slot)| (f.path, slot + 1))
+            .collect(),
+    }
+}
+
+/// This shard's files (sorted by path).
+pub fn shard_files(files: &[TestFile], timings: &Timings, shard: Shard) -> Vec<TestFile> {
+    let split = split_files(files, timings, shard);
+    let mine: Vec<&str> = split.mine().collect();
+    let mut out: Vec<TestFile> = files
+        .iter()
+        .filter(|f| mine.contains(&f.path.as_str()))
+        .cloned()
+        .collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
 }
 
 /// Makespan of `durations` on `jobs` slots (0 = unbounded), started longest first.
@@ -258,6 +312,14 @@ pub fn template_name(plan: &Plan) -> String {
         .unwrap_or_else(|| EPHEMERAL_TEMPLATE.to_string())
 }
 
+/// The template's URL as far as it is known before the run: a throwaway cluster's port is not.
+pub fn shown_template_url(plan: &Plan, template: &str) -> String {
+    plan.database
+        .template
+        .clone()
+        .unwrap_or_else(|| format!("postgresql://postgres@127.0.0.1:<cluster-port>/{template}"))
+}
+
 /// A URL path segment decoded (`%20` → space; a `+` stays a `+`).
 fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
@@ -274,6 +336,16 @@ pub fn worker_db_name(template: &str, run_id: &str, worker: usize, attempt: u32)
         format!("_{run_id}_{worker}r{attempt}")
     };
     db_name(template, &suffix)
+}
+
+/// The fresh database a run prepares before it replaces the template (fingerprinted plans).
+pub fn build_db_name(template: &str, run_id: &str) -> String {
+    db_name(template, &format!("_next_{run_id}"))
+}
+
+/// The name the replaced template has between the swap and its drop.
+pub fn old_db_name(template: &str, run_id: &str) -> String {
+    db_name(template, &format!("_old_{run_id}"))
 }
 
 /// The name of the `i`-th copy a run adds to the template's pool.
@@ -408,6 +480,21 @@ pub fn with_database(url: &str, db: &str) -> String {
     }
 }
 
+/// Placeholder values of setup and prepare commands: run-wide ones and the database prepared.
+pub fn run_vars(
+    plan: &Plan,
+    run_id: &str,
+    db_url: &str,
+    db_name: &str,
+) -> HashMap<&'static str, String> {
+    HashMap::from([
+        ("root", plan.root.display().to_string()),
+        ("run", run_id.to_string()),
+        ("db_name", db_name.to_string()),
+        ("db_url", db_url.to_string()),
+    ])
+}
+
 /// Fills a setup/prepare command (only run-wide placeholders).
 pub fn fill_run_command(
     words: &[Word],
@@ -416,13 +503,7 @@ pub fn fill_run_command(
     template_url: &str,
     template: &str,
 ) -> Vec<String> {
-    let vars = HashMap::from([
-        ("root", plan.root.display().to_string()),
-        ("run", run_id.to_string()),
-        ("db_name", template.to_string()),
-        ("db_url", template_url.to_string()),
-    ]);
-    fill_command(words, &vars, &[])
+    fill_command(words, &run_vars(plan, run_id, template_url, template), &[])
 }
 
 /// Builds the DAG. Workers are ordered longest-predicted first (ties by path), which is also the
@@ -433,8 +514,10 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
     if let Some(only) = &opts.only {
         files.retain(|f| only.contains(&f.path));
     }
-    if let Some(shard) = opts.shard {
-        files = shard_files(&files, &timings, shard);
+    let split = opts.shard.map(|shard| split_files(&files, &timings, shard));
+    if let Some(split) = &split {
+        let mine: Vec<&str> = split.mine().collect();
+        files.retain(|f| mine.contains(&f.path.as_str()));
     }
     let predicted = timings.predict(&files);
     let mut order: Vec<usize> = (0..files.len()).collect();
@@ -486,6 +569,7 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
             Action::Setup {
                 command,
                 creates: s.creates.clone(),
+                env: fill_env(&s.env, &run_vars(plan, &opts.run_id, "", &template)),
             },
         );
         last_setup = Some(id);
@@ -501,11 +585,13 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
         )
     });
     let prepare_deps: Vec<usize> = cluster.or(last_setup).into_iter().collect();
-    let template_url_shown = plan
-        .database
-        .template
-        .clone()
-        .unwrap_or_else(|| "<ephemeral cluster>".into());
+    let template_url_shown = shown_template_url(plan, &template);
+    let build =
+        (!plan.database.fingerprint.is_empty()).then(|| build_db_name(&template, &opts.run_id));
+    let (target_url, target) = match &build {
+        Some(b) => (with_database(&template_url_shown, b), b.clone()),
+        None => (template_url_shown.clone(), template.clone()),
+    };
     let prepare = push(
         &mut nodes,
         "prepare-template".into(),
@@ -518,9 +604,13 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
                 .database
                 .prepare
                 .iter()
-                .map(|c| fill_run_command(c, plan, &opts.run_id, &template_url_shown, &template))
+                .map(|c| fill_run_command(c, plan, &opts.run_id, &target_url, &target))
                 .collect(),
-            fingerprinted: !plan.database.fingerprint.is_empty(),
+            env: fill_env(
+                &plan.database.env,
+                &run_vars(plan, &opts.run_id, &target_url, &target),
+            ),
+            build,
         },
     );
     let worker_ids: Vec<usize> = workers
@@ -600,6 +690,7 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
         template_name: template,
         jobs: plan.run.jobs,
         predicted_wall,
+        split,
     }
 }
 

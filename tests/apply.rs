@@ -137,8 +137,10 @@ fn a_failing_file_keeps_exactly_its_database() {
     );
     assert!(text.contains("e2e-plan rollback plan.toml"), "{text}");
     assert!(
-        f.root().join("report/workers/test_bad/test.log").exists(),
-        "failed worker's logs kept"
+        f.root()
+            .join(format!("report/kept/{kept}/test.log"))
+            .exists(),
+        "failed worker's logs kept beside its database"
     );
     assert!(!f.root().join("report/workers/test_good").exists());
     // rollback drops it; a second rollback has nothing to do.

@@ -165,15 +165,30 @@ fn a_failed_prepare_never_leaves_a_matching_fingerprint() {
     );
     std::fs::write(&plan, bad).unwrap();
     assert_eq!(code(&f.run(&["apply", "plan.toml"])), 3);
-    // ...then reverted: the fingerprint matches the first one again, but the template changed.
+    // ...then reverted: the fingerprint matches the first one again, and the template must be
+    // the one it was made from: the failed prepare ran in a database of its own.
     f.write("migrations/001.sql", "good\n");
     std::fs::write(&plan, &good).unwrap();
     let again = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&again), 0, "{}", stderr(&again));
     assert!(
-        stderr(&again).contains("1 command(s) run"),
-        "prepare must run again: {}",
+        stderr(&again).contains("matches: prepare skipped"),
+        "{}",
         stderr(&again)
     );
+    let half_done = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            &f.template,
+            "-Atqc",
+        ])
+        .arg("select count(*) from pg_tables where tablename = 'half_done'")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&half_done.stdout).trim(), "0");
     f.assert_clean();
 }

@@ -17,10 +17,18 @@ use serde::{Deserialize, Serialize};
 
 use super::BoxFuture;
 
+/// What undoing a resource found: rollback says "already gone" rather than claim it undid
+/// something that was not there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undo {
+    Undone,
+    AlreadyGone,
+}
+
 /// A resource that can be undone.
 pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
-    /// Undoes the resource; must succeed (or do nothing) when it is already gone.
-    fn undo(&self) -> BoxFuture<Result<(), String>>;
+    /// Undoes the resource; must succeed (saying so) when it is already gone.
+    fn undo(&self) -> BoxFuture<Result<Undo, String>>;
     /// One line for messages.
     fn describe(&self) -> String;
 }
@@ -255,13 +263,14 @@ fn read_one<R: Resource>(path: &Path) -> Option<Recorded<R>> {
 }
 
 /// Undoes every pending resource of a journal, newest first, then deletes the journal. Returns
-/// what was undone and what failed (the journal is kept when anything failed, for another try).
-pub async fn replay<R: Resource>(recorded: &Recorded<R>) -> (Vec<String>, Vec<String>) {
+/// what was undone (or found gone) and what failed (the journal is kept when anything failed,
+/// for another try).
+pub async fn replay<R: Resource>(recorded: &Recorded<R>) -> (Vec<(String, Undo)>, Vec<String>) {
     let mut undone = Vec::new();
     let mut failed = Vec::new();
     for r in &recorded.pending {
         match r.undo().await {
-            Ok(()) => undone.push(r.describe()),
+            Ok(how) => undone.push((r.describe(), how)),
             Err(e) => failed.push(format!("{}: {e}", r.describe())),
         }
     }
@@ -283,13 +292,14 @@ mod tests {
     struct Dir(PathBuf);
 
     impl Resource for Dir {
-        fn undo(&self) -> BoxFuture<Result<(), String>> {
+        fn undo(&self) -> BoxFuture<Result<Undo, String>> {
             let p = self.0.clone();
             Box::pin(async move {
                 UNDOS.fetch_add(1, Ordering::SeqCst);
                 match std::fs::remove_dir_all(&p) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
-                    _ => Ok(()),
+                    Ok(()) => Ok(Undo::Undone),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Undo::AlreadyGone),
+                    Err(e) => Err(e.to_string()),
                 }
             })
         }
@@ -322,6 +332,8 @@ mod tests {
         assert!(all[0].pending[0].0.ends_with("c"), "newest first");
         let (undone, failed) = replay(&all[0]).await;
         assert_eq!((undone.len(), failed.len()), (2, 0));
+        assert_eq!(undone[0].1, Undo::AlreadyGone, "c was never created");
+        assert_eq!(undone[1].1, Undo::Undone);
         assert!(!a.exists());
         let again: Vec<Recorded<Dir>> = read_all(tmp.path());
         assert!(again.is_empty(), "journal removed after a clean replay");

@@ -65,6 +65,10 @@ pub struct RawSetup {
     /// Skip the command when this path (relative to root) exists.
     #[schemars(with = "Option<String>")]
     pub creates: Option<Spanned<String>>,
+    /// Environment variables for this command; may use {root} and {run}.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub env: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -77,6 +81,11 @@ pub struct RawDatabase {
     #[serde(default)]
     #[schemars(with = "Vec<CommandSpec>")]
     pub prepare: Vec<Spanned<CommandSpec>>,
+    /// Environment variables for the prepare commands (besides DATABASE_URL); may use {root},
+    /// {run}, {db_name} and {db_url}, e.g. POSTGRES_DB = "{db_name}".
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub env: BTreeMap<String, Spanned<String>>,
     /// Which worker databases survive the run.
     #[schemars(with = "Option<Keep>")]
     pub keep: Option<Spanned<Keep>>,

@@ -163,6 +163,13 @@ impl Cx<'_> {
         let mut ok = true;
         match spec.get_ref() {
             CommandSpec::Argv(items) => {
+                if let Some(first) = items.first() {
+                    if let Some(name) = env_assignment(first.get_ref()) {
+                        let span = first.span();
+                        self.assignment_error(span, &name);
+                        return None;
+                    }
+                }
                 for item in items {
                     let Some(expanded) = self.env_template(item) else {
                         ok = false;
@@ -201,6 +208,16 @@ impl Cx<'_> {
                     self.push(err);
                     return None;
                 }
+                if let Some(name) = env_assignment(&split[0]) {
+                    let span = if expanded == *line.get_ref() {
+                        let off = expanded.find(&split[0]).unwrap_or(0);
+                        self.inner_span(&spec.span(), &expanded, off, split[0].len())
+                    } else {
+                        spec.span()
+                    };
+                    self.assignment_error(span, &name);
+                    return None;
+                }
                 for word in split {
                     match Word::parse(&word, allowed, args) {
                         Ok(w) => words.push(w),
@@ -221,10 +238,29 @@ impl Cx<'_> {
         ok.then_some(words)
     }
 
-    fn env_map(&mut self, env: &BTreeMap<String, Spanned<String>>) -> Vec<(String, Template)> {
+    /// `NAME=value cmd` reads like a shell's environment prefix, but no shell runs the command:
+    /// it would be run as a program called `NAME=value`. Refused where it is written.
+    fn assignment_error(&mut self, span: Range<usize>, name: &str) {
+        let err = self
+            .error(
+                span,
+                format!("`{name}=…` at the start of a command is not an environment variable: no shell runs the command"),
+                "an environment assignment, not a program",
+            )
+            .with_help(format!(
+                "set it in the `env` table beside this command, e.g. env = {{ {name} = \"…\" }}"
+            ));
+        self.push(err);
+    }
+
+    fn env_map(
+        &mut self,
+        env: &BTreeMap<String, Spanned<String>>,
+        allowed: &[&str],
+    ) -> Vec<(String, Template)> {
         let mut out = Vec::new();
         for (name, value) in env {
-            if let Some(t) = self.template(value, WORKER_VARS) {
+            if let Some(t) = self.template(value, allowed) {
                 out.push((name.clone(), t));
             }
         }
@@ -281,7 +317,12 @@ impl Cx<'_> {
                     Some(c) => Some(self.env_str(c)?),
                     None => None,
                 };
-                Some(SetupCommand { command, creates })
+                let env = self.env_map(&s.env, SETUP_VARS);
+                Some(SetupCommand {
+                    command,
+                    creates,
+                    env,
+                })
             })
             .collect();
 
@@ -307,6 +348,7 @@ impl Cx<'_> {
             .iter()
             .filter_map(|c| self.command(c, PREPARE_VARS, false))
             .collect();
+        let prepare_env = self.env_map(&raw.database.env, PREPARE_VARS);
         let fingerprint = raw
             .database
             .fingerprint
@@ -349,6 +391,7 @@ impl Cx<'_> {
         let database = DatabaseSpec {
             template,
             prepare,
+            env: prepare_env,
             keep: raw
                 .database
                 .keep
@@ -367,7 +410,7 @@ impl Cx<'_> {
 
         let server = raw.server.as_ref().and_then(|s| {
             let command = self.command(&s.command, WORKER_VARS, true);
-            let env = self.env_map(&s.env);
+            let env = self.env_map(&s.env, WORKER_VARS);
             let ready = self.template(&s.ready, WORKER_VARS).and_then(|t| {
                 let sample = t.fill(&HashMap::from([("port", "1".to_string())]));
                 if ["http://", "https://", "tcp://"].iter().any(|p| sample.starts_with(p)) {
@@ -389,7 +432,7 @@ impl Cx<'_> {
         });
 
         let test_command = self.command(&raw.test.command, WORKER_VARS, true);
-        let test_env = self.env_map(&raw.test.env);
+        let test_env = self.env_map(&raw.test.env, WORKER_VARS);
 
         let report_dir = match &raw.report.dir {
             Some(d) => self.env_str(d).unwrap_or_default(),
@@ -625,8 +668,18 @@ fn unique_stems(paths: Vec<String>) -> Vec<TestFile> {
     }
 }
 
+/// The variable name when `word` is a shell-style assignment (`NAME=value`).
+fn env_assignment(word: &str) -> Option<String> {
+    let (name, _) = word.split_once('=')?;
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    ((first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    .then(|| name.to_string())
+}
+
 /// Removes `.` and `..` components without touching the file system (the folder may not exist yet).
-fn normalize(path: &Path) -> PathBuf {
+pub(crate) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
@@ -700,6 +753,19 @@ mod tests {
         ]);
         let stems: Vec<_> = files.iter().map(|f| f.stem.as_str()).collect();
         assert_eq!(stems, ["a_test_x", "b_test_x", "test_y"]);
+    }
+
+    #[test]
+    fn assignments_are_recognised() {
+        assert_eq!(
+            env_assignment("POSTGRES_DB={db_name}").as_deref(),
+            Some("POSTGRES_DB")
+        );
+        assert_eq!(env_assignment("_X=1").as_deref(), Some("_X"));
+        assert_eq!(env_assignment("--junitxml=x"), None);
+        assert_eq!(env_assignment("./bin=x"), None);
+        assert_eq!(env_assignment("9X=1"), None);
+        assert_eq!(env_assignment("pytest"), None);
     }
 
     #[test]

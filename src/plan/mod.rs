@@ -47,6 +47,7 @@ pub struct TestFile {
 pub struct SetupCommand {
     pub command: Vec<Word>,
     pub creates: Option<String>,
+    pub env: Vec<(String, Template)>,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +55,8 @@ pub struct DatabaseSpec {
     /// None: start an ephemeral cluster.
     pub template: Option<String>,
     pub prepare: Vec<Vec<Word>>,
+    /// Environment of the prepare commands, besides DATABASE_URL.
+    pub env: Vec<(String, Template)>,
     pub keep: Keep,
     pub strategy: Option<Strategy>,
     pub fingerprint: Vec<String>,
@@ -92,6 +95,12 @@ impl Plan {
     /// Where runs keep their journals, timings and ephemeral clusters.
     pub fn state_dir(&self) -> PathBuf {
         self.root.join(".e2e-plan")
+    }
+
+    /// `--report-dir`: reports and logs go to `dir` (relative to the working folder) this time.
+    pub fn set_report_dir(&mut self, dir: &std::path::Path) {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        self.report_dir = load::normalize(&cwd.join(dir));
     }
 
     /// The stop grace period for any process group, server or test.

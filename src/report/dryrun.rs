@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::plan::duration::format_duration;
 use crate::plan::Plan;
-use crate::planner::{Action, Dag, Stage, WorkerCommands, WorkerVars};
+use crate::planner::{with_database, Action, Dag, Stage, WorkerCommands, WorkerVars};
 use crate::steps::database::redact;
 
 /// Stands in for the run id in dry-run output (same length as a real one).
@@ -23,12 +23,7 @@ pub enum DryRunFormat {
 }
 
 fn template_url(plan: &Plan, dag: &Dag) -> String {
-    plan.database.template.clone().unwrap_or_else(|| {
-        format!(
-            "postgresql://postgres@127.0.0.1:<cluster-port>/{}",
-            dag.template_name
-        )
-    })
+    crate::planner::shown_template_url(plan, &dag.template_name)
 }
 
 #[derive(Serialize)]
@@ -86,6 +81,18 @@ fn redact_in(v: &str) -> String {
     }
 }
 
+/// `NAME=value ` words before a command, redacted; empty without variables.
+fn env_prefix(env: &[(String, String)]) -> String {
+    let redacted: Vec<(String, String)> =
+        env.iter().map(|(k, v)| (k.clone(), redact_in(v))).collect();
+    let text = env_text(&redacted);
+    if text.is_empty() {
+        text
+    } else {
+        text + " "
+    }
+}
+
 fn env_text(env: &[(String, String)]) -> String {
     env.iter()
         .map(|(k, v)| format!("{k}={}", shell_words::quote(v)))
@@ -128,30 +135,41 @@ fn text(plan: &Plan, dag: &Dag) -> String {
             ("├─", "│  ")
         };
         match &n.action {
-            Action::Setup { command, creates } => {
+            Action::Setup {
+                command,
+                creates,
+                env,
+            } => {
                 let skip = creates
                     .as_ref()
                     .map(|c| format!("  (skipped when {c} exists)"))
                     .unwrap_or_default();
-                let _ = writeln!(o, "{branch} run {}{skip}", shell_words::join(command));
+                let _ = writeln!(
+                    o,
+                    "{branch} run {}{}{skip}",
+                    env_prefix(env),
+                    shell_words::join(command)
+                );
             }
             Action::StartCluster => {
                 let _ = writeln!(o, "{branch} start an ephemeral PostgreSQL (initdb into .e2e-plan/clusters/, free port, fsync off)");
             }
             Action::PrepareTemplate {
                 template,
+                build,
                 commands,
-                fingerprinted,
+                env,
             } => {
-                let fp = if *fingerprinted {
-                    ", skipped when its fingerprint matches"
-                } else {
-                    ""
+                let (how, target_url) = match build {
+                    Some(b) => (
+                        format!("skipped when its fingerprint matches; else built in a fresh database {b} and swapped in"),
+                        with_database(&template_url(plan, dag), b),
+                    ),
+                    None => ("created if missing; prepare runs in it every time".to_string(), template_url(plan, dag)),
                 };
-                let _ = writeln!(
-                    o,
-                    "{branch} prepare template {template} at {url} (created if missing{fp})"
-                );
+                let _ = writeln!(o, "{branch} prepare template {template} at {url} ({how})");
+                let shown_url = redact(&target_url);
+                let env = format!("DATABASE_URL={shown_url} {}", env_prefix(env));
                 for (j, c) in commands.iter().enumerate() {
                     let b = if j + 1 == commands.len() {
                         "└─"
@@ -160,8 +178,8 @@ fn text(plan: &Plan, dag: &Dag) -> String {
                     };
                     let _ = writeln!(
                         o,
-                        "{cont}{b} DATABASE_URL={url} {}",
-                        shell_words::join(c).replace(&template_url(plan, dag), &url)
+                        "{cont}{b} {env}{}",
+                        shell_words::join(c).replace(&target_url, &shown_url)
                     );
                 }
             }

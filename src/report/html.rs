@@ -84,13 +84,18 @@ pub fn render(s: &RunSummary) -> String {
         if let Some(m) = &w.message {
             let _ = write!(details, "<div>{}</div>", esc(m));
         }
-        if !matches!(w.verdict, Verdict::Pass | Verdict::Cancelled) {
+        if let (false, Some(log_dir), Some(test_log), Some(server_log)) = (
+            matches!(w.verdict, Verdict::Pass | Verdict::Cancelled),
+            &w.log_dir,
+            &w.test_log,
+            &w.server_log,
+        ) {
             let _ = write!(
                 details,
                 "<div>logs: {}</div>",
-                esc(&w.log_dir.display().to_string())
+                esc(&log_dir.display().to_string())
             );
-            let test = tail(&w.test_log, 40);
+            let test = tail(test_log, 40);
             if !test.is_empty() {
                 let _ = write!(
                     details,
@@ -98,7 +103,7 @@ pub fn render(s: &RunSummary) -> String {
                     esc(&test)
                 );
             }
-            let server = tail(&w.server_log, 20);
+            let server = tail(server_log, 20);
             if !server.is_empty() {
                 let _ = write!(
                     details,

@@ -167,22 +167,16 @@ fn xml_safe(s: &str) -> String {
 /// The suites one worker contributes: its own, tagged with its file, with earlier attempts as
 /// flaky/rerun elements; or one error case when its file is unusable; or a skipped case.
 pub fn worker_suites(w: &WorkerResult) -> Vec<TestSuite> {
-    let tag = |s: &mut TestSuite| {
-        s.add_property(Property::new("file", w.file.as_str()));
-        s.add_property(Property::new("result", w.verdict.label()));
-    };
+    let tag = |s: &mut TestSuite| tag_suite(s, w);
     // A worker that never started must not pick up a JUnit file an earlier run left there.
-    if w.attempts.is_empty() || (w.verdict == Verdict::Cancelled && !w.junit.exists()) {
-        let mut suite = TestSuite::new(w.file.as_str());
-        tag(&mut suite);
-        let mut status = TestCaseStatus::skipped();
-        status.set_message("cancelled before it finished");
-        let mut case = TestCase::new(w.file.as_str(), status);
-        case.set_classname(w.file.as_str());
-        suite.add_test_case(case);
-        return vec![suite];
+    let junit = match &w.junit {
+        Some(j) if !w.attempts.is_empty() => j.clone(),
+        _ => return vec![cancelled_suite(w)],
+    };
+    if w.verdict == Verdict::Cancelled && !junit.exists() {
+        return vec![cancelled_suite(w)];
     }
-    match read(&w.junit) {
+    match read(&junit) {
         Ok(report) => {
             let earlier: Vec<Report> = w
                 .attempts
@@ -226,7 +220,8 @@ pub fn worker_suites(w: &WorkerResult) -> Vec<TestSuite> {
                 w.file
             ));
             status.set_type(w.verdict.label());
-            status.set_description(xml_safe(&crate::steps::process::tail(&w.test_log, 40)));
+            let log = w.test_log.clone().unwrap_or_default();
+            status.set_description(xml_safe(&crate::steps::process::tail(&log, 40)));
             let mut case = TestCase::new(w.file.as_str(), status);
             case.set_classname(w.file.as_str());
             case.set_time(Duration::from_secs_f64(w.duration));
@@ -234,6 +229,33 @@ pub fn worker_suites(w: &WorkerResult) -> Vec<TestSuite> {
             vec![suite]
         }
     }
+}
+
+fn tag_suite(s: &mut TestSuite, w: &WorkerResult) {
+    s.add_property(Property::new("file", w.file.as_str()));
+    s.add_property(Property::new("result", w.verdict.label()));
+    // The duration `timings.json` would record, for `merge --timings` to fold in: a shard never
+    // updates the timings its sibling shards balance on.
+    if let Some(first) = w.attempts.first() {
+        if matches!(first.verdict, Verdict::Pass | Verdict::Fail) {
+            s.add_property(Property::new(
+                super::shards::DURATION,
+                format!("{:.3}", first.duration),
+            ));
+        }
+    }
+}
+
+/// One skipped case for a file that did not run to its end.
+fn cancelled_suite(w: &WorkerResult) -> TestSuite {
+    let mut suite = TestSuite::new(w.file.as_str());
+    tag_suite(&mut suite, w);
+    let mut status = TestCaseStatus::skipped();
+    status.set_message("cancelled before it finished");
+    let mut case = TestCase::new(w.file.as_str(), status);
+    case.set_classname(w.file.as_str());
+    suite.add_test_case(case);
+    suite
 }
 
 /// Adds the failures of the same test in earlier attempts as `flakyFailure` (it passed in the
@@ -281,26 +303,59 @@ pub fn write_run(summary: &RunSummary, out: &Path) -> std::io::Result<()> {
     for w in workers {
         m.add(worker_suites(w))?;
     }
+    if let Some(split) = &summary.shard {
+        m.add(vec![super::shards::record_suite(split)])?;
+    }
     m.finish(&format!("e2e-plan run {}", summary.run_id))
 }
 
 /// `e2e-plan merge`: streams every input into `out`; when any input is unreadable, every bad one
-/// is named and nothing is written.
-pub fn merge_files(inputs: &[PathBuf], out: &Path) -> Result<(usize, usize), Vec<String>> {
+/// is named and nothing is written. With `check`, inputs that carry shard records must cover
+/// one split exactly once (see [`super::shards::check`]); their records are not copied.
+pub fn merge_files(
+    inputs: &[PathBuf],
+    out: &Path,
+    check: bool,
+    timings: Option<&Path>,
+) -> Result<(usize, usize), Vec<String>> {
     let io = |e: std::io::Error| vec![format!("{}: {e}", out.display())];
     let mut m = Merger::new(out).map_err(io)?;
     let mut bad = Vec::new();
+    let mut shards = Vec::new();
+    let mut durations = Vec::new();
     let mut suites = 0;
     for p in inputs {
         match read(p) {
             Ok(report) => {
-                suites += report.test_suites.len();
+                let mut shard = super::shards::Shard {
+                    input: p.display().to_string(),
+                    ..Default::default()
+                };
+                let mut kept = Vec::new();
+                for s in report.test_suites {
+                    match super::shards::read_record(&s) {
+                        Some(r) => shard.record = Some(r),
+                        None => {
+                            let file = super::shards::suite_file(&s);
+                            if let Some(d) = super::shards::suite_duration(&s) {
+                                durations.push((file.clone(), d));
+                            }
+                            shard.ran.insert(file);
+                            kept.push(s);
+                        }
+                    }
+                }
+                suites += kept.len();
+                shards.push(shard);
                 if bad.is_empty() {
-                    m.add(report.test_suites).map_err(io)?;
+                    m.add(kept).map_err(io)?;
                 }
             }
             Err(e) => bad.push(format!("{}: {e}", p.display())),
         }
+    }
+    if bad.is_empty() && check {
+        bad = super::shards::check(&shards);
     }
     if !bad.is_empty() {
         let _ = std::fs::remove_file(&m.body_path);
@@ -308,5 +363,26 @@ pub fn merge_files(inputs: &[PathBuf], out: &Path) -> Result<(usize, usize), Vec
     }
     let tests = m.tests;
     m.finish("merged").map_err(io)?;
+    if let Some(path) = timings {
+        fold_timings(path, &durations).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    }
     Ok((suites, tests))
+}
+
+/// `merge --timings FILE`: the explicit step that folds the shards' durations into the timings
+/// snapshot the next sharded runs balance on.
+fn fold_timings(path: &Path, durations: &[(String, Duration)]) -> std::io::Result<()> {
+    let mut timings: crate::planner::Timings = match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(std::io::Error::other)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => return Err(e),
+    };
+    for (file, took) in durations {
+        timings.record(file, *took);
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let text = serde_json::to_string_pretty(&timings).map_err(std::io::Error::other)?;
+    std::fs::write(path, text)
 }

@@ -5,6 +5,7 @@ pub mod dryrun;
 pub mod html;
 pub mod junit;
 pub mod junit_read;
+pub mod shards;
 pub mod state;
 pub mod summary;
 pub mod terminal;

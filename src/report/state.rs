@@ -34,16 +34,11 @@ pub fn record_run(plan: &Plan, summary: &RunSummary) {
     if std::fs::create_dir_all(&dir).is_err() {
         return;
     }
-    let mut timings = Timings::load(&dir);
-    for w in &summary.workers {
-        if let Some(first) = w.attempts.first() {
-            if matches!(first.verdict, Verdict::Pass | Verdict::Fail) {
-                timings.record(&w.file, std::time::Duration::from_secs_f64(first.duration));
-            }
-        }
-    }
-    if let Ok(text) = serde_json::to_string_pretty(&timings) {
-        let _ = std::fs::write(Timings::path(&dir), text);
+    // Shards balance on the timings snapshot: a shard that changed it would make the shards
+    // run after it compute another split (files run twice, others never). Only unsharded runs
+    // update it; a shard's durations stay in its summary.json and junit.xml.
+    if summary.shard.is_none() {
+        record_timings(&dir, summary);
     }
     // Only runs whose tests ran say what failed (not setup failures or interruptions).
     if !matches!(summary.exit_code, 0 | 1) {
@@ -65,5 +60,19 @@ pub fn record_run(plan: &Plan, summary: &RunSummary) {
     };
     if let Ok(text) = serde_json::to_string_pretty(&last) {
         let _ = std::fs::write(last_run_path(plan), text);
+    }
+}
+
+fn record_timings(dir: &std::path::Path, summary: &RunSummary) {
+    let mut timings = Timings::load(dir);
+    for w in &summary.workers {
+        if let Some(first) = w.attempts.first() {
+            if matches!(first.verdict, Verdict::Pass | Verdict::Fail) {
+                timings.record(&w.file, std::time::Duration::from_secs_f64(first.duration));
+            }
+        }
+    }
+    if let Ok(text) = serde_json::to_string_pretty(&timings) {
+        let _ = std::fs::write(Timings::path(dir), text);
     }
 }

@@ -119,10 +119,11 @@ pub struct WorkerResult {
     pub db_name: String,
     pub db_kept: bool,
     pub port: Option<u16>,
-    pub log_dir: PathBuf,
-    pub server_log: PathBuf,
-    pub test_log: PathBuf,
-    pub junit: PathBuf,
+    /// The worker's logs; None (null) for a file that never started, which has none.
+    pub log_dir: Option<PathBuf>,
+    pub server_log: Option<PathBuf>,
+    pub test_log: Option<PathBuf>,
+    pub junit: Option<PathBuf>,
     pub counts: Option<Counts>,
     pub message: Option<String>,
     pub attempts: Vec<Attempt>,
@@ -140,17 +141,17 @@ impl WorkerResult {
             db_name: first.db_name.clone(),
             db_kept: false,
             port: None,
-            log_dir: w.log_dir.clone(),
-            server_log: w.log_dir.join("server.log"),
-            test_log: w.log_dir.join("test.log"),
-            junit: w.junit.clone(),
+            log_dir: None,
+            server_log: None,
+            test_log: None,
+            junit: None,
             counts: None,
             message: None,
             attempts: Vec::new(),
         }
     }
 
-    /// A file that never started (cancelled before its turn).
+    /// A file that never started (cancelled before its turn): no logs.
     pub fn not_run(w: &WorkerPlan, db_name: &str) -> Self {
         let a = Attempt::new(1, db_name, &w.log_dir);
         let mut r = WorkerResult::new(w, &a);
@@ -158,7 +159,22 @@ impl WorkerResult {
         r
     }
 
+    /// Points the log paths at `dir` (the worker's folder, or where a kept database's logs went).
+    pub fn set_log_dir(&mut self, dir: &std::path::Path) {
+        self.log_dir = Some(dir.to_path_buf());
+        self.server_log = Some(dir.join("server.log"));
+        self.test_log = Some(dir.join("test.log"));
+        self.junit = Some(dir.join("junit.xml"));
+        for a in &mut self.attempts {
+            a.log_dir = dir.to_path_buf();
+        }
+    }
+
     pub fn push_attempt(&mut self, a: Attempt) {
+        if self.log_dir.is_none() {
+            let dir = a.log_dir.clone();
+            self.set_log_dir(&dir);
+        }
         let failed_before = self
             .attempts
             .iter()
@@ -214,6 +230,8 @@ pub struct RunSummary {
     pub cleanup_command: Option<String>,
     /// Where the workers' databases came from.
     pub databases: DatabaseSources,
+    /// `--shard K/N`: the split this run was one shard of (null when unsharded).
+    pub shard: Option<crate::planner::Split>,
     pub workers: Vec<WorkerResult>,
 }
 
@@ -261,7 +279,7 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
             name: w.db_name.clone(),
             url: redact(&crate::planner::with_database(&template_url, &w.db_name)),
             file: w.file.clone(),
-            log_dir: w.log_dir.clone(),
+            log_dir: w.log_dir.clone().unwrap_or_default(),
         })
         .collect();
     let cleanup_command = (!kept_databases.is_empty())
@@ -290,6 +308,7 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
             cloned: cx.cloned.load(std::sync::atomic::Ordering::SeqCst),
             from_pool: cx.pool_claimed.load(std::sync::atomic::Ordering::SeqCst),
         },
+        shard: cx.dag.split.clone(),
         workers,
     }
 }

@@ -53,10 +53,13 @@ pub struct Reporter {
     finished: usize,
     running: BTreeMap<usize, (String, Phase, Instant)>,
     github: bool,
+    /// When the summary was printed: the closing line's time leaves out what follows it.
+    summary_at: Option<Instant>,
 }
 
 impl Reporter {
-    pub fn new(color: ColorChoice, format: SummaryFormat, total: usize) -> Self {
+    /// `start`: when the command started; every time shown counts from there.
+    pub fn new(color: ColorChoice, format: SummaryFormat, total: usize, start: Instant) -> Self {
         let tty =
             std::io::stderr().is_terminal() && !crate::plan::is_ci(&|n| std::env::var(n).ok());
         let bar = tty.then(|| {
@@ -76,7 +79,8 @@ impl Reporter {
             color_choice: color,
             format,
             bar,
-            start: Instant::now(),
+            start,
+            summary_at: None,
             total,
             finished: 0,
             running: BTreeMap::new(),
@@ -91,6 +95,13 @@ impl Reporter {
         }
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        }
+        if let (Some(at), SummaryFormat::Human) = (self.summary_at, self.format) {
+            self.line(format!(
+                "{} done: the cleanup after the summary took {:.2}s",
+                self.stamp(),
+                at.elapsed().as_secs_f64()
+            ));
         }
     }
 
@@ -218,6 +229,7 @@ impl Reporter {
                 }
                 let paths = write_files(&summary);
                 self.print_summary(&summary, &paths);
+                self.summary_at = Some(Instant::now());
                 let _ = written.send(paths);
             }
         }
@@ -250,7 +262,12 @@ impl Reporter {
                     gha_escape(&path.display().to_string()),
                     gha_escape(&w.file),
                     w.verdict.label(),
-                    gha_escape(&w.log_dir.display().to_string())
+                    gha_escape(
+                        &w.log_dir
+                            .as_ref()
+                            .map(|d| d.display().to_string())
+                            .unwrap_or_else(|| "none".into())
+                    )
                 );
                 if self.format == SummaryFormat::Json {
                     let _ = writeln!(err, "{line}");
@@ -360,10 +377,9 @@ pub fn summary_table(s: &RunSummary, color: bool) -> String {
                 _ => Color::Red,
             });
         }
-        let logs = if w.verdict == Verdict::Pass {
-            String::new()
-        } else {
-            w.log_dir.display().to_string()
+        let logs = match &w.log_dir {
+            Some(dir) if w.verdict != Verdict::Pass => dir.display().to_string(),
+            _ => String::new(),
         };
         t.add_row(vec![
             Cell::new(&w.file),

@@ -130,6 +130,95 @@ pub async fn ensure_template(
     }
 }
 
+/// Whether a database of that name exists.
+pub async fn exists(client: &Client, name: &str) -> Result<bool, DbError> {
+    Ok(client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .map_err(sql(format!("looking up database {name}")))?
+        .is_some())
+}
+
+/// Which of `names` exist now.
+pub async fn existing(client: &Client, names: &[String]) -> Result<Vec<String>, DbError> {
+    let rows = client
+        .query(
+            "SELECT datname FROM pg_database WHERE datname = ANY($1) ORDER BY 1",
+            &[&names],
+        )
+        .await
+        .map_err(sql("looking up databases"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// `CREATE DATABASE name`: an empty database, as a new template starts.
+pub async fn create_empty(client: &Client, name: &str) -> Result<(), DbError> {
+    client
+        .batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
+        .await
+        .map_err(sql(format!("creating database {name}")))
+}
+
+/// Puts the freshly prepared `next` in the place of `template` in one transaction: the old
+/// template (if any) is renamed to `old`, `next` takes its name and its fingerprint. A rename
+/// waits for clones in flight; sessions connected to either database are waited out (never
+/// terminated) for `patience`, then named.
+pub async fn swap_template(
+    client: &Client,
+    template: &str,
+    next: &str,
+    old: Option<&str>,
+    fingerprint: &str,
+    patience: Duration,
+) -> Result<(), DbError> {
+    let mut statement = String::from("BEGIN; ");
+    if let Some(old) = old {
+        statement += &format!(
+            "ALTER DATABASE {} RENAME TO {}; ",
+            quote_ident(template),
+            quote_ident(old)
+        );
+    }
+    statement += &format!(
+        "ALTER DATABASE {} RENAME TO {}; COMMENT ON DATABASE {} IS {}; COMMIT",
+        quote_ident(next),
+        quote_ident(template),
+        quote_ident(template),
+        quote_literal(&format!("{FINGERPRINT_PREFIX}{fingerprint}"))
+    );
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match client.batch_execute(&statement).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                if e.code() != Some(&SqlState::OBJECT_IN_USE) {
+                    return Err(sql(format!("swapping the new {template} in"))(e));
+                }
+                if start.elapsed() >= patience {
+                    let sessions = blocking_sessions(client, template)
+                        .await
+                        .unwrap_or_default();
+                    return Err(DbError::Other(format!(
+                        "cannot swap the newly prepared template in: other sessions stayed connected to {template} for {}: {}\n\
+                         e2e-plan never terminates other people's sessions; close them and run again \
+                         (or raise [database] busy_timeout)",
+                        crate::plan::duration::format_duration(patience),
+                        if sessions.is_empty() {
+                            "(they left just now)".to_string()
+                        } else {
+                            sessions.join("; ")
+                        }
+                    )));
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 /// Key of the advisory lock guarding one template's preparation.
 fn lock_key(template: &str) -> i64 {
     use sha2::{Digest, Sha256};
@@ -159,27 +248,6 @@ pub async fn fingerprint(client: &Client, template: &str) -> Result<Option<Strin
         .map_err(sql("reading the template's fingerprint"))?;
     let comment: Option<String> = row.and_then(|r| r.get(0));
     Ok(comment.and_then(|c| c.strip_prefix(FINGERPRINT_PREFIX).map(str::to_string)))
-}
-
-pub async fn clear_fingerprint(client: &Client, template: &str) -> Result<(), DbError> {
-    client
-        .batch_execute(&format!(
-            "COMMENT ON DATABASE {} IS NULL",
-            quote_ident(template)
-        ))
-        .await
-        .map_err(sql("clearing the template's fingerprint"))
-}
-
-pub async fn set_fingerprint(client: &Client, template: &str, hash: &str) -> Result<(), DbError> {
-    client
-        .batch_execute(&format!(
-            "COMMENT ON DATABASE {} IS {}",
-            quote_ident(template),
-            quote_literal(&format!("{FINGERPRINT_PREFIX}{hash}"))
-        ))
-        .await
-        .map_err(sql("storing the template's fingerprint"))
 }
 
 /// Holds the template's pool lock until the client is dropped: one run at a time fills or
@@ -348,7 +416,8 @@ async fn blocking_sessions(client: &Client, template: &str) -> Result<Vec<String
 /// Drops a worker database that a dead runner may still have been creating: a CREATE DATABASE
 /// whose client died runs to its end, so wait (bounded) until no such statement is active, then
 /// drop. Without the wait, "DROP IF EXISTS" finds nothing and the clone lands afterwards.
-pub async fn drop_database_after_create(admin_url: &str, name: &str) -> Result<(), DbError> {
+/// Ok(false): there was no such database to drop.
+pub async fn drop_database_after_create(admin_url: &str, name: &str) -> Result<bool, DbError> {
     let client = connect(admin_url).await?;
     let pattern = format!(
         "CREATE DATABASE {} TEMPLATE %",
@@ -369,8 +438,10 @@ pub async fn drop_database_after_create(admin_url: &str, name: &str) -> Result<(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let existed = exists(&client, name).await?;
     drop(client);
-    drop_database(admin_url, name).await
+    drop_database(admin_url, name).await?;
+    Ok(existed)
 }
 
 /// Drops a worker database; one that does not exist is already dropped. Sessions on it are ours

@@ -107,6 +107,7 @@ impl RunCx {
         journal: Journal,
         events: UnboundedSender<Event>,
         reprepare: bool,
+        started_at: Instant,
     ) -> Self {
         let n = dag.workers.len();
         RunCx {
@@ -114,8 +115,11 @@ impl RunCx {
             dag,
             journal,
             events,
-            started_at: Instant::now(),
-            started_wall: SystemTime::now(),
+            started_at,
+            // The wall clock at the same moment as `started_at`.
+            started_wall: SystemTime::now()
+                .checked_sub(started_at.elapsed())
+                .unwrap_or_else(SystemTime::now),
             reprepare,
             template_url: OnceLock::new(),
             file_copy: OnceLock::new(),
@@ -256,13 +260,17 @@ impl RunStep {
     async fn setup_or_teardown(&self, cancel: &Cancel) -> Result<Option<String>, StepError> {
         let cx = &self.cx;
         match &self.action {
-            Action::Setup { command, creates } => {
+            Action::Setup {
+                command,
+                creates,
+                env,
+            } => {
                 if let Some(c) = creates {
                     if cx.plan.root.join(c).exists() {
                         return Ok(Some(format!("skipped: {c} exists")));
                     }
                 }
-                run_once(cx, "setup", command, &[], cancel).await?;
+                run_once(cx, "setup", command, env, cancel).await?;
                 Ok(None)
             }
             Action::StartCluster => {
@@ -409,17 +417,14 @@ async fn prepare_template(
         StepError::new(e.to_string())
             .with_detail("is PostgreSQL running, and does [database] template point at it?")
     })?;
-    let version = database::server_version(&admin)
-        .await
-        .map_err(|e| StepError::new(e.to_string()))?;
+    let version = database::server_version(&admin).await.map_err(db_err)?;
     let file_copy = match cx.plan.database.strategy {
         Some(crate::plan::Strategy::WalLog) => false,
         Some(crate::plan::Strategy::FileCopy) | None => version >= 150_000,
     };
     let _ = cx.file_copy.set(file_copy);
-    let created = database::ensure_template(&admin, template, cx.plan.database.busy_timeout)
-        .await
-        .map_err(|e| StepError::new(e.to_string()))?;
+    // The fingerprint covers the commands as they would run in the template itself, so that it
+    // does not change with the run's build database.
     let commands: Vec<Vec<String>> = cx
         .plan
         .database
@@ -429,59 +434,150 @@ async fn prepare_template(
             crate::planner::fill_run_command(c, &cx.plan, &cx.dag.run_id, &template_url, template)
         })
         .collect();
-    let pooled = pool::enabled(cx);
     let hash = (!cx.plan.database.fingerprint.is_empty()).then(|| fingerprint(&cx.plan, &commands));
-    let pool_note = |n: usize| {
-        format!(
-            "; {n} ready cop{} in the pool",
-            if n == 1 { "y" } else { "ies" }
-        )
-    };
     if commands.is_empty() {
-        let mut note = created.then(|| format!("created {template}"));
-        if let (true, Some(h)) = (pooled, &hash) {
+        let created = database::ensure_template(&admin, template, cx.plan.database.busy_timeout)
+            .await
+            .map_err(db_err)?;
+        let mut notes: Vec<String> = created
+            .then(|| format!("created {template}"))
+            .into_iter()
+            .collect();
+        if let (true, Some(h)) = (pool::enabled(cx), &hash) {
             let n = pool::load(cx, &admin, h, created || cx.reprepare).await?;
-            note = Some(
-                format!("{}{}", note.unwrap_or_default(), pool_note(n))
-                    .trim_start_matches("; ")
-                    .to_string(),
-            );
+            notes.push(pool_note(n));
         }
-        return Ok(note);
+        return Ok((!notes.is_empty()).then(|| notes.join("; ")));
     }
     database::lock_template(&admin, template)
         .await
-        .map_err(|e| StepError::new(e.to_string()))?;
-    if let Some(h) = &hash {
+        .map_err(db_err)?;
+    let Some(hash) = hash else {
+        // No fingerprint: there is no way to know whether the template is current, so prepare
+        // runs in it every time (the commands must be safe to re-run, as migration tools are).
+        database::ensure_template(&admin, template, cx.plan.database.busy_timeout)
+            .await
+            .map_err(db_err)?;
+        run_prepare(cx, template, &template_url, cancel).await?;
+        return Ok(Some(format!("{} command(s) run", commands.len())));
+    };
+    let exists = database::exists(&admin, template).await.map_err(db_err)?;
+    if exists && !cx.reprepare {
         let stored = database::fingerprint(&admin, template)
             .await
-            .map_err(|e| StepError::new(e.to_string()))?;
-        if !cx.reprepare && !created && stored.as_deref() == Some(h.as_str()) {
-            let mut note = format!("fingerprint {} matches: prepare skipped", &h[..12]);
-            if pooled {
-                note.push_str(&pool_note(pool::load(cx, &admin, h, false).await?));
+            .map_err(db_err)?;
+        if stored.as_deref() == Some(hash.as_str()) {
+            let mut note = format!("fingerprint {} matches: prepare skipped", &hash[..12]);
+            if pool::enabled(cx) {
+                note = format!(
+                    "{note}; {}",
+                    pool_note(pool::load(cx, &admin, &hash, false).await?)
+                );
             }
             return Ok(Some(note));
         }
-        // A prepare that fails half-way must not leave the old fingerprint on a changed template.
-        database::clear_fingerprint(&admin, template)
-            .await
-            .map_err(|e| StepError::new(e.to_string()))?;
     }
-    let env = vec![("DATABASE_URL".to_string(), template_url.clone())];
-    for c in &commands {
-        run_once(cx, "prepare", c, &env, cancel).await?;
+    rebuild_template(cx, &admin, template, exists, &hash, cancel).await?;
+    if pool::enabled(cx) {
+        // Every copy in the pool is of the old template now.
+        pool::load(cx, &admin, &hash, true).await?;
     }
-    if let Some(h) = &hash {
-        database::set_fingerprint(&admin, template, h)
+    Ok(Some(format!(
+        "{} command(s) run in a fresh database, swapped in for {template}",
+        commands.len()
+    )))
+}
+
+fn db_err(e: database::DbError) -> StepError {
+    StepError::new(e.to_string())
+}
+
+fn pool_note(n: usize) -> String {
+    format!(
+        "{n} ready cop{} in the pool",
+        if n == 1 { "y" } else { "ies" }
+    )
+}
+
+/// Runs the prepare commands against `db` (the template, or the database that will replace it).
+async fn run_prepare(cx: &RunCx, db: &str, url: &str, cancel: &Cancel) -> Result<(), StepError> {
+    let vars = crate::planner::run_vars(&cx.plan, &cx.dag.run_id, url, db);
+    let mut env = vec![("DATABASE_URL".to_string(), url.to_string())];
+    env.extend(crate::planner::fill_env(&cx.plan.database.env, &vars));
+    for words in &cx.plan.database.prepare {
+        let argv = crate::plan::template::fill_command(words, &vars, &[]);
+        run_once(cx, "prepare", &argv, &env, cancel).await?;
+    }
+    Ok(())
+}
+
+/// A changed fingerprint: prepare a fresh database from nothing and, only when that succeeds,
+/// swap it in for the template. Migration tools that track what they applied would otherwise
+/// skip an edited migration and leave the old schema under the new fingerprint. A failed
+/// prepare leaves the old template and its fingerprint as they were.
+async fn rebuild_template(
+    cx: &RunCx,
+    admin: &tokio_postgres::Client,
+    template: &str,
+    exists: bool,
+    hash: &str,
+    cancel: &Cancel,
+) -> Result<(), StepError> {
+    let next = crate::planner::build_db_name(template, &cx.dag.run_id);
+    let next_entry = journal_database(cx, &next)?;
+    let built = async {
+        database::create_empty(admin, &next).await.map_err(db_err)?;
+        let url = crate::planner::with_database(&cx.template_url(), &next);
+        run_prepare(cx, &next, &url, cancel).await
+    }
+    .await;
+    if let Err(e) = built {
+        if database::drop_database(&cx.admin_url(), &next)
             .await
-            .map_err(|e| StepError::new(e.to_string()))?;
-        if pooled {
-            // Every copy in the pool is of the old template now.
-            pool::load(cx, &admin, h, true).await?;
+            .is_ok()
+        {
+            let _ = cx.journal.undone(next_entry);
         }
+        return Err(e);
     }
-    Ok(Some(format!("{} command(s) run", commands.len())))
+    let old = crate::planner::old_db_name(template, &cx.dag.run_id);
+    let old_entry = if exists {
+        Some(journal_database(cx, &old)?)
+    } else {
+        None
+    };
+    database::swap_template(
+        admin,
+        template,
+        &next,
+        exists.then_some(old.as_str()),
+        hash,
+        cx.plan.database.busy_timeout,
+    )
+    .await
+    .map_err(db_err)?;
+    // `next` is the template now: nothing of that name is left to undo.
+    let _ = cx.journal.undone(next_entry);
+    if let Some(entry) = old_entry {
+        database::drop_database(&cx.admin_url(), &old)
+            .await
+            .map_err(db_err)?;
+        let _ = cx.journal.undone(entry);
+    }
+    Ok(())
+}
+
+/// Records a database this run is about to create (or rename into being) in the journal.
+fn journal_database(cx: &RunCx, name: &str) -> Result<Entry, StepError> {
+    let entry = cx
+        .journal
+        .intent(&Resource::Database {
+            admin_url: cx.admin_url(),
+            name: name.to_string(),
+            ephemeral: cx.plan.database.template.is_none(),
+        })
+        .map_err(|e| StepError::new(format!("cannot write the journal: {e}")))?;
+    Ok(entry)
 }
 
 /// Which worker databases survive: retries are always dropped; after a setup failure or an
@@ -514,14 +610,18 @@ pub fn databases_to_keep(
 
 async fn report_step(cx: &RunCx) {
     let exit = cx.exit_code();
-    let kept = {
+    let chosen = {
         let results = lock(&cx.results);
         databases_to_keep(cx.plan.database.keep, exit, &lock(&cx.databases), &results)
     };
+    let kept = still_there(cx, chosen).await;
     {
         let mut results = lock(&cx.results);
         for r in results.values_mut() {
             r.db_kept = kept.contains(&r.db_name);
+            if r.db_kept {
+                keep_logs(cx, r);
+            }
         }
     }
     cx.cluster_kept.store(
@@ -538,6 +638,72 @@ async fn report_step(cx: &RunCx) {
         written: tx,
     });
     let _ = rx.await;
+}
+
+/// The databases to keep that really exist: a test may have dropped its own. A run never
+/// claims to keep what is not there.
+async fn still_there(cx: &RunCx, chosen: BTreeSet<String>) -> BTreeSet<String> {
+    if chosen.is_empty() {
+        return chosen;
+    }
+    let names: Vec<String> = chosen.iter().cloned().collect();
+    let found = match database::connect(&cx.admin_url()).await {
+        Ok(client) => database::existing(&client, &names).await,
+        Err(e) => Err(e),
+    };
+    let found: BTreeSet<String> = match found {
+        Ok(found) => found.into_iter().collect(),
+        Err(e) => {
+            cx.emit(Event::Warning(format!(
+                "cannot check that the kept databases exist: {e}"
+            )));
+            return chosen;
+        }
+    };
+    for gone in chosen.difference(&found) {
+        cx.emit(Event::Warning(format!(
+            "database {gone} was to be kept, but it no longer exists (did the tests drop it?)"
+        )));
+    }
+    found
+}
+
+/// Moves a kept database's logs out of `workers/`, which the next run clears, to
+/// `kept/<database>/`, recorded in the journal so that `rollback` removes them with the database.
+fn keep_logs(cx: &RunCx, r: &mut WorkerResult) {
+    let Some(from) = r.log_dir.clone() else {
+        return;
+    };
+    let to = kept_logs_dir(&cx.plan.report_dir).join(&r.db_name);
+    let entry = cx.journal.intent(&Resource::Folder { path: to.clone() });
+    let moved = std::fs::create_dir_all(kept_logs_dir(&cx.plan.report_dir))
+        .and_then(|()| std::fs::rename(&from, &to));
+    match (entry, moved) {
+        (Ok(_), Ok(())) => r.set_log_dir(&to),
+        (entry, Err(e)) => {
+            if let Ok(entry) = entry {
+                let _ = cx.journal.undone(entry);
+            }
+            cx.emit(Event::Warning(format!(
+                "cannot move the logs of kept database {} to {}: {e}; they stay in {}, which the next run clears",
+                r.db_name,
+                to.display(),
+                from.display()
+            )));
+        }
+        (Err(e), Ok(())) => {
+            r.set_log_dir(&to);
+            cx.emit(Event::Warning(format!(
+                "cannot journal {}: {e}; remove it by hand after `rollback`",
+                to.display()
+            )));
+        }
+    }
+}
+
+/// Where the logs of kept databases live until `rollback`.
+pub fn kept_logs_dir(report_dir: &Path) -> PathBuf {
+    report_dir.join("kept")
 }
 
 /// Drops what is not kept (concurrently, bounded) and removes passing workers' logs.
@@ -575,8 +741,8 @@ async fn cleanup(cx: &RunCx) -> Result<String, StepError> {
         }
     }
     for r in lock(&cx.results).values() {
-        if r.verdict == Verdict::Pass {
-            let _ = std::fs::remove_dir_all(&r.log_dir);
+        if let (Verdict::Pass, false, Some(dir)) = (r.verdict, r.db_kept, &r.log_dir) {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
     if !errors.is_empty() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rustix::process::Signal;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::journal;
+use crate::engine::journal::{self, Undo};
 use crate::engine::BoxFuture;
 use crate::sys;
 
@@ -42,7 +42,7 @@ pub enum Resource {
 }
 
 impl journal::Resource for Resource {
-    fn undo(&self) -> BoxFuture<Result<(), String>> {
+    fn undo(&self) -> BoxFuture<Result<Undo, String>> {
         let this = self.clone();
         Box::pin(async move {
             match this {
@@ -53,8 +53,12 @@ impl journal::Resource for Resource {
                 } => match crate::steps::database::drop_database_after_create(&admin_url, &name)
                     .await
                 {
-                    Ok(()) => Ok(()),
-                    Err(crate::steps::database::DbError::Connect { .. }) if ephemeral => Ok(()),
+                    Ok(true) => Ok(Undo::Undone),
+                    Ok(false) => Ok(Undo::AlreadyGone),
+                    // The throwaway cluster that held it is gone, and so is the database.
+                    Err(crate::steps::database::DbError::Connect { .. }) if ephemeral => {
+                        Ok(Undo::AlreadyGone)
+                    }
                     Err(e) => Err(e.to_string()),
                 },
                 Resource::ProcessGroup {
@@ -63,10 +67,12 @@ impl journal::Resource for Resource {
                     mark,
                     ..
                 } => {
+                    let mut stopped = false;
                     if pgid != 0 {
-                        kill_group_verified(pgid, started, Duration::from_secs(2)).await;
+                        stopped = kill_group_verified(pgid, started, Duration::from_secs(2)).await;
                     }
-                    if !mark.is_empty() {
+                    if !mark.is_empty() && !sys::marked_processes(&mark).is_empty() {
+                        stopped = true;
                         sys::kill_marked(&mark);
                         wait_gone(
                             || !sys::marked_processes(&mark).is_empty(),
@@ -74,26 +80,32 @@ impl journal::Resource for Resource {
                         )
                         .await;
                     }
-                    Ok(())
+                    Ok(if stopped {
+                        Undo::Undone
+                    } else {
+                        Undo::AlreadyGone
+                    })
                 }
                 Resource::Folder { path } => match std::fs::remove_dir_all(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
-                    _ => Ok(()),
+                    Ok(()) => Ok(Undo::Undone),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Undo::AlreadyGone),
+                    Err(e) => Err(e.to_string()),
                 },
                 Resource::Postmaster { pid, started, .. } => {
-                    if pid != 0 && sys::is_same_process(pid, started) {
-                        // SIGQUIT: immediate shutdown; the data is thrown away anyway.
-                        let _ = rustix::process::kill_process(
-                            rustix::process::Pid::from_raw(pid as i32).ok_or("bad pid")?,
-                            Signal::QUIT,
-                        );
-                        wait_gone(
-                            || sys::is_same_process(pid, started),
-                            Duration::from_secs(10),
-                        )
-                        .await;
+                    if pid == 0 || !sys::is_same_process(pid, started) {
+                        return Ok(Undo::AlreadyGone);
                     }
-                    Ok(())
+                    // SIGQUIT: immediate shutdown; the data is thrown away anyway.
+                    let _ = rustix::process::kill_process(
+                        rustix::process::Pid::from_raw(pid as i32).ok_or("bad pid")?,
+                        Signal::QUIT,
+                    );
+                    wait_gone(
+                        || sys::is_same_process(pid, started),
+                        Duration::from_secs(10),
+                    )
+                    .await;
+                    Ok(Undo::Undone)
                 }
             }
         })
@@ -112,16 +124,17 @@ impl journal::Resource for Resource {
 }
 
 /// Terminates a group we started, if its members are still ours (started no earlier than the
-/// leader): SIGTERM, then SIGKILL after `grace`.
-pub async fn kill_group_verified(pgid: u32, started: u64, grace: Duration) {
+/// leader): SIGTERM, then SIGKILL after `grace`. False: nothing of it was left to stop.
+pub async fn kill_group_verified(pgid: u32, started: u64, grace: Duration) -> bool {
     let leader_reused = sys::start_time(pgid).is_some_and(|t| t != started);
     if leader_reused || !sys::group_alive(pgid, started) {
-        return;
+        return false;
     }
     sys::signal_group(pgid, Signal::TERM);
     wait_gone(|| sys::group_alive(pgid, started), grace).await;
     sys::signal_group(pgid, Signal::KILL);
     wait_gone(|| sys::group_alive(pgid, started), Duration::from_secs(5)).await;
+    true
 }
 
 /// Polls `alive` every 20 ms until it is false or `limit` passes.
