@@ -20,22 +20,49 @@ fn add(secret: &str) {
     }
 }
 
-/// Registers the password of a URL (user info, or a `password` query parameter), in both its
-/// percent-encoded and decoded forms.
+/// Registers a secret in every form a sink may write it in: as is, percent-encoded (URL and
+/// form style), escaped for XML/HTML (each way of writing quotes) and inside a JSON string. Sinks
+/// scrub before they escape; the encoded forms are the net for text escaped elsewhere (a log that
+/// a test wrote as HTML, say).
+fn add_every_form(secret: &str) {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    add(secret);
+    add(&utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string());
+    add(&url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>());
+    let markup = secret
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    for (dq, sq) in [
+        ("&quot;", "&#39;"),
+        ("&quot;", "&apos;"),
+        ("&quot;", "&#x27;"),
+        ("&#34;", "&#39;"),
+        ("\"", "'"),
+    ] {
+        add(&markup.replace('"', dq).replace('\'', sq));
+    }
+    if let Ok(json) = serde_json::to_string(secret) {
+        add(&json[1..json.len() - 1]);
+    }
+}
+
+/// Registers the password of a URL (user info, or a `password` query parameter): as written in
+/// the URL and decoded, each in every form.
 pub fn register_url(url: &str) {
     let Ok(u) = url::Url::parse(url) else { return };
     if let Some(p) = u.password() {
-        add(p);
-        let decoded: String = url::form_urlencoded::parse(format!("p={p}").as_bytes())
+        add_every_form(p);
+        add_every_form(&percent_encoding::percent_decode_str(p).decode_utf8_lossy());
+        let form_decoded: String = url::form_urlencoded::parse(format!("p={p}").as_bytes())
             .next()
             .map(|(_, v)| v.into_owned())
             .unwrap_or_default();
-        add(&decoded);
+        add_every_form(&form_decoded);
     }
     for (k, v) in u.query_pairs() {
         if k == "password" {
-            add(&v);
-            add(&url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>());
+            add_every_form(&v);
         }
     }
 }
@@ -68,5 +95,20 @@ mod tests {
         assert_eq!(scrub("decoded p@ss/word here"), "decoded **** here");
         assert_eq!(scrub("q secret and q+secret"), "**** and ****");
         assert_eq!(scrub("nothing to hide"), "nothing to hide");
+    }
+
+    #[test]
+    fn scrubs_markup_json_and_percent_forms() {
+        // p&<>"'%q, percent-encoded in the URL.
+        register_url("postgresql://u:p%26%3C%3E%22%27%25q@h/db");
+        for leaked in [
+            r#"p&<>"'%q"#,
+            "p&amp;&lt;&gt;&quot;&#39;%q",
+            "p&amp;&lt;&gt;&quot;&apos;%q",
+            r#"p&<>\"'%q"#,
+            "p%26%3C%3E%22%27%25q",
+        ] {
+            assert_eq!(scrub(&format!("[{leaked}]")), "[****]", "{leaked}");
+        }
     }
 }

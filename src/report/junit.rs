@@ -148,8 +148,11 @@ impl Merger {
     }
 }
 
+/// Escapes text for XML and HTML, after scrubbing it: a secret is recognised before escaping
+/// changes how it is written.
 pub fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
+    crate::redact::scrub(s)
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")

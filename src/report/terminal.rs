@@ -280,7 +280,7 @@ impl Reporter {
             let _ = writeln!(
                 std::io::stdout(),
                 "{}",
-                serde_json::to_string_pretty(s).unwrap_or_default()
+                crate::redact::scrub(&serde_json::to_string_pretty(s).unwrap_or_default())
             );
             return;
         }
@@ -335,7 +335,7 @@ pub fn write_files(s: &RunSummary) -> Vec<PathBuf> {
     let json = dir.join("summary.json");
     if serde_json::to_string_pretty(s)
         .ok()
-        .and_then(|t| std::fs::write(&json, t + "\n").ok())
+        .and_then(|t| std::fs::write(&json, crate::redact::scrub(&t).into_owned() + "\n").ok())
         .is_some()
     {
         written.push(json);
