@@ -66,19 +66,26 @@ fn files_run_concurrently_each_in_its_own_database() {
         latest_start < earliest_end,
         "test phases did not overlap: {phases:?}"
     );
-    let dbs: std::collections::BTreeSet<_> = s["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["db_name"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(dbs.len(), 4, "each file had its own database");
+    // Each file had its own database: every test saw an empty table and then only its own rows,
+    // and its server answered from that same database (both checked inside the tests).
     assert!(
         stdout(&out).contains("4 files: 4 passed, 0 failed in"),
         "{}",
         stdout(&out)
     );
     // Passing workers' logs are removed; the merged reports stay.
+    // test_rows_0's folder held its JUnit (the counts were read from it), and it is gone now.
+    let w0 = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["file"] == "tests/test_rows_0.py")
+        .unwrap();
+    assert_eq!(w0["counts"]["passed"], 1, "{w0}");
+    assert!(w0["log_dir"]
+        .as_str()
+        .unwrap()
+        .ends_with("report/workers/test_rows_0"));
     assert!(!f.root().join("report/workers/test_rows_0").exists());
     assert!(f.root().join("report/junit.xml").exists());
     f.assert_clean();
@@ -413,7 +420,13 @@ fn a_60_byte_template_name_gives_valid_distinct_names() {
         .map(|w| w["db_name"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names.len(), 2);
-    assert_ne!(names[0], names[1]);
+    // keep = always: each reported name is the database its file really wrote to.
+    for (w, n) in s["workers"].as_array().unwrap().iter().zip(&names) {
+        assert_eq!(
+            psql_in(n, "select distinct v from items"),
+            w["stem"].as_str().unwrap()
+        );
+    }
     for n in &names {
         assert!(n.len() <= 63, "{n}");
         assert!(
@@ -508,10 +521,7 @@ fn a_password_never_reaches_the_output() {
         template: Some(&url),
         ..Default::default()
     });
-    f.edit_plan(&[(
-        "GRANDCHILD = ",
-        "PRINT_URL = \"1\", DATABASE_URL = \"{db_url}\", GRANDCHILD = ",
-    )]);
+    f.edit_plan(&[("GRANDCHILD = ", "PRINT_URL = \"1\", GRANDCHILD = ")]);
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     let dry = f.run(&["dry-run", "plan.toml"]);

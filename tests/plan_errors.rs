@@ -217,9 +217,31 @@ fn validate_and_dry_run_make_no_connection() {
 #[test]
 fn usage_errors_exit_2() {
     let f = Fixture::new("usage");
-    assert_eq!(code(&f.run(&["apply", "--keep", "sometimes"])), 2);
-    assert_eq!(code(&f.run(&["apply", "--shard", "5/4"])), 2);
-    assert_eq!(code(&f.run(&["frobnicate"])), 2);
+    // A valid plan, so that exit 2 can only come from the argument itself.
+    f.write("tests/test_a.py", "")
+        .write("tests/test_b.py", "")
+        .write("plan.toml", GOOD);
+    assert_eq!(code(&f.run(&["validate", "plan.toml"])), 0);
+    for (args, says) in [
+        (
+            &["apply", "plan.toml", "--keep", "sometimes"][..],
+            "`sometimes` is not a keep policy",
+        ),
+        (
+            &["apply", "plan.toml", "--shard", "5/4"][..],
+            "shard 5/4 is out of range",
+        ),
+        (
+            &["dry-run", "plan.toml", "--shard", "1/0"][..],
+            "shard 1/0 is out of range",
+        ),
+        (&["frobnicate"][..], "unrecognized subcommand 'frobnicate'"),
+    ] {
+        let out = f.run(args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    assert!(!f.root().join(".e2e-plan").exists(), "nothing was started");
 }
 
 #[test]

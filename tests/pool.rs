@@ -43,6 +43,25 @@ fn pool(f: &Fixture) -> Vec<(String, String)> {
     .collect()
 }
 
+/// Every copy carries the template's current fingerprint and was created after the template
+/// itself (a larger OID): none is a leftover of an earlier template.
+fn copies_are_of_the_current_template(f: &Fixture, copies: &[(String, String)]) {
+    let fingerprint = psql(&format!(
+        "select shobj_description(oid, 'pg_database') from pg_database where datname = '{}'",
+        f.template
+    ));
+    let fp = fingerprint.strip_prefix("e2e-plan fingerprint ").unwrap();
+    for (name, comment) in copies {
+        assert_eq!(comment, &format!("e2e-plan pool of {} at {fp}", f.template));
+        let newer = psql(&format!(
+            "select (select oid from pg_database where datname = '{name}') > \
+             (select oid from pg_database where datname = '{}')",
+            f.template
+        ));
+        assert_eq!(newer, "t", "{name} is older than the template");
+    }
+}
+
 fn names(copies: &[(String, String)]) -> Vec<String> {
     copies.iter().map(|(n, _)| n.clone()).collect()
 }
@@ -164,15 +183,15 @@ fn a_changed_fingerprint_or_reprepare_makes_the_pool_stale() {
     );
     let second = pool(&f);
     assert_eq!(second.len(), 2, "stale copies replaced: {second:?}");
-    assert!(names(&second).iter().all(|n| !names(&first).contains(n)));
     assert_ne!(first[0].1, second[0].1, "new fingerprint in the comment");
+    copies_are_of_the_current_template(&f, &second);
 
     // --reprepare rebuilds the template with the same fingerprint: the copies are stale too.
     let s = apply_ok(&f, &["--reprepare"]);
     assert_eq!(s["databases"]["from_pool"], 0);
     let third = pool(&f);
     assert_eq!(third.len(), 2);
-    assert!(names(&third).iter().all(|n| !names(&second).contains(n)));
+    copies_are_of_the_current_template(&f, &third);
     drain_and_check(&f);
 }
 
@@ -217,46 +236,44 @@ fn concurrent_runs_never_claim_the_same_copy_and_keep_the_pool_size() {
 #[test]
 fn a_runner_killed_while_refilling_leaves_only_whole_copies() {
     let f = pooled("pool_kill", 2, 2);
+    // A template large enough (~150 MB) that a refill's clone is seen in flight.
+    f.edit_plan(&[(
+        "create table if not exists items (v text)",
+        "create table if not exists items (v text); create table if not exists filler as select repeat('x', 1000) as pad from generate_series(1, 150000)",
+    )]);
     apply_ok(&f, &[]);
     assert_eq!(pool(&f).len(), 2);
-    // A session on the template holds the refill's clones back (they wait, never terminate it).
-    let mut blocker = block_template(&f);
     let mut child = f
         .cmd(&["apply", "plan.toml"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let runs = f.root().join(".e2e-plan/runs");
-    let refilling = poll(Duration::from_secs(60), || {
-        let journals = std::fs::read_dir(&runs).ok()?;
-        journals
-            .flatten()
-            .any(|j| {
-                std::fs::read_to_string(j.path())
-                    .unwrap_or_default()
-                    .contains("_pool_")
-            })
-            .then_some(())
+    // The moment a refill clone is running on the server: the copy is really half-made.
+    let in_flight = format!(
+        "select count(*) from pg_stat_activity where state = 'active' and query like 'CREATE DATABASE \"{}\\_pool\\_%'",
+        f.template
+    );
+    let caught = poll(Duration::from_secs(120), || {
+        (psql(&in_flight) != "0").then_some(())
     });
-    assert!(refilling.is_some(), "the run never started refilling");
-    // Let the clone go, and kill the runner while it may be in flight.
-    kill_process(Pid::from_raw(blocker.id() as i32).unwrap(), Signal::TERM).unwrap();
-    let _ = blocker.wait();
     kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::KILL).unwrap();
     let _ = child.wait();
+    assert!(caught.is_some(), "never saw a refill clone in flight");
+    // The clone runs on to its end without its client: a copy with no pool comment appears.
     let rb = f.run(&["rollback", "plan.toml"]);
     assert_eq!(code(&rb), 0, "{}{}", stdout(&rb), stderr(&rb));
-    let quiet = poll(Duration::from_secs(60), || {
-        let active = psql(&format!(
-            "select count(*) from pg_stat_activity where query like 'CREATE DATABASE \"{}%' and state = 'active'",
-            f.template
-        ));
-        (active == "0").then_some(())
-    });
-    assert!(quiet.is_some());
-    // Whatever the moment of the kill: every copy left is a whole one, marked as the pool's, and
-    // no worker database is left.
+    assert!(
+        stdout(&rb).contains(&format!("undid database {}_pool_", f.template)),
+        "rollback dropped the half-made copy: {}",
+        stdout(&rb)
+    );
+    assert_eq!(
+        psql(&in_flight),
+        "0",
+        "rollback waited for the clone in flight"
+    );
+    // Every copy left is a whole one, marked as the pool's, and no worker database is left.
     let left = pool(&f);
     assert!(
         left.iter().all(|(_, c)| c.starts_with("e2e-plan pool of ")),

@@ -30,6 +30,7 @@ fn a_matching_fingerprint_skips_prepare_until_a_file_changes() {
         stderr(&second)
     );
     let forced = f.run(&["apply", "plan.toml", "--reprepare"]);
+    assert_eq!(code(&forced), 0, "{}", stderr(&forced));
     assert!(
         stderr(&forced).contains("1 command(s) run"),
         "{}",
@@ -40,6 +41,7 @@ fn a_matching_fingerprint_skips_prepare_until_a_file_changes() {
         "alter table items add column w text;\n",
     );
     let changed = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&changed), 0, "{}", stderr(&changed));
     assert!(
         stderr(&changed).contains("1 command(s) run"),
         "{}",

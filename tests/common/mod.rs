@@ -130,7 +130,7 @@ impl Fixture {
         self.write(
             &format!("tests/{stem}.py"),
             &format!(
-                "import os, time\n\ndef test_rows(db, http_get):\n    if os.environ['HAS_SERVER'] == '1':\n        assert http_get('/healthz')[0] == 200\n    assert db('select count(*) from items') == '0'\n    for i in range(3):\n        db(\"insert into items values ('{stem}')\")\n    time.sleep({sleep_secs})\n    assert db('select count(*) from items') == '3'\n    assert db('select distinct v from items') == '{stem}'\n"
+                "import os, time\n\ndef test_rows(db, http_get):\n    if os.environ['HAS_SERVER'] == '1':\n        assert http_get('/healthz')[0] == 200\n        assert http_get('/db')[1] == os.environ['DATABASE_URL'].rsplit('/', 1)[1], 'the server is not on this file s database'\n    assert db('select count(*) from items') == '0'\n    for i in range(3):\n        db(\"insert into items values ('{stem}')\")\n    time.sleep({sleep_secs})\n    assert db('select count(*) from items') == '3'\n    assert db('select distinct v from items') == '{stem}'\n"
             ),
         )
     }
@@ -161,7 +161,7 @@ impl Fixture {
             .unwrap_or_else(|| self.template_url());
         let server = if o.server {
             format!(
-                "[server]\ncommand = [\"{py}\", \"{{root}}/server.py\"]\nenv = {{ PORT = \"{{port}}\", TEST_FILE = \"{{file}}\", MARKER = \"{{root}}\", GRANDCHILD = \"{}\" }}\nready = \"http://127.0.0.1:{{port}}/healthz\"\nready_timeout = \"20s\"\nstop_timeout = \"2s\"\n",
+                "[server]\ncommand = [\"{py}\", \"{{root}}/server.py\"]\nenv = {{ PORT = \"{{port}}\", TEST_FILE = \"{{file}}\", MARKER = \"{{root}}\", DATABASE_URL = \"{{db_url}}\", GRANDCHILD = \"{}\" }}\nready = \"http://127.0.0.1:{{port}}/healthz\"\nready_timeout = \"20s\"\nstop_timeout = \"2s\"\n",
                 if o.grandchild { "1" } else { "0" }
             )
         } else {
@@ -305,6 +305,20 @@ impl Drop for Fixture {
         }
         drop_database(&self.template);
     }
+}
+
+/// Runs SQL in database `db` as `postgres`.
+pub fn psql_in(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-Atqc", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql -d {db} {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Best-effort cleanup of a test database.
