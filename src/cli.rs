@@ -558,6 +558,14 @@ async fn rollback(plan_path: &Path) -> i32 {
             println!("run {} is still running: left alone", r.run_id);
             continue;
         }
+        if r.torn > 0 {
+            println!(
+                "run {}: skipped {} unreadable line(s) of {} (a runner killed mid-write; the resource of a torn intent was never created)",
+                r.run_id,
+                r.torn,
+                r.path.display()
+            );
+        }
         if r.pending.is_empty() {
             let _ = std::fs::remove_file(&r.path);
             continue;

@@ -27,12 +27,25 @@ fn verdicts(s: &serde_json::Value) -> Vec<(String, String)> {
 fn files_run_concurrently_each_in_its_own_database() {
     let f = Fixture::new("isolation");
     for i in 0..4 {
-        f.rows_test(&format!("test_rows_{i}"), 1.0);
+        f.rows_test(&format!("test_rows_{i}"), 0.0);
     }
+    // A barrier: each file's tests wait until all four are running (an event, not a duration),
+    // so they can only pass when they run at the same time.
+    f.write(
+        "tests/conftest.py",
+        &format!(
+            "{}\n\n@pytest.fixture(autouse=True)\ndef barrier():\n    import pathlib, time\n    d = pathlib.Path(os.environ['BARRIER'])\n    d.mkdir(exist_ok=True)\n    (d / os.environ['PYTEST_CURRENT_TEST'].split('::')[0].replace('/', '_')).touch()\n    deadline = time.monotonic() + 120\n    while len(list(d.iterdir())) < 4:\n        assert time.monotonic() < deadline, 'the other files never ran at the same time'\n        time.sleep(0.05)\n",
+            std::fs::read_to_string(f.root().join("tests/conftest.py")).unwrap()
+        ),
+    );
     f.plan(PlanOpts {
         grandchild: true,
         ..Default::default()
     });
+    f.edit_plan(&[(
+        "HAS_SERVER = ",
+        "BARRIER = \"{root}/barrier\", HAS_SERVER = ",
+    )]);
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(
         code(&out),
@@ -255,18 +268,34 @@ fn fail_fast_never_starts_queued_files() {
 }
 
 #[test]
-fn a_file_past_its_timeout_is_killed_and_reported() {
+fn a_file_past_its_timeout_is_killed_at_once_and_reported() {
     let f = Fixture::new("timeout");
-    f.hanging_test("test_hang").rows_test("test_ok", 0.0);
+    // It ignores SIGTERM: only a kill without grace ends it before the grace period would.
+    f.write(
+        "tests/test_hang.py",
+        "import signal, time\n\ndef test_hangs():\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    time.sleep(300)\n",
+    );
+    f.rows_test("test_ok", 0.0);
+    // Long enough that a passing file never reaches it on a busy machine.
     f.plan(PlanOpts {
-        test_timeout: "3s",
+        test_timeout: "10s",
         keep: "never",
         grandchild: true,
         ..Default::default()
     });
+    f.edit_plan(&[("stop_timeout = \"2s\"", "stop_timeout = \"5m\"")]);
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
-    let v = verdicts(&f.summary());
+    let s = f.summary();
+    let hang = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["file"] == "tests/test_hang.py")
+        .unwrap();
+    // Not the 5 minutes of grace: the timeout kills at once.
+    assert!(hang["duration"].as_f64().unwrap() < 120.0, "{hang}");
+    let v = verdicts(&s);
     assert!(
         v.contains(&("tests/test_hang.py".into(), "TIMEOUT".into())),
         "{v:?}"
@@ -277,52 +306,6 @@ fn a_file_past_its_timeout_is_killed_and_reported() {
     );
     assert!(stdout(&out).contains("TIMEOUT"));
     f.assert_clean();
-}
-
-/// Starts `apply` in the background and waits until every file's tests are running.
-fn start_and_wait(f: &Fixture, files: &[&str]) -> std::process::Child {
-    let child = f
-        .cmd(&["apply", "plan.toml"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ready = poll(Duration::from_secs(60), || {
-        files
-            .iter()
-            .all(|s| {
-                f.root()
-                    .join(format!("report/workers/{s}/test.log"))
-                    .exists()
-            })
-            .then_some(())
-    });
-    assert!(ready.is_some(), "workers never reached their tests");
-    // The test processes exist once their logs do; wait until pytest itself runs them.
-    let running = poll(Duration::from_secs(30), || {
-        (f.processes()
-            .iter()
-            .filter(|p| p.contains("pytest"))
-            .count()
-            >= files.len())
-        .then_some(())
-    });
-    assert!(
-        running.is_some(),
-        "pytest processes never started: {:?}",
-        f.processes()
-    );
-    child
-}
-
-fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
-    poll(limit, || {
-        child
-            .try_wait()
-            .ok()
-            .flatten()
-            .map(|s| s.code().unwrap_or(-1))
-    })
 }
 
 #[test]
@@ -919,13 +902,15 @@ fn a_server_whose_port_was_taken_is_retried_once_on_another_port() {
     f.plan(PlanOpts::default());
     f.edit_plan(&[("GRANDCHILD = ", "PORT_CLASH = \"1\", GRANDCHILD = ")]);
     let out = f.run(&["apply", "plan.toml"]);
-    // The port holder is the test's own helper (it lives 5 s): wait for it before judging.
+    // The port holder is the test's own helper: it holds the port until released, so it outlasts
+    // the retry however slow the machine. Release it and wait for it before judging.
     let holder: u32 = std::fs::read_to_string(f.root().join(".clashed"))
         .expect("the clash happened")
         .trim()
         .parse()
         .unwrap();
-    let gone = poll(Duration::from_secs(15), || {
+    std::fs::write(f.root().join(".release"), "").unwrap();
+    let gone = poll(Duration::from_secs(60), || {
         (!std::path::Path::new(&format!("/proc/{holder}")).exists()).then_some(())
     });
     assert!(gone.is_some(), "port holder {holder} did not exit");

@@ -191,6 +191,9 @@ pub struct Recorded<R> {
     pub ended: bool,
     /// Resources not undone, newest first: what rollback must undo, in order.
     pub pending: Vec<R>,
+    /// Lines that could not be read. A runner killed mid-write leaves its last line torn; an
+    /// intent is synced before its resource is created, so a torn one created nothing.
+    pub torn: usize,
 }
 
 /// Reads every journal under `state_dir`; unreadable lines are skipped (a torn last line after a
@@ -213,8 +216,10 @@ fn read_one<R: Resource>(path: &Path) -> Option<Recorded<R>> {
     let mut header = None;
     let mut ended = false;
     let mut entries: BTreeMap<u64, (R, bool)> = BTreeMap::new();
+    let mut torn = 0;
     for line in BufReader::new(file).lines().map_while(Result::ok) {
         let Ok(record) = serde_json::from_str::<Record<R>>(&line) else {
+            torn += 1;
             continue;
         };
         match record {
@@ -259,6 +264,7 @@ fn read_one<R: Resource>(path: &Path) -> Option<Recorded<R>> {
             .filter(|(_, undone)| !undone)
             .map(|(r, _)| r)
             .collect(),
+        torn,
     })
 }
 

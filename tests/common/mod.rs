@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const PG: &str = "postgresql://postgres@127.0.0.1:5432";
@@ -273,7 +273,8 @@ dir = "report"
             Vec::<String>::new(),
             "worker databases left behind"
         );
-        let procs = poll(Duration::from_secs(3), || {
+        // Generous: a deadline that means "left behind", never "slow to exit".
+        let procs = poll(Duration::from_secs(30), || {
             let p = self.processes();
             p.is_empty().then_some(())
         });
@@ -305,6 +306,52 @@ impl Drop for Fixture {
         }
         drop_database(&self.template);
     }
+}
+
+/// Starts `apply` in the background and waits until every file's tests are running.
+pub fn start_and_wait(f: &Fixture, files: &[&str]) -> std::process::Child {
+    let child = f
+        .cmd(&["apply", "plan.toml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = poll(Duration::from_secs(60), || {
+        files
+            .iter()
+            .all(|s| {
+                f.root()
+                    .join(format!("report/workers/{s}/test.log"))
+                    .exists()
+            })
+            .then_some(())
+    });
+    assert!(ready.is_some(), "workers never reached their tests");
+    // The test processes exist once their logs do; wait until pytest itself runs them.
+    let running = poll(Duration::from_secs(30), || {
+        (f.processes()
+            .iter()
+            .filter(|p| p.contains("pytest"))
+            .count()
+            >= files.len())
+        .then_some(())
+    });
+    assert!(
+        running.is_some(),
+        "pytest processes never started: {:?}",
+        f.processes()
+    );
+    child
+}
+
+pub fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    poll(limit, || {
+        child
+            .try_wait()
+            .ok()
+            .flatten()
+            .map(|s| s.code().unwrap_or(-1))
+    })
 }
 
 /// Runs SQL in database `db` as `postgres`.
