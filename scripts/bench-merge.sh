@@ -1,32 +1,34 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): merging many pytest JUnit files with `e2e-plan merge` against the same
-# merge done in Python with junitparser.
+# merge done in Python with junitparser, written the linear way (append every suite, count once).
 #
-#   scripts/bench-merge.sh
+#   scripts/bench-merge.sh [--json FILE]
 #
 # Generates FILES JUnit files of CASES test cases each (pytest style, with some failures, errors
 # and skips) into a temp dir, then times
 #   - e2e-plan merge -o OUT IN...              (the release binary, every path as an argument)
-#   - python merge.py OUT IN...                (junitparser: JUnitXml.fromfile, `+=`, write)
-# with hyperfine when it is there (else bash's clock), and measures each one's peak memory with
-# GNU time (/usr/bin/time -v). Prints a table. The temp dir is removed on exit.
+#   - python merge.py OUT IN...                (junitparser: fromfile each input, append its
+#                                               suites to one JUnitXml, update_statistics once)
+# with hyperfine (wall clock, both the same way), and measures each one's peak resident memory
+# with GNU time (/usr/bin/time -v, both the same way). Both outputs are checked to hold every
+# test case. Prints a table; with --json, appends the figures as one JSON line (the raw record
+# scripts/bench/report turns into the README's line). The temp dir is removed on exit.
 #
-# Takes about 15 minutes at the default size on 2 cores: junitparser's `+=` recounts every case
-# merged so far after each file (JUnitXml.update_statistics) and compares each new suite with
-# every earlier one (add_testsuite), so the Python side grows quadratically with FILES (≈200 s
-# a run for 1,000 files). e2e-plan merge streams and takes well under a second.
+# (junitparser's `merged += JUnitXml.fromfile(path)` is not measured: it recounts everything
+# merged so far after each file and compares each new suite with every earlier one, so it grows
+# with the square of the file count; nobody would merge 1,000 files that way on purpose.)
 #
-# Environment: FILES (1000), CASES (100), RUNS_RUST (10), RUNS_PY (3), E2E_PLAN (the release
-# binary), VENV (target/bench-venv, created with junitparser when missing), NO_HYPERFINE=1 (time
-# with bash even when hyperfine is there).
+# Environment: FILES (1000), CASES (100), RUNS (10), E2E_PLAN (the release binary), VENV
+# (target/bench-venv, created with junitparser when missing).
 set -euo pipefail
 
 cd "$(dirname -- "$0")/.."
 root=$PWD
 FILES=${FILES:-1000}
 CASES=${CASES:-100}
-RUNS_RUST=${RUNS_RUST:-10}
-RUNS_PY=${RUNS_PY:-3}
+RUNS=${RUNS:-10}
+JSON_OUT=
+if [[ ${1:-} == --json ]]; then JSON_OUT=$(realpath -m -- "${2:?--json needs a file}"); fi
 bin=${E2E_PLAN:-$root/target/release/e2e-plan}
 venv=${VENV:-$root/target/bench-venv}
 
@@ -35,22 +37,16 @@ log() { echo "bench-merge: $*" >&2; }
 
 [[ -x $bin ]] || die "no binary at $bin (build it with: cargo build --release)"
 
-# Tools: hyperfine and GNU time, from Debian when we may install them.
+# Tools: hyperfine and GNU time, from Debian when we may install them; both are required, so
+# that the two merges are timed and measured the same way.
 apt_updated=
 apt_install() {
     [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null || return 1
     if [[ -z $apt_updated ]]; then apt-get update -qq >&2 || return 1; apt_updated=1; fi
     apt-get install -y -qq "$@" >&2
 }
-use_hyperfine=
-if [[ -z ${NO_HYPERFINE:-} ]]; then
-    if command -v hyperfine >/dev/null || apt_install hyperfine; then
-        use_hyperfine=1
-    else
-        log "hyperfine unavailable: timing with bash"
-    fi
-fi
-[[ -x /usr/bin/time ]] || apt_install time || log "GNU time unavailable: no peak memory figures"
+command -v hyperfine >/dev/null || apt_install hyperfine || die "hyperfine is needed"
+[[ -x /usr/bin/time ]] || apt_install time || die "GNU time (/usr/bin/time) is needed"
 
 # The Python side.
 if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import junitparser' 2>/dev/null; then
@@ -65,7 +61,7 @@ trap 'rm -rf -- "$tmp"' EXIT
 mkdir -p "$tmp/in"
 
 cat >"$tmp/merge.py" <<'PY'
-"""Merges JUnit files with junitparser: merge.py OUT IN..."""
+"""Merges JUnit files with junitparser, linearly: merge.py OUT IN..."""
 import sys
 
 from junitparser import JUnitXml
@@ -73,7 +69,10 @@ from junitparser import JUnitXml
 out, inputs = sys.argv[1], sys.argv[2:]
 merged = JUnitXml()
 for path in inputs:
-    merged += JUnitXml.fromfile(path)
+    for suite in JUnitXml.fromfile(path):
+        # Append the suite as it is: no comparison with the suites merged so far.
+        merged._elem.append(suite._elem)
+merged.update_statistics()
 merged.write(out)
 PY
 
@@ -149,59 +148,47 @@ rust_cmd="$(printf '%q' "$bin") merge -o $(printf '%q' "$tmp/out-rust.xml") $(pr
 py_cmd="$(printf '%q' "$venv/bin/python") $(printf '%q' "$tmp/merge.py") $(printf '%q' "$tmp/out-py.xml") $(printf '%q' "$tmp")/in/junit-*.xml"
 
 
-# mean min max (seconds) of a command, into the named array.
-time_cmd() {
-    local -n res=$1; local name=$2 cmd=$3 runs=$4 warmup=$5
-    if [[ -n $use_hyperfine ]]; then
-        hyperfine --style basic --warmup "$warmup" --runs "$runs" --command-name "$name" \
-            --export-json "$tmp/$name.json" "$cmd" >&2
-        read -r -a res < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]; print(r["mean"], r["min"], r["max"])' "$tmp/$name.json")
-    else
-        local i s e all=()
-        for ((i = 0; i < warmup; i++)); do bash -c "$cmd" >/dev/null; done
-        for ((i = 0; i < runs; i++)); do
-            s=$(date +%s%N); bash -c "$cmd" >/dev/null; e=$(date +%s%N)
-            all+=("$(( (e - s) / 1000 ))")
-        done
-        read -r -a res < <(printf '%s\n' "${all[@]}" | awk 'NR==1{mn=$1;mx=$1} {t+=$1; if($1<mn)mn=$1; if($1>mx)mx=$1} END{printf "%f %f %f\n", t/NR/1e6, mn/1e6, mx/1e6}')
-    fi
+# Every run's wall time (seconds) of a command, with hyperfine, into $tmp/NAME.json.
+time_cmd() { # name, command
+    hyperfine --style basic --warmup 1 --runs "$RUNS" --command-name "$1" \
+        --export-json "$tmp/$1.json" "$2" >&2
 }
 
 # One run of a command under GNU time, which also checks its output has every test case; prints
-# its peak resident memory (GNU time's "Maximum resident set size", in KiB) in MiB.
+# its peak resident memory (GNU time's "Maximum resident set size") in KiB.
 want=$((FILES * CASES))
 checked_run() {
     local cmd=$1 out=$2 got
     rm -f -- "$out"
-    if [[ -x /usr/bin/time ]]; then
-        /usr/bin/time -v -o "$tmp/time.txt" bash -c "exec $cmd" >/dev/null \
-            || die "failed: $cmd"
-    else
-        bash -c "exec $cmd" >/dev/null || die "failed: $cmd"
-    fi
+    /usr/bin/time -v -o "$tmp/time.txt" bash -c "exec $cmd" >/dev/null || die "failed: $cmd"
     got=$(grep -o '<testcase ' "$out" | wc -l)
     (( got == want )) || die "$(basename -- "$out") has $got test cases, expected $want"
-    if [[ -x /usr/bin/time ]]; then
-        awk -F': ' '/Maximum resident set size/{printf "%.1f MiB", $2/1024}' "$tmp/time.txt"
-    else
-        echo "n/a"
-    fi
+    awk -F': ' '/Maximum resident set size/{print $2}' "$tmp/time.txt"
 }
 
-# The first run of each also checks the output and measures memory; the Python merge takes
-# minutes at the default size, so it gets no warm-up run beyond that one.
 log "e2e-plan merge: checking its output and measuring memory …"
-rust_mem=$(checked_run "$rust_cmd" "$tmp/out-rust.xml")
-log "junitparser $jp_version: checking its output and measuring memory (slow) …"
-py_mem=$(checked_run "$py_cmd" "$tmp/out-py.xml")
-log "timing e2e-plan merge ($RUNS_RUST runs) …"
-time_cmd rust e2e-plan "$rust_cmd" "$RUNS_RUST" 1
-log "timing junitparser $jp_version ($RUNS_PY runs) …"
-time_cmd py junitparser "$py_cmd" "$RUNS_PY" 0
+rust_kib=$(checked_run "$rust_cmd" "$tmp/out-rust.xml")
+log "junitparser $jp_version: checking its output and measuring memory …"
+py_kib=$(checked_run "$py_cmd" "$tmp/out-py.xml")
+log "timing e2e-plan merge ($RUNS runs) …"
+time_cmd rust "$rust_cmd"
+log "timing junitparser $jp_version ($RUNS runs) …"
+time_cmd py "$py_cmd"
 
-echo
-echo "merge of $FILES JUnit files × $CASES cases ($want test cases, $(du -sh "$tmp/in" | cut -f1) in), $(nproc) cores"
-printf '%-28s %10s %10s %10s %12s\n' "tool" "mean" "min" "max" "peak RSS"
-printf '%-28s %9.3fs %9.3fs %9.3fs %12s\n' "e2e-plan merge (release)" "${rust[0]}" "${rust[1]}" "${rust[2]}" "$rust_mem"
-printf '%-28s %9.3fs %9.3fs %9.3fs %12s\n' "junitparser $jp_version (python)" "${py[0]}" "${py[1]}" "${py[2]}" "$py_mem"
-awk -v a="${py[0]}" -v b="${rust[0]}" 'BEGIN{printf "e2e-plan merge is %.1f× faster (mean)\n", a/b}'
+python3 - "$tmp" "$FILES" "$CASES" "$(du -sb "$tmp/in" | cut -f1)" "$rust_kib" "$py_kib" \
+    "$jp_version" "$(nproc)" "${JSON_OUT:-}" <<'PY'
+import json, sys, time
+tmp, files, cases, in_bytes, rust_kib, py_kib, jp, cores, out = sys.argv[1:]
+runs = lambda name: json.load(open(f"{tmp}/{name}.json"))["results"][0]["times"]
+rec = {"date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), "files": int(files),
+       "cases": int(cases), "input_bytes": int(in_bytes), "cores": int(cores),
+       "e2e_plan": {"wall": runs("rust"), "peak_rss_kib": int(rust_kib)},
+       "junitparser_linear": {"version": jp, "wall": runs("py"), "peak_rss_kib": int(py_kib)}}
+for name in ("e2e_plan", "junitparser_linear"):
+    w = rec[name]["wall"]
+    print(f"{name:20} wall {min(w):.3f}–{max(w):.3f} s over {len(w)} runs, "
+          f"peak RSS {rec[name]['peak_rss_kib'] / 1024:.1f} MiB")
+if out:
+    with open(out, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+PY

@@ -178,19 +178,12 @@ fn a_failed_prepare_never_leaves_a_matching_fingerprint() {
         "{}",
         stderr(&again)
     );
-    let half_done = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
+    assert_eq!(
+        psql_in(
             &f.template,
-            "-Atqc",
-        ])
-        .arg("select count(*) from pg_tables where tablename = 'half_done'")
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&half_done.stdout).trim(), "0");
+            "select count(*) from pg_tables where tablename = 'half_done'"
+        ),
+        "0"
+    );
     f.assert_clean();
 }

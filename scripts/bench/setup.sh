@@ -25,14 +25,14 @@
 # Steps:
 #   1. builds the template bench_tmpl_<SIZE_MB> (one table of 192-character rows, VACUUM FREEZE)
 #      unless one of about that size (within 10 %, pg_database_size) exists already;
-#   2. naive: N sequential `CREATE DATABASE … TEMPLATE bench_tmpl_<SIZE_MB>` from one psql session
-#      with the default strategy (WAL_LOG on PostgreSQL 15), timed, then dropped; the same with
-#      STRATEGY = FILE_COPY (what e2e-plan uses on 15+);
+#   2. naive, run for real: N sequential `CREATE DATABASE … TEMPLATE bench_tmpl_<SIZE_MB>` from
+#      one psql session with the default strategy (WAL_LOG on PostgreSQL 15), then the N test
+#      scripts at once, timed, then the clones dropped; the same with STRATEGY = FILE_COPY (what
+#      e2e-plan uses on 15+);
 #   3. e2e-plan: a temp project with N test files, no [server], a test command that sleeps S s and
 #      writes a one-case JUnit file, `e2e-plan apply --format json`; figures from summary.json
 #      (worker phases), plus how many CREATE DATABASE really ran at once (pg_stat_activity sampled
 #      every 20 ms); once more with [database] strategy = "wal_log";
-#   4. the naive orchestration for comparison: its clones, then all N tests at once;
 #   5. makespan: M files sleeping 1.0..4.0 s with `--jobs J`, run twice: the first run has no
 #      timings (path order) and records .e2e-plan/timings.json, the second is ordered from them.
 # Before each measured step: CHECKPOINT and sync. Every database created is dropped (templates
@@ -232,18 +232,26 @@ json.dump({"date": "$(date -u +%Y-%m-%dT%H:%MZ)", "n": $N, "template": "$TMPL",
 EOF
 
 # ---------------------------------------------------------------------------------------------
-# 2. Naive: N sequential clones from one session, timed by psql one by one and as a whole.
+# 2. Naive orchestration, run for real: N sequential clones from one session (timed by psql one
+#    by one and as a whole), then every worker at once (the same test scripts e2e-plan runs),
+#    until the last one ends.
 naive_clones() { # label, strategy clause
-    local label=$1 clause=$2 sql="$WORK/$1.sql" i t0 t1 d0 d1
+    local label=$1 clause=$2 sql="$WORK/$1.sql" i t0 t1 t2 d0 d1 f pids=()
     {
         echo '\timing on'
         for i in $(seq "$N"); do echo "CREATE DATABASE bench_naive_$i TEMPLATE \"$TMPL\"$clause;"; done
     } >"$sql"
     settle
-    log "$label: $N sequential clones"
+    log "$label: $N sequential clones, then $N workers at once"
     t0=$(now)
     q -f "$sql" >"$WORK/$label.timing"
     t1=$(now)
+    for f in "$WORK"/setup/tests/t_*.sh; do
+        sh "$f" /dev/null &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    t2=$(now)
     {
         echo '\timing on'
         for i in $(seq "$N"); do echo "DROP DATABASE bench_naive_$i;"; done
@@ -251,7 +259,7 @@ naive_clones() { # label, strategy clause
     d0=$(now)
     q -f "$sql" >/dev/null
     d1=$(now)
-    echo "{\"total\": $(python3 -c "print($t1 - $t0)"), \"drop_total\": $(python3 -c "print($d1 - $d0)")}" \
+    echo "{\"total\": $(python3 -c "print($t1 - $t0)"), \"workers_wall\": $(python3 -c "print($t2 - $t1)"), \"orchestration_wall\": $(python3 -c "print($t2 - $t0)"), \"drop_total\": $(python3 -c "print($d1 - $d0)")}" \
         >"$WORK/$label.json"
 }
 

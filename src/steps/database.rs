@@ -186,37 +186,8 @@ pub async fn swap_template(
         quote_ident(template),
         quote_literal(&format!("{FINGERPRINT_PREFIX}{fingerprint}"))
     );
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match client.batch_execute(&statement).await {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                let _ = client.batch_execute("ROLLBACK").await;
-                if e.code() != Some(&SqlState::OBJECT_IN_USE) {
-                    return Err(sql(format!("swapping the new {template} in"))(e));
-                }
-                if start.elapsed() >= patience {
-                    let sessions = blocking_sessions(client, template)
-                        .await
-                        .unwrap_or_default();
-                    return Err(DbError::Other(format!(
-                        "cannot swap the newly prepared template in: other sessions stayed connected to {template} for {}: {}\n\
-                         e2e-plan never terminates other people's sessions; close them and run again \
-                         (or raise [database] busy_timeout)",
-                        crate::plan::duration::format_duration(patience),
-                        if sessions.is_empty() {
-                            "(they left just now)".to_string()
-                        } else {
-                            sessions.join("; ")
-                        }
-                    )));
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
+    let what = format!("swap the newly prepared {template} in");
+    until_free(client, &statement, template, patience, &what).await
 }
 
 /// Key of the advisory lock guarding one template's preparation.
@@ -361,33 +332,53 @@ pub async fn clone_database(
         quote_ident(name),
         quote_ident(template)
     );
+    until_free(
+        &client,
+        &statement,
+        template,
+        patience,
+        &format!("clone {template}"),
+    )
+    .await
+}
+
+/// Runs `statement` until no other session is connected to `db` (SQLSTATE 55006, which clones
+/// and renames of a database get), with backoff; an open transaction is rolled back before each
+/// new try. Other sessions are never terminated: past `patience` the error names them.
+async fn until_free(
+    client: &Client,
+    statement: &str,
+    db: &str,
+    patience: Duration,
+    what: &str,
+) -> Result<(), DbError> {
     let start = Instant::now();
     let mut delay = Duration::from_millis(50);
     loop {
-        match client.batch_execute(&statement).await {
+        let e = match client.batch_execute(statement).await {
             Ok(()) => return Ok(()),
-            Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) && start.elapsed() < patience => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(1));
-            }
-            Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) => {
-                let sessions = blocking_sessions(&client, template)
-                    .await
-                    .unwrap_or_default();
-                return Err(DbError::Other(format!(
-                    "cannot clone {template}: other sessions stayed connected to it for {}: {}\n\
-                     e2e-plan never terminates other people's sessions; close them and run again \
-                     (or raise [database] busy_timeout)",
-                    crate::plan::duration::format_duration(patience),
-                    if sessions.is_empty() {
-                        "(they left just now)".to_string()
-                    } else {
-                        sessions.join("; ")
-                    }
-                )));
-            }
-            Err(e) => return Err(sql(format!("cloning {template} into {name}"))(e)),
+            Err(e) => e,
+        };
+        let _ = client.batch_execute("ROLLBACK").await;
+        if e.code() != Some(&SqlState::OBJECT_IN_USE) {
+            return Err(sql(format!("cannot {what}"))(e));
         }
+        if start.elapsed() >= patience {
+            let sessions = blocking_sessions(client, db).await.unwrap_or_default();
+            return Err(DbError::Other(format!(
+                "cannot {what}: other sessions stayed connected to it for {}: {}\n\
+                 e2e-plan never terminates other people's sessions; close them and run again \
+                 (or raise [database] busy_timeout)",
+                crate::plan::duration::format_duration(patience),
+                if sessions.is_empty() {
+                    "(they left just now)".to_string()
+                } else {
+                    sessions.join("; ")
+                }
+            )));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
     }
 }
 
