@@ -15,6 +15,7 @@ use crate::events::Event;
 use crate::plan::{self, Keep, Plan, PlanError};
 use crate::planner::{self, PlanOptions, Shard};
 use crate::report::dryrun::{self, DryRunFormat};
+use crate::report::failures::FailureOutput;
 use crate::report::terminal::{ColorChoice, Reporter, SummaryFormat};
 use crate::steps::{self, lock, resource::Resource, RunCx};
 
@@ -127,6 +128,9 @@ pub struct ApplyArgs {
     /// human: a table and a closing line; json: summary.json on stdout.
     #[arg(long, value_enum, default_value_t = SummaryFormat::Human)]
     pub format: SummaryFormat,
+    /// How much of the failures to show after the table: short, full or none.
+    #[arg(long, value_enum, default_value_t = FailureOutput::Short)]
+    pub failure_output: FailureOutput,
     /// Write reports and logs to DIR for this run (overrides [report] dir).
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
@@ -421,7 +425,13 @@ async fn apply(a: ApplyArgs, color: ColorChoice, started: std::time::Instant) ->
         }
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let reporter = Reporter::new(color, a.format, dag.workers.len(), started);
+    let reporter = Reporter::new(
+        color,
+        a.format,
+        a.failure_output,
+        dag.workers.len(),
+        started,
+    );
     let reporter_task = tokio::spawn(reporter.run(rx));
     let opts = engine::Options {
         jobs: plan.run.jobs,

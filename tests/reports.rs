@@ -116,7 +116,11 @@ fn github_actions_annotations() {
         .output()
         .unwrap();
     let text = stdout(&out);
-    assert!(text.contains("::error file=tests/test_bad.py::"), "{text}");
+    // At the failing test's line, named by its id, with its message.
+    assert!(
+        text.contains("::error file=tests/test_bad.py,line=2::tests/test_bad.py::test_fails: AssertionError: arithmetic is broken"),
+        "{text}"
+    );
     assert!(!text.contains("::error file=tests/test_ok.py"), "{text}");
     f.assert_clean();
 }

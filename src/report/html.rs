@@ -95,6 +95,17 @@ pub fn render(s: &RunSummary) -> String {
                 "<div>logs: {}</div>",
                 esc(&log_dir.display().to_string())
             );
+            for f in &w.failures {
+                let _ = write!(details, "<div class=\"failed\">✗ {}</div>", esc(&f.id));
+                let _ = write!(details, "<pre>{}</pre>", esc(&f.detail.join("\n")));
+                if !f.server_lines.is_empty() {
+                    let _ = write!(
+                        details,
+                        "<div>server, while it ran</div><pre>{}</pre>",
+                        esc(&f.server_lines.join("\n"))
+                    );
+                }
+            }
             let test = tail(test_log, 40);
             if !test.is_empty() {
                 let _ = write!(

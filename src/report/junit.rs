@@ -81,7 +81,12 @@ impl Merger {
             fresh.system_out = s.system_out;
             fresh.system_err = s.system_err;
             fresh.timestamp = s.timestamp;
-            fresh.add_test_cases(s.test_cases);
+            // What the reader kept for the failures section is not part of the merged report.
+            let mut cases = s.test_cases;
+            for c in &mut cases {
+                c.extra.clear();
+            }
+            fresh.add_test_cases(cases);
             fresh.time = s.time.or_else(|| {
                 let total: Duration = fresh.test_cases.iter().filter_map(|c| c.time).sum();
                 Some(total)
@@ -170,6 +175,32 @@ fn xml_safe(s: &str) -> String {
 /// The suites one worker contributes: its own, tagged with its file, with earlier attempts as
 /// flaky/rerun elements; or one error case when its file is unusable; or a skipped case.
 pub fn worker_suites(w: &WorkerResult) -> Vec<TestSuite> {
+    let mut suites = own_suites(w);
+    // The tests a dead server kept from running are reported, not silently missing.
+    if let Some(how) = w.attempts.last().and_then(|a| a.server_died.as_deref()) {
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+        status.set_message(format!(
+            "the server {how} during the tests; the file's remaining tests did not run"
+        ));
+        status.set_type("server died");
+        let mut case = TestCase::new("tests after the server died", status);
+        case.set_classname(w.file.as_str());
+        match suites.first_mut() {
+            Some(s) => {
+                s.add_test_case(case);
+            }
+            None => {
+                let mut s = TestSuite::new(w.file.as_str());
+                tag_suite(&mut s, w);
+                s.add_test_case(case);
+                suites.push(s);
+            }
+        }
+    }
+    suites
+}
+
+fn own_suites(w: &WorkerResult) -> Vec<TestSuite> {
     let tag = |s: &mut TestSuite| tag_suite(s, w);
     // A worker that never started must not pick up a JUnit file an earlier run left there.
     let junit = match &w.junit {

@@ -85,6 +85,10 @@ pub fn read<R: BufRead>(input: R) -> Result<Report, String> {
                     saw_root = true;
                     let mut s = TestSuite::new(attr(&e, "name").unwrap_or_default());
                     s.time = secs(&e);
+                    // Kept for the failures section (when each test ran); never written out.
+                    if let Some(t) = attr(&e, "timestamp") {
+                        s.extra.insert("timestamp".into(), t.into());
+                    }
                     suites.push(s);
                 }
                 "testcase" => {
@@ -96,6 +100,11 @@ pub fn read<R: BufRead>(input: R) -> Result<Report, String> {
                         c.set_classname(cn);
                     }
                     c.time = secs(&e);
+                    for key in ["file", "line"] {
+                        if let Some(v) = attr(&e, key) {
+                            c.extra.insert(key.into(), v.into());
+                        }
+                    }
                     case = Some(c);
                 }
                 "failure" | "error" => {

@@ -2,6 +2,7 @@
 //! dry-run rendering, and the state kept for the next run.
 
 pub mod dryrun;
+pub mod failures;
 pub mod html;
 pub mod junit;
 pub mod junit_read;

@@ -78,6 +78,8 @@ pub struct Attempt {
     pub counts: Option<Counts>,
     pub phases: Vec<PhaseSpan>,
     pub message: Option<String>,
+    /// How the server ended when it died while the tests ran ("exited with code 7").
+    pub server_died: Option<String>,
 }
 
 impl Attempt {
@@ -93,6 +95,7 @@ impl Attempt {
             counts: None,
             phases: Vec::new(),
             message: None,
+            server_died: None,
         }
     }
 
@@ -126,6 +129,8 @@ pub struct WorkerResult {
     pub junit: Option<PathBuf>,
     pub counts: Option<Counts>,
     pub message: Option<String>,
+    /// Its failing tests (from its JUnit), with what the server printed while each ran.
+    pub failures: Vec<super::failures::FailedTest>,
     pub attempts: Vec<Attempt>,
 }
 
@@ -147,6 +152,7 @@ impl WorkerResult {
             junit: None,
             counts: None,
             message: None,
+            failures: Vec::new(),
             attempts: Vec::new(),
         }
     }
@@ -253,11 +259,22 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
     let results = lock(&cx.results);
     let scrub_worker = |mut w: WorkerResult| {
         w.message = w.message.map(|m| scrub(&m).into_owned());
+        for f in &mut w.failures {
+            f.message = scrub(&f.message).into_owned();
+            for l in f.detail.iter_mut().chain(f.server_lines.iter_mut()) {
+                *l = scrub(l).into_owned();
+            }
+        }
         for a in &mut w.attempts {
             a.message = a.message.take().map(|m| scrub(&m).into_owned());
         }
         w
     };
+    let run_started = cx
+        .started_wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
     let mut workers: Vec<WorkerResult> = cx
         .dag
         .workers
@@ -267,6 +284,19 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
                 .get(&w.index)
                 .cloned()
                 .unwrap_or_else(|| WorkerResult::not_run(w, &w.db_name))
+        })
+        .map(|mut w| {
+            if matches!(w.verdict, Verdict::Fail | Verdict::Timeout | Verdict::Error) {
+                let testing = w.attempts.last().and_then(|a| {
+                    a.phases
+                        .iter()
+                        .find(|p| p.phase == crate::events::Phase::Testing)
+                        .map(|p| p.start)
+                });
+                w.failures =
+                    super::failures::failed_tests(&w, run_started + testing.unwrap_or_default());
+            }
+            w
         })
         .map(scrub_worker)
         .collect();

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use owo_colors::OwoColorize;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::failures::FailureOutput;
 use super::summary::{RunSummary, Verdict};
 use crate::events::{Event, Phase};
 
@@ -55,11 +56,18 @@ pub struct Reporter {
     github: bool,
     /// When the summary was printed: the closing line's time leaves out what follows it.
     summary_at: Option<Instant>,
+    failure_output: FailureOutput,
 }
 
 impl Reporter {
     /// `start`: when the command started; every time shown counts from there.
-    pub fn new(color: ColorChoice, format: SummaryFormat, total: usize, start: Instant) -> Self {
+    pub fn new(
+        color: ColorChoice,
+        format: SummaryFormat,
+        failure_output: FailureOutput,
+        total: usize,
+        start: Instant,
+    ) -> Self {
         let tty =
             std::io::stderr().is_terminal() && !crate::plan::is_ci(&|n| std::env::var(n).ok());
         let bar = tty.then(|| {
@@ -81,6 +89,7 @@ impl Reporter {
             bar,
             start,
             summary_at: None,
+            failure_output,
             total,
             finished: 0,
             running: BTreeMap::new(),
@@ -254,21 +263,8 @@ impl Reporter {
         if self.github {
             // Workflow commands are read from both streams; keep stdout pure JSON under --format json.
             let cwd = std::env::current_dir().unwrap_or_default();
-            for w in s.workers.iter().filter(|w| w.verdict.fails(s.flaky_policy)) {
-                let path = s.root.join(&w.file);
-                let path = path.strip_prefix(&cwd).unwrap_or(&path);
-                let line = format!(
-                    "::error file={}::{} {} (logs: {})",
-                    gha_escape(&path.display().to_string()),
-                    gha_escape(&w.file),
-                    w.verdict.label(),
-                    gha_escape(
-                        &w.log_dir
-                            .as_ref()
-                            .map(|d| d.display().to_string())
-                            .unwrap_or_else(|| "none".into())
-                    )
-                );
+            for line in annotations(s, &cwd) {
+                let line = crate::redact::scrub(&line).into_owned();
                 if self.format == SummaryFormat::Json {
                     let _ = writeln!(err, "{line}");
                 } else {
@@ -287,6 +283,8 @@ impl Reporter {
         let color = self.color_choice.enabled(supports_color::Stream::Stdout);
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "\n{}", summary_table(s, color));
+        let failures = super::failures::render(&s.workers, self.failure_output, &s.report_dir);
+        let _ = write!(out, "{}", crate::redact::scrub(&failures));
         let _ = writeln!(out, "{}", summary_line(s));
         if s.databases.from_pool > 0 {
             let _ = writeln!(
@@ -312,6 +310,53 @@ impl Reporter {
             let _ = writeln!(out, "report: {}", p.display());
         }
     }
+}
+
+/// GitHub workflow commands for the files that fail the run: one per failing test, at its line
+/// where the JUnit says it, else one for the file.
+fn annotations(s: &RunSummary, cwd: &std::path::Path) -> Vec<String> {
+    let rel = |file: &str| {
+        let path = s.root.join(file);
+        let path = path
+            .strip_prefix(cwd)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        gha_escape(&path)
+    };
+    let mut out = Vec::new();
+    for w in s.workers.iter().filter(|w| w.verdict.fails(s.flaky_policy)) {
+        let logs = w
+            .log_dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "none".into());
+        if w.failures.is_empty() {
+            out.push(format!(
+                "::error file={}::{} {} (logs: {})",
+                rel(&w.file),
+                gha_escape(&w.file),
+                w.verdict.label(),
+                gha_escape(&logs)
+            ));
+        }
+        for f in &w.failures {
+            let at = f.line.map(|l| format!(",line={l}")).unwrap_or_default();
+            out.push(format!(
+                "::error file={}{at}::{}",
+                rel(f.file.as_deref().unwrap_or(&w.file)),
+                gha_data(&format!("{}: {}", f.id, f.message))
+            ));
+        }
+    }
+    out
+}
+
+/// Escapes a workflow command's message (only properties need `:` and `,` escaped).
+fn gha_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 /// Escapes a value for a GitHub workflow command.

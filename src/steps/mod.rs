@@ -346,6 +346,7 @@ async fn run_once(
             cwd: &cx.plan.root,
             log: &log,
             run_as: None,
+            stamp: false,
         },
     )
     .map_err(StepError::new)?;

@@ -27,6 +27,18 @@ pub struct Spec<'a> {
     pub cwd: &'a Path,
     pub log: &'a Path,
     pub run_as: Option<RunAs>,
+    /// Read the output through pipes and note when each line arrived (in [`times_path`]), so
+    /// that a failing test can be shown what the server printed while it ran. The log itself
+    /// stays exactly what the process wrote.
+    pub stamp: bool,
+}
+
+/// Where the arrival times of a stamped log's lines go: `<log>.times`, one `<unix seconds>
+/// <byte offset>` line per log line.
+pub fn times_path(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".times");
+    PathBuf::from(name)
 }
 
 /// A running process group of ours.
@@ -36,6 +48,8 @@ pub struct Group {
     pub started: u64,
     entry: Entry,
     mark: String,
+    /// The task copying a stamped process's output into its log.
+    copier: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The runner's environment without `PYTEST_*` (a parent pytest's state must not leak into
@@ -90,13 +104,17 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
         .envs(worker_env(&env))
         .current_dir(spec.cwd)
         .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
         .process_group(0);
+    if spec.stamp {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    } else {
+        cmd.stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log_err);
+    }
     if let Some(u) = spec.run_as {
         cmd.uid(u.uid).gid(u.gid);
     }
-    let child = match cmd.spawn() {
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             let _ = journal.undone(entry);
@@ -106,13 +124,73 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
     let pgid = child.id().unwrap_or_default();
     let started = sys::start_time(pgid).unwrap_or_default();
     let _ = journal.done(entry, Some(&group(pgid, started, &mark)));
+    let copier = match (spec.stamp, child.stdout.take(), child.stderr.take()) {
+        (true, Some(out), Some(err)) => {
+            let times = std::fs::File::create(times_path(spec.log))
+                .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))?;
+            Some(tokio::spawn(copy_stamped(out, err, log, times)))
+        }
+        _ => None,
+    };
     Ok(Group {
         child,
         pgid,
         started,
         entry,
         mark,
+        copier,
     })
+}
+
+/// Copies both output streams into the log line by line, and notes each line's arrival.
+async fn copy_stamped(
+    out: tokio::process::ChildStdout,
+    err: tokio::process::ChildStderr,
+    log: std::fs::File,
+    times: std::fs::File,
+) {
+    use std::sync::{Arc, Mutex};
+    let sink = Arc::new(Mutex::new(StampedLog {
+        log,
+        times,
+        offset: 0,
+    }));
+    let a = tokio::spawn(copy_lines(out, Arc::clone(&sink)));
+    let b = tokio::spawn(copy_lines(err, sink));
+    let _ = a.await;
+    let _ = b.await;
+}
+
+struct StampedLog {
+    log: std::fs::File,
+    times: std::fs::File,
+    offset: u64,
+}
+
+async fn copy_lines(
+    stream: impl tokio::io::AsyncRead + Unpin,
+    sink: std::sync::Arc<std::sync::Mutex<StampedLog>>,
+) {
+    use std::io::Write;
+    use tokio::io::AsyncBufReadExt;
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+        let offset = s.offset;
+        let _ = s.log.write_all(&line);
+        let _ = writeln!(s.times, "{now:.3} {offset}");
+        s.offset += line.len() as u64;
+    }
 }
 
 impl Group {
@@ -145,6 +223,16 @@ impl Group {
             sys::signal_group(self.pgid, Signal::KILL);
         }
         let _ = self.child.wait().await;
+        if let Some(copier) = self.copier.take() {
+            // The group is gone; a descendant that escaped it may still hold the pipes.
+            let abort = copier.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), copier)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
         let (pgid, started) = (self.pgid, self.started);
         wait_gone(|| sys::group_alive(pgid, started), Duration::from_secs(5)).await;
         // Descendants that left the group (setsid) still carry the mark.

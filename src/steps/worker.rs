@@ -365,24 +365,26 @@ pub async fn run_attempt(
             log_dir: &w.log_dir,
         };
         let commands = vars.commands(&cx.dag.args);
-        let start = |what: String, argv: &[String], env: &[(String, String)], log: &Path| {
-            let spec = Spec {
-                what,
-                argv,
-                env,
-                cwd: &cx.plan.root,
-                log,
-                run_as: None,
+        let start =
+            |what: String, argv: &[String], env: &[(String, String)], log: &Path, stamp: bool| {
+                let spec = Spec {
+                    what,
+                    argv,
+                    env,
+                    cwd: &cx.plan.root,
+                    log,
+                    run_as: None,
+                    stamp,
+                };
+                process::spawn(&cx.journal, spec)
             };
-            process::spawn(&cx.journal, spec)
-        };
 
         let server = match &commands.server {
             None => None,
             Some(s) => {
                 clock.enter(cx, w, n, Phase::Starting);
                 let what = format!("server for {} on port {port}", w.file);
-                let mut group = match start(what, &s.command, &s.env, &server_log) {
+                let mut group = match start(what, &s.command, &s.env, &server_log, true) {
                     Ok(g) => g,
                     Err(e) => return fail(attempt, &mut clock, Verdict::Error, StepError::new(e)),
                 };
@@ -436,7 +438,7 @@ pub async fn run_attempt(
 
         clock.enter(cx, w, n, Phase::Testing);
         let what = format!("tests of {} (port {port})", w.file);
-        let mut test = match start(what, &commands.test, &commands.test_env, &test_log) {
+        let mut test = match start(what, &commands.test, &commands.test_env, &test_log, false) {
             Ok(g) => g,
             Err(e) => {
                 if let Some(s) = server {
@@ -447,16 +449,25 @@ pub async fn run_attempt(
         };
         enum End {
             Exited(Option<i32>),
+            ServerDied(String),
             Timeout,
             Cancelled,
         }
+        let mut server = server;
         let end = tokio::select! {
             s = test.child.wait() => End::Exited(s.ok().and_then(|s| s.code())),
+            how = server_exit(server.as_mut()) => End::ServerDied(how),
             _ = tokio::time::sleep(cx.plan.test.timeout) => End::Timeout,
             _ = cancel.stop.cancelled() => End::Cancelled,
         };
         clock.enter(cx, w, n, Phase::Stopping);
         let verdict = match end {
+            End::ServerDied(how) => {
+                attempt.exit_code = wind_down(cx, test, grace, cancel).await;
+                attempt.message = Some(format!("server {how} during the tests"));
+                attempt.server_died = Some(how);
+                Verdict::Fail
+            }
             End::Exited(code) => {
                 test.finish(&cx.journal).await;
                 attempt.exit_code = code;
@@ -489,6 +500,47 @@ pub async fn run_attempt(
             attempt.finish(verdict, &mut clock.start, phases)
         });
     }
+}
+
+/// How long a file's tests may go on after its server died: they can only fail against a dead
+/// port, but may still write their report.
+const AFTER_SERVER_DIED: Duration = Duration::from_secs(2);
+
+/// Resolves when the server exits, saying how ("exited with code 7"); never without a server.
+async fn server_exit(server: Option<&mut Group>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(group) = server else {
+        return std::future::pending().await;
+    };
+    match group.child.wait().await {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, Some(sig)) => format!("was killed by signal {sig}"),
+            _ => "exited".into(),
+        },
+        Err(e) => format!("could not be watched ({e})"),
+    }
+}
+
+/// The server is gone: the tests get a short grace to end by themselves, then SIGINT (on which
+/// pytest still writes its JUnit for the tests that ran), then the usual stop.
+async fn wind_down(cx: &RunCx, mut test: Group, grace: Duration, cancel: &Cancel) -> Option<i32> {
+    async fn wait(child: &mut tokio::process::Child) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(AFTER_SERVER_DIED, child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+    if let Some(status) = wait(&mut test.child).await {
+        test.finish(&cx.journal).await;
+        return status.code();
+    }
+    crate::sys::signal_group(test.pgid, rustix::process::Signal::INT);
+    if let Some(status) = wait(&mut test.child).await {
+        test.finish(&cx.journal).await;
+        return status.code();
+    }
+    test.stop(&cx.journal, grace, cancel).await
 }
 
 async fn stop_server(cx: &RunCx, s: Group, grace: Duration, cancel: &Cancel, now: bool) {

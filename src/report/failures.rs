@@ -1,0 +1,536 @@
+//! Why files failed, on one screen: each failing test by its id with the lines that say why, and
+//! what the file's server printed while that test ran (the cause of an end-to-end failure is
+//! often on the server's side). Read from the worker's JUnit and its stamped server log.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use quick_junit::{TestCase, TestCaseStatus, TestSuite};
+use serde::Serialize;
+
+use super::summary::{Verdict, WorkerResult};
+
+/// A test that failed or errored, as `summary.json` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailedTest {
+    /// pytest's node id: `tests/e2e/test_x.py::TestA::test_b`.
+    pub id: String,
+    /// The first line of the failure message.
+    pub message: String,
+    pub file: Option<String>,
+    /// The failing line in `file`, where the report says it.
+    pub line: Option<u32>,
+    /// The failing source line and the exception lines (pytest's `>` and `E` lines), or the
+    /// message's lines.
+    pub detail: Vec<String>,
+    /// What the server printed while this test ran.
+    pub server_lines: Vec<String>,
+}
+
+/// How much of the failures the terminal shows (`--failure-output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FailureOutput {
+    /// A few lines per test and per server, at most ten files.
+    #[default]
+    Short,
+    /// Everything the reports hold.
+    Full,
+    /// No failures section.
+    None,
+}
+
+/// The failing tests in a worker's JUnit, each with the server lines that arrived while it ran.
+/// `test_started`: when the test command started (Unix seconds).
+pub fn failed_tests(w: &WorkerResult, test_started: f64) -> Vec<FailedTest> {
+    let Some(report) = w.junit.as_deref().and_then(|j| super::junit::read(j).ok()) else {
+        return Vec::new();
+    };
+    let server = w
+        .server_log
+        .as_deref()
+        .map(stamped_lines)
+        .unwrap_or_default();
+    let mut failed = Vec::new();
+    for suite in &report.test_suites {
+        let windows = windows(suite, test_started);
+        for (i, case) in suite.test_cases.iter().enumerate() {
+            let Some(mut f) = failed_test(case, &w.file) else {
+                continue;
+            };
+            if let Some((from, to)) = windows.get(i).copied().flatten() {
+                f.server_lines = server
+                    .iter()
+                    .filter(|(t, _)| *t >= from && *t < to)
+                    .map(|(_, l)| l.clone())
+                    .collect();
+            }
+            failed.push(f);
+        }
+    }
+    failed
+}
+
+fn failed_test(case: &TestCase, file: &str) -> Option<FailedTest> {
+    let TestCaseStatus::NonSuccess {
+        message,
+        description,
+        ..
+    } = &case.status
+    else {
+        return None;
+    };
+    let message = message.as_deref().unwrap_or_default().to_string();
+    let text = description.as_deref().unwrap_or_default();
+    let mut detail: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("E ") || l.starts_with('>'))
+        .map(|l| l.trim_end().to_string())
+        .collect();
+    // Keep the last `>` line (where it failed) and the `E` lines.
+    if let Some(last) = detail.iter().rposition(|l| l.starts_with('>')) {
+        detail = detail
+            .into_iter()
+            .enumerate()
+            .filter(|(i, l)| *i == last || !l.starts_with('>'))
+            .map(|(_, l)| l)
+            .collect();
+    }
+    if detail.is_empty() {
+        detail = message.lines().map(str::to_string).collect();
+    }
+    let line = failing_line(text, file).or_else(|| {
+        case.extra
+            .get("line")
+            .and_then(|l| l.parse::<u32>().ok())
+            .map(|l| l + 1)
+    });
+    Some(FailedTest {
+        id: test_id(case, file),
+        message: message.lines().next().unwrap_or_default().to_string(),
+        file: Some(
+            case.extra
+                .get("file")
+                .map(|f| f.to_string())
+                .unwrap_or_else(|| file.to_string()),
+        ),
+        line,
+        detail,
+        server_lines: Vec::new(),
+    })
+}
+
+/// pytest's node id from the JUnit's classname (`tests.e2e.test_x.TestA`) and name.
+fn test_id(case: &TestCase, file: &str) -> String {
+    let classname = case.classname.as_deref().unwrap_or_default();
+    let module = file.trim_end_matches(".py").replace('/', ".");
+    let inner = match classname.strip_prefix(module.as_str()) {
+        Some(rest) => rest.trim_start_matches('.').replace('.', "::"),
+        None if classname.is_empty() => String::new(),
+        None => return format!("{classname}::{}", case.name.as_str()),
+    };
+    if inner.is_empty() {
+        format!("{file}::{}", case.name.as_str())
+    } else {
+        format!("{file}::{inner}::{}", case.name.as_str())
+    }
+}
+
+/// The last `path:LINE: …` of a traceback whose path is the test's file.
+fn failing_line(text: &str, file: &str) -> Option<u32> {
+    text.lines().rev().find_map(|l| {
+        let (path, rest) = l.split_once(':')?;
+        let (n, _) = rest.split_once(':')?;
+        (path.ends_with(file) || file.ends_with(path.trim_start_matches("./")))
+            .then(|| n.trim().parse().ok())
+            .flatten()
+    })
+}
+
+/// When each test case of a suite ran (Unix seconds), or None for each when the suite does not
+/// say when it started. The cases ran one after another and ended with the suite, so their
+/// boundaries are laid back from the suite's end by the cases' durations (collection, before the
+/// first test, is in none of them). The windows touch: a server line belongs to exactly one test,
+/// the first test's window reaches back to the test command's start and the last one's on to the
+/// end. A line printed in the first milliseconds of a test may land under the test before it.
+fn windows(suite: &TestSuite, test_started: f64) -> Vec<Option<(f64, f64)>> {
+    let none = vec![None; suite.test_cases.len()];
+    let (Some(stamp), Some(total)) = (suite.extra.get("timestamp"), suite.time) else {
+        return none;
+    };
+    let Some(started) = suite_start(stamp.as_str(), test_started) else {
+        return none;
+    };
+    let mut end = started + total.as_secs_f64();
+    let mut out = none;
+    let last = out.len().saturating_sub(1);
+    let mut next_start = f64::INFINITY;
+    for (i, case) in suite.test_cases.iter().enumerate().rev() {
+        let took = case.time.map(|t| t.as_secs_f64()).unwrap_or_default();
+        // The first test's window starts with the test command (not with the server's start-up).
+        let start = if i == 0 { test_started } else { end - took };
+        out[i] = Some((start, if i == last { f64::INFINITY } else { next_start }));
+        next_start = start;
+        end -= took;
+    }
+    out
+}
+
+/// The suite's start in Unix seconds from pytest's timestamp: with an offset (pytest 8:
+/// `2026-11-27T10:00:00.123+02:00`) or in local time without one (older versions), whose offset
+/// is then the difference to the test command's start rounded to a quarter of an hour.
+fn suite_start(stamp: &str, test_started: f64) -> Option<f64> {
+    let (naive, offset) = match stamp.get(19..).and_then(|t| t.rfind(['+', '-'])) {
+        Some(i) => {
+            let at = 19 + i;
+            let (h, m) = stamp[at + 1..].split_once(':')?;
+            let secs = (h.parse::<f64>().ok()? * 60.0 + m.parse::<f64>().ok()?) * 60.0;
+            let sign = if stamp[at..].starts_with('-') {
+                -1.0
+            } else {
+                1.0
+            };
+            (&stamp[..at], Some(sign * secs))
+        }
+        None => (stamp.trim_end_matches('Z'), None),
+    };
+    let naive = humantime::parse_rfc3339_weak(naive)
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    let offset = offset.unwrap_or_else(|| ((naive - test_started) / 900.0).round() * 900.0);
+    Some(naive - offset)
+}
+
+/// A stamped log's lines with their arrival times (see `process::times_path`).
+fn stamped_lines(log: &Path) -> Vec<(f64, String)> {
+    let Ok(bytes) = std::fs::read(log) else {
+        return Vec::new();
+    };
+    let times = std::fs::read_to_string(crate::steps::process::times_path(log)).unwrap_or_default();
+    times
+        .lines()
+        .filter_map(|l| {
+            let (t, off) = l.split_once(' ')?;
+            Some((t.parse::<f64>().ok()?, off.parse::<usize>().ok()?))
+        })
+        .filter_map(|(t, off)| {
+            let rest = bytes.get(off..)?;
+            let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+            Some((
+                t,
+                String::from_utf8_lossy(&rest[..end]).trim_end().to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Caps of the short output.
+const FILES: usize = 10;
+const TESTS: usize = 5;
+const DETAIL: usize = 8;
+const SERVER: usize = 12;
+const LOG_TAIL: usize = 15;
+
+/// The failures section, after the table: one block per file that did not pass.
+pub fn render(workers: &[WorkerResult], mode: FailureOutput, report_dir: &Path) -> String {
+    let failing: Vec<&WorkerResult> = workers
+        .iter()
+        .filter(|w| !matches!(w.verdict, Verdict::Pass | Verdict::Cancelled))
+        .collect();
+    if failing.is_empty() || mode == FailureOutput::None {
+        return String::new();
+    }
+    let full = mode == FailureOutput::Full;
+    let mut o = String::from("\nfailures\n");
+    let shown = if full { failing.len() } else { FILES };
+    for w in failing.iter().take(shown) {
+        file_block(&mut o, w, full);
+    }
+    if failing.len() > shown {
+        let _ = writeln!(
+            o,
+            "… {} more file(s) did not pass: every one is in {} and {}",
+            failing.len() - shown,
+            report_dir.join("summary.json").display(),
+            report_dir.join("report.html").display()
+        );
+    }
+    o
+}
+
+fn file_block(o: &mut String, w: &WorkerResult, full: bool) {
+    let why = w
+        .message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    let _ = writeln!(o, "── {} {}{why}", w.verdict.label(), w.file);
+    if w.verdict == Verdict::Flaky {
+        let _ = writeln!(
+            o,
+            "   failed on attempt 1, passed on attempt {}",
+            w.attempts.len()
+        );
+        return;
+    }
+    let logs = w.log_dir.clone().unwrap_or_default();
+    let cap = |n: usize| if full { usize::MAX } else { n };
+    for f in w.failures.iter().take(cap(TESTS)) {
+        let _ = writeln!(o, "   ✗ {}", f.id);
+        lines(
+            o,
+            &f.detail,
+            "     ",
+            cap(DETAIL),
+            false,
+            &logs.join("test.log"),
+        );
+        if !f.server_lines.is_empty() {
+            let _ = writeln!(o, "     server, while it ran:");
+            lines(
+                o,
+                &f.server_lines,
+                "       │ ",
+                cap(SERVER),
+                true,
+                &logs.join("server.log"),
+            );
+        }
+    }
+    if w.failures.len() > cap(TESTS) {
+        let _ = writeln!(
+            o,
+            "   … {} more failing test(s) in {}",
+            w.failures.len() - TESTS,
+            logs.join("junit.xml").display()
+        );
+    }
+    let died = w.attempts.last().is_some_and(|a| a.server_died.is_some());
+    if died {
+        let _ = writeln!(o, "   the server's last lines:");
+        tail_of(o, &logs.join("server.log"), cap(SERVER));
+    }
+    if w.failures.is_empty() && !died {
+        let _ = writeln!(
+            o,
+            "   no failing test in its JUnit; the end of its test log:"
+        );
+        tail_of(o, &logs.join("test.log"), cap(LOG_TAIL));
+    }
+}
+
+/// Up to `cap` lines (the first ones, or the last ones with `last`), and where the rest is.
+fn lines(o: &mut String, all: &[String], indent: &str, cap: usize, last: bool, rest: &Path) {
+    let n = all.len().min(cap);
+    let shown = if last {
+        &all[all.len() - n..]
+    } else {
+        &all[..n]
+    };
+    if last && all.len() > n {
+        let _ = writeln!(
+            o,
+            "{indent}… {} earlier line(s) in {}",
+            all.len() - n,
+            rest.display()
+        );
+    }
+    for l in shown {
+        let _ = writeln!(o, "{indent}{l}");
+    }
+    if !last && all.len() > n {
+        let _ = writeln!(
+            o,
+            "{indent}… {} more line(s) in {}",
+            all.len() - n,
+            rest.display()
+        );
+    }
+}
+
+fn tail_of(o: &mut String, log: &Path, cap: usize) {
+    let text = crate::steps::process::tail(log, cap);
+    let all: Vec<String> = text.lines().map(str::to_string).collect();
+    if all.is_empty() {
+        let _ = writeln!(o, "       (empty: {})", log.display());
+        return;
+    }
+    lines(o, &all, "       │ ", usize::MAX, true, log);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(classname: &str, name: &str, text: &str) -> TestCase {
+        let mut status = TestCaseStatus::non_success(quick_junit::NonSuccessKind::Failure);
+        status.set_message("AssertionError: arithmetic is broken\nassert (1 + 1) == 3");
+        status.set_description(text);
+        let mut c = TestCase::new(name, status);
+        c.set_classname(classname);
+        c
+    }
+
+    const PYTEST: &str = "def test_b():\n>       assert 1 + 1 == 3, 'arithmetic is broken'\nE       AssertionError: arithmetic is broken\nE       assert (1 + 1) == 3\n\ntests/e2e/test_x.py:7: AssertionError";
+
+    #[test]
+    fn ids_lines_and_details_come_from_pytests_report() {
+        let f = failed_test(
+            &case("tests.e2e.test_x.TestA", "test_b[1-2]", PYTEST),
+            "tests/e2e/test_x.py",
+        )
+        .unwrap();
+        assert_eq!(f.id, "tests/e2e/test_x.py::TestA::test_b[1-2]");
+        assert_eq!(f.line, Some(7));
+        assert_eq!(f.message, "AssertionError: arithmetic is broken");
+        assert_eq!(
+            f.detail,
+            [
+                ">       assert 1 + 1 == 3, 'arithmetic is broken'",
+                "E       AssertionError: arithmetic is broken",
+                "E       assert (1 + 1) == 3"
+            ]
+        );
+        let plain = failed_test(
+            &case("tests.e2e.test_x", "test_c", ""),
+            "tests/e2e/test_x.py",
+        )
+        .unwrap();
+        assert_eq!(plain.id, "tests/e2e/test_x.py::test_c");
+        assert_eq!(plain.line, None);
+        assert_eq!(
+            plain.detail.len(),
+            2,
+            "the message's lines when there is no traceback"
+        );
+    }
+
+    fn worker(file: &str, verdict: Verdict, message: Option<&str>) -> WorkerResult {
+        let stem = file.trim_end_matches(".py").replace('/', "_");
+        let log_dir = std::path::PathBuf::from("/project/target/e2e/workers").join(&stem);
+        let plan = crate::planner::WorkerPlan {
+            index: 0,
+            file: file.into(),
+            stem,
+            db_name: "app_test_ab12cd34_0".into(),
+            junit: log_dir.join("junit.xml"),
+            log_dir,
+            predicted: None,
+        };
+        let mut a = crate::report::summary::Attempt::new(1, &plan.db_name, &plan.log_dir);
+        a.verdict = verdict;
+        a.message = message.map(str::to_string);
+        let mut w = WorkerResult::new(&plan, &a);
+        w.push_attempt(a);
+        w
+    }
+
+    fn failure(id: &str, detail: &[&str], server: &[&str]) -> FailedTest {
+        FailedTest {
+            id: id.into(),
+            message: detail.first().copied().unwrap_or_default().into(),
+            file: Some(id.split("::").next().unwrap_or_default().into()),
+            line: Some(3),
+            detail: detail.iter().map(|l| l.to_string()).collect(),
+            server_lines: server.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    fn sample() -> Vec<WorkerResult> {
+        let mut shop = worker("tests/e2e/test_shop.py", Verdict::Fail, None);
+        let traceback: Vec<String> = (1..=15).map(|i| format!("  frame {i}")).collect();
+        let traceback: Vec<&str> = traceback.iter().map(String::as_str).collect();
+        shop.failures = vec![
+            failure(
+                "tests/e2e/test_shop.py::TestCart::test_total",
+                &[">       assert cart.total == 30", "E       assert 20 == 30"],
+                &[
+                    "GET /cart 200",
+                    "POST /cart/items 500",
+                    "Traceback (most recent call last):",
+                ],
+            ),
+            failure(
+                "tests/e2e/test_shop.py::test_checkout",
+                &["E       KeyError: 'price'"],
+                &traceback,
+            ),
+        ];
+        let mut crash = worker(
+            "tests/e2e/test_crash.py",
+            Verdict::Fail,
+            Some("server exited with code 7 during the tests"),
+        );
+        if let Some(a) = crash.attempts.last_mut() {
+            a.server_died = Some("exited with code 7".into());
+        }
+        let hang = worker(
+            "tests/e2e/test_hang.py",
+            Verdict::Timeout,
+            Some("timed out after 5m"),
+        );
+        let mut flaky = worker("tests/e2e/test_flaky.py", Verdict::Fail, None);
+        let mut second = crate::report::summary::Attempt::new(2, "db", Path::new("/x"));
+        second.verdict = Verdict::Pass;
+        flaky.push_attempt(second);
+        let ok = worker("tests/e2e/test_ok.py", Verdict::Pass, None);
+        vec![shop, crash, hang, flaky, ok]
+    }
+
+    #[test]
+    fn the_failures_section_short() {
+        insta::assert_snapshot!(render(
+            &sample(),
+            FailureOutput::Short,
+            Path::new("/project/target/e2e")
+        ));
+    }
+
+    #[test]
+    fn the_failures_section_full() {
+        insta::assert_snapshot!(render(
+            &sample(),
+            FailureOutput::Full,
+            Path::new("/project/target/e2e")
+        ));
+    }
+
+    #[test]
+    fn no_failures_section_when_asked_or_when_all_passed() {
+        assert_eq!(render(&sample(), FailureOutput::None, Path::new("/r")), "");
+        let ok = vec![worker("tests/test_ok.py", Verdict::Pass, None)];
+        assert_eq!(render(&ok, FailureOutput::Short, Path::new("/r")), "");
+    }
+
+    #[test]
+    fn windows_are_laid_back_from_the_suites_end_and_touch() {
+        let mut s = TestSuite::new("pytest");
+        s.time = Some(std::time::Duration::from_secs(10));
+        for t in [2.0, 3.0, 1.0] {
+            let mut c = TestCase::new("t", TestCaseStatus::success());
+            c.time = Some(std::time::Duration::from_secs_f64(t));
+            s.add_test_case(c);
+        }
+        let utc_start = humantime::parse_rfc3339("2026-11-27T08:00:00Z")
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        // Local time two hours ahead of UTC, written with its offset (pytest 8) or without.
+        for stamp in [
+            "2026-11-27T10:00:00.000000+02:00",
+            "2026-11-27T10:00:00.000000",
+        ] {
+            s.extra.insert("timestamp".into(), stamp.into());
+            let w = windows(&s, utc_start - 1.0);
+            assert_eq!(w[2], Some((utc_start + 9.0, f64::INFINITY)), "{stamp}");
+            assert_eq!(w[1], Some((utc_start + 6.0, utc_start + 9.0)), "{stamp}");
+            assert_eq!(w[0], Some((utc_start - 1.0, utc_start + 6.0)), "{stamp}");
+        }
+        assert_eq!(
+            suite_start("2026-11-27T08:00:00-05:30", 0.0),
+            Some(utc_start + 5.5 * 3600.0)
+        );
+    }
+}
