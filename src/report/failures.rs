@@ -40,8 +40,8 @@ pub enum FailureOutput {
 }
 
 /// The failing tests in a worker's JUnit, each with the server lines that arrived while it ran.
-/// `test_started`: when the test command started (Unix seconds).
-pub fn failed_tests(w: &WorkerResult, test_started: f64) -> Vec<FailedTest> {
+/// `tests_ran`: when the test command started and ended (Unix seconds).
+pub fn failed_tests(w: &WorkerResult, tests_ran: (f64, f64)) -> Vec<FailedTest> {
     let Some(report) = w.junit.as_deref().and_then(|j| super::junit::read(j).ok()) else {
         return Vec::new();
     };
@@ -52,7 +52,7 @@ pub fn failed_tests(w: &WorkerResult, test_started: f64) -> Vec<FailedTest> {
         .unwrap_or_default();
     let mut failed = Vec::new();
     for suite in &report.test_suites {
-        let windows = windows(suite, test_started);
+        let windows = windows(suite, tests_ran);
         for (i, case) in suite.test_cases.iter().enumerate() {
             let Some(mut f) = failed_test(case, &w.file) else {
                 continue;
@@ -150,9 +150,10 @@ fn failing_line(text: &str, file: &str) -> Option<u32> {
 /// say when it started. The cases ran one after another and ended with the suite, so their
 /// boundaries are laid back from the suite's end by the cases' durations (collection, before the
 /// first test, is in none of them). The windows touch: a server line belongs to exactly one test,
-/// the first test's window reaches back to the test command's start and the last one's on to the
-/// end. A line printed in the first milliseconds of a test may land under the test before it.
-fn windows(suite: &TestSuite, test_started: f64) -> Vec<Option<(f64, f64)>> {
+/// the first test's window reaches back to the test command's start and the last one's on to its
+/// end (not to the server's shutdown). A line printed in the first milliseconds of a test may
+/// land under the test before it.
+fn windows(suite: &TestSuite, (test_started, test_ended): (f64, f64)) -> Vec<Option<(f64, f64)>> {
     let none = vec![None; suite.test_cases.len()];
     let (Some(stamp), Some(total)) = (suite.extra.get("timestamp"), suite.time) else {
         return none;
@@ -162,13 +163,12 @@ fn windows(suite: &TestSuite, test_started: f64) -> Vec<Option<(f64, f64)>> {
     };
     let mut end = started + total.as_secs_f64();
     let mut out = none;
-    let last = out.len().saturating_sub(1);
-    let mut next_start = f64::INFINITY;
+    let mut next_start = test_ended;
     for (i, case) in suite.test_cases.iter().enumerate().rev() {
         let took = case.time.map(|t| t.as_secs_f64()).unwrap_or_default();
         // The first test's window starts with the test command (not with the server's start-up).
         let start = if i == 0 { test_started } else { end - took };
-        out[i] = Some((start, if i == last { f64::INFINITY } else { next_start }));
+        out[i] = Some((start, next_start));
         next_start = start;
         end -= took;
     }
@@ -523,8 +523,8 @@ mod tests {
             "2026-11-27T10:00:00.000000",
         ] {
             s.extra.insert("timestamp".into(), stamp.into());
-            let w = windows(&s, utc_start - 1.0);
-            assert_eq!(w[2], Some((utc_start + 9.0, f64::INFINITY)), "{stamp}");
+            let w = windows(&s, (utc_start - 1.0, utc_start + 11.0));
+            assert_eq!(w[2], Some((utc_start + 9.0, utc_start + 11.0)), "{stamp}");
             assert_eq!(w[1], Some((utc_start + 6.0, utc_start + 9.0)), "{stamp}");
             assert_eq!(w[0], Some((utc_start - 1.0, utc_start + 6.0)), "{stamp}");
         }

@@ -287,14 +287,17 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
         })
         .map(|mut w| {
             if matches!(w.verdict, Verdict::Fail | Verdict::Timeout | Verdict::Error) {
-                let testing = w.attempts.last().and_then(|a| {
-                    a.phases
-                        .iter()
-                        .find(|p| p.phase == crate::events::Phase::Testing)
-                        .map(|p| p.start)
-                });
-                w.failures =
-                    super::failures::failed_tests(&w, run_started + testing.unwrap_or_default());
+                let testing = w
+                    .attempts
+                    .last()
+                    .and_then(|a| {
+                        a.phases
+                            .iter()
+                            .find(|p| p.phase == crate::events::Phase::Testing)
+                    })
+                    .map(|p| (run_started + p.start, run_started + p.end))
+                    .unwrap_or((run_started, f64::INFINITY));
+                w.failures = super::failures::failed_tests(&w, testing);
             }
             w
         })
