@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::engine::{self, journal, Cancel};
 use crate::events::Event;
 use crate::plan::{self, Keep, Plan, PlanError};
-use crate::planner::{self, PlanOptions, Shard};
+use crate::planner::{self, PlanOptions, ShardArg, Timings};
 use crate::report::dryrun::{self, DryRunFormat};
 use crate::report::failures::FailureOutput;
 use crate::report::terminal::{ColorChoice, Reporter, SummaryFormat};
@@ -44,6 +44,12 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show the DAG the plan would run, fully resolved; touches nothing.
     DryRun(DryRunArgs),
+    /// Write a first plan for this repository from what it finds (tests, migrations, server).
+    Init {
+        /// Where to write it; never overwritten.
+        #[arg(default_value = plan::DEFAULT_PLAN)]
+        plan: PathBuf,
+    },
     /// Load and check a plan; prints "ok" and the worker count.
     Validate {
         /// The plan file.
@@ -116,9 +122,14 @@ pub struct ApplyArgs {
     /// Run a failed file again up to N times, each in fresh isolation.
     #[arg(long)]
     pub retries: Option<u32>,
-    /// Only shard K of N (e.g. 2/4), balanced by recorded timings.
+    /// Only shard K of N (e.g. 2/4), balanced by recorded timings; `auto` (or `auto/N`) reads
+    /// the CI's parallelism variables (GitLab, CircleCI, Buildkite, Kubernetes).
     #[arg(long)]
-    pub shard: Option<Shard>,
+    pub shard: Option<ShardArg>,
+    /// Balance shards and order workers by these durations: a timings.json, or a JUnit file
+    /// (e.g. the merged junit.xml of a previous run) instead of .e2e-plan/timings.json.
+    #[arg(long, value_name = "FILE")]
+    pub timings: Option<PathBuf>,
     /// Only the files that failed or were flaky in the previous run.
     #[arg(long)]
     pub last_failed: bool,
@@ -148,7 +159,10 @@ pub struct DryRunArgs {
     #[arg(long, short)]
     pub jobs: Option<usize>,
     #[arg(long)]
-    pub shard: Option<Shard>,
+    pub shard: Option<ShardArg>,
+    /// Durations to balance shards by (a timings.json or a JUnit file).
+    #[arg(long, value_name = "FILE")]
+    pub timings: Option<PathBuf>,
     /// Show the log paths under DIR (as `apply --report-dir DIR` would use).
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
@@ -224,6 +238,7 @@ async fn run(cli: Cli, started: std::time::Instant) -> i32 {
             Err(code) => code,
         },
         Command::DryRun(a) => dry_run(a),
+        Command::Init { plan } => init(&plan),
         Command::Apply(a) => apply(a, cli.color, started).await,
         Command::Rollback { plan } => rollback(&plan).await,
         Command::Pool { action } => pool(action).await,
@@ -282,13 +297,18 @@ fn dry_run(a: DryRunArgs) -> i32 {
     if let Some(dir) = &a.report_dir {
         plan.set_report_dir(dir);
     }
+    let (shard, timings) = match shard_and_timings(&plan, a.shard, a.timings.as_deref()) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
     let dag = planner::build(
         &plan,
         &PlanOptions {
             run_id: dryrun::RUN_ID.into(),
             args: a.args,
-            shard: a.shard,
+            shard,
             only: None,
+            timings,
         },
     );
     print!(
@@ -296,6 +316,87 @@ fn dry_run(a: DryRunArgs) -> i32 {
         crate::redact::scrub(&dryrun::render(&plan, &dag, a.format))
     );
     EXIT_OK
+}
+
+/// `e2e-plan init`: inspects the working folder and writes a plan there, never over one.
+fn init(path: &Path) -> i32 {
+    let cwd = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: cannot read the working folder: {e}");
+            return EXIT_SETUP;
+        }
+    };
+    let guess = plan::init::inspect(&cwd);
+    // `root` from the plan's folder back to here.
+    let root = if path.is_absolute() {
+        cwd.display().to_string()
+    } else {
+        let depth = path
+            .parent()
+            .map(|d| {
+                d.components()
+                    .filter(|c| matches!(c, std::path::Component::Normal(_)))
+                    .count()
+            })
+            .unwrap_or(0);
+        if depth == 0 {
+            ".".to_string()
+        } else {
+            vec![".."; depth].join("/")
+        }
+    };
+    let text = plan::init::render(&guess, &root);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("error: cannot create {}: {e}", dir.display());
+            return EXIT_SETUP;
+        }
+    }
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    match written {
+        Ok(()) => {
+            print!("{}", plan::init::explain(&guess, path));
+            EXIT_OK
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            eprintln!(
+                "error: {} exists; init never overwrites a plan (remove it, or name another path: e2e-plan init plans/new.toml)",
+                path.display()
+            );
+            EXIT_PLAN
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            EXIT_SETUP
+        }
+    }
+}
+
+/// The shard and the timings the planner needs, from `--shard` and `--timings` (exit 2 when
+/// `--shard auto` finds no CI variables or the timings file is unusable).
+fn shard_and_timings(
+    plan: &Plan,
+    shard: Option<ShardArg>,
+    timings: Option<&Path>,
+) -> Result<(Option<planner::Shard>, Timings), i32> {
+    let usage = |e: String| {
+        eprintln!("error: {e}");
+        EXIT_PLAN
+    };
+    let shard = shard
+        .map(|s| s.resolve(&|n| std::env::var(n).ok()))
+        .transpose()
+        .map_err(usage)?;
+    let timings = match timings {
+        Some(p) => crate::report::state::timings_from_file(p).map_err(usage)?,
+        None => Timings::load(&plan.state_dir()),
+    };
+    Ok((shard, timings))
 }
 
 /// `--last-failed`: the files of this plan that failed or were flaky last time; None (all files)
@@ -368,14 +469,19 @@ async fn apply(a: ApplyArgs, color: ColorChoice, started: std::time::Instant) ->
     } else {
         None
     };
+    let (shard, timings) = match shard_and_timings(&plan, a.shard, a.timings.as_deref()) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
     let run_id = planner::new_run_id();
     let dag = planner::build(
         &plan,
         &PlanOptions {
             run_id: run_id.clone(),
             args: a.args,
-            shard: a.shard,
+            shard,
             only,
+            timings,
         },
     );
     if dag.workers.is_empty() {

@@ -111,6 +111,8 @@ pub struct PlanOptions {
     pub shard: Option<Shard>,
     /// Only these files (e.g. `--last-failed`); None = all.
     pub only: Option<Vec<String>>,
+    /// Recorded durations: the order of the workers and the balance of the shards.
+    pub timings: Timings,
 }
 
 /// `--shard K/N`: K in 1..=N.
@@ -118,6 +120,105 @@ pub struct PlanOptions {
 pub struct Shard {
     pub index: usize,
     pub count: usize,
+}
+
+/// `--shard`: explicit `K/N`, or `auto` (`auto/N`) from the CI's own parallelism variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardArg {
+    Explicit(Shard),
+    Auto { count: Option<usize> },
+}
+
+impl std::str::FromStr for ShardArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().strip_prefix("auto") {
+            Some("") => Ok(ShardArg::Auto { count: None }),
+            Some(rest) => {
+                let n = rest
+                    .strip_prefix('/')
+                    .and_then(|n| n.trim().parse::<usize>().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("expected auto or auto/N, not `{s}`"))?;
+                Ok(ShardArg::Auto { count: Some(n) })
+            }
+            None => s.parse().map(ShardArg::Explicit),
+        }
+    }
+}
+
+/// The CI parallelism variables `--shard auto` reads: (index variable, total variable, base of
+/// the index, the CI's name). A Kubernetes indexed Job has no total variable: `auto/N` gives it.
+const CI_SHARD_VARS: &[(&str, Option<&str>, usize, &str)] = &[
+    ("CI_NODE_INDEX", Some("CI_NODE_TOTAL"), 1, "GitLab CI"),
+    (
+        "CIRCLE_NODE_INDEX",
+        Some("CIRCLE_NODE_TOTAL"),
+        0,
+        "CircleCI",
+    ),
+    (
+        "BUILDKITE_PARALLEL_JOB",
+        Some("BUILDKITE_PARALLEL_JOB_COUNT"),
+        0,
+        "Buildkite",
+    ),
+    ("JOB_COMPLETION_INDEX", None, 0, "a Kubernetes indexed Job"),
+];
+
+impl ShardArg {
+    /// The shard this runner is, from the environment for `auto`. The error names every
+    /// variable looked for.
+    pub fn resolve(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Shard, String> {
+        let count = match self {
+            ShardArg::Explicit(s) => return Ok(s),
+            ShardArg::Auto { count } => count,
+        };
+        let num = |name: &str| -> Result<Option<usize>, String> {
+            match env(name).filter(|v| !v.trim().is_empty()) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("{name}={v} is not a number")),
+            }
+        };
+        for (index_var, total_var, base, ci) in CI_SHARD_VARS {
+            let Some(index) = num(index_var)? else {
+                continue;
+            };
+            let total = match total_var {
+                Some(t) => num(t)?.ok_or_else(|| format!("{index_var} is set but {t} is not"))?,
+                None => count.ok_or_else(|| {
+                    format!("{index_var} is set ({ci}), but it has no total: write --shard auto/N")
+                })?,
+            };
+            let index = index + 1 - base;
+            let shard = format!("{index}/{total}")
+                .parse::<Shard>()
+                .map_err(|e| format!("{index_var} and the total from {ci} give {e}"))?;
+            if count.is_some_and(|n| n != shard.count) {
+                return Err(format!(
+                    "--shard auto/{} but {ci} runs {} shards",
+                    count.unwrap_or_default(),
+                    shard.count
+                ));
+            }
+            return Ok(shard);
+        }
+        let looked: Vec<String> = CI_SHARD_VARS
+            .iter()
+            .map(|(i, t, _, ci)| match t {
+                Some(t) => format!("{i}/{t} ({ci})"),
+                None => format!("{i} with --shard auto/N ({ci})"),
+            })
+            .collect();
+        Err(format!(
+            "--shard auto found no CI parallelism variables; looked for {}. On GitHub Actions, pass --shard K/N from a matrix",
+            looked.join(", ")
+        ))
+    }
 }
 
 impl std::str::FromStr for Shard {
@@ -509,12 +610,12 @@ pub fn fill_run_command(
 /// Builds the DAG. Workers are ordered longest-predicted first (ties by path), which is also the
 /// order the engine starts them in when `jobs` limits how many run at once.
 pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
-    let timings = Timings::load(&plan.state_dir());
+    let timings = &opts.timings;
     let mut files = plan.files.clone();
     if let Some(only) = &opts.only {
         files.retain(|f| only.contains(&f.path));
     }
-    let split = opts.shard.map(|shard| split_files(&files, &timings, shard));
+    let split = opts.shard.map(|shard| split_files(&files, timings, shard));
     if let Some(split) = &split {
         let mine: Vec<&str> = split.mine().collect();
         files.retain(|f| mine.contains(&f.path.as_str()));
@@ -771,6 +872,51 @@ mod tests {
         assert_eq!(
             s2.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
             ["b", "c"]
+        );
+    }
+
+    #[test]
+    fn shard_auto_reads_each_ci_and_normalises_the_base() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let auto: ShardArg = "auto".parse().unwrap();
+        let two_of_four = Shard { index: 2, count: 4 };
+        for pairs in [
+            &[("CI_NODE_INDEX", "2"), ("CI_NODE_TOTAL", "4")][..],
+            &[("CIRCLE_NODE_INDEX", "1"), ("CIRCLE_NODE_TOTAL", "4")][..],
+            &[
+                ("BUILDKITE_PARALLEL_JOB", "1"),
+                ("BUILDKITE_PARALLEL_JOB_COUNT", "4"),
+            ][..],
+        ] {
+            let pairs: &'static [(&str, &str)] = Box::leak(pairs.to_vec().into_boxed_slice());
+            assert_eq!(auto.resolve(&env(pairs)), Ok(two_of_four), "{pairs:?}");
+        }
+        let k8s = env(&[("JOB_COMPLETION_INDEX", "1")]);
+        assert_eq!(
+            "auto/4".parse::<ShardArg>().unwrap().resolve(&k8s),
+            Ok(two_of_four)
+        );
+        assert!(auto.resolve(&k8s).unwrap_err().contains("--shard auto/N"));
+        let none = auto.resolve(&env(&[])).unwrap_err();
+        for var in [
+            "CI_NODE_INDEX",
+            "CIRCLE_NODE_TOTAL",
+            "BUILDKITE_PARALLEL_JOB",
+            "JOB_COMPLETION_INDEX",
+        ] {
+            assert!(none.contains(var), "{none}");
+        }
+        assert!("auto/0".parse::<ShardArg>().is_err());
+        assert_eq!(
+            "2/4".parse::<ShardArg>(),
+            Ok(ShardArg::Explicit(two_of_four))
         );
     }
 

@@ -3,6 +3,7 @@
 
 pub mod duration;
 pub mod format;
+pub mod init;
 pub mod load;
 pub mod template;
 

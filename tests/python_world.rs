@@ -1,0 +1,253 @@
+//! Fitting a Python team's world: `init` on repositories of each kind, `--shard auto` on every
+//! CI, `--timings` from a JUnit file, and a CLI that behaves as clap users expect.
+
+mod common;
+
+use common::*;
+
+/// Writes files into the fixture; `init` runs in its root.
+fn repo(name: &str, files: &[(&str, &str)]) -> Fixture {
+    let f = Fixture::new(name);
+    // The harness's own fixture files are not part of these repositories.
+    let _ = std::fs::remove_file(f.root().join("server.py"));
+    let _ = std::fs::remove_file(f.root().join("tests/conftest.py"));
+    for (path, text) in files {
+        f.write(path, text);
+    }
+    f
+}
+
+/// `init`, then the written plan must validate and dry-run without edits.
+fn init_and_check(f: &Fixture) -> (String, String) {
+    let out = f.run(&["init"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let plan = std::fs::read_to_string(f.root().join("plans/default.toml")).unwrap();
+    for args in [&["validate"][..], &["dry-run"][..]] {
+        let o = f.cmd(args).env_remove("E2E_DATABASE_URL").output().unwrap();
+        assert_eq!(code(&o), 0, "{args:?}:\n{plan}\n{}", stderr(&o));
+    }
+    // Never over an existing plan.
+    let again = f.run(&["init"]);
+    assert_eq!(code(&again), 2);
+    assert!(
+        stderr(&again).contains("init never overwrites a plan"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.root().join("plans/default.toml")).unwrap(),
+        plan
+    );
+    (plan, stdout(&out))
+}
+
+#[test]
+fn init_on_an_alembic_fastapi_project() {
+    let f = repo(
+        "init_alembic",
+        &[
+            (
+                "alembic.ini",
+                "[alembic]\nscript_location = %(here)s/migrations\n",
+            ),
+            ("migrations/env.py", "# alembic env\n"),
+            ("migrations/versions/001_items.py", "# a migration\n"),
+            (
+                "app/main.py",
+                "from fastapi import FastAPI\napp = FastAPI()\n",
+            ),
+            ("tests/e2e/test_items.py", "def test_items():\n    pass\n"),
+            ("tests/unit/test_models.py", "def test_model():\n    pass\n"),
+        ],
+    );
+    let (plan, said) = init_and_check(&f);
+    insta::assert_snapshot!("init_alembic_plan", plan);
+    insta::assert_snapshot!("init_alembic_said", said);
+}
+
+#[test]
+fn init_on_a_django_project() {
+    let f = repo(
+        "init_django",
+        &[
+            ("manage.py", "#!/usr/bin/env python\n"),
+            ("pytest.ini", "[pytest]\ntestpaths = functional\n"),
+            ("shop/migrations/__init__.py", ""),
+            ("shop/migrations/0001_initial.py", "# a migration\n"),
+            (
+                "functional/test_checkout.py",
+                "def test_checkout():\n    pass\n",
+            ),
+            (".venv/bin/python", ""),
+        ],
+    );
+    let (plan, said) = init_and_check(&f);
+    insta::assert_snapshot!("init_django_plan", plan);
+    insta::assert_snapshot!("init_django_said", said);
+}
+
+#[test]
+fn init_on_a_project_without_migrations() {
+    let f = repo(
+        "init_plain",
+        &[("tests/test_api.py", "def test_api():\n    pass\n")],
+    );
+    let (plan, said) = init_and_check(&f);
+    insta::assert_snapshot!("init_plain_plan", plan);
+    insta::assert_snapshot!("init_plain_said", said);
+}
+
+fn five_files(name: &str) -> Fixture {
+    let f = Fixture::new(name);
+    for stem in ["test_a", "test_b", "test_c", "test_d", "test_e"] {
+        f.rows_test(stem, 0.0);
+    }
+    f.plan(PlanOpts {
+        server: false,
+        ..Default::default()
+    });
+    f
+}
+
+const CI_VARS: &[&str] = &[
+    "CI_NODE_INDEX",
+    "CI_NODE_TOTAL",
+    "CIRCLE_NODE_INDEX",
+    "CIRCLE_NODE_TOTAL",
+    "BUILDKITE_PARALLEL_JOB",
+    "BUILDKITE_PARALLEL_JOB_COUNT",
+    "JOB_COMPLETION_INDEX",
+];
+
+/// The files a dry-run's JSON would run.
+fn dry_files(f: &Fixture, args: &[&str], env: &[(&str, &str)]) -> Result<Vec<String>, String> {
+    let mut cmd = f.cmd(&[&["dry-run", "plan.toml", "--format", "json"][..], args].concat());
+    for v in CI_VARS {
+        cmd.env_remove(v);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    if code(&out) != 0 {
+        return Err(stderr(&out));
+    }
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let mut files: Vec<String> = v["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["file"].as_str().unwrap().to_string())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[test]
+fn shard_auto_picks_the_shard_each_ci_says() {
+    let f = five_files("shardauto");
+    let explicit = dry_files(&f, &["--shard", "2/3"], &[]).unwrap();
+    assert!(!explicit.is_empty());
+    for env in [
+        &[("CI_NODE_INDEX", "2"), ("CI_NODE_TOTAL", "3")][..],
+        &[("CIRCLE_NODE_INDEX", "1"), ("CIRCLE_NODE_TOTAL", "3")][..],
+        &[
+            ("BUILDKITE_PARALLEL_JOB", "1"),
+            ("BUILDKITE_PARALLEL_JOB_COUNT", "3"),
+        ][..],
+    ] {
+        assert_eq!(
+            dry_files(&f, &["--shard", "auto"], env),
+            Ok(explicit.clone()),
+            "{env:?}"
+        );
+    }
+    let k8s = [("JOB_COMPLETION_INDEX", "1")];
+    assert_eq!(
+        dry_files(&f, &["--shard", "auto/3"], &k8s),
+        Ok(explicit.clone())
+    );
+    // Without any: exit 2, naming what it looked for; apply refuses the same way.
+    let err = dry_files(&f, &["--shard", "auto"], &[]).unwrap_err();
+    for var in [
+        "CI_NODE_INDEX",
+        "CIRCLE_NODE_INDEX",
+        "BUILDKITE_PARALLEL_JOB",
+        "JOB_COMPLETION_INDEX",
+    ] {
+        assert!(err.contains(var), "{err}");
+    }
+    let mut apply = f.cmd(&["apply", "plan.toml", "--shard", "auto"]);
+    for v in CI_VARS {
+        apply.env_remove(v);
+    }
+    let out = apply.output().unwrap();
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(f.worker_databases().is_empty(), "nothing was started");
+}
+
+#[test]
+fn timings_from_a_junit_file_split_as_the_equivalent_timings_file() {
+    let f = five_files("timingsjunit");
+    let secs = [("a", 10.0), ("b", 9.0), ("c", 8.0), ("d", 2.0), ("e", 1.0)];
+    let json: Vec<String> = secs
+        .iter()
+        .map(|(x, s)| format!("\"tests/test_{x}.py\": {{\"secs\": {s:?}, \"runs\": 1}}"))
+        .collect();
+    f.write("t.json", &format!("{{\"files\": {{{}}}}}", json.join(", ")));
+    // As a merged junit.xml of an earlier run holds them.
+    let suites: Vec<String> = secs
+        .iter()
+        .map(|(x, s)| format!(
+            "<testsuite name=\"tests/test_{x}.py\" tests=\"1\" time=\"{s}\"><properties><property name=\"file\" value=\"tests/test_{x}.py\"/><property name=\"e2e-plan.duration\" value=\"{s:.3}\"/></properties><testcase classname=\"tests.test_{x}\" name=\"test_rows\" time=\"0.1\"/></testsuite>"
+        ))
+        .collect();
+    f.write(
+        "junit.xml",
+        &format!("<testsuites>{}</testsuites>", suites.join("")),
+    );
+    for k in ["1/3", "2/3", "3/3"] {
+        let from_json = dry_files(&f, &["--shard", k, "--timings", "t.json"], &[]).unwrap();
+        let from_junit = dry_files(&f, &["--shard", k, "--timings", "junit.xml"], &[]).unwrap();
+        assert_eq!(from_json, from_junit, "shard {k}");
+    }
+    // The longest file, alone in shard 1, shows the durations were used (not round-robin).
+    assert_eq!(
+        dry_files(&f, &["--shard", "1/3", "--timings", "junit.xml"], &[]).unwrap(),
+        ["tests/test_a.py"]
+    );
+    f.write("bad.xml", "not a report");
+    let err = dry_files(&f, &["--shard", "1/3", "--timings", "bad.xml"], &[]).unwrap_err();
+    assert!(err.contains("bad.xml"), "{err}");
+}
+
+#[test]
+fn version_help_and_completions_behave_as_clap_users_expect() {
+    let f = Fixture::new("clihelp");
+    let v = f.run(&["--version"]);
+    assert_eq!(code(&v), 0);
+    assert_eq!(
+        stdout(&v).trim(),
+        format!("e2e-plan {}", env!("CARGO_PKG_VERSION"))
+    );
+    let help = f.run(&["help"]);
+    assert_eq!(code(&help), 0);
+    for cmd in [
+        "apply",
+        "dry-run",
+        "init",
+        "validate",
+        "rollback",
+        "merge",
+        "completions",
+    ] {
+        assert!(stdout(&help).contains(cmd), "{}", stdout(&help));
+    }
+    let apply = f.run(&["help", "apply"]);
+    assert!(stdout(&apply).contains("--shard") && stdout(&apply).contains("--failure-output"));
+    for shell in ["bash", "zsh", "fish"] {
+        let c = f.run(&["completions", shell]);
+        assert_eq!(code(&c), 0);
+        assert!(stdout(&c).contains("e2e-plan"), "{shell}");
+    }
+}
