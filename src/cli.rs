@@ -16,7 +16,7 @@ use crate::plan::{self, Keep, Plan, PlanError};
 use crate::planner::{self, PlanOptions, ShardArg, Timings};
 use crate::report::dryrun::{self, DryRunFormat};
 use crate::report::failures::FailureOutput;
-use crate::report::terminal::{ColorChoice, Reporter, SummaryFormat};
+use crate::report::terminal::{ColorChoice, DisplayEnv, Reporter, SummaryFormat};
 use crate::steps::{self, lock, resource::Resource, RunCx};
 
 pub const EXIT_OK: i32 = 0;
@@ -532,11 +532,13 @@ async fn apply(a: ApplyArgs, color: ColorChoice, started: std::time::Instant) ->
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = Reporter::new(
-        color,
+        DisplayEnv::detect(color),
         a.format,
         a.failure_output,
         dag.workers.len(),
         started,
+        Box::new(std::io::stdout()),
+        Box::new(std::io::stderr()),
     );
     let reporter_task = tokio::spawn(reporter.run(rx));
     let opts = engine::Options {

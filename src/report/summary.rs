@@ -345,3 +345,39 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
         workers,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(n: u32, v: Verdict) -> Attempt {
+        let mut a = Attempt::new(n, "db", std::path::Path::new("/l"));
+        a.verdict = v;
+        a.duration = 1.5;
+        a
+    }
+
+    #[test]
+    fn a_file_that_failed_then_passed_is_flaky() {
+        let plan = crate::planner::WorkerPlan {
+            index: 0,
+            file: "t.py".into(),
+            stem: "t".into(),
+            db_name: "db".into(),
+            log_dir: PathBuf::from("/l"),
+            junit: PathBuf::from("/l/junit.xml"),
+            predicted: None,
+        };
+        let mut r = WorkerResult::new(&plan, &attempt(1, Verdict::Fail));
+        assert_eq!(r.log_dir, None, "no logs before an attempt");
+        r.push_attempt(attempt(1, Verdict::Fail));
+        assert_eq!(r.verdict, Verdict::Fail);
+        r.push_attempt(attempt(2, Verdict::Pass));
+        assert_eq!(r.verdict, Verdict::Flaky);
+        assert_eq!(r.duration, 3.0, "durations add up over attempts");
+        assert!(
+            Verdict::Flaky.fails(FlakyPolicy::Fail) && !Verdict::Flaky.fails(FlakyPolicy::Pass)
+        );
+        assert!(!Verdict::Cancelled.fails(FlakyPolicy::Fail));
+    }
+}

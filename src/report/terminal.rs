@@ -44,16 +44,47 @@ pub enum SummaryFormat {
     Json,
 }
 
+/// What the display knows about where it writes. The caller finds it out (`detect`); the
+/// display never reads the environment itself, so its output can be tested with any of these.
+#[derive(Debug, Clone)]
+pub struct DisplayEnv {
+    /// stderr is a terminal and this is not CI: a live progress bar instead of plain lines.
+    pub live: bool,
+    /// Colours on stderr (progress) and on stdout (table).
+    pub color_err: bool,
+    pub color_out: bool,
+    /// GitHub Actions: workflow-command annotations for failures.
+    pub github: bool,
+    /// Annotations name files relative to this folder.
+    pub cwd: PathBuf,
+}
+
+impl DisplayEnv {
+    /// The real terminal and environment (`CI`, `GITHUB_ACTIONS`, `NO_COLOR`).
+    pub fn detect(color: ColorChoice) -> Self {
+        DisplayEnv {
+            live: std::io::stderr().is_terminal()
+                && !crate::plan::is_ci(&|n| std::env::var(n).ok()),
+            color_err: color.enabled(supports_color::Stream::Stderr),
+            color_out: color.enabled(supports_color::Stream::Stdout),
+            github: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
+            cwd: std::env::current_dir().unwrap_or_default(),
+        }
+    }
+}
+
+/// Where the display writes: stdout (the table, the closing line) and stderr (progress).
+pub type Sink = Box<dyn Write + Send>;
+
 pub struct Reporter {
-    color: bool,
-    color_choice: ColorChoice,
+    env: DisplayEnv,
     format: SummaryFormat,
     bar: Option<ProgressBar>,
+    out: Sink,
+    err: Sink,
     start: Instant,
-    total: usize,
     finished: usize,
     running: BTreeMap<usize, (String, Phase, Instant)>,
-    github: bool,
     /// When the summary was printed: the closing line's time leaves out what follows it.
     summary_at: Option<Instant>,
     failure_output: FailureOutput,
@@ -62,15 +93,15 @@ pub struct Reporter {
 impl Reporter {
     /// `start`: when the command started; every time shown counts from there.
     pub fn new(
-        color: ColorChoice,
+        env: DisplayEnv,
         format: SummaryFormat,
         failure_output: FailureOutput,
         total: usize,
         start: Instant,
+        out: Sink,
+        err: Sink,
     ) -> Self {
-        let tty =
-            std::io::stderr().is_terminal() && !crate::plan::is_ci(&|n| std::env::var(n).ok());
-        let bar = tty.then(|| {
+        let bar = env.live.then(|| {
             let bar =
                 ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
             bar.set_style(
@@ -83,17 +114,16 @@ impl Reporter {
             bar
         });
         Reporter {
-            color: color.enabled(supports_color::Stream::Stderr),
-            color_choice: color,
+            env,
             format,
             bar,
+            out,
+            err,
             start,
             summary_at: None,
             failure_output,
-            total,
             finished: 0,
             running: BTreeMap::new(),
-            github: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
         }
     }
 
@@ -102,24 +132,32 @@ impl Reporter {
         while let Some(ev) = rx.recv().await {
             self.handle(ev);
         }
+        self.finish();
+    }
+
+    /// The end of the command: what ran after the summary, and how long it took.
+    fn finish(&mut self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
         if let (Some(at), SummaryFormat::Human) = (self.summary_at, self.format) {
-            self.line(format!(
+            let text = format!(
                 "{} done: the cleanup after the summary took {:.2}s",
                 self.stamp(),
                 at.elapsed().as_secs_f64()
-            ));
+            );
+            self.line(text);
         }
+        let _ = self.out.flush();
+        let _ = self.err.flush();
     }
 
-    fn line(&self, text: String) {
+    fn line(&mut self, text: String) {
         let text = crate::redact::scrub(&text).into_owned();
         match &self.bar {
             Some(bar) => bar.println(text),
             None => {
-                let _ = writeln!(std::io::stderr(), "{text}");
+                let _ = writeln!(self.err, "{text}");
             }
         }
     }
@@ -130,7 +168,7 @@ impl Reporter {
 
     fn paint(&self, v: Verdict) -> String {
         let l = v.label();
-        if !self.color {
+        if !self.env.color_err {
             return l.to_string();
         }
         match v {
@@ -215,7 +253,7 @@ impl Reporter {
                 self.refresh();
             }
             Event::Warning(w) => {
-                let head = if self.color {
+                let head = if self.env.color_err {
                     "warning:".yellow().bold().to_string()
                 } else {
                     "warning:".into()
@@ -236,53 +274,56 @@ impl Reporter {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
                 }
-                let paths = write_files(&summary);
+                let (paths, failed) = write_files(&summary);
                 self.print_summary(&summary, &paths);
+                // A report that could not be written is said, never dropped.
+                for (path, e) in failed {
+                    let head = if self.env.color_err {
+                        "warning:".yellow().bold().to_string()
+                    } else {
+                        "warning:".into()
+                    };
+                    self.line(format!("{head} cannot write {}: {e}", path.display()));
+                }
                 self.summary_at = Some(Instant::now());
                 let _ = written.send(paths);
             }
         }
-        let _ = self.total;
     }
 
-    fn print_summary(&self, s: &RunSummary, paths: &[PathBuf]) {
-        let mut err = std::io::stderr().lock();
+    fn print_summary(&mut self, s: &RunSummary, paths: &[PathBuf]) {
         if let Some(e) = &s.error {
-            let head = if self.color {
+            let head = if self.env.color_err {
                 "error:".red().bold().to_string()
             } else {
                 "error:".into()
             };
-            let _ = writeln!(err, "\n{head} {}", crate::redact::scrub(&e.message));
+            let _ = writeln!(self.err, "\n{head} {}", crate::redact::scrub(&e.message));
             if let Some(d) = e.detail.as_deref().filter(|d| !d.trim().is_empty()) {
                 for l in d.lines() {
-                    let _ = writeln!(err, "  │ {}", crate::redact::scrub(l));
+                    let _ = writeln!(self.err, "  │ {}", crate::redact::scrub(l));
                 }
             }
         }
-        if self.github {
+        if self.env.github {
             // Workflow commands are read from both streams; keep stdout pure JSON under --format json.
-            let cwd = std::env::current_dir().unwrap_or_default();
-            for line in annotations(s, &cwd) {
+            for line in annotations(s, &self.env.cwd) {
                 let line = crate::redact::scrub(&line).into_owned();
-                if self.format == SummaryFormat::Json {
-                    let _ = writeln!(err, "{line}");
+                let to = if self.format == SummaryFormat::Json {
+                    &mut self.err
                 } else {
-                    let _ = writeln!(std::io::stdout(), "{line}");
-                }
+                    &mut self.out
+                };
+                let _ = writeln!(to, "{line}");
             }
         }
         if self.format == SummaryFormat::Json {
-            let _ = writeln!(
-                std::io::stdout(),
-                "{}",
-                crate::redact::scrub(&serde_json::to_string_pretty(s).unwrap_or_default())
-            );
+            let json = serde_json::to_string_pretty(s).unwrap_or_default();
+            let _ = writeln!(self.out, "{}", crate::redact::scrub(&json));
             return;
         }
-        let color = self.color_choice.enabled(supports_color::Stream::Stdout);
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "\n{}", summary_table(s, color));
+        let out = &mut self.out;
+        let _ = writeln!(out, "\n{}", summary_table(s, self.env.color_out));
         let failures = super::failures::render(&s.workers, self.failure_output, &s.report_dir);
         let _ = write!(out, "{}", crate::redact::scrub(&failures));
         let _ = writeln!(out, "{}", summary_line(s));
@@ -309,6 +350,7 @@ impl Reporter {
         for p in paths {
             let _ = writeln!(out, "report: {}", p.display());
         }
+        let _ = out.flush();
     }
 }
 
@@ -369,32 +411,45 @@ fn gha_escape(s: &str) -> String {
 }
 
 /// junit.xml, summary.json and report.html; written on every ending, never deleted by cleanup.
-pub fn write_files(s: &RunSummary) -> Vec<PathBuf> {
+/// Returns what was written, and what could not be (with why).
+pub fn write_files(s: &RunSummary) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
     let dir = &s.report_dir;
     let _ = std::fs::create_dir_all(dir);
-    let mut written = Vec::new();
     let junit = dir.join("junit.xml");
-    if super::junit::write_run(s, &junit).is_ok() {
-        written.push(junit);
-    }
     let json = dir.join("summary.json");
-    if serde_json::to_string_pretty(s)
-        .ok()
-        .and_then(|t| std::fs::write(&json, crate::redact::scrub(&t).into_owned() + "\n").ok())
-        .is_some()
-    {
-        written.push(json);
-    }
     let html = dir.join("report.html");
-    if std::fs::write(
-        &html,
-        crate::redact::scrub(&super::html::render(s)).as_bytes(),
-    )
-    .is_ok()
-    {
-        written.push(html);
+    let results = [
+        (
+            junit.clone(),
+            super::junit::write_run(s, &junit).map_err(|e| e.to_string()),
+        ),
+        (
+            json.clone(),
+            serde_json::to_string_pretty(s)
+                .map_err(|e| e.to_string())
+                .and_then(|t| {
+                    std::fs::write(&json, crate::redact::scrub(&t).into_owned() + "\n")
+                        .map_err(|e| e.to_string())
+                }),
+        ),
+        (
+            html.clone(),
+            std::fs::write(
+                &html,
+                crate::redact::scrub(&super::html::render(s)).as_bytes(),
+            )
+            .map_err(|e| e.to_string()),
+        ),
+    ];
+    let mut written = Vec::new();
+    let mut failed = Vec::new();
+    for (path, r) in results {
+        match r {
+            Ok(()) => written.push(path),
+            Err(e) => failed.push((path, e)),
+        }
     }
-    written
+    (written, failed)
 }
 
 pub fn summary_table(s: &RunSummary, color: bool) -> String {
@@ -466,4 +521,263 @@ pub fn summary_line(s: &RunSummary) -> String {
         s.work_secs,
         parallel
     )
+}
+
+#[cfg(test)]
+mod tests {
+    //! The display as a user sees it, off a terminal (plain progress lines), in the five
+    //! situations that matter: green, failing, setup failed, interrupted, and the progress lines.
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::plan::FlakyPolicy;
+    use crate::report::summary::{Attempt, Counts, DatabaseSources, RunError, WorkerResult};
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buffer {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    fn worker(
+        index: usize,
+        file: &str,
+        verdict: Verdict,
+        passed: usize,
+        failed: usize,
+    ) -> WorkerResult {
+        let stem = file
+            .trim_start_matches("tests/")
+            .trim_end_matches(".py")
+            .to_string();
+        let log_dir = PathBuf::from("/project/target/e2e/workers").join(&stem);
+        let plan = crate::planner::WorkerPlan {
+            index,
+            file: file.into(),
+            stem,
+            db_name: format!("app_test_ab12cd34_{index}"),
+            junit: log_dir.join("junit.xml"),
+            log_dir,
+            predicted: None,
+        };
+        let mut a = Attempt::new(1, &plan.db_name, &plan.log_dir);
+        a.verdict = verdict;
+        a.duration = 2.5 + index as f64;
+        a.counts = (verdict != Verdict::Cancelled).then_some(Counts {
+            tests: passed + failed,
+            passed,
+            failed,
+            errors: 0,
+            skipped: 0,
+        });
+        let mut r = WorkerResult::new(&plan, &a);
+        r.push_attempt(a);
+        r
+    }
+
+    fn summary(workers: Vec<WorkerResult>, exit_code: i32, error: Option<RunError>) -> RunSummary {
+        RunSummary {
+            version: 1,
+            run_id: "ab12cd34".into(),
+            plan: "plans/default.toml".into(),
+            root: "/project".into(),
+            report_dir: std::env::temp_dir().join("e2e-plan-display-test-never-written"),
+            started: "2026-11-27T08:00:00.000Z".into(),
+            ended: "2026-11-27T08:00:07.400Z".into(),
+            wall_secs: 7.4,
+            work_secs: workers.iter().map(|w| w.duration).sum(),
+            exit_code,
+            error,
+            interrupted: exit_code == 130,
+            flaky_policy: FlakyPolicy::Pass,
+            kept_databases: Vec::new(),
+            cleanup_command: None,
+            databases: DatabaseSources::default(),
+            shard: None,
+            workers,
+        }
+    }
+
+    /// Feeds the events to a display off a terminal, without colour; returns (stdout, stderr)
+    /// with the run-specific times redacted.
+    fn show(events: Vec<Event>, s: RunSummary) -> String {
+        let (out, err) = (Buffer::default(), Buffer::default());
+        let env = DisplayEnv {
+            live: false,
+            color_err: false,
+            color_out: false,
+            github: false,
+            cwd: "/project".into(),
+        };
+        let mut r = Reporter::new(
+            env,
+            SummaryFormat::Human,
+            FailureOutput::Short,
+            s.workers.len(),
+            Instant::now(),
+            Box::new(out.clone()),
+            Box::new(err.clone()),
+        );
+        for e in events {
+            r.handle(e);
+        }
+        // The summary only, not the report files: print it as RunFinished does.
+        r.print_summary(&s, &[PathBuf::from("/project/target/e2e/junit.xml")]);
+        r.summary_at = Some(Instant::now());
+        r.finish();
+        let stamp = regex_lite(&err.text());
+        format!("--- stdout\n{}--- stderr\n{stamp}", out.text())
+    }
+
+    /// `[   1.23s]` and `took 0.00s` vary from run to run.
+    fn regex_lite(text: &str) -> String {
+        text.lines()
+            .map(|l| {
+                let l = match (l.find('['), l.find("s]")) {
+                    (Some(0), Some(end)) => format!("[ X.XXs]{}", &l[end + 2..]),
+                    _ => l.to_string(),
+                };
+                match l.find("took ") {
+                    Some(i) => format!("{}took X.XXs", &l[..i]),
+                    None => l,
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    }
+
+    fn progress(file: &str, index: usize, v: Verdict) -> Vec<Event> {
+        let mut events: Vec<Event> = [Phase::Cloning, Phase::Starting, Phase::Testing]
+            .into_iter()
+            .map(|phase| Event::Phase {
+                worker: index,
+                file: file.into(),
+                attempt: 1,
+                phase,
+            })
+            .collect();
+        events.push(Event::WorkerFinished(Box::new(worker(
+            index, file, v, 3, 0,
+        ))));
+        events
+    }
+
+    fn setup_events() -> Vec<Event> {
+        vec![
+            Event::StepStarted {
+                what: "prepare template app_test".into(),
+            },
+            Event::StepFinished {
+                what: "prepare template app_test".into(),
+                took: Duration::from_millis(1250),
+                note: Some("fingerprint 0123456789ab matches: prepare skipped".into()),
+            },
+        ]
+    }
+
+    #[test]
+    fn a_green_run_with_plain_progress_lines() {
+        let mut events = setup_events();
+        events.extend(progress("tests/test_cart.py", 0, Verdict::Pass));
+        events.extend(progress("tests/test_login.py", 1, Verdict::Pass));
+        let s = summary(
+            vec![
+                worker(0, "tests/test_cart.py", Verdict::Pass, 4, 0),
+                worker(1, "tests/test_login.py", Verdict::Pass, 7, 0),
+            ],
+            0,
+            None,
+        );
+        insta::assert_snapshot!(show(events, s));
+    }
+
+    #[test]
+    fn a_failing_run() {
+        let mut events = progress("tests/test_cart.py", 0, Verdict::Pass);
+        events.extend(progress("tests/test_login.py", 1, Verdict::Fail));
+        let mut bad = worker(1, "tests/test_login.py", Verdict::Fail, 6, 1);
+        bad.failures = vec![crate::report::failures::FailedTest {
+            id: "tests/test_login.py::test_wrong_password".into(),
+            message: "assert 500 == 401".into(),
+            file: Some("tests/test_login.py".into()),
+            line: Some(12),
+            detail: vec![
+                ">       assert resp.status == 401".into(),
+                "E       assert 500 == 401".into(),
+            ],
+            server_lines: vec!["ERROR login: KeyError: 'password'".into()],
+        }];
+        let s = summary(
+            vec![worker(0, "tests/test_cart.py", Verdict::Pass, 4, 0), bad],
+            1,
+            None,
+        );
+        insta::assert_snapshot!(show(events, s));
+    }
+
+    #[test]
+    fn a_setup_failure() {
+        let events = vec![
+            Event::StepStarted {
+                what: "prepare template app_test".into(),
+            },
+            Event::Warning("could not drop 1 database(s)".into()),
+        ];
+        let s = summary(
+            vec![
+                worker(0, "tests/test_cart.py", Verdict::Cancelled, 0, 0),
+                worker(1, "tests/test_login.py", Verdict::Cancelled, 0, 0),
+            ],
+            3,
+            Some(RunError {
+                message: "prepare command `alembic upgrade head` failed (exit status: 1)".into(),
+                detail: Some("INFO  [alembic] Running upgrade -> 0002\nsqlalchemy.exc.ProgrammingError: relation \"users\" does not exist".into()),
+            }),
+        );
+        insta::assert_snapshot!(show(events, s));
+    }
+
+    #[test]
+    fn an_interrupted_run() {
+        let mut events = progress("tests/test_cart.py", 0, Verdict::Pass);
+        events.push(Event::Phase {
+            worker: 1,
+            file: "tests/test_login.py".into(),
+            attempt: 1,
+            phase: Phase::Testing,
+        });
+        events.push(Event::Interrupted { second: false });
+        events.push(Event::Interrupted { second: true });
+        events.push(Event::WorkerFinished(Box::new(worker(
+            1,
+            "tests/test_login.py",
+            Verdict::Cancelled,
+            0,
+            0,
+        ))));
+        let s = summary(
+            vec![
+                worker(0, "tests/test_cart.py", Verdict::Pass, 4, 0),
+                worker(1, "tests/test_login.py", Verdict::Cancelled, 0, 0),
+            ],
+            130,
+            None,
+        );
+        insta::assert_snapshot!(show(events, s));
+    }
 }

@@ -181,22 +181,36 @@ impl RunCx {
 
     /// Exit code of the run so far: 130 interrupted, 3 setup failed, 1 tests failed, 0.
     pub fn exit_code(&self) -> i32 {
-        if self.interrupted.load(Ordering::SeqCst) {
-            130
-        } else if lock(&self.fatal).is_some() {
-            3
-        } else if lock(&self.results)
-            .values()
-            .any(|r| r.verdict.fails(self.plan.run.flaky))
-        {
-            1
-        } else {
-            0
-        }
+        let verdicts: Vec<Verdict> = lock(&self.results).values().map(|r| r.verdict).collect();
+        run_exit_code(
+            self.interrupted.load(Ordering::SeqCst),
+            lock(&self.fatal).is_some(),
+            &verdicts,
+            self.plan.run.flaky,
+        )
     }
 
     fn log_path(&self, name: &str) -> PathBuf {
         self.plan.report_dir.join(name)
+    }
+}
+
+/// The run's exit code: 130 interrupted, 3 setup failed, 1 a file failed the run (a flaky one
+/// only under `flaky = "fail"`), 0.
+pub fn run_exit_code(
+    interrupted: bool,
+    fatal: bool,
+    verdicts: &[Verdict],
+    flaky: crate::plan::FlakyPolicy,
+) -> i32 {
+    if interrupted {
+        130
+    } else if fatal {
+        3
+    } else if verdicts.iter().any(|v| v.fails(flaky)) {
+        1
+    } else {
+        0
     }
 }
 
@@ -801,4 +815,92 @@ pub fn step_label(action: &Action) -> String {
 
 pub fn resources_of(state_dir: &Path) -> Vec<crate::engine::journal::Recorded<Resource>> {
     crate::engine::journal::read_all(state_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::FlakyPolicy;
+
+    #[test]
+    fn exit_codes_rank_interrupt_then_setup_then_tests() {
+        use Verdict::*;
+        let pass = FlakyPolicy::Pass;
+        assert_eq!(run_exit_code(true, true, &[Fail], pass), 130);
+        assert_eq!(run_exit_code(false, true, &[Fail], pass), 3);
+        assert_eq!(run_exit_code(false, false, &[Pass, Timeout], pass), 1);
+        assert_eq!(run_exit_code(false, false, &[Pass, Error], pass), 1);
+        assert_eq!(run_exit_code(false, false, &[Pass, Flaky], pass), 0);
+        assert_eq!(
+            run_exit_code(false, false, &[Pass, Flaky], FlakyPolicy::Fail),
+            1
+        );
+        assert_eq!(run_exit_code(false, false, &[Pass, Cancelled], pass), 0);
+    }
+
+    fn db(worker: usize, attempt: u32) -> WorkerDb {
+        WorkerDb {
+            worker,
+            attempt,
+            name: format!("db_{worker}_{attempt}"),
+            entry: Entry(worker as u64 * 10 + attempt as u64),
+        }
+    }
+
+    fn results(verdicts: &[Verdict]) -> BTreeMap<usize, WorkerResult> {
+        verdicts
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let plan = crate::planner::WorkerPlan {
+                    index: i,
+                    file: format!("t{i}.py"),
+                    stem: format!("t{i}"),
+                    db_name: format!("db_{i}_1"),
+                    log_dir: PathBuf::from("/l"),
+                    junit: PathBuf::from("/l/junit.xml"),
+                    predicted: None,
+                };
+                let mut a = crate::report::summary::Attempt::new(1, &plan.db_name, &plan.log_dir);
+                a.verdict = *v;
+                let mut r = WorkerResult::new(&plan, &a);
+                r.push_attempt(a);
+                (i, r)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn which_databases_are_kept() {
+        use Verdict::*;
+        let dbs = [db(0, 1), db(1, 1), db(2, 1), db(3, 1), db(1, 2)];
+        let r = results(&[Pass, Fail, Timeout, Cancelled]);
+        let keep = |policy, exit| {
+            databases_to_keep(policy, exit, &dbs, &r)
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keep(Keep::Failed, 1),
+            ["db_1_1", "db_2_1"],
+            "failed and timed out, first attempts only"
+        );
+        assert_eq!(
+            keep(Keep::AllOnFailure, 1),
+            ["db_0_1", "db_1_1", "db_2_1"],
+            "not the cancelled one"
+        );
+        assert!(
+            keep(Keep::AllOnFailure, 0).is_empty(),
+            "a green run keeps nothing"
+        );
+        assert_eq!(keep(Keep::Always, 0), ["db_0_1", "db_1_1", "db_2_1"]);
+        assert!(keep(Keep::Never, 1).is_empty());
+        for exit in [3, 130] {
+            assert!(
+                keep(Keep::Always, exit).is_empty(),
+                "nothing after exit {exit}"
+            );
+        }
+    }
 }

@@ -3,11 +3,9 @@
 //! prepare, logs of kept databases that outlive the next run, and a run that says what really
 //! happened. Against the real PostgreSQL and real pytest.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 
 /// The files a run's summary lists.
 fn files_run(s: &serde_json::Value) -> Vec<String> {

@@ -2,9 +2,7 @@
 //! while each ran, a server that dies mid-file, a broken JUnit, annotations, and the caps.
 //! Real servers and real pytest.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 // Each test takes a moment, as an end-to-end test does (a browser step, a page load) before the
 // request that fails: which test a server line belongs to is told from the tests' durations in

@@ -1,9 +1,7 @@
 //! What a run shows and leaves: merged JUnit (also when a worker crashed), summary.json and
 //! `--format json`, plain progress lines off a terminal, colours, GitHub annotations, `merge`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn a_crashed_worker_contributes_an_error_and_others_are_kept() {

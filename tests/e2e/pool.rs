@@ -1,12 +1,10 @@
 //! `[database] pool`: ready copies claimed by the next run, refilled after it, invalidated by a
 //! changed fingerprint, shared safely by concurrent runs, and never half-made.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rustix::process::{kill_process, Pid, Signal};
 
 /// A fixture whose plan keeps a pool of `size` copies, fingerprinted by schema.sql.

@@ -1,8 +1,6 @@
 //! Every plan mistake exits 2 before any side effect, naming the problem and where it is.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const GOOD: &str = r#"[tests]
 include = ["tests/test_*.py"]

@@ -1,8 +1,6 @@
 //! Speed features: fingerprinted templates, recorded timings and longest-first order, shards.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn a_matching_fingerprint_skips_prepare_until_a_file_changes() {

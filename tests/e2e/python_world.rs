@@ -1,9 +1,7 @@
 //! Fitting a Python team's world: `init` on repositories of each kind, `--shard auto` on every
 //! CI, `--timings` from a JUnit file, and a CLI that behaves as clap users expect.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// Writes files into the fixture; `init` runs in its root.
 fn repo(name: &str, files: &[(&str, &str)]) -> Fixture {

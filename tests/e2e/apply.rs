@@ -1,12 +1,10 @@
 //! `apply` against the real PostgreSQL, real servers and real pytest: isolation, concurrency,
 //! endings (pass, fail, crash, fail-fast, timeout, signals, a killed runner) and cleanup.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rustix::process::{kill_process, Pid, Signal};
 
 fn verdicts(s: &serde_json::Value) -> Vec<(String, String)> {

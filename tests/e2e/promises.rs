@@ -3,12 +3,10 @@
 //! on a throwaway cluster, runs racing to prepare, readiness (timeout, tcp://), empty shards, and
 //! what `--last-failed` counts.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rustix::process::{kill_process, Pid, Signal};
 
 #[test]

@@ -1,8 +1,6 @@
 //! `dry-run` in all three formats, as snapshots (paths of the temp folder redacted).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const PLAN: &str = r#"#:schema ../schemas/plan.schema.json
 root = "../app"

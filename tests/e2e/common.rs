@@ -1,8 +1,6 @@
 //! Test harness: a fixture project in a temp folder (a tiny server, pytest files, a plan) against
 //! the real PostgreSQL on 127.0.0.1:5432, with checks that nothing is left behind.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

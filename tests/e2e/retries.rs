@@ -1,8 +1,6 @@
 //! Retries in fresh isolation, FLAKY verdicts, and `--last-failed`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const FLAKY: &str = r#"import pathlib
 
