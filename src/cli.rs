@@ -402,7 +402,7 @@ fn shard_and_timings(
 /// `--last-failed`: the files of this plan that failed or were flaky last time; None (all files)
 /// when there is no previous run, nothing failed, or none of them exists any more.
 fn last_failed(plan: &Plan) -> Option<Vec<String>> {
-    let Some(last) = crate::report::state::last_run(plan) else {
+    let Some(last) = crate::steps::state::last_run(plan) else {
         eprintln!("--last-failed: no previous run of this plan recorded; running every file");
         return None;
     };

@@ -4,30 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
-
-use crate::report::summary::{RunSummary, WorkerResult};
-
-/// A worker's phase, in the order a worker goes through them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    Cloning,
-    Starting,
-    Testing,
-    Stopping,
-}
-
-impl Phase {
-    pub fn label(self) -> &'static str {
-        match self {
-            Phase::Cloning => "cloning",
-            Phase::Starting => "starting",
-            Phase::Testing => "testing",
-            Phase::Stopping => "stopping",
-        }
-    }
-}
+pub use crate::model::Phase;
+use crate::model::{RunSummary, WorkerResult};
 
 #[derive(Debug)]
 pub enum Event {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::model::Split;
 use crate::plan::template::{fill_command, Template, Word};
 use crate::plan::{Plan, TestFile};
 
@@ -298,30 +299,6 @@ impl Timings {
                     .or_else(|| mean.map(Duration::from_secs_f64))
             })
             .collect()
-    }
-}
-
-/// How a file list was split into shards: a pure function of the files, the count and the
-/// timings snapshot, recorded in every shard's reports so that `merge` can check that the
-/// shards it is given cover every file exactly once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Split {
-    /// This shard, 1-based, and the number of shards.
-    pub index: usize,
-    pub count: usize,
-    /// Names the split: the files, the count and the durations it balanced on.
-    pub digest: String,
-    /// Every file of the split (sorted) with the shard (1-based) that runs it.
-    pub files: Vec<(String, usize)>,
-}
-
-impl Split {
-    /// This shard's files.
-    pub fn mine(&self) -> impl Iterator<Item = &str> {
-        self.files
-            .iter()
-            .filter(|(_, k)| *k == self.index)
-            .map(|(f, _)| f.as_str())
     }
 }
 

@@ -76,7 +76,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 f.write_str("a duration such as \"500ms\", \"30s\", \"15m\" or \"1h\"")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                let v = super::format::interpolate_value(v).map_err(E::custom)?;
+                let v = super::template::interpolate_value(v).map_err(E::custom)?;
                 parse_duration(&v)
                     .map(HumanDuration)
                     .map_err(|e| E::custom(format!("invalid duration: {e}")))

@@ -182,12 +182,8 @@ pub enum Strategy {
     WalLog,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FlakyPolicy {
-    Pass,
-    Fail,
-}
+/// Defined with the run's results, which it judges; read from plans here.
+pub use crate::model::FlakyPolicy;
 
 /// A command: an argv array, or one string split into words like a shell would.
 #[derive(Debug, Clone, JsonSchema)]
@@ -224,15 +220,6 @@ impl<'de> Deserialize<'de> for CommandSpec {
     }
 }
 
-/// `${VAR}` interpolation for values that serde parses itself (durations, enum words): the plan's
-/// promise is "anywhere in a string".
-pub fn interpolate_value(v: &str) -> Result<String, String> {
-    if !v.contains('$') {
-        return Ok(v.to_string());
-    }
-    super::template::interpolate_env(v, &|n| std::env::var(n).ok(), false).map_err(|e| e.message)
-}
-
 /// Enum words, after `${VAR}` interpolation.
 macro_rules! word_enum {
     ($ty:ident { $($word:literal => $variant:ident),+ $(,)? }) => {
@@ -240,7 +227,7 @@ macro_rules! word_enum {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 const WORDS: &[&str] = &[$($word),+];
                 let raw = String::deserialize(deserializer)?;
-                let word = interpolate_value(&raw).map_err(de::Error::custom)?;
+                let word = super::template::interpolate_value(&raw).map_err(de::Error::custom)?;
                 match word.as_str() {
                     $($word => Ok($ty::$variant),)+
                     other => Err(de::Error::unknown_variant(other, WORDS)),

@@ -268,6 +268,15 @@ pub fn interpolate_env(
     Ok(out)
 }
 
+/// `${VAR}` interpolation for values that serde parses itself (durations, enum words): the plan's
+/// promise is "anywhere in a string".
+pub fn interpolate_value(v: &str) -> Result<String, String> {
+    if !v.contains('$') {
+        return Ok(v.to_string());
+    }
+    interpolate_env(v, &|n| std::env::var(n).ok(), false).map_err(|e| e.message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

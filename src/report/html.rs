@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::junit::xml_escape as esc;
-use super::summary::{RunSummary, Verdict};
+use crate::model::{RunSummary, Verdict};
 use crate::steps::process::tail;
 
 fn colour(v: Verdict) -> &'static str {
@@ -31,7 +31,7 @@ pub fn render(s: &RunSummary) -> String {
     let mut rows = String::new();
     let mut workers: Vec<_> = s.workers.iter().collect();
     workers.sort_by(|a, b| {
-        let start = |w: &&crate::report::summary::WorkerResult| {
+        let start = |w: &&crate::model::WorkerResult| {
             w.attempts
                 .first()
                 .and_then(|a| a.phases.first())

@@ -12,37 +12,8 @@ use quick_junit::{
     NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
 };
 
-use super::summary::{Counts, RunSummary, Verdict, WorkerResult};
-
-/// Reads a JUnit file; None when it is missing, empty, truncated or not JUnit XML.
-pub fn read(path: &Path) -> Result<Report, String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
-    if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
-        return Err("the file is empty".into());
-    }
-    super::junit_read::read(BufReader::new(file))
-}
-
-pub fn read_counts(path: &Path) -> Option<Counts> {
-    let report = read(path).ok()?;
-    let mut c = Counts::default();
-    for case in report.test_suites.iter().flat_map(|s| &s.test_cases) {
-        c.tests += 1;
-        match &case.status {
-            TestCaseStatus::Success { .. } => c.passed += 1,
-            TestCaseStatus::NonSuccess {
-                kind: NonSuccessKind::Failure,
-                ..
-            } => c.failed += 1,
-            TestCaseStatus::NonSuccess {
-                kind: NonSuccessKind::Error,
-                ..
-            } => c.errors += 1,
-            TestCaseStatus::Skipped { .. } => c.skipped += 1,
-        }
-    }
-    Some(c)
-}
+pub use crate::model::junit::{read, read_counts};
+use crate::model::{RunSummary, Verdict, WorkerResult};
 
 /// Writes suites as they come and the totals at the end.
 pub struct Merger {

@@ -5,8 +5,6 @@ pub mod dryrun;
 pub mod failures;
 pub mod html;
 pub mod junit;
-pub mod junit_read;
 pub mod shards;
 pub mod state;
-pub mod summary;
 pub mod terminal;

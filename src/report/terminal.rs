@@ -12,8 +12,8 @@ use owo_colors::OwoColorize;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::failures::FailureOutput;
-use super::summary::{RunSummary, Verdict};
 use crate::events::{Event, Phase};
+use crate::model::{RunSummary, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ColorChoice {
@@ -530,8 +530,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::model::{Attempt, Counts, DatabaseSources, RunError, WorkerResult};
     use crate::plan::FlakyPolicy;
-    use crate::report::summary::{Attempt, Counts, DatabaseSources, RunError, WorkerResult};
 
     /// A writer the test reads back.
     #[derive(Clone, Default)]
@@ -584,7 +584,7 @@ mod tests {
             errors: 0,
             skipped: 0,
         });
-        let mut r = WorkerResult::new(&plan, &a);
+        let mut r = WorkerResult::new(plan.index, &plan.file, &plan.stem, &a);
         r.push_attempt(a);
         r
     }

@@ -3,9 +3,12 @@
 
 pub mod cluster;
 pub mod database;
+pub mod failures;
 pub mod pool;
 pub mod process;
 pub mod resource;
+pub mod state;
+pub mod summary;
 pub mod worker;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -21,9 +24,9 @@ use tokio::sync::Semaphore;
 use crate::engine::journal::{Entry, Journal};
 use crate::engine::{BoxFuture, Cancel, Outcome, Step};
 use crate::events::Event;
+use crate::model::{RunSummary, Verdict, WorkerResult};
 use crate::plan::{Keep, Plan};
 use crate::planner::{hex, Action, Dag};
-use crate::report::summary::{RunSummary, Verdict, WorkerResult};
 use resource::Resource;
 
 /// A step failure that ends the run (exit 3): setup, prepare, clone, a server never ready.
@@ -644,8 +647,8 @@ async fn report_step(cx: &RunCx) {
         Ordering::SeqCst,
     );
     *lock(&cx.kept) = kept;
-    let summary = crate::report::summary::build(cx, exit);
-    crate::report::state::record_run(&cx.plan, &summary);
+    let summary = summary::build(cx, exit);
+    state::record_run(&cx.plan, &summary);
     *lock(&cx.summary) = Some(summary.clone());
     let (tx, rx) = tokio::sync::oneshot::channel();
     cx.emit(Event::RunFinished {
@@ -861,9 +864,9 @@ mod tests {
                     junit: PathBuf::from("/l/junit.xml"),
                     predicted: None,
                 };
-                let mut a = crate::report::summary::Attempt::new(1, &plan.db_name, &plan.log_dir);
+                let mut a = crate::model::Attempt::new(1, &plan.db_name, &plan.log_dir);
                 a.verdict = *v;
-                let mut r = WorkerResult::new(&plan, &a);
+                let mut r = WorkerResult::new(plan.index, &plan.file, &plan.stem, &a);
                 r.push_attempt(a);
                 (i, r)
             })

@@ -12,9 +12,9 @@ use super::resource::Resource;
 use super::{database, lock, RunCx, StepError, WorkerDb};
 use crate::engine::{Cancel, Outcome};
 use crate::events::{Event, Phase};
+use crate::model::junit::read_counts;
+use crate::model::{Attempt, PhaseSpan, Verdict, WorkerResult};
 use crate::planner::{worker_db_name, WorkerPlan, WorkerVars};
-use crate::report::junit::read_counts;
-use crate::report::summary::{Attempt, PhaseSpan, Verdict, WorkerResult};
 
 /// How a server's wait for readiness ended.
 enum Ready {
@@ -53,7 +53,7 @@ fn record(cx: &RunCx, w: &WorkerPlan, attempt: Attempt) {
         let mut results = lock(&cx.results);
         let r = results
             .entry(w.index)
-            .or_insert_with(|| WorkerResult::new(w, &attempt));
+            .or_insert_with(|| WorkerResult::new(w.index, &w.file, &w.stem, &attempt));
         r.push_attempt(attempt);
         r.clone()
     };

@@ -2,14 +2,48 @@
 //! write a bare `<testsuite>` root); anything with test suites and cases is accepted, and a file
 //! that is empty, truncated or not XML is an error naming why.
 
-use std::io::BufRead;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::time::Duration;
+
+use super::Counts;
 
 use quick_junit::{
     NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
 };
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
+
+/// Reads a JUnit file; None when it is missing, empty, truncated or not JUnit XML.
+pub fn read(path: &Path) -> Result<Report, String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+        return Err("the file is empty".into());
+    }
+    parse(BufReader::new(file))
+}
+
+pub fn read_counts(path: &Path) -> Option<Counts> {
+    let report = read(path).ok()?;
+    let mut c = Counts::default();
+    for case in report.test_suites.iter().flat_map(|s| &s.test_cases) {
+        c.tests += 1;
+        match &case.status {
+            TestCaseStatus::Success { .. } => c.passed += 1,
+            TestCaseStatus::NonSuccess {
+                kind: NonSuccessKind::Failure,
+                ..
+            } => c.failed += 1,
+            TestCaseStatus::NonSuccess {
+                kind: NonSuccessKind::Error,
+                ..
+            } => c.errors += 1,
+            TestCaseStatus::Skipped { .. } => c.skipped += 1,
+        }
+    }
+    Some(c)
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Text {
@@ -52,7 +86,8 @@ fn entity(name: &str) -> Option<char> {
     }
 }
 
-pub fn read<R: BufRead>(input: R) -> Result<Report, String> {
+/// Parses JUnit XML from a reader.
+pub fn parse<R: BufRead>(input: R) -> Result<Report, String> {
     let mut reader = Reader::from_reader(input);
     let mut buf = Vec::new();
     let mut report = Report::new("junit");
@@ -276,7 +311,7 @@ mod tests {
     #[test]
     fn reads_pytest_style_without_root_name() {
         let xml = r#"<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="2"><testcase classname="t" name="a" time="0.5"/><testcase classname="t" name="b"><failure message="boom &amp; bust">trace &lt;here&gt;</failure></testcase></testsuite></testsuites>"#;
-        let r = read(xml.as_bytes()).unwrap();
+        let r = parse(xml.as_bytes()).unwrap();
         assert_eq!(r.test_suites.len(), 1);
         let s = &r.test_suites[0];
         assert_eq!((s.tests, s.failures), (2, 1));
@@ -298,7 +333,7 @@ mod tests {
 
     #[test]
     fn bare_testsuite_root() {
-        let r = read(
+        let r = parse(
             r#"<testsuite name="x"><testcase name="a"><skipped/></testcase></testsuite>"#
                 .as_bytes(),
         )
@@ -309,14 +344,14 @@ mod tests {
     #[test]
     fn rejects_truncated_and_non_junit() {
         assert!(
-            read(r#"<testsuites><testsuite name="x"><testcase name="a">"#.as_bytes())
+            parse(r#"<testsuites><testsuite name="x"><testcase name="a">"#.as_bytes())
                 .unwrap_err()
                 .contains("truncated")
         );
-        assert!(read("<html></html>".as_bytes())
+        assert!(parse("<html></html>".as_bytes())
             .unwrap_err()
             .contains("not a JUnit"));
-        assert!(read("".as_bytes()).is_err());
-        assert!(read("{\"json\": 1}".as_bytes()).is_err());
+        assert!(parse("".as_bytes()).is_err());
+        assert!(parse("{\"json\": 1}".as_bytes()).is_err());
     }
 }

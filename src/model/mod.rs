@@ -1,16 +1,84 @@
-//! Results of a run: per-worker verdicts and the `summary.json` document (version 1).
+//! The run's results as data: verdicts, attempts, one file's result, the whole run's summary
+//! (`summary.json`, version 1), and the few words they share with plans and events. A leaf: it
+//! imports no other part of e2e-plan, and every layer above can use it.
+
+pub mod junit;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::events::Phase;
-use crate::plan::FlakyPolicy;
-use crate::planner::WorkerPlan;
-use crate::redact::scrub;
-use crate::steps::database::redact;
-use crate::steps::{lock, RunCx};
+/// Whether a file that failed, then passed on a retry, fails the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlakyPolicy {
+    Pass,
+    Fail,
+}
+
+/// A worker's phase, in the order a worker goes through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Cloning,
+    Starting,
+    Testing,
+    Stopping,
+}
+
+impl Phase {
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Cloning => "cloning",
+            Phase::Starting => "starting",
+            Phase::Testing => "testing",
+            Phase::Stopping => "stopping",
+        }
+    }
+}
+
+/// How a file list was split into shards: a pure function of the files, the count and the
+/// timings snapshot, recorded in every shard's reports so that `merge` can check that the
+/// shards it is given cover every file exactly once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Split {
+    /// This shard, 1-based, and the number of shards.
+    pub index: usize,
+    pub count: usize,
+    /// Names the split: the files, the count and the durations it balanced on.
+    pub digest: String,
+    /// Every file of the split (sorted) with the shard (1-based) that runs it.
+    pub files: Vec<(String, usize)>,
+}
+
+impl Split {
+    /// This shard's files.
+    pub fn mine(&self) -> impl Iterator<Item = &str> {
+        self.files
+            .iter()
+            .filter(|(_, k)| *k == self.index)
+            .map(|(f, _)| f.as_str())
+    }
+}
+
+/// A test that failed or errored, as `summary.json` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailedTest {
+    /// pytest's node id: `tests/e2e/test_x.py::TestA::test_b`.
+    pub id: String,
+    /// The first line of the failure message.
+    pub message: String,
+    pub file: Option<String>,
+    /// The failing line in `file`, where the report says it.
+    pub line: Option<u32>,
+    /// The failing source line and the exception lines (pytest's `>` and `E` lines), or the
+    /// message's lines.
+    pub detail: Vec<String>,
+    /// What the server printed while this test ran.
+    pub server_lines: Vec<String>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -130,16 +198,17 @@ pub struct WorkerResult {
     pub counts: Option<Counts>,
     pub message: Option<String>,
     /// Its failing tests (from its JUnit), with what the server printed while each ran.
-    pub failures: Vec<super::failures::FailedTest>,
+    pub failures: Vec<FailedTest>,
     pub attempts: Vec<Attempt>,
 }
 
 impl WorkerResult {
-    pub fn new(w: &WorkerPlan, first: &Attempt) -> Self {
+    /// A file's result before its first attempt is folded in.
+    pub fn new(index: usize, file: &str, stem: &str, first: &Attempt) -> Self {
         WorkerResult {
-            index: w.index,
-            file: w.file.clone(),
-            stem: w.stem.clone(),
+            index,
+            file: file.to_string(),
+            stem: stem.to_string(),
             verdict: Verdict::Cancelled,
             exit_code: None,
             duration: 0.0,
@@ -158,9 +227,9 @@ impl WorkerResult {
     }
 
     /// A file that never started (cancelled before its turn): no logs.
-    pub fn not_run(w: &WorkerPlan, db_name: &str) -> Self {
-        let a = Attempt::new(1, db_name, &w.log_dir);
-        let mut r = WorkerResult::new(w, &a);
+    pub fn not_run(index: usize, file: &str, stem: &str, db_name: &str) -> Self {
+        let a = Attempt::new(1, db_name, std::path::Path::new(""));
+        let mut r = WorkerResult::new(index, file, stem, &a);
         r.message = Some("not started".into());
         r
     }
@@ -237,7 +306,7 @@ pub struct RunSummary {
     /// Where the workers' databases came from.
     pub databases: DatabaseSources,
     /// `--shard K/N`: the split this run was one shard of (null when unsharded).
-    pub shard: Option<crate::planner::Split>,
+    pub shard: Option<Split>,
     pub workers: Vec<WorkerResult>,
 }
 
@@ -255,97 +324,6 @@ impl RunSummary {
     }
 }
 
-pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
-    let results = lock(&cx.results);
-    let scrub_worker = |mut w: WorkerResult| {
-        w.message = w.message.map(|m| scrub(&m).into_owned());
-        for f in &mut w.failures {
-            f.message = scrub(&f.message).into_owned();
-            for l in f.detail.iter_mut().chain(f.server_lines.iter_mut()) {
-                *l = scrub(l).into_owned();
-            }
-        }
-        for a in &mut w.attempts {
-            a.message = a.message.take().map(|m| scrub(&m).into_owned());
-        }
-        w
-    };
-    let run_started = cx
-        .started_wall
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default();
-    let mut workers: Vec<WorkerResult> = cx
-        .dag
-        .workers
-        .iter()
-        .map(|w| {
-            results
-                .get(&w.index)
-                .cloned()
-                .unwrap_or_else(|| WorkerResult::not_run(w, &w.db_name))
-        })
-        .map(|mut w| {
-            if matches!(w.verdict, Verdict::Fail | Verdict::Timeout | Verdict::Error) {
-                let testing = w
-                    .attempts
-                    .last()
-                    .and_then(|a| {
-                        a.phases
-                            .iter()
-                            .find(|p| p.phase == crate::events::Phase::Testing)
-                    })
-                    .map(|p| (run_started + p.start, run_started + p.end))
-                    .unwrap_or((run_started, f64::INFINITY));
-                w.failures = super::failures::failed_tests(&w, testing);
-            }
-            w
-        })
-        .map(scrub_worker)
-        .collect();
-    workers.sort_by(|a, b| a.file.cmp(&b.file));
-    let template_url = cx.template_url();
-    let kept_databases: Vec<KeptDatabase> = workers
-        .iter()
-        .filter(|w| w.db_kept)
-        .map(|w| KeptDatabase {
-            name: w.db_name.clone(),
-            url: redact(&crate::planner::with_database(&template_url, &w.db_name)),
-            file: w.file.clone(),
-            log_dir: w.log_dir.clone().unwrap_or_default(),
-        })
-        .collect();
-    let cleanup_command = (!kept_databases.is_empty())
-        .then(|| format!("e2e-plan rollback {}", cx.plan.path.display()));
-    let now = std::time::SystemTime::now();
-    RunSummary {
-        version: 1,
-        run_id: cx.dag.run_id.clone(),
-        plan: cx.plan.path.clone(),
-        root: cx.plan.root.clone(),
-        report_dir: cx.plan.report_dir.clone(),
-        started: humantime::format_rfc3339_millis(cx.started_wall).to_string(),
-        ended: humantime::format_rfc3339_millis(now).to_string(),
-        wall_secs: cx.started_at.elapsed().as_secs_f64(),
-        work_secs: workers.iter().map(|w| w.duration).sum(),
-        exit_code,
-        error: lock(&cx.fatal).as_ref().map(|e| RunError {
-            message: scrub(&e.message).into_owned(),
-            detail: e.detail.as_deref().map(|d| scrub(d).into_owned()),
-        }),
-        interrupted: exit_code == 130,
-        flaky_policy: cx.plan.run.flaky,
-        kept_databases,
-        cleanup_command,
-        databases: DatabaseSources {
-            cloned: cx.cloned.load(std::sync::atomic::Ordering::SeqCst),
-            from_pool: cx.pool_claimed.load(std::sync::atomic::Ordering::SeqCst),
-        },
-        shard: cx.dag.split.clone(),
-        workers,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,16 +337,7 @@ mod tests {
 
     #[test]
     fn a_file_that_failed_then_passed_is_flaky() {
-        let plan = crate::planner::WorkerPlan {
-            index: 0,
-            file: "t.py".into(),
-            stem: "t".into(),
-            db_name: "db".into(),
-            log_dir: PathBuf::from("/l"),
-            junit: PathBuf::from("/l/junit.xml"),
-            predicted: None,
-        };
-        let mut r = WorkerResult::new(&plan, &attempt(1, Verdict::Fail));
+        let mut r = WorkerResult::new(0, "t.py", "t", &attempt(1, Verdict::Fail));
         assert_eq!(r.log_dir, None, "no logs before an attempt");
         r.push_attempt(attempt(1, Verdict::Fail));
         assert_eq!(r.verdict, Verdict::Fail);

@@ -1,0 +1,99 @@
+//! The run's summary (`summary.json`), built from the run's context once the tests are over.
+
+use crate::model::{DatabaseSources, KeptDatabase, RunError, RunSummary, Verdict, WorkerResult};
+use crate::redact::scrub;
+
+use super::database::redact;
+use super::{lock, RunCx};
+
+/// The summary of the run so far, with `exit_code`; every text scrubbed of secrets.
+pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
+    let results = lock(&cx.results);
+    let scrub_worker = |mut w: WorkerResult| {
+        w.message = w.message.map(|m| scrub(&m).into_owned());
+        for f in &mut w.failures {
+            f.message = scrub(&f.message).into_owned();
+            for l in f.detail.iter_mut().chain(f.server_lines.iter_mut()) {
+                *l = scrub(l).into_owned();
+            }
+        }
+        for a in &mut w.attempts {
+            a.message = a.message.take().map(|m| scrub(&m).into_owned());
+        }
+        w
+    };
+    let run_started = cx
+        .started_wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    let mut workers: Vec<WorkerResult> = cx
+        .dag
+        .workers
+        .iter()
+        .map(|w| {
+            results
+                .get(&w.index)
+                .cloned()
+                .unwrap_or_else(|| WorkerResult::not_run(w.index, &w.file, &w.stem, &w.db_name))
+        })
+        .map(|mut w| {
+            if matches!(w.verdict, Verdict::Fail | Verdict::Timeout | Verdict::Error) {
+                let testing = w
+                    .attempts
+                    .last()
+                    .and_then(|a| {
+                        a.phases
+                            .iter()
+                            .find(|p| p.phase == crate::events::Phase::Testing)
+                    })
+                    .map(|p| (run_started + p.start, run_started + p.end))
+                    .unwrap_or((run_started, f64::INFINITY));
+                w.failures = super::failures::failed_tests(&w, testing);
+            }
+            w
+        })
+        .map(scrub_worker)
+        .collect();
+    workers.sort_by(|a, b| a.file.cmp(&b.file));
+    let template_url = cx.template_url();
+    let kept_databases: Vec<KeptDatabase> = workers
+        .iter()
+        .filter(|w| w.db_kept)
+        .map(|w| KeptDatabase {
+            name: w.db_name.clone(),
+            url: redact(&crate::planner::with_database(&template_url, &w.db_name)),
+            file: w.file.clone(),
+            log_dir: w.log_dir.clone().unwrap_or_default(),
+        })
+        .collect();
+    let cleanup_command = (!kept_databases.is_empty())
+        .then(|| format!("e2e-plan rollback {}", cx.plan.path.display()));
+    let now = std::time::SystemTime::now();
+    RunSummary {
+        version: 1,
+        run_id: cx.dag.run_id.clone(),
+        plan: cx.plan.path.clone(),
+        root: cx.plan.root.clone(),
+        report_dir: cx.plan.report_dir.clone(),
+        started: humantime::format_rfc3339_millis(cx.started_wall).to_string(),
+        ended: humantime::format_rfc3339_millis(now).to_string(),
+        wall_secs: cx.started_at.elapsed().as_secs_f64(),
+        work_secs: workers.iter().map(|w| w.duration).sum(),
+        exit_code,
+        error: lock(&cx.fatal).as_ref().map(|e| RunError {
+            message: scrub(&e.message).into_owned(),
+            detail: e.detail.as_deref().map(|d| scrub(d).into_owned()),
+        }),
+        interrupted: exit_code == 130,
+        flaky_policy: cx.plan.run.flaky,
+        kept_databases,
+        cleanup_command,
+        databases: DatabaseSources {
+            cloned: cx.cloned.load(std::sync::atomic::Ordering::SeqCst),
+            from_pool: cx.pool_claimed.load(std::sync::atomic::Ordering::SeqCst),
+        },
+        shard: cx.dag.split.clone(),
+        workers,
+    }
+}
