@@ -286,17 +286,23 @@ async fn run(cli: Cli, started: std::time::Instant) -> i32 {
     }
 }
 
+/// Loads the plan with the overrides `dry-run` and `apply` share (`--jobs`, `--report-dir`).
+fn load_with(path: &Path, jobs: Option<usize>, report_dir: Option<&Path>) -> Result<Plan, i32> {
+    let mut plan = load(path)?;
+    if let Some(j) = jobs {
+        plan.run.jobs = j;
+    }
+    if let Some(dir) = report_dir {
+        plan.set_report_dir(dir);
+    }
+    Ok(plan)
+}
+
 fn dry_run(a: DryRunArgs) -> i32 {
-    let mut plan = match load(&a.plan) {
+    let plan = match load_with(&a.plan, a.jobs, a.report_dir.as_deref()) {
         Ok(p) => p,
         Err(c) => return c,
     };
-    if let Some(j) = a.jobs {
-        plan.run.jobs = j;
-    }
-    if let Some(dir) = &a.report_dir {
-        plan.set_report_dir(dir);
-    }
     let (shard, timings) = match shard_and_timings(&plan, a.shard, a.timings.as_deref()) {
         Ok(v) => v,
         Err(code) => return code,
@@ -445,16 +451,10 @@ fn warn_leftovers(plan: &Plan) {
 }
 
 async fn apply(a: ApplyArgs, color: ColorChoice, started: std::time::Instant) -> i32 {
-    let mut plan = match load(&a.plan) {
+    let mut plan = match load_with(&a.plan, a.jobs, a.report_dir.as_deref()) {
         Ok(p) => p,
         Err(c) => return c,
     };
-    if let Some(j) = a.jobs {
-        plan.run.jobs = j;
-    }
-    if let Some(dir) = &a.report_dir {
-        plan.set_report_dir(dir);
-    }
     if a.fail_fast {
         plan.run.fail_fast = true;
     }

@@ -33,15 +33,18 @@ pub fn record_suite(split: &Split) -> TestSuite {
     suite
 }
 
+/// A suite's property by name.
+pub fn property(suite: &TestSuite, name: &str) -> Option<String> {
+    suite
+        .properties
+        .iter()
+        .find(|p| p.name.as_str() == name)
+        .map(|p| p.value.to_string())
+}
+
 /// A shard record read back from a suite; None for an ordinary suite.
 pub fn read_record(suite: &TestSuite) -> Option<Split> {
-    let prop = |name: &str| {
-        suite
-            .properties
-            .iter()
-            .find(|p| p.name.as_str() == name)
-            .map(|p| p.value.to_string())
-    };
+    let prop = |name: &str| property(suite, name);
     let (index, count) = prop(SHARD)?
         .split_once('/')
         .and_then(|(k, n)| Some((k.parse().ok()?, n.parse().ok()?)))?;

@@ -18,17 +18,10 @@ pub fn timings_from_file(path: &std::path::Path) -> Result<Timings, String> {
     })?;
     let mut per_file: std::collections::BTreeMap<String, f64> = Default::default();
     for suite in &report.test_suites {
-        let prop = |name: &str| {
-            suite
-                .properties
-                .iter()
-                .find(|p| p.name.as_str() == name)
-                .map(|p| p.value.to_string())
-        };
         if super::shards::read_record(suite).is_some() {
             continue;
         }
-        match prop("file") {
+        match super::shards::property(suite, "file") {
             Some(file) => {
                 let secs = super::shards::suite_duration(suite)
                     .or(suite.time)

@@ -587,14 +587,31 @@ async fn rebuild_template(
 
 /// Records a database this run is about to create (or rename into being) in the journal.
 fn journal_database(cx: &RunCx, name: &str) -> Result<Entry, StepError> {
-    let entry = cx
-        .journal
+    cx.journal
         .intent(&Resource::Database {
             admin_url: cx.admin_url(),
             name: name.to_string(),
             ephemeral: cx.plan.database.template.is_none(),
         })
-        .map_err(|e| StepError::new(format!("cannot write the journal: {e}")))?;
+        .map_err(|e| StepError::new(format!("cannot write the journal: {e}")))
+}
+
+/// Journals a worker attempt's database before it is cloned or claimed, and lists it for the
+/// keep-or-drop decision at the end (listed first: if the outcome is unknown, cleanup still
+/// drops the name).
+fn journal_worker_db(
+    cx: &RunCx,
+    worker: usize,
+    attempt: u32,
+    name: &str,
+) -> Result<Entry, StepError> {
+    let entry = journal_database(cx, name)?;
+    lock(&cx.databases).push(WorkerDb {
+        worker,
+        attempt,
+        name: name.to_string(),
+        entry,
+    });
     Ok(entry)
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::resource::Resource;
-use super::{database, lock, RunCx, StepError, WorkerDb, CLONE_CONCURRENCY};
+use super::{database, lock, RunCx, StepError, CLONE_CONCURRENCY};
 use crate::engine::Cancel;
 use crate::planner::pool_db_name;
 
@@ -94,22 +94,7 @@ pub async fn claim(
         let Some(pooled) = lock(&cx.pool).pop_front() else {
             return Ok(false);
         };
-        let entry = cx
-            .journal
-            .intent(&Resource::Database {
-                admin_url: admin_url.clone(),
-                name: db_name.to_string(),
-                ephemeral: false,
-            })
-            .map_err(|e| StepError::new(format!("cannot write the journal: {e}")))?;
-        // Listed before the rename: if the claim's outcome is unknown (the session broke), the
-        // cleanup still drops the name.
-        lock(&cx.databases).push(WorkerDb {
-            worker,
-            attempt,
-            name: db_name.to_string(),
-            entry,
-        });
+        let entry = super::journal_worker_db(cx, worker, attempt, db_name)?;
         if database::claim_pooled(client, &pooled, db_name)
             .await
             .map_err(err)?

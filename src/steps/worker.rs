@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use super::process::{self, Group, Spec};
 use super::resource::Resource;
-use super::{database, lock, RunCx, StepError, WorkerDb};
+use super::{database, lock, RunCx, StepError};
 use crate::engine::{Cancel, Outcome};
 use crate::events::{Event, Phase};
 use crate::model::junit::read_counts;
@@ -176,20 +176,7 @@ pub async fn clone_worker_db(
         _ = cancel.stop.cancelled() => return Ok(false),
     };
     let admin = cx.admin_url();
-    let entry = cx
-        .journal
-        .intent(&Resource::Database {
-            admin_url: admin.clone(),
-            name: db_name.to_string(),
-            ephemeral: cx.plan.database.template.is_none(),
-        })
-        .map_err(|e| StepError::new(format!("cannot write the journal: {e}")))?;
-    lock(&cx.databases).push(WorkerDb {
-        worker,
-        attempt,
-        name: db_name.to_string(),
-        entry,
-    });
+    let entry = super::journal_worker_db(cx, worker, attempt, db_name)?;
     let file_copy = cx.file_copy.get().copied().unwrap_or(false);
     database::clone_database(
         &admin,
