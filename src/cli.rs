@@ -19,9 +19,74 @@ use crate::report::failures::FailureOutput;
 use crate::report::terminal::{ColorChoice, DisplayEnv, Reporter, SummaryFormat};
 use crate::steps::{self, lock, resource::Resource, RunCx};
 
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_PLAN: i32 = 2;
-pub const EXIT_SETUP: i32 = 3;
+use crate::model::ExitCode;
+
+/// Why a command stopped: the one error type. `main` renders it once and exits with its code;
+/// nothing else prints an error or picks an exit code (as `just`'s `run.rs` does it).
+#[derive(Debug)]
+pub enum Error {
+    /// A mistake in the plan file, shown with its source and the offending text underlined.
+    Plan(Box<PlanError>),
+    /// Anything else that stops a command: a message, lines under it, and the exit code.
+    Failed {
+        code: ExitCode,
+        message: String,
+        detail: Vec<String>,
+    },
+    /// A run that ended non-zero; its display has said why already.
+    Ended(ExitCode),
+}
+
+impl Error {
+    fn usage(message: impl Into<String>) -> Self {
+        Error::Failed {
+            code: ExitCode::Usage,
+            message: message.into(),
+            detail: Vec::new(),
+        }
+    }
+
+    fn setup(message: impl Into<String>) -> Self {
+        Error::Failed {
+            code: ExitCode::Setup,
+            message: message.into(),
+            detail: Vec::new(),
+        }
+    }
+
+    pub fn code(&self) -> ExitCode {
+        match self {
+            Error::Plan(_) => ExitCode::Usage,
+            Error::Failed { code, .. } => *code,
+            Error::Ended(code) => *code,
+        }
+    }
+
+    /// The error as the user reads it on stderr, every secret scrubbed.
+    fn render(self) -> Option<String> {
+        let text = match self {
+            Error::Plan(e) => format!("{:?}", miette::Report::new_boxed(e)),
+            Error::Failed {
+                message, detail, ..
+            } => {
+                let mut t = format!("error: {message}");
+                for d in &detail {
+                    t.push_str("\n  ");
+                    t.push_str(d);
+                }
+                t
+            }
+            Error::Ended(_) => return None,
+        };
+        Some(crate::redact::scrub(&text).into_owned())
+    }
+}
+
+impl From<Box<PlanError>> for Error {
+    fn from(e: Box<PlanError>) -> Self {
+        Error::Plan(e)
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -182,17 +247,21 @@ pub fn main() -> i32 {
     let started = std::time::Instant::now();
     let cli = Cli::parse();
     install_error_hook(cli.color);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let ended = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
+        .map_err(|e| Error::setup(format!("cannot start the async runtime: {e}")))
+        .and_then(|runtime| runtime.block_on(run(cli, started)));
+    match ended {
+        Ok(()) => ExitCode::Ok.code(),
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_SETUP;
+            let code = e.code();
+            if let Some(text) = e.render() {
+                eprintln!("{text}");
+            }
+            code.code()
         }
-    };
-    runtime.block_on(run(cli, started))
+    }
 }
 
 fn install_error_hook(color: ColorChoice) {
@@ -210,33 +279,25 @@ fn install_error_hook(color: ColorChoice) {
     }));
 }
 
-fn plan_error(e: Box<PlanError>) -> i32 {
-    let rendered = format!("{:?}", miette::Report::new_boxed(e));
-    eprintln!("{}", crate::redact::scrub(&rendered));
-    EXIT_PLAN
-}
-
-fn load(path: &Path) -> Result<Plan, i32> {
-    let plan = plan::load(path, &plan::LoadOptions::default()).map_err(plan_error)?;
+fn load(path: &Path) -> Result<Plan, Error> {
+    let plan = plan::load(path, &plan::LoadOptions::default())?;
     if let Some(url) = &plan.database.template {
         crate::redact::register_url(url);
     }
     Ok(plan)
 }
 
-async fn run(cli: Cli, started: std::time::Instant) -> i32 {
+async fn run(cli: Cli, started: std::time::Instant) -> Result<(), Error> {
     match cli.command {
-        Command::Validate { plan } => match load(&plan) {
-            Ok(p) => {
-                println!(
-                    "ok: {} is valid, {} worker(s) (one per test file)",
-                    plan.display(),
-                    p.files.len()
-                );
-                EXIT_OK
-            }
-            Err(code) => code,
-        },
+        Command::Validate { plan } => {
+            let p = load(&plan)?;
+            println!(
+                "ok: {} is valid, {} worker(s) (one per test file)",
+                plan.display(),
+                p.files.len()
+            );
+            Ok(())
+        }
         Command::DryRun(a) => dry_run(a),
         Command::Init { plan } => init(&plan),
         Command::Apply(a) => apply(a, cli.color, started).await,
@@ -244,7 +305,7 @@ async fn run(cli: Cli, started: std::time::Instant) -> i32 {
         Command::Pool { action } => pool(action).await,
         Command::Schema => {
             print!("{}", plan::schema_json());
-            EXIT_OK
+            Ok(())
         }
         Command::Merge {
             output,
@@ -263,16 +324,18 @@ async fn run(cli: Cli, started: std::time::Instant) -> i32 {
                     inputs.len(),
                     output.display()
                 );
-                EXIT_OK
+                Ok(())
             }
-            Err(bad) => {
-                eprintln!("error: nothing was written; {} problem(s):", bad.len());
-                for b in bad {
-                    eprintln!("  {b}");
-                }
-                eprintln!("(--allow-partial merges shards that do not cover their split once)");
-                EXIT_PLAN
-            }
+            Err(mut bad) => Err(Error::Failed {
+                code: ExitCode::Usage,
+                message: format!("nothing was written; {} problem(s):", bad.len()),
+                detail: {
+                    bad.push(
+                        "(--allow-partial merges shards that do not cover their split once)".into(),
+                    );
+                    bad
+                },
+            }),
         },
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -281,13 +344,13 @@ async fn run(cli: Cli, started: std::time::Instant) -> i32 {
                 "e2e-plan",
                 &mut std::io::stdout(),
             );
-            EXIT_OK
+            Ok(())
         }
     }
 }
 
 /// Loads the plan with the overrides `dry-run` and `apply` share (`--jobs`, `--report-dir`).
-fn load_with(path: &Path, jobs: Option<usize>, report_dir: Option<&Path>) -> Result<Plan, i32> {
+fn load_with(path: &Path, jobs: Option<usize>, report_dir: Option<&Path>) -> Result<Plan, Error> {
     let mut plan = load(path)?;
     if let Some(j) = jobs {
         plan.run.jobs = j;
@@ -298,15 +361,9 @@ fn load_with(path: &Path, jobs: Option<usize>, report_dir: Option<&Path>) -> Res
     Ok(plan)
 }
 
-fn dry_run(a: DryRunArgs) -> i32 {
-    let plan = match load_with(&a.plan, a.jobs, a.report_dir.as_deref()) {
-        Ok(p) => p,
-        Err(c) => return c,
-    };
-    let (shard, timings) = match shard_and_timings(&plan, a.shard, a.timings.as_deref()) {
-        Ok(v) => v,
-        Err(code) => return code,
-    };
+fn dry_run(a: DryRunArgs) -> Result<(), Error> {
+    let plan = load_with(&a.plan, a.jobs, a.report_dir.as_deref())?;
+    let (shard, timings) = shard_and_timings(&plan, a.shard, a.timings.as_deref())?;
     let dag = planner::build(
         &plan,
         &PlanOptions {
@@ -321,18 +378,13 @@ fn dry_run(a: DryRunArgs) -> i32 {
         "{}",
         crate::redact::scrub(&dryrun::render(&plan, &dag, a.format))
     );
-    EXIT_OK
+    Ok(())
 }
 
 /// `e2e-plan init`: inspects the working folder and writes a plan there, never over one.
-fn init(path: &Path) -> i32 {
-    let cwd = match std::env::current_dir() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: cannot read the working folder: {e}");
-            return EXIT_SETUP;
-        }
-    };
+fn init(path: &Path) -> Result<(), Error> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::setup(format!("cannot read the working folder: {e}")))?;
     let guess = plan::init::inspect(&cwd);
     // `root` from the plan's folder back to here.
     let root = if path.is_absolute() {
@@ -354,10 +406,8 @@ fn init(path: &Path) -> i32 {
     };
     let text = plan::init::render(&guess, &root);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("error: cannot create {}: {e}", dir.display());
-            return EXIT_SETUP;
-        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::setup(format!("cannot create {}: {e}", dir.display())))?;
     }
     let written = std::fs::OpenOptions::new()
         .write(true)
@@ -367,19 +417,13 @@ fn init(path: &Path) -> i32 {
     match written {
         Ok(()) => {
             print!("{}", plan::init::explain(&guess, path));
-            EXIT_OK
+            Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            eprintln!(
-                "error: {} exists; init never overwrites a plan (remove it, or name another path: e2e-plan init plans/new.toml)",
-                path.display()
-            );
-            EXIT_PLAN
-        }
-        Err(e) => {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            EXIT_SETUP
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::usage(format!(
+            "{} exists; init never overwrites a plan (remove it, or name another path: e2e-plan init plans/new.toml)",
+            path.display()
+        ))),
+        Err(e) => Err(Error::setup(format!("cannot write {}: {e}", path.display()))),
     }
 }
 
@@ -389,17 +433,13 @@ fn shard_and_timings(
     plan: &Plan,
     shard: Option<ShardArg>,
     timings: Option<&Path>,
-) -> Result<(Option<planner::Shard>, Timings), i32> {
-    let usage = |e: String| {
-        eprintln!("error: {e}");
-        EXIT_PLAN
-    };
+) -> Result<(Option<planner::Shard>, Timings), Error> {
     let shard = shard
         .map(|s| s.resolve(&|n| std::env::var(n).ok()))
         .transpose()
-        .map_err(usage)?;
+        .map_err(Error::usage)?;
     let timings = match timings {
-        Some(p) => crate::report::state::timings_from_file(p).map_err(usage)?,
+        Some(p) => crate::report::state::timings_from_file(p).map_err(Error::usage)?,
         None => Timings::load(&plan.state_dir()),
     };
     Ok((shard, timings))
@@ -450,11 +490,8 @@ fn warn_leftovers(plan: &Plan) {
     }
 }
 
-async fn apply(a: ApplyArgs, color: ColorChoice, started: std::time::Instant) -> i32 {
-    let mut plan = match load_with(&a.plan, a.jobs, a.report_dir.as_deref()) {
-        Ok(p) => p,
-        Err(c) => return c,
-    };
+async fn apply(a: ApplyArgs, color: ColorChoice, started: std::time::Instant) -> Result<(), Error> {
+    let mut plan = load_with(&a.plan, a.jobs, a.report_dir.as_deref())?;
     if a.fail_fast {
         plan.run.fail_fast = true;
     }
@@ -469,10 +506,7 @@ async fn apply(a: ApplyArgs, color: ColorChoice, started: std::time::Instant) ->
     } else {
         None
     };
-    let (shard, timings) = match shard_and_timings(&plan, a.shard, a.timings.as_deref()) {
-        Ok(v) => v,
-        Err(code) => return code,
-    };
+    let (shard, timings) = shard_and_timings(&plan, a.shard, a.timings.as_deref())?;
     let run_id = planner::new_run_id();
     let dag = planner::build(
         &plan,
@@ -501,35 +535,26 @@ async fn apply(a: ApplyArgs, color: ColorChoice, started: std::time::Instant) ->
             m.add(record)?;
             m.finish("e2e-plan (no files)")
         });
-        if let Err(e) = written {
-            eprintln!("error: cannot write {}: {e}", junit.display());
-            return EXIT_SETUP;
-        }
+        written.map_err(|e| Error::setup(format!("cannot write {}: {e}", junit.display())))?;
         println!(
             "0 files to run (the shard or --last-failed selected none); wrote an empty {}",
             junit.display()
         );
-        return EXIT_OK;
+        return Ok(());
     }
     // This run's setup and prepare logs start empty.
     for log in ["setup.log", "prepare.log"] {
         let _ = std::fs::remove_file(plan.report_dir.join(log));
     }
     warn_leftovers(&plan);
-    let journal = match journal::Journal::create(
-        &plan.state_dir(),
-        &run_id,
-        &plan.path.display().to_string(),
-    ) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!(
-                "error: cannot write the run journal under {}: {e}",
-                plan.state_dir().display()
-            );
-            return EXIT_SETUP;
-        }
-    };
+    let journal =
+        journal::Journal::create(&plan.state_dir(), &run_id, &plan.path.display().to_string())
+            .map_err(|e| {
+                Error::setup(format!(
+                    "cannot write the run journal under {}: {e}",
+                    plan.state_dir().display()
+                ))
+            })?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = Reporter::new(
         DisplayEnv::detect(color),
@@ -572,7 +597,11 @@ async fn apply(a: ApplyArgs, color: ColorChoice, started: std::time::Instant) ->
     drop(cx);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reporter_task).await;
     let _ = std::io::stdout().flush();
-    exit
+    match ExitCode::of(exit) {
+        ExitCode::Ok => Ok(()),
+        // The display has told the user why.
+        code => Err(Error::Ended(code)),
+    }
 }
 
 /// Deletes the journal when nothing of the run is left, else marks it ended (kept on purpose).
@@ -625,21 +654,21 @@ async fn forward_signals(cx: Arc<RunCx>, cancel: Cancel) {
     }
 }
 
-async fn pool(action: PoolAction) -> i32 {
+async fn pool(action: PoolAction) -> Result<(), Error> {
     let (path, drain) = match action {
         PoolAction::Status { plan } => (plan, false),
         PoolAction::Drain { plan } => (plan, true),
     };
-    let plan = match load(&path) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    match crate::steps::pool::inspect(&plan, drain).await {
-        Ok(r) if drain => {
+    let plan = load(&path)?;
+    let r = crate::steps::pool::inspect(&plan, drain)
+        .await
+        .map_err(|e| Error::setup(e.message))?;
+    match r {
+        r if drain => {
             println!("pool of {}: dropped {} cop(ies)", r.template, r.dropped);
-            EXIT_OK
+            Ok(())
         }
-        Ok(r) => {
+        r => {
             println!(
                 "pool of {}: {} ready, {} stale (size {}), {:.1} MiB on disk",
                 r.template,
@@ -654,23 +683,16 @@ async fn pool(action: PoolAction) -> i32 {
             for name in &r.stale {
                 println!("  stale  {name}");
             }
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("error: {}", crate::redact::scrub(&e.message));
-            EXIT_SETUP
+            Ok(())
         }
     }
 }
 
-async fn rollback(plan_path: &Path) -> i32 {
-    let state_dir = match plan::load::state_dir_of(plan_path) {
-        Ok(d) => d,
-        Err(e) => return plan_error(e),
-    };
+async fn rollback(plan_path: &Path) -> Result<(), Error> {
+    let state_dir = plan::load::state_dir_of(plan_path)?;
     let records: Vec<journal::Recorded<Resource>> = journal::read_all(&state_dir);
     let mut did = 0;
-    let mut failed = 0;
+    let mut failed = Vec::new();
     for r in &records {
         if r.runner_alive {
             println!("run {} is still running: left alone", r.run_id);
@@ -695,18 +717,22 @@ async fn rollback(plan_path: &Path) -> i32 {
                 journal::Undo::AlreadyGone => println!("run {}: {what}: already gone", r.run_id),
             }
         }
-        for e in &errors {
-            eprintln!("run {}: could not undo {e}", r.run_id);
-        }
         did += undone.len();
-        failed += errors.len();
+        failed.extend(errors.iter().map(|e| format!("run {}: {e}", r.run_id)));
     }
-    if did == 0 && failed == 0 {
+    if did == 0 && failed.is_empty() {
         println!("nothing to roll back");
     }
-    if failed > 0 {
-        EXIT_SETUP
+    if failed.is_empty() {
+        Ok(())
     } else {
-        EXIT_OK
+        Err(Error::Failed {
+            code: ExitCode::Setup,
+            message: format!(
+                "could not undo {} resource(s); run rollback again once the cause is fixed:",
+                failed.len()
+            ),
+            detail: failed,
+        })
     }
 }

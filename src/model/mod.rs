@@ -10,6 +10,45 @@ use std::time::Instant;
 use schemars::JsonSchema;
 use serde::Serialize;
 
+/// How a command ends. The only place the exit codes are written down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Every file passed (or was flaky under `flaky = "pass"`).
+    Ok,
+    /// A file failed, timed out or errored, or was flaky under `flaky = "fail"`.
+    TestsFailed,
+    /// A mistake in the plan or the command line.
+    Usage,
+    /// Setup failed: a setup or prepare command, the cluster, a clone, a server never ready.
+    Setup,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+}
+
+impl ExitCode {
+    pub fn code(self) -> i32 {
+        match self {
+            ExitCode::Ok => 0,
+            ExitCode::TestsFailed => 1,
+            ExitCode::Usage => 2,
+            ExitCode::Setup => 3,
+            ExitCode::Interrupted => 130,
+        }
+    }
+
+    /// The exit code a summary records, back as what it means (anything unknown is a setup
+    /// failure: never a success).
+    pub fn of(code: i32) -> Self {
+        match code {
+            0 => ExitCode::Ok,
+            1 => ExitCode::TestsFailed,
+            2 => ExitCode::Usage,
+            130 => ExitCode::Interrupted,
+            _ => ExitCode::Setup,
+        }
+    }
+}
+
 /// Whether a file that failed, then passed on a retry, fails the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -333,6 +372,15 @@ mod tests {
         a.verdict = v;
         a.duration = 1.5;
         a
+    }
+
+    #[test]
+    fn exit_codes_round_trip_and_unknown_is_never_success() {
+        use ExitCode::*;
+        for c in [Ok, TestsFailed, Usage, Setup, Interrupted] {
+            assert_eq!(ExitCode::of(c.code()), c);
+        }
+        assert_eq!(ExitCode::of(101), Setup);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use crate::engine::journal::{Entry, Journal};
 use crate::engine::{BoxFuture, Cancel, Outcome, Step};
 use crate::events::Event;
-use crate::model::{RunSummary, Verdict, WorkerResult};
+use crate::model::{ExitCode, RunSummary, Verdict, WorkerResult};
 use crate::plan::{Keep, Plan};
 use crate::planner::{hex, Action, Dag};
 use resource::Resource;
@@ -206,15 +206,16 @@ pub fn run_exit_code(
     verdicts: &[Verdict],
     flaky: crate::plan::FlakyPolicy,
 ) -> i32 {
-    if interrupted {
-        130
+    let code = if interrupted {
+        ExitCode::Interrupted
     } else if fatal {
-        3
+        ExitCode::Setup
     } else if verdicts.iter().any(|v| v.fails(flaky)) {
-        1
+        ExitCode::TestsFailed
     } else {
-        0
-    }
+        ExitCode::Ok
+    };
+    code.code()
 }
 
 /// Locks a mutex, ignoring poisoning: a panicked step must not stop the cleanup.
@@ -623,10 +624,11 @@ pub fn databases_to_keep(
     dbs: &[WorkerDb],
     results: &BTreeMap<usize, WorkerResult>,
 ) -> BTreeSet<String> {
-    if exit_code == 3 || exit_code == 130 {
+    let exit = ExitCode::of(exit_code);
+    if matches!(exit, ExitCode::Setup | ExitCode::Interrupted) {
         return BTreeSet::new();
     }
-    let any_failed = exit_code == 1;
+    let any_failed = exit == ExitCode::TestsFailed;
     dbs.iter()
         .filter(|db| db.attempt == 1)
         .filter(|db| {

@@ -148,7 +148,12 @@ async fn refill(cx: Arc<RunCx>, size: usize, cancel: Cancel) -> Result<String, S
         return Ok("skipped: the template was not ready".into());
     };
     let exit = cx.exit_code();
-    if exit == 3 || exit == 130 || cancel.is_stopping() {
+    let ended = crate::model::ExitCode::of(exit);
+    if matches!(
+        ended,
+        crate::model::ExitCode::Setup | crate::model::ExitCode::Interrupted
+    ) || cancel.is_stopping()
+    {
         return Ok("skipped: the run did not finish".into());
     }
     let start = Instant::now();

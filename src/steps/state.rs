@@ -41,7 +41,11 @@ pub fn record_run(plan: &Plan, summary: &RunSummary) {
         record_timings(&dir, summary);
     }
     // Only runs whose tests ran say what failed (not setup failures or interruptions).
-    if !matches!(summary.exit_code, 0 | 1) {
+    use crate::model::ExitCode;
+    if !matches!(
+        ExitCode::of(summary.exit_code),
+        ExitCode::Ok | ExitCode::TestsFailed
+    ) {
         return;
     }
     let last = LastRun {

@@ -85,7 +85,7 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
             message: scrub(&e.message).into_owned(),
             detail: e.detail.as_deref().map(|d| scrub(d).into_owned()),
         }),
-        interrupted: exit_code == 130,
+        interrupted: crate::model::ExitCode::of(exit_code) == crate::model::ExitCode::Interrupted,
         flaky_policy: cx.plan.run.flaky,
         kept_databases,
         cleanup_command,
