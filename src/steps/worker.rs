@@ -239,37 +239,33 @@ pub async fn prefetch(cx: Arc<RunCx>, cancel: Cancel) {
     }
 }
 
-struct Clock {
+/// One attempt of one file, phase by phase: logs → database (cloned or claimed) → server
+/// (started, ready) → tests → stop. Each phase is a method; the ending is written once, in
+/// `end`. Timeouts, cancellation and a dead server are outcomes of the phases, not special cases.
+struct AttemptRun<'a> {
+    cx: &'a RunCx,
+    w: &'a WorkerPlan,
+    n: u32,
+    cancel: &'a Cancel,
+    db_name: String,
+    attempt: Attempt,
+    /// When the attempt began, and the phases it went through (seconds since the run began).
     start: Instant,
-    run_start: Instant,
     phases: Vec<PhaseSpan>,
 }
 
-impl Clock {
-    fn enter(&mut self, cx: &RunCx, w: &WorkerPlan, attempt: u32, phase: Phase) {
-        let now = self.run_start.elapsed().as_secs_f64();
-        if let Some(last) = self.phases.last_mut() {
-            last.end = now;
-        }
-        self.phases.push(PhaseSpan {
-            phase,
-            start: now,
-            end: now,
-        });
-        cx.emit(Event::Phase {
-            worker: w.index,
-            file: w.file.clone(),
-            attempt,
-            phase,
-        });
-    }
-    fn close(&mut self) -> Vec<PhaseSpan> {
-        let now = self.run_start.elapsed().as_secs_f64();
-        if let Some(last) = self.phases.last_mut() {
-            last.end = now;
-        }
-        std::mem::take(&mut self.phases)
-    }
+/// A server start: ready (with its group), or not (and why that is no error of its own).
+enum Started {
+    Ready(Option<Box<Group>>),
+    /// It exited because another process took its port meanwhile: worth one more try.
+    PortTaken,
+    Cancelled,
+}
+
+/// The port and the commands filled for it: a server start and the tests it serves share them.
+struct Launch {
+    port: u16,
+    commands: crate::planner::WorkerCommands,
 }
 
 /// One attempt. Err carries the attempt too (for the report) with the fatal error.
@@ -279,185 +275,255 @@ pub async fn run_attempt(
     n: u32,
     cancel: &Cancel,
 ) -> Result<Attempt, Box<(Attempt, StepError)>> {
-    let mut clock = Clock {
+    let db_name = worker_db_name(&cx.dag.template_name, &cx.dag.run_id, w.index, n - 1);
+    let mut run = AttemptRun {
+        cx,
+        w,
+        n,
+        cancel,
+        attempt: Attempt::new(n, &db_name, &w.log_dir),
+        db_name,
         start: Instant::now(),
-        run_start: cx.started_at,
         phases: Vec::new(),
     };
-    let db_name = worker_db_name(&cx.dag.template_name, &cx.dag.run_id, w.index, n - 1);
-    let mut attempt = Attempt::new(n, &db_name, &w.log_dir);
-    let fail = |mut attempt: Attempt, clock: &mut Clock, verdict, e: StepError| {
-        attempt.verdict = verdict;
-        attempt.message = Some(e.message.clone());
-        attempt.duration = clock.start.elapsed().as_secs_f64();
-        attempt.phases = clock.close();
-        Err(Box::new((attempt, e)))
-    };
-    if n == 1 {
-        let _ = std::fs::remove_dir_all(&w.log_dir);
-    }
-    if let Err(e) = std::fs::create_dir_all(&w.log_dir) {
-        let e = StepError::new(format!("cannot create {}: {e}", w.log_dir.display()));
-        return fail(attempt, &mut clock, Verdict::Error, e);
+    let outcome = run.phases().await;
+    run.end(outcome)
+}
+
+impl AttemptRun<'_> {
+    async fn phases(&mut self) -> Result<Verdict, StepError> {
+        self.logs()?;
+        self.enter(Phase::Cloning);
+        if !self.database().await? {
+            return Ok(Verdict::Cancelled);
+        }
+        let mut launch = self.launch()?;
+        let mut server = self.server(&launch, true).await?;
+        if let Started::PortTaken = server {
+            launch = self.launch()?;
+            server = self.server(&launch, false).await?;
+        }
+        match server {
+            Started::Ready(group) => self.tests(&launch, group.map(|g| *g)).await,
+            Started::Cancelled | Started::PortTaken => Ok(Verdict::Cancelled),
+        }
     }
 
-    clock.enter(cx, w, n, Phase::Cloning);
-    // The first attempt's database was cloned ahead by the prefetcher; retries clone their own.
-    let cloned = if n == 1 {
-        let mut rx = cx.prefetched[w.index].subscribe();
+    /// The ending, written once: the verdict and its phases, or the error that ended it.
+    fn end(
+        mut self,
+        outcome: Result<Verdict, StepError>,
+    ) -> Result<Attempt, Box<(Attempt, StepError)>> {
+        let now = self.cx.started_at.elapsed().as_secs_f64();
+        if let Some(last) = self.phases.last_mut() {
+            last.end = now;
+        }
+        let phases = std::mem::take(&mut self.phases);
+        match outcome {
+            Ok(verdict) => Ok(self.attempt.finish(verdict, &mut self.start, phases)),
+            Err(e) => {
+                let mut attempt = self.attempt.finish(Verdict::Error, &mut self.start, phases);
+                attempt.message = Some(e.message.clone());
+                Err(Box::new((attempt, e)))
+            }
+        }
+    }
+
+    fn enter(&mut self, phase: Phase) {
+        let now = self.cx.started_at.elapsed().as_secs_f64();
+        if let Some(last) = self.phases.last_mut() {
+            last.end = now;
+        }
+        self.phases.push(PhaseSpan {
+            phase,
+            start: now,
+            end: now,
+        });
+        self.cx.emit(Event::Phase {
+            worker: self.w.index,
+            file: self.w.file.clone(),
+            attempt: self.n,
+            phase,
+        });
+    }
+
+    /// A first attempt starts from an empty log folder; a retry's predecessor was stashed.
+    fn logs(&self) -> Result<(), StepError> {
+        let dir = &self.w.log_dir;
+        if self.n == 1 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StepError::new(format!("cannot create {}: {e}", dir.display())))
+    }
+
+    /// The attempt's database. The first attempt's was cloned ahead by the prefetcher; retries
+    /// clone their own. Ok(false): cancelled first.
+    async fn database(&self) -> Result<bool, StepError> {
+        let (cx, cancel) = (self.cx, self.cancel);
+        if self.n > 1 {
+            return clone_worker_db(cx, self.w.index, self.n, &self.db_name, cancel).await;
+        }
+        let mut rx = cx.prefetched[self.w.index].subscribe();
         tokio::select! {
             r = rx.wait_for(Option::is_some) => r.ok().and_then(|v| v.clone()).unwrap_or(Ok(false)),
             _ = cancel.stop.cancelled() => Ok(false),
         }
-    } else {
-        clone_worker_db(cx, w.index, n, &db_name, cancel).await
-    };
-    match cloned {
-        Ok(true) => {}
-        Ok(false) => {
-            return Ok({
-                let phases = clock.close();
-                attempt.finish(Verdict::Cancelled, &mut clock.start, phases)
-            })
-        }
-        Err(e) => return fail(attempt, &mut clock, Verdict::Error, e),
     }
 
-    let server_log = w.log_dir.join("server.log");
-    let test_log = w.log_dir.join("test.log");
-    let grace = cx.plan.stop_timeout();
-    let mut port_retry = true;
-    loop {
-        let port = match cx.take_port() {
-            Ok(p) => p,
-            Err(e) => {
-                return fail(
-                    attempt,
-                    &mut clock,
-                    Verdict::Error,
-                    StepError::new(format!("no free port: {e}")),
-                )
-            }
-        };
-        attempt.port = Some(port);
-        let port_s = port.to_string();
-        let template_url = cx.template_url();
+    /// A fresh port, and the commands filled for it.
+    fn launch(&mut self) -> Result<Launch, StepError> {
+        let cx = self.cx;
+        let port = cx
+            .take_port()
+            .map_err(|e| StepError::new(format!("no free port: {e}")))?;
+        self.attempt.port = Some(port);
+        let (port_s, template_url) = (port.to_string(), cx.template_url());
         let vars = WorkerVars {
             plan: &cx.plan,
             run_id: &cx.dag.run_id,
-            worker: w,
-            db_name: &db_name,
+            worker: self.w,
+            db_name: &self.db_name,
             template_url: &template_url,
             port: &port_s,
-            log_dir: &w.log_dir,
+            log_dir: &self.w.log_dir,
         };
-        let commands = vars.commands(&cx.dag.args);
-        let start =
-            |what: String, argv: &[String], env: &[(String, String)], log: &Path, stamp: bool| {
-                let spec = Spec {
-                    what,
-                    argv,
-                    env,
-                    cwd: &cx.plan.root,
-                    log,
-                    run_as: None,
-                    stamp,
-                };
-                process::spawn(&cx.journal, spec)
-            };
+        Ok(Launch {
+            port,
+            commands: vars.commands(&cx.dag.args),
+        })
+    }
 
-        let server = match &commands.server {
-            None => None,
-            Some(s) => {
-                clock.enter(cx, w, n, Phase::Starting);
-                let what = format!("server for {} on port {port}", w.file);
-                let mut group = match start(what, &s.command, &s.env, &server_log, true) {
-                    Ok(g) => g,
-                    Err(e) => return fail(attempt, &mut clock, Verdict::Error, StepError::new(e)),
-                };
-                let timeout = cx
-                    .plan
-                    .server
-                    .as_ref()
-                    .map(|s| s.ready_timeout)
-                    .unwrap_or_default();
-                match wait_ready(&mut group, &s.ready, timeout, cancel).await {
-                    Ready::Yes => Some(group),
-                    Ready::Cancelled => {
-                        group.stop(&cx.journal, grace, cancel).await;
-                        return Ok({
-                            let phases = clock.close();
-                            attempt.finish(Verdict::Cancelled, &mut clock.start, phases)
-                        });
-                    }
-                    Ready::Exited(code) => {
-                        group.finish(&cx.journal).await;
-                        if port_retry && port_taken(port) {
-                            port_retry = false;
-                            continue;
-                        }
-                        let code = code
-                            .map(|c| c.to_string())
-                            .unwrap_or_else(|| "a signal".into());
-                        let e = StepError::new(format!(
-                            "the server for {} exited with {code} before it was ready; its log: {}",
-                            w.file,
-                            server_log.display()
-                        ))
-                        .with_detail(process::tail(&server_log, 30));
-                        return fail(attempt, &mut clock, Verdict::Error, e);
-                    }
-                    Ready::TimedOut => {
-                        group.stop(&cx.journal, grace, cancel).await;
-                        let e = StepError::new(format!(
-                            "the server for {} was not ready at {} within {}; its log: {}",
-                            w.file,
-                            s.ready,
-                            crate::plan::duration::format_duration(timeout),
-                            server_log.display()
-                        ))
-                        .with_detail(process::tail(&server_log, 30));
-                        return fail(attempt, &mut clock, Verdict::Error, e);
-                    }
-                }
+    fn spawn(
+        &self,
+        what: String,
+        argv: &[String],
+        env: &[(String, String)],
+        log: &Path,
+        stamp: bool,
+    ) -> Result<Group, StepError> {
+        let spec = Spec {
+            what,
+            argv,
+            env,
+            cwd: &self.cx.plan.root,
+            log,
+            run_as: None,
+            stamp,
+        };
+        process::spawn(&self.cx.journal, spec).map_err(StepError::new)
+    }
+
+    /// Starts the server (if the plan has one) and waits until it is ready. A server that exits
+    /// before, or is not ready in time, fails the attempt with the tail of its log.
+    async fn server(&mut self, launch: &Launch, may_retry: bool) -> Result<Started, StepError> {
+        let Some(s) = &launch.commands.server else {
+            return Ok(Started::Ready(None));
+        };
+        let (cx, w, cancel) = (self.cx, self.w, self.cancel);
+        let grace = cx.plan.stop_timeout();
+        self.enter(Phase::Starting);
+        let log = w.log_dir.join("server.log");
+        let what = format!("server for {} on port {}", w.file, launch.port);
+        let mut group = self.spawn(what, &s.command, &s.env, &log, true)?;
+        let timeout = cx
+            .plan
+            .server
+            .as_ref()
+            .map(|s| s.ready_timeout)
+            .unwrap_or_default();
+        let failed = |why: String| {
+            StepError::new(format!(
+                "the server for {} {why}; its log: {}",
+                w.file,
+                log.display()
+            ))
+            .with_detail(process::tail(&log, 30))
+        };
+        match wait_ready(&mut group, &s.ready, timeout, cancel).await {
+            Ready::Yes => Ok(Started::Ready(Some(Box::new(group)))),
+            Ready::Cancelled => {
+                group.stop(&cx.journal, grace, cancel).await;
+                Ok(Started::Cancelled)
             }
-        };
+            Ready::Exited(code) => {
+                group.finish(&cx.journal).await;
+                if may_retry && port_taken(launch.port) {
+                    return Ok(Started::PortTaken);
+                }
+                let code = code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "a signal".into());
+                Err(failed(format!("exited with {code} before it was ready")))
+            }
+            Ready::TimedOut => {
+                group.stop(&cx.journal, grace, cancel).await;
+                Err(failed(format!(
+                    "was not ready at {} within {}",
+                    s.ready,
+                    crate::plan::duration::format_duration(timeout)
+                )))
+            }
+        }
+    }
 
-        clock.enter(cx, w, n, Phase::Testing);
-        let what = format!("tests of {} (port {port})", w.file);
-        let mut test = match start(what, &commands.test, &commands.test_env, &test_log, false) {
+    /// Runs the tests until they end, time out, are cancelled or lose their server; then stops
+    /// what is left and reads the counts.
+    async fn tests(
+        &mut self,
+        launch: &Launch,
+        mut server: Option<Group>,
+    ) -> Result<Verdict, StepError> {
+        let (cx, w, cancel) = (self.cx, self.w, self.cancel);
+        let grace = cx.plan.stop_timeout();
+        self.enter(Phase::Testing);
+        let what = format!("tests of {} (port {})", w.file, launch.port);
+        let c = &launch.commands;
+        let test = match self.spawn(
+            what,
+            &c.test,
+            &c.test_env,
+            &w.log_dir.join("test.log"),
+            false,
+        ) {
             Ok(g) => g,
             Err(e) => {
                 if let Some(s) = server {
                     s.stop(&cx.journal, grace, cancel).await;
                 }
-                return fail(attempt, &mut clock, Verdict::Error, StepError::new(e));
+                return Err(e);
             }
         };
-        enum End {
-            Exited(Option<i32>),
-            ServerDied(String),
-            Timeout,
-            Cancelled,
-        }
-        let mut server = server;
+        let mut test = test;
         let end = tokio::select! {
             s = test.child.wait() => End::Exited(s.ok().and_then(|s| s.code())),
             how = server_exit(server.as_mut()) => End::ServerDied(how),
             _ = tokio::time::sleep(cx.plan.test.timeout) => End::Timeout,
             _ = cancel.stop.cancelled() => End::Cancelled,
         };
-        clock.enter(cx, w, n, Phase::Stopping);
-        let verdict = match end {
+        self.enter(Phase::Stopping);
+        let verdict = self.stop_tests(test, end).await;
+        if let Some(s) = server {
+            stop_server(cx, s, grace, cancel, verdict == Verdict::Timeout).await;
+        }
+        self.attempt.counts = read_counts(&w.junit);
+        Ok(verdict)
+    }
+
+    /// What the way the tests ended means, once their process group is gone.
+    async fn stop_tests(&mut self, test: Group, end: End) -> Verdict {
+        let (cx, cancel) = (self.cx, self.cancel);
+        let grace = cx.plan.stop_timeout();
+        match end {
             End::ServerDied(how) => {
-                attempt.exit_code = wind_down(cx, test, grace, cancel).await;
-                attempt.message = Some(format!("server {how} during the tests"));
-                attempt.server_died = Some(how);
+                self.attempt.exit_code = wind_down(cx, test, grace, cancel).await;
+                self.attempt.message = Some(format!("server {how} during the tests"));
+                self.attempt.server_died = Some(how);
                 Verdict::Fail
             }
             End::Exited(code) => {
                 test.finish(&cx.journal).await;
-                attempt.exit_code = code;
+                self.attempt.exit_code = code;
                 if code.is_some_and(|c| cx.plan.test.ok_exit_codes.contains(&c)) {
                     Verdict::Pass
                 } else {
@@ -467,7 +533,7 @@ pub async fn run_attempt(
             End::Timeout => {
                 // Past the timeout there is no grace: the worker is killed.
                 test.stop(&cx.journal, Duration::ZERO, cancel).await;
-                attempt.message = Some(format!(
+                self.attempt.message = Some(format!(
                     "timed out after {}",
                     crate::plan::duration::format_duration(cx.plan.test.timeout)
                 ));
@@ -477,16 +543,16 @@ pub async fn run_attempt(
                 test.stop(&cx.journal, grace, cancel).await;
                 Verdict::Cancelled
             }
-        };
-        if let Some(s) = server {
-            stop_server(cx, s, grace, cancel, verdict == Verdict::Timeout).await;
         }
-        attempt.counts = read_counts(&w.junit);
-        return Ok({
-            let phases = clock.close();
-            attempt.finish(verdict, &mut clock.start, phases)
-        });
     }
+}
+
+/// How a file's tests ended.
+enum End {
+    Exited(Option<i32>),
+    ServerDied(String),
+    Timeout,
+    Cancelled,
 }
 
 /// How long a file's tests may go on after its server died: they can only fail against a dead
