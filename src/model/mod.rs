@@ -314,6 +314,8 @@ pub struct KeptDatabase {
     pub url: String,
     pub file: String,
     pub log_dir: PathBuf,
+    /// On a throwaway cluster: the owner-only file with the password the URL hides.
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -343,6 +343,9 @@ impl Reporter {
                 k.url,
                 k.log_dir.display()
             );
+            if let Some(p) = &k.password_file {
+                let _ = writeln!(out, "  password: in {} (an owner-only file)", p.display());
+            }
         }
         if let Some(cmd) = &s.cleanup_command {
             let _ = writeln!(out, "drop kept databases with: {cmd}");

@@ -16,6 +16,8 @@ use crate::sys;
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
+    /// The superuser's password over TCP (scram-sha-256): other local accounts must not get in.
+    pub password: String,
     pub pid: u32,
     pub started: u64,
     pub postmaster: Entry,
@@ -23,9 +25,17 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// The URL of a database on this cluster.
+    /// The URL of a database on this cluster, with the password (scrubbed from every output).
     pub fn url(&self, db: &str) -> String {
-        format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)
+        format!(
+            "postgresql://postgres:{}@127.0.0.1:{}/{db}",
+            self.password, self.port
+        )
+    }
+
+    /// The owner-only file with the password, for reaching a kept database by hand.
+    pub fn password_file(&self) -> PathBuf {
+        password_file(&self.dir)
     }
 
     /// Immediate shutdown (the data is thrown away), then the folder goes.
@@ -88,6 +98,33 @@ fn run_as() -> Result<Option<RunAs>, StepError> {
             .with_detail("PostgreSQL refuses to run as root: create the account (useradd -r postgres) or set [database] template"))
 }
 
+fn password_file(dir: &Path) -> PathBuf {
+    dir.join("password")
+}
+
+/// The cluster's folder and socket folder owner-only (the account the cluster runs as), and a
+/// random superuser password in an owner-only file for initdb. Returns the password.
+fn keep_out_other_users(dir: &Path, user: Option<RunAs>) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut bytes = [0u8; 18];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let password = crate::planner::hex(&bytes);
+    let file = password_file(dir);
+    std::fs::write(&file, format!("{password}\n"))?;
+    for (path, mode) in [
+        (dir.to_path_buf(), 0o700),
+        (dir.join("sock"), 0o700),
+        (file, 0o600),
+    ] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+        if let Some(u) = user {
+            std::os::unix::fs::chown(&path, Some(u.uid), Some(u.gid))?;
+        }
+    }
+    Ok(password)
+}
+
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -142,12 +179,8 @@ async fn start_recording(
     made.push((folder, Resource::Folder { path: dir.clone() }));
     std::fs::create_dir_all(dir.join("sock"))
         .map_err(io(&format!("creating {}", dir.display())))?;
-    if let Some(u) = user {
-        for p in [dir.clone(), dir.join("sock")] {
-            std::os::unix::fs::chown(&p, Some(u.uid), Some(u.gid))
-                .map_err(io(&format!("chown {}", p.display())))?;
-        }
-    }
+    let password = keep_out_other_users(&dir, user)
+        .map_err(io(&format!("making {} private", dir.display())))?;
     let _ = journal.done::<Resource>(folder, None);
 
     let log_path = dir.join("postgres.log");
@@ -162,13 +195,16 @@ async fn start_recording(
         .args([
             "-U",
             "postgres",
-            "-A",
-            "trust",
+            // The private socket folder needs no password; TCP, which any local account can
+            // reach, does.
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
             "-E",
             "UTF8",
             "--no-sync",
             "--no-instructions",
         ])
+        .arg(format!("--pwfile={}", password_file(&dir).display()))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(io("log"))?)
         .stderr(log.try_clone().map_err(io("log"))?)
@@ -248,6 +284,7 @@ async fn start_recording(
     let cluster = Cluster {
         dir,
         port,
+        password,
         pid,
         started,
         postmaster,

@@ -294,7 +294,9 @@ impl RunStep {
             Action::StartCluster => {
                 let c = cluster::start(&cx.plan.state_dir(), &cx.dag.run_id, &cx.journal).await?;
                 let note = format!("port {}", c.port);
-                let _ = cx.template_url.set(c.url(&cx.dag.template_name));
+                let url = c.url(&cx.dag.template_name);
+                crate::redact::register_url(&url);
+                let _ = cx.template_url.set(url);
                 *cx.cluster.lock().await = Some(c);
                 Ok(Some(note))
             }

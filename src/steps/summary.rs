@@ -57,6 +57,11 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
         .collect();
     workers.sort_by(|a, b| a.file.cmp(&b.file));
     let template_url = cx.template_url();
+    let password_file = cx
+        .cluster
+        .try_lock()
+        .ok()
+        .and_then(|c| c.as_ref().map(|c| c.password_file()));
     let kept_databases: Vec<KeptDatabase> = workers
         .iter()
         .filter(|w| w.db_kept)
@@ -65,6 +70,7 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
             url: redact(&crate::planner::with_database(&template_url, &w.db_name)),
             file: w.file.clone(),
             log_dir: w.log_dir.clone().unwrap_or_default(),
+            password_file: password_file.clone(),
         })
         .collect();
     let cleanup_command = (!kept_databases.is_empty())

@@ -163,9 +163,78 @@ fn a_kept_database_keeps_its_throwaway_cluster_until_rollback() {
     );
     let s = f.summary();
     let url = s["kept_databases"][0]["url"].as_str().unwrap().to_string();
-    // The kept database answers on the cluster left running for it.
+    // The kept database answers on the cluster left running for it, with the password from the
+    // owner-only file the run names; no other local account gets in, by TCP or by the socket.
+    let file = s["kept_databases"][0]["password_file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        stdout(&out).contains(&format!("password: in {file}")),
+        "{}",
+        stdout(&out)
+    );
+    let password = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert!(!url.contains(&password) && url.contains("****"), "{url}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the password file is owner-only");
+    let real = url.replace("****", &password);
+    let no_password = url.replace(":****@", "@");
+    let sock = std::path::Path::new(&file).with_file_name("sock");
+    let port = url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    for (how, args) in [
+        (
+            "TCP without the password",
+            vec![no_password.clone(), "-c".into(), "select 1".into()],
+        ),
+        (
+            "the private socket",
+            vec![
+                "-h".into(),
+                sock.display().to_string(),
+                "-p".into(),
+                port.clone(),
+                "-U".into(),
+                "postgres".into(),
+                "-c".into(),
+                "select 1".into(),
+            ],
+        ),
+    ] {
+        let other = std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", "psql", "-w"])
+            .args(&args)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .unwrap();
+        assert!(
+            !other.status.success(),
+            "another local user got in by {how}: {}",
+            String::from_utf8_lossy(&other.stdout)
+        );
+    }
+    // The same account with the password does get in: the refusals above were the password's.
+    let control = std::process::Command::new("runuser")
+        .args([
+            "-u", "nobody", "--", "psql", "-w", &real, "-Atqc", "select 1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        control.status.success(),
+        "{}",
+        String::from_utf8_lossy(&control.stderr)
+    );
     let rows = std::process::Command::new("psql")
-        .args([&url, "-Atqc", "select count(*) from items"])
+        .args([&real, "-Atqc", "select count(*) from items"])
         .output()
         .unwrap();
     assert!(
