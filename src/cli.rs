@@ -490,7 +490,8 @@ fn warn_leftovers(plan: &Plan) {
     }
 }
 
-async fn apply(a: ApplyArgs, color: ColorChoice, started: std::time::Instant) -> Result<(), Error> {
+/// The plan and the DAG `apply` runs, with the command line's overrides.
+fn apply_plan(a: &mut ApplyArgs) -> Result<(Plan, planner::Dag), Error> {
     let mut plan = load_with(&a.plan, a.jobs, a.report_dir.as_deref())?;
     if a.fail_fast {
         plan.run.fail_fast = true;
@@ -507,41 +508,53 @@ async fn apply(a: ApplyArgs, color: ColorChoice, started: std::time::Instant) ->
         None
     };
     let (shard, timings) = shard_and_timings(&plan, a.shard, a.timings.as_deref())?;
-    let run_id = planner::new_run_id();
     let dag = planner::build(
         &plan,
         &PlanOptions {
-            run_id: run_id.clone(),
-            args: a.args,
+            run_id: planner::new_run_id(),
+            args: std::mem::take(&mut a.args),
             shard,
             only,
             timings,
         },
     );
-    if dag.workers.is_empty() {
-        // CI merges every shard's junit.xml: an empty shard still writes one (and no stale
-        // summary of an earlier run stays beside it).
-        for stale in ["summary.json", "report.html"] {
-            let _ = std::fs::remove_file(plan.report_dir.join(stale));
-        }
-        let junit = plan.report_dir.join("junit.xml");
-        // Still recorded: `merge` checks that the split's files ran in the other shards.
-        let record = dag
-            .split
-            .iter()
-            .map(crate::report::shards::record_suite)
-            .collect();
-        let written = crate::report::junit::Merger::new(&junit).and_then(|mut m| {
-            m.add(record)?;
-            m.finish("e2e-plan (no files)")
-        });
-        written.map_err(|e| Error::setup(format!("cannot write {}: {e}", junit.display())))?;
-        println!(
-            "0 files to run (the shard or --last-failed selected none); wrote an empty {}",
-            junit.display()
-        );
-        return Ok(());
+    Ok((plan, dag))
+}
+
+/// A shard (or `--last-failed`) with no files: CI merges every shard's junit.xml, so it still
+/// writes one, with its split, and no stale summary of an earlier run stays beside it.
+fn empty_run(plan: &Plan, dag: &planner::Dag) -> Result<(), Error> {
+    for stale in ["summary.json", "report.html"] {
+        let _ = std::fs::remove_file(plan.report_dir.join(stale));
     }
+    let junit = plan.report_dir.join("junit.xml");
+    let record = dag
+        .split
+        .iter()
+        .map(crate::report::shards::record_suite)
+        .collect();
+    let written = crate::report::junit::Merger::new(&junit).and_then(|mut m| {
+        m.add(record)?;
+        m.finish("e2e-plan (no files)")
+    });
+    written.map_err(|e| Error::setup(format!("cannot write {}: {e}", junit.display())))?;
+    println!(
+        "0 files to run (the shard or --last-failed selected none); wrote an empty {}",
+        junit.display()
+    );
+    Ok(())
+}
+
+async fn apply(
+    mut a: ApplyArgs,
+    color: ColorChoice,
+    started: std::time::Instant,
+) -> Result<(), Error> {
+    let (plan, dag) = apply_plan(&mut a)?;
+    if dag.workers.is_empty() {
+        return empty_run(&plan, &dag);
+    }
+    let run_id = dag.run_id.clone();
     // This run's setup and prepare logs start empty.
     for log in ["setup.log", "prepare.log"] {
         let _ = std::fs::remove_file(plan.report_dir.join(log));

@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::failures::FailureOutput;
 use crate::events::{Event, Phase};
-use crate::model::{RunSummary, Verdict};
+use crate::model::{RunSummary, Verdict, WorkerResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ColorChoice {
@@ -232,26 +232,7 @@ impl Reporter {
                 self.running.insert(worker, (file, phase, Instant::now()));
                 self.refresh();
             }
-            Event::WorkerFinished(r) => {
-                self.running.remove(&r.index);
-                if r.attempts.len() == 1 {
-                    self.finished += 1;
-                }
-                let attempt = if r.attempts.len() > 1 {
-                    format!(" attempt {}", r.attempts.len())
-                } else {
-                    String::new()
-                };
-                let last = r.attempts.last().map(|a| a.verdict).unwrap_or(r.verdict);
-                self.line(format!(
-                    "{} {} {}{attempt} ({:.2}s)",
-                    self.stamp(),
-                    self.paint(last),
-                    r.file,
-                    r.attempts.last().map(|a| a.duration).unwrap_or(0.0)
-                ));
-                self.refresh();
-            }
+            Event::WorkerFinished(r) => self.worker_finished(&r),
             Event::Warning(w) => {
                 let head = if self.env.color_err {
                     "warning:".yellow().bold().to_string()
@@ -271,24 +252,51 @@ impl Reporter {
                 });
             }
             Event::RunFinished { summary, written } => {
-                if let Some(bar) = self.bar.take() {
-                    bar.finish_and_clear();
-                }
-                let (paths, failed) = write_files(&summary);
-                self.print_summary(&summary, &paths);
-                // A report that could not be written is said, never dropped.
-                for (path, e) in failed {
-                    let head = if self.env.color_err {
-                        "warning:".yellow().bold().to_string()
-                    } else {
-                        "warning:".into()
-                    };
-                    self.line(format!("{head} cannot write {}: {e}", path.display()));
-                }
-                self.summary_at = Some(Instant::now());
+                let paths = self.run_finished(&summary);
                 let _ = written.send(paths);
             }
         }
+    }
+
+    fn worker_finished(&mut self, r: &WorkerResult) {
+        self.running.remove(&r.index);
+        if r.attempts.len() == 1 {
+            self.finished += 1;
+        }
+        let attempt = if r.attempts.len() > 1 {
+            format!(" attempt {}", r.attempts.len())
+        } else {
+            String::new()
+        };
+        let last = r.attempts.last().map(|a| a.verdict).unwrap_or(r.verdict);
+        self.line(format!(
+            "{} {} {}{attempt} ({:.2}s)",
+            self.stamp(),
+            self.paint(last),
+            r.file,
+            r.attempts.last().map(|a| a.duration).unwrap_or(0.0)
+        ));
+        self.refresh();
+    }
+
+    /// The run is over: the report files, then the summary; a report that could not be written
+    /// is said, never dropped. Returns what was written.
+    fn run_finished(&mut self, summary: &RunSummary) -> Vec<PathBuf> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let (paths, failed) = write_files(summary);
+        self.print_summary(summary, &paths);
+        for (path, e) in failed {
+            let head = if self.env.color_err {
+                "warning:".yellow().bold().to_string()
+            } else {
+                "warning:".into()
+            };
+            self.line(format!("{head} cannot write {}: {e}", path.display()));
+        }
+        self.summary_at = Some(Instant::now());
+        paths
     }
 
     fn print_summary(&mut self, s: &RunSummary, paths: &[PathBuf]) {

@@ -1,6 +1,8 @@
 //! The run's summary (`summary.json`), built from the run's context once the tests are over.
 
-use crate::model::{DatabaseSources, KeptDatabase, RunError, RunSummary, Verdict, WorkerResult};
+use crate::model::{
+    DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Verdict, WorkerResult,
+};
 use crate::redact::scrub;
 
 use super::database::redact;
@@ -8,71 +10,8 @@ use super::{lock, RunCx};
 
 /// The summary of the run so far, with `exit_code`; every text scrubbed of secrets.
 pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
-    let results = lock(&cx.results);
-    let scrub_worker = |mut w: WorkerResult| {
-        w.message = w.message.map(|m| scrub(&m).into_owned());
-        for f in &mut w.failures {
-            f.message = scrub(&f.message).into_owned();
-            for l in f.detail.iter_mut().chain(f.server_lines.iter_mut()) {
-                *l = scrub(l).into_owned();
-            }
-        }
-        for a in &mut w.attempts {
-            a.message = a.message.take().map(|m| scrub(&m).into_owned());
-        }
-        w
-    };
-    let run_started = cx
-        .started_wall
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default();
-    let mut workers: Vec<WorkerResult> = cx
-        .dag
-        .workers
-        .iter()
-        .map(|w| {
-            results
-                .get(&w.index)
-                .cloned()
-                .unwrap_or_else(|| WorkerResult::not_run(w.index, &w.file, &w.stem, &w.db_name))
-        })
-        .map(|mut w| {
-            if matches!(w.verdict, Verdict::Fail | Verdict::Timeout | Verdict::Error) {
-                let testing = w
-                    .attempts
-                    .last()
-                    .and_then(|a| {
-                        a.phases
-                            .iter()
-                            .find(|p| p.phase == crate::events::Phase::Testing)
-                    })
-                    .map(|p| (run_started + p.start, run_started + p.end))
-                    .unwrap_or((run_started, f64::INFINITY));
-                w.failures = super::failures::failed_tests(&w, testing);
-            }
-            w
-        })
-        .map(scrub_worker)
-        .collect();
-    workers.sort_by(|a, b| a.file.cmp(&b.file));
-    let template_url = cx.template_url();
-    let password_file = cx
-        .cluster
-        .try_lock()
-        .ok()
-        .and_then(|c| c.as_ref().map(|c| c.password_file()));
-    let kept_databases: Vec<KeptDatabase> = workers
-        .iter()
-        .filter(|w| w.db_kept)
-        .map(|w| KeptDatabase {
-            name: w.db_name.clone(),
-            url: redact(&crate::planner::with_database(&template_url, &w.db_name)),
-            file: w.file.clone(),
-            log_dir: w.log_dir.clone().unwrap_or_default(),
-            password_file: password_file.clone(),
-        })
-        .collect();
+    let workers = workers(cx);
+    let kept_databases = kept(cx, &workers);
     let cleanup_command = (!kept_databases.is_empty())
         .then(|| format!("e2e-plan rollback {}", cx.plan.path.display()));
     let now = std::time::SystemTime::now();
@@ -91,7 +30,7 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
             message: scrub(&e.message).into_owned(),
             detail: e.detail.as_deref().map(|d| scrub(d).into_owned()),
         }),
-        interrupted: crate::model::ExitCode::of(exit_code) == crate::model::ExitCode::Interrupted,
+        interrupted: ExitCode::of(exit_code) == ExitCode::Interrupted,
         flaky_policy: cx.plan.run.flaky,
         kept_databases,
         cleanup_command,
@@ -102,4 +41,82 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
         shard: cx.dag.split.clone(),
         workers,
     }
+}
+
+/// Every planned file's result (a file that never started too), sorted by path, with why the
+/// failing ones failed; scrubbed of secrets.
+fn workers(cx: &RunCx) -> Vec<WorkerResult> {
+    let results = lock(&cx.results);
+    let run_started = cx
+        .started_wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    let mut workers: Vec<WorkerResult> = cx
+        .dag
+        .workers
+        .iter()
+        .map(|w| {
+            results
+                .get(&w.index)
+                .cloned()
+                .unwrap_or_else(|| WorkerResult::not_run(w.index, &w.file, &w.stem, &w.db_name))
+        })
+        .map(|mut w| {
+            if matches!(w.verdict, Verdict::Fail | Verdict::Timeout | Verdict::Error) {
+                w.failures = super::failures::failed_tests(&w, tests_ran(&w, run_started));
+            }
+            scrub_worker(w)
+        })
+        .collect();
+    workers.sort_by(|a, b| a.file.cmp(&b.file));
+    workers
+}
+
+/// When the last attempt's tests ran (Unix seconds).
+fn tests_ran(w: &WorkerResult, run_started: f64) -> (f64, f64) {
+    w.attempts
+        .last()
+        .and_then(|a| {
+            a.phases
+                .iter()
+                .find(|p| p.phase == crate::events::Phase::Testing)
+        })
+        .map(|p| (run_started + p.start, run_started + p.end))
+        .unwrap_or((run_started, f64::INFINITY))
+}
+
+fn scrub_worker(mut w: WorkerResult) -> WorkerResult {
+    w.message = w.message.map(|m| scrub(&m).into_owned());
+    for f in &mut w.failures {
+        f.message = scrub(&f.message).into_owned();
+        for l in f.detail.iter_mut().chain(f.server_lines.iter_mut()) {
+            *l = scrub(l).into_owned();
+        }
+    }
+    for a in &mut w.attempts {
+        a.message = a.message.take().map(|m| scrub(&m).into_owned());
+    }
+    w
+}
+
+/// How to reach each kept database: its URL (password hidden), logs, and where the password is.
+fn kept(cx: &RunCx, workers: &[WorkerResult]) -> Vec<KeptDatabase> {
+    let template_url = cx.template_url();
+    let password_file = cx
+        .cluster
+        .try_lock()
+        .ok()
+        .and_then(|c| c.as_ref().map(|c| c.password_file()));
+    workers
+        .iter()
+        .filter(|w| w.db_kept)
+        .map(|w| KeptDatabase {
+            name: w.db_name.clone(),
+            url: redact(&crate::planner::with_database(&template_url, &w.db_name)),
+            file: w.file.clone(),
+            log_dir: w.log_dir.clone().unwrap_or_default(),
+            password_file: password_file.clone(),
+        })
+        .collect()
 }
