@@ -587,6 +587,45 @@ pub fn fill_run_command(
 /// Builds the DAG. Workers are ordered longest-predicted first (ties by path), which is also the
 /// order the engine starts them in when `jobs` limits how many run at once.
 pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
+    let template = template_name(plan);
+    let (workers, split) = worker_plans(plan, opts, &template);
+    let mut nodes = Nodes::default();
+    let prepare = setup_nodes(&mut nodes, plan, opts, &template);
+    let worker_ids: Vec<usize> = workers
+        .iter()
+        .map(|w| {
+            nodes.push(
+                format!("worker-{}", w.stem),
+                Stage::Worker,
+                vec![prepare],
+                false,
+                Action::Worker { index: w.index },
+            )
+        })
+        .collect();
+    teardown_nodes(&mut nodes, plan, worker_ids);
+    let known: Vec<Duration> = workers.iter().filter_map(|w| w.predicted).collect();
+    let predicted_wall = (known.len() == workers.len() && !known.is_empty())
+        .then(|| predict_makespan(&known, plan.run.jobs));
+    Dag {
+        run_id: opts.run_id.clone(),
+        nodes: nodes.0,
+        workers,
+        args: opts.args.clone(),
+        template_name: template,
+        jobs: plan.run.jobs,
+        predicted_wall,
+        split,
+    }
+}
+
+/// The files this run takes (`--last-failed`, then this shard of the split), longest predicted
+/// first (ties by path), each with its names.
+fn worker_plans(
+    plan: &Plan,
+    opts: &PlanOptions,
+    template: &str,
+) -> (Vec<WorkerPlan>, Option<Split>) {
     let timings = &opts.timings;
     let mut files = plan.files.clone();
     if let Some(only) = &opts.only {
@@ -604,9 +643,7 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
             .cmp(&predicted[a])
             .then_with(|| files[a].path.cmp(&files[b].path))
     });
-
-    let template = template_name(plan);
-    let workers: Vec<WorkerPlan> = order
+    let workers = order
         .iter()
         .enumerate()
         .map(|(index, &i)| {
@@ -616,118 +653,114 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
                 index,
                 file: f.path.clone(),
                 stem: f.stem.clone(),
-                db_name: worker_db_name(&template, &opts.run_id, index, 0),
+                db_name: worker_db_name(template, &opts.run_id, index, 0),
                 junit: log_dir.join("junit.xml"),
                 log_dir,
                 predicted: predicted[i],
             }
         })
         .collect();
+    (workers, split)
+}
 
-    let mut nodes = Vec::new();
-    let mut last_setup: Option<usize> = None;
-    let push = |nodes: &mut Vec<Node>, id: String, stage, deps: Vec<usize>, always, action| {
-        nodes.push(Node {
+/// The DAG's nodes as they are added; a node's id is its position.
+#[derive(Default)]
+struct Nodes(Vec<Node>);
+
+impl Nodes {
+    fn push(
+        &mut self,
+        id: String,
+        stage: Stage,
+        deps: Vec<usize>,
+        always: bool,
+        action: Action,
+    ) -> usize {
+        self.0.push(Node {
             id,
             stage,
             deps,
             always,
             action,
         });
-        nodes.len() - 1
-    };
-    for (i, s) in plan.setup.iter().enumerate() {
-        let command = fill_run_command(&s.command, plan, &opts.run_id, "", &template);
-        let id = push(
-            &mut nodes,
-            format!("setup-{}", i + 1),
-            Stage::Setup,
-            last_setup.into_iter().collect(),
-            false,
-            Action::Setup {
-                command,
-                creates: s.creates.clone(),
-                env: fill_env(&s.env, &run_vars(plan, &opts.run_id, "", &template)),
-            },
-        );
-        last_setup = Some(id);
+        self.0.len() - 1
     }
-    let cluster = plan.database.template.is_none().then(|| {
-        push(
-            &mut nodes,
+
+    fn has(&self, id: &str) -> bool {
+        self.0.iter().any(|n| n.id == id)
+    }
+}
+
+/// Setup commands in order, the throwaway cluster if there is no template URL, then the
+/// template's preparation. Returns the preparation's node.
+fn setup_nodes(nodes: &mut Nodes, plan: &Plan, opts: &PlanOptions, template: &str) -> usize {
+    let mut last: Option<usize> = None;
+    for (i, s) in plan.setup.iter().enumerate() {
+        let action = Action::Setup {
+            command: fill_run_command(&s.command, plan, &opts.run_id, "", template),
+            creates: s.creates.clone(),
+            env: fill_env(&s.env, &run_vars(plan, &opts.run_id, "", template)),
+        };
+        let id = format!("setup-{}", i + 1);
+        last = Some(nodes.push(id, Stage::Setup, last.into_iter().collect(), false, action));
+    }
+    if plan.database.template.is_none() {
+        let deps = last.into_iter().collect();
+        last = Some(nodes.push(
             "start-cluster".into(),
             Stage::Setup,
-            last_setup.into_iter().collect(),
+            deps,
             false,
             Action::StartCluster,
-        )
-    });
-    let prepare_deps: Vec<usize> = cluster.or(last_setup).into_iter().collect();
-    let template_url_shown = shown_template_url(plan, &template);
-    let build =
-        (!plan.database.fingerprint.is_empty()).then(|| build_db_name(&template, &opts.run_id));
-    let (target_url, target) = match &build {
-        Some(b) => (with_database(&template_url_shown, b), b.clone()),
-        None => (template_url_shown.clone(), template.clone()),
-    };
-    let prepare = push(
-        &mut nodes,
+        ));
+    }
+    let action = prepare_action(plan, opts, template);
+    nodes.push(
         "prepare-template".into(),
         Stage::Setup,
-        prepare_deps,
+        last.into_iter().collect(),
         false,
-        Action::PrepareTemplate {
-            template: template.clone(),
-            commands: plan
-                .database
-                .prepare
-                .iter()
-                .map(|c| fill_run_command(c, plan, &opts.run_id, &target_url, &target))
-                .collect(),
-            env: fill_env(
-                &plan.database.env,
-                &run_vars(plan, &opts.run_id, &target_url, &target),
-            ),
-            build,
-        },
-    );
-    let worker_ids: Vec<usize> = workers
-        .iter()
-        .map(|w| {
-            push(
-                &mut nodes,
-                format!("worker-{}", w.stem),
-                Stage::Worker,
-                vec![prepare],
-                false,
-                Action::Worker { index: w.index },
-            )
-        })
-        .collect();
-    let mut teardown_deps = worker_ids.clone();
-    if plan.run.retries > 0 {
-        let retry = push(
-            &mut nodes,
-            "retry-failed".into(),
-            Stage::Worker,
-            worker_ids,
-            true,
-            Action::RetryFailed {
-                retries: plan.run.retries,
-            },
-        );
-        teardown_deps = vec![retry];
+        action,
+    )
+}
+
+/// Prepare, filled for the database it runs in: a fresh build database when fingerprinted.
+fn prepare_action(plan: &Plan, opts: &PlanOptions, template: &str) -> Action {
+    let template_url_shown = shown_template_url(plan, template);
+    let build =
+        (!plan.database.fingerprint.is_empty()).then(|| build_db_name(template, &opts.run_id));
+    let (target_url, target) = match &build {
+        Some(b) => (with_database(&template_url_shown, b), b.clone()),
+        None => (template_url_shown.clone(), template.to_string()),
+    };
+    Action::PrepareTemplate {
+        template: template.to_string(),
+        commands: plan
+            .database
+            .prepare
+            .iter()
+            .map(|c| fill_run_command(c, plan, &opts.run_id, &target_url, &target))
+            .collect(),
+        env: fill_env(
+            &plan.database.env,
+            &run_vars(plan, &opts.run_id, &target_url, &target),
+        ),
+        build,
     }
-    let report = push(
-        &mut nodes,
-        "report".into(),
-        Stage::Teardown,
-        teardown_deps,
-        true,
-        Action::Report,
-    );
-    let cleanup = push(
-        &mut nodes,
+}
+
+/// Retries (if any), then the report, the cleanup, the pool's refill and the cluster's stop:
+/// all `always`, so teardown runs whatever happened before.
+fn teardown_nodes(nodes: &mut Nodes, plan: &Plan, worker_ids: Vec<usize>) {
+    let mut deps = worker_ids;
+    if plan.run.retries > 0 {
+        let action = Action::RetryFailed {
+            retries: plan.run.retries,
+        };
+        deps = vec![nodes.push("retry-failed".into(), Stage::Worker, deps, true, action)];
+    }
+    let report = nodes.push("report".into(), Stage::Teardown, deps, true, Action::Report);
+    let cleanup = nodes.push(
         "cleanup".into(),
         Stage::Teardown,
         vec![report],
@@ -735,40 +768,25 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
         Action::Cleanup,
     );
     if plan.database.pool > 0 && plan.database.template.is_some() {
-        push(
-            &mut nodes,
+        let action = Action::RefillPool {
+            size: plan.database.pool,
+        };
+        nodes.push(
             "refill-pool".into(),
             Stage::Teardown,
             vec![cleanup],
             true,
-            Action::RefillPool {
-                size: plan.database.pool,
-            },
+            action,
         );
     }
-    if cluster.is_some() {
-        push(
-            &mut nodes,
+    if nodes.has("start-cluster") {
+        nodes.push(
             "stop-cluster".into(),
             Stage::Teardown,
             vec![cleanup],
             true,
             Action::StopCluster,
         );
-    }
-
-    let known: Vec<Duration> = workers.iter().filter_map(|w| w.predicted).collect();
-    let predicted_wall = (known.len() == workers.len() && !known.is_empty())
-        .then(|| predict_makespan(&known, plan.run.jobs));
-    Dag {
-        run_id: opts.run_id.clone(),
-        nodes,
-        workers,
-        args: opts.args.clone(),
-        template_name: template,
-        jobs: plan.run.jobs,
-        predicted_wall,
-        split,
     }
 }
 

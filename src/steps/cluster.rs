@@ -164,15 +164,7 @@ async fn start_recording(
         )
     })?;
     let user = run_as()?;
-    let mut dir = state_dir.join("clusters").join(run_id);
-    if user.is_some() && !sys::world_traversable(state_dir.parent().unwrap_or(state_dir)) {
-        // The postgres account could not reach a folder below the project: use /tmp instead.
-        dir = std::env::temp_dir().join(format!("e2e-plan-cluster-{run_id}"));
-    }
-    let io = |what: &str| {
-        let what = what.to_string();
-        move |e: std::io::Error| StepError::new(format!("{what}: {e}"))
-    };
+    let dir = cluster_dir(state_dir, run_id, user);
     let folder = journal
         .intent(&Resource::Folder { path: dir.clone() })
         .map_err(io("writing the journal"))?;
@@ -188,6 +180,58 @@ async fn start_recording(
     if let Some(u) = user {
         let _ = std::os::unix::fs::chown(&log_path, Some(u.uid), Some(u.gid));
     }
+    initdb(&bindir, &dir, user, &log).await?;
+    let port = free_port().map_err(io("finding a free port"))?;
+    let mut pg = postgres_command(&bindir, &dir, port, user, &log)?;
+    let data_dir = dir.join("data");
+    let postmaster_at = |pid: u32, started: u64| Resource::Postmaster {
+        data_dir: data_dir.clone(),
+        pid,
+        started,
+    };
+    let postmaster = journal
+        .intent(&postmaster_at(0, 0))
+        .map_err(io("writing the journal"))?;
+    let mut child = pg.spawn().map_err(io("starting postgres"))?;
+    let pid = child.id().unwrap_or_default();
+    let started = sys::start_time(pid).unwrap_or_default();
+    made.push((postmaster, postmaster_at(pid, started)));
+    let _ = journal.done(postmaster, Some(&postmaster_at(pid, started)));
+    let cluster = Cluster {
+        dir,
+        port,
+        password,
+        pid,
+        started,
+        postmaster,
+        folder,
+    };
+    wait_accepting(&cluster, &mut child, journal).await?;
+    // The child handle is dropped without killing: the postmaster is stopped through the journal.
+    drop(child);
+    Ok(cluster)
+}
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> StepError {
+    let what = what.to_string();
+    move |e: std::io::Error| StepError::new(format!("{what}: {e}"))
+}
+
+/// `.e2e-plan/clusters/<run>`, or a folder under /tmp when the `postgres` account (as root)
+/// could not reach a folder below the project.
+fn cluster_dir(state_dir: &Path, run_id: &str, user: Option<RunAs>) -> PathBuf {
+    if user.is_some() && !sys::world_traversable(state_dir.parent().unwrap_or(state_dir)) {
+        return std::env::temp_dir().join(format!("e2e-plan-cluster-{run_id}"));
+    }
+    state_dir.join("clusters").join(run_id)
+}
+
+async fn initdb(
+    bindir: &Path,
+    dir: &Path,
+    user: Option<RunAs>,
+    log: &std::fs::File,
+) -> Result<(), StepError> {
     let mut initdb = Command::new(bindir.join("initdb"));
     initdb
         .args(["-D"])
@@ -204,23 +248,32 @@ async fn start_recording(
             "--no-sync",
             "--no-instructions",
         ])
-        .arg(format!("--pwfile={}", password_file(&dir).display()))
+        .arg(format!("--pwfile={}", password_file(dir).display()))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(io("log"))?)
         .stderr(log.try_clone().map_err(io("log"))?)
-        .current_dir(&dir)
+        .current_dir(dir)
         .kill_on_drop(true);
     if let Some(u) = user {
         initdb.uid(u.uid).gid(u.gid);
     }
     let status = initdb.status().await.map_err(io("running initdb"))?;
     if !status.success() {
-        return Err(
-            StepError::new(format!("initdb failed ({status})")).with_detail(tail(&log_path, 30))
-        );
+        return Err(StepError::new(format!("initdb failed ({status})"))
+            .with_detail(tail(&dir.join("postgres.log"), 30)));
     }
+    Ok(())
+}
 
-    let port = free_port().map_err(io("finding a free port"))?;
+/// The postmaster: 127.0.0.1 only, the private socket folder, durability off (the data is
+/// thrown away), in a process group of its own.
+fn postgres_command(
+    bindir: &Path,
+    dir: &Path,
+    port: u16,
+    user: Option<RunAs>,
+    log: &std::fs::File,
+) -> Result<Command, StepError> {
     let sock = dir.join("sock");
     let sock_arg = if sock.as_os_str().len() < 100 {
         sock.display().to_string()
@@ -231,90 +284,49 @@ async fn start_recording(
     pg.arg("-D")
         .arg(dir.join("data"))
         .args(["-p", &port.to_string(), "-k", &sock_arg])
-        .args([
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-        ])
-        .args([
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=300",
-            "-c",
-            "shared_buffers=128MB",
-        ])
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+        .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+        .args(["-c", "max_connections=300", "-c", "shared_buffers=128MB"])
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(io("log"))?)
-        .stderr(log)
-        .current_dir(&dir)
+        .stderr(log.try_clone().map_err(io("log"))?)
+        .current_dir(dir)
         .process_group(0);
     if let Some(u) = user {
         pg.uid(u.uid).gid(u.gid);
     }
-    let postmaster = journal
-        .intent(&Resource::Postmaster {
-            data_dir: dir.join("data"),
-            pid: 0,
-            started: 0,
-        })
-        .map_err(io("writing the journal"))?;
-    let mut child = pg.spawn().map_err(io("starting postgres"))?;
-    let pid = child.id().unwrap_or_default();
-    let started = sys::start_time(pid).unwrap_or_default();
-    made.push((
-        postmaster,
-        Resource::Postmaster {
-            data_dir: dir.join("data"),
-            pid,
-            started,
-        },
-    ));
-    let _ = journal.done(
-        postmaster,
-        Some(&Resource::Postmaster {
-            data_dir: dir.join("data"),
-            pid,
-            started,
-        }),
-    );
-    let cluster = Cluster {
-        dir,
-        port,
-        password,
-        pid,
-        started,
-        postmaster,
-        folder,
-    };
+    Ok(pg)
+}
 
+/// Polls until the cluster accepts connections: an exit or 60 s without is an error with the
+/// log's tail (and a cluster that never answered is stopped).
+async fn wait_accepting(
+    cluster: &Cluster,
+    child: &mut tokio::process::Child,
+    journal: &Journal,
+) -> Result<(), StepError> {
+    let log = cluster.dir.join("postgres.log");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(StepError::new(format!(
                 "the ephemeral PostgreSQL exited before accepting connections ({status})"
             ))
-            .with_detail(tail(&log_path, 30)));
+            .with_detail(tail(&log, 30)));
         }
         if super::database::connect(&cluster.url("postgres"))
             .await
             .is_ok()
         {
-            break;
+            return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
             let _ = cluster.stop(journal).await;
             return Err(StepError::new(
                 "the ephemeral PostgreSQL did not accept connections within 60s",
             )
-            .with_detail(tail(&log_path, 30)));
+            .with_detail(tail(&log, 30)));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The child handle is dropped without killing: the postmaster is stopped through the journal.
-    drop(child);
-    Ok(cluster)
 }
