@@ -110,6 +110,27 @@ pub fn render(plan: &Plan, dag: &Dag, format: DryRunFormat) -> String {
 
 fn text(plan: &Plan, dag: &Dag) -> String {
     let mut o = String::new();
+    let setup_n = text_setup(&mut o, plan, dag);
+    text_workers(&mut o, plan, dag);
+    let teardown_n = text_teardown(&mut o, plan, dag);
+    let per_worker = if plan.server.is_some() { 5 } else { 3 };
+    let predicted = dag
+        .predicted_wall
+        .map(|d| format!("; predicted wall time {:.1}s", d.as_secs_f64()))
+        .unwrap_or_else(|| "; no timings recorded yet".into());
+    let _ = writeln!(
+        o,
+        "{} steps: {setup_n} setup, {} worker ({} files × {per_worker}), {} teardown{predicted}",
+        setup_n + dag.workers.len() * per_worker + teardown_n,
+        dag.workers.len() * per_worker,
+        dag.workers.len(),
+        teardown_n
+    );
+    o
+}
+
+/// The header and the setup steps; returns how many.
+fn text_setup(o: &mut String, plan: &Plan, dag: &Dag) -> usize {
     let url = redact(&template_url(plan, dag));
     let _ = writeln!(
         o,
@@ -186,6 +207,11 @@ fn text(plan: &Plan, dag: &Dag) -> String {
             _ => {}
         }
     }
+    setup.len()
+}
+
+/// Every worker, fully resolved.
+fn text_workers(o: &mut String, plan: &Plan, dag: &Dag) {
     let jobs = if dag.jobs == 0 {
         "all at once".to_string()
     } else {
@@ -260,6 +286,10 @@ fn text(plan: &Plan, dag: &Dag) -> String {
             "{cont}└─ {stop} (SIGTERM to the process group, SIGKILL after {grace})"
         );
     }
+}
+
+/// The teardown steps; returns how many.
+fn text_teardown(o: &mut String, plan: &Plan, dag: &Dag) -> usize {
     let _ = writeln!(o, "teardown");
     let teardown: Vec<_> = dag
         .nodes
@@ -284,21 +314,7 @@ fn text(plan: &Plan, dag: &Dag) -> String {
         };
         let _ = writeln!(o, "{branch} {what}");
     }
-    let setup_n = setup.len();
-    let per_worker = if plan.server.is_some() { 5 } else { 3 };
-    let predicted = dag
-        .predicted_wall
-        .map(|d| format!("; predicted wall time {:.1}s", d.as_secs_f64()))
-        .unwrap_or_else(|| "; no timings recorded yet".into());
-    let _ = writeln!(
-        o,
-        "{} steps: {setup_n} setup, {} worker ({} files × {per_worker}), {} teardown{predicted}",
-        setup_n + dag.workers.len() * per_worker + teardown.len(),
-        dag.workers.len() * per_worker,
-        dag.workers.len(),
-        teardown.len()
-    );
-    o
+    teardown.len()
 }
 
 fn keep_name(plan: &Plan) -> String {

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::junit::xml_escape as esc;
-use crate::model::{RunSummary, Verdict};
+use crate::model::{RunSummary, Verdict, WorkerResult};
 use crate::steps::process::tail;
 
 fn colour(v: Verdict) -> &'static str {
@@ -31,7 +31,7 @@ pub fn render(s: &RunSummary) -> String {
     let mut rows = String::new();
     let mut workers: Vec<_> = s.workers.iter().collect();
     workers.sort_by(|a, b| {
-        let start = |w: &&crate::model::WorkerResult| {
+        let start = |w: &&WorkerResult| {
             w.attempts
                 .first()
                 .and_then(|a| a.phases.first())
@@ -43,86 +43,8 @@ pub fn render(s: &RunSummary) -> String {
             .then_with(|| a.file.cmp(&b.file))
     });
     for w in workers {
-        let mut bars = String::new();
-        for a in &w.attempts {
-            for p in &a.phases {
-                let left = p.start / wall * 100.0;
-                let width = ((p.end - p.start) / wall * 100.0).max(0.2);
-                let _ = write!(
-                    bars,
-                    r#"<span class="bar" style="left:{left:.3}%;width:{width:.3}%;background:{};opacity:{}" title="{} · attempt {} · {} · {:.2}s → {:.2}s ({:.2}s)"></span>"#,
-                    colour(if a.verdict == Verdict::Pass {
-                        Verdict::Pass
-                    } else {
-                        w.verdict
-                    }),
-                    phase_shade(p.phase.label()),
-                    esc(&w.file),
-                    a.number,
-                    p.phase.label(),
-                    p.start,
-                    p.end,
-                    p.end - p.start
-                );
-            }
-        }
-        let counts = w
-            .counts
-            .map(|c| format!("{} passed, {} failed", c.passed, c.failed + c.errors))
-            .unwrap_or_else(|| "no report".into());
-        let mut details =
-            format!(
-            "<div>result <b>{}</b> · exit code {} · {:.2}s · {} · database {}{} · port {}</div>",
-            w.verdict.label(),
-            w.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-            w.duration,
-            counts,
-            esc(&w.db_name),
-            if w.db_kept { " (kept)" } else { "" },
-            w.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
-        );
-        if let Some(m) = &w.message {
-            let _ = write!(details, "<div>{}</div>", esc(m));
-        }
-        if let (false, Some(log_dir), Some(test_log), Some(server_log)) = (
-            matches!(w.verdict, Verdict::Pass | Verdict::Cancelled),
-            &w.log_dir,
-            &w.test_log,
-            &w.server_log,
-        ) {
-            let _ = write!(
-                details,
-                "<div>logs: {}</div>",
-                esc(&log_dir.display().to_string())
-            );
-            for f in &w.failures {
-                let _ = write!(details, "<div class=\"failed\">✗ {}</div>", esc(&f.id));
-                let _ = write!(details, "<pre>{}</pre>", esc(&f.detail.join("\n")));
-                if !f.server_lines.is_empty() {
-                    let _ = write!(
-                        details,
-                        "<div>server, while it ran</div><pre>{}</pre>",
-                        esc(&f.server_lines.join("\n"))
-                    );
-                }
-            }
-            let test = tail(test_log, 40);
-            if !test.is_empty() {
-                let _ = write!(
-                    details,
-                    "<div>test log (tail)</div><pre>{}</pre>",
-                    esc(&test)
-                );
-            }
-            let server = tail(server_log, 20);
-            if !server.is_empty() {
-                let _ = write!(
-                    details,
-                    "<div>server log (tail)</div><pre>{}</pre>",
-                    esc(&server)
-                );
-            }
-        }
+        let bars = bars(w, wall);
+        let details = details(w);
         let _ = write!(
             rows,
             r#"<details class="row"{open}><summary><span class="name" title="{f}">{f}</span><span class="res" style="color:{c}">{v}</span><span class="track">{bars}</span><span class="dur">{d:.1}s</span></summary><div class="more">{details}</div></details>"#,
@@ -213,4 +135,96 @@ h1{{font-size:18px}} .meta{{color:#555;margin-bottom:12px}}
         work = s.work_secs,
         started = esc(&s.started),
     )
+}
+
+/// One file's phases as bars on the timeline (each attempt's, shaded by phase).
+fn bars(w: &WorkerResult, wall: f64) -> String {
+    let mut bars = String::new();
+    for a in &w.attempts {
+        for p in &a.phases {
+            let left = p.start / wall * 100.0;
+            let width = ((p.end - p.start) / wall * 100.0).max(0.2);
+            let _ = write!(
+                bars,
+                r#"<span class="bar" style="left:{left:.3}%;width:{width:.3}%;background:{};opacity:{}" title="{} · attempt {} · {} · {:.2}s → {:.2}s ({:.2}s)"></span>"#,
+                colour(if a.verdict == Verdict::Pass {
+                    Verdict::Pass
+                } else {
+                    w.verdict
+                }),
+                phase_shade(p.phase.label()),
+                esc(&w.file),
+                a.number,
+                p.phase.label(),
+                p.start,
+                p.end,
+                p.end - p.start
+            );
+        }
+    }
+    bars
+}
+
+/// What opens under a file's row: its result, and for a failure its failing tests, the server's
+/// lines while each ran, and the tails of its logs.
+fn details(w: &WorkerResult) -> String {
+    let counts = w
+        .counts
+        .map(|c| format!("{} passed, {} failed", c.passed, c.failed + c.errors))
+        .unwrap_or_else(|| "no report".into());
+    let mut details = format!(
+        "<div>result <b>{}</b> · exit code {} · {:.2}s · {} · database {}{} · port {}</div>",
+        w.verdict.label(),
+        w.exit_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into()),
+        w.duration,
+        counts,
+        esc(&w.db_name),
+        if w.db_kept { " (kept)" } else { "" },
+        w.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+    );
+    if let Some(m) = &w.message {
+        let _ = write!(details, "<div>{}</div>", esc(m));
+    }
+    if let (false, Some(log_dir), Some(test_log), Some(server_log)) = (
+        matches!(w.verdict, Verdict::Pass | Verdict::Cancelled),
+        &w.log_dir,
+        &w.test_log,
+        &w.server_log,
+    ) {
+        let _ = write!(
+            details,
+            "<div>logs: {}</div>",
+            esc(&log_dir.display().to_string())
+        );
+        for f in &w.failures {
+            let _ = write!(details, "<div class=\"failed\">✗ {}</div>", esc(&f.id));
+            let _ = write!(details, "<pre>{}</pre>", esc(&f.detail.join("\n")));
+            if !f.server_lines.is_empty() {
+                let _ = write!(
+                    details,
+                    "<div>server, while it ran</div><pre>{}</pre>",
+                    esc(&f.server_lines.join("\n"))
+                );
+            }
+        }
+        let test = tail(test_log, 40);
+        if !test.is_empty() {
+            let _ = write!(
+                details,
+                "<div>test log (tail)</div><pre>{}</pre>",
+                esc(&test)
+            );
+        }
+        let server = tail(server_log, 20);
+        if !server.is_empty() {
+            let _ = write!(
+                details,
+                "<div>server log (tail)</div><pre>{}</pre>",
+                esc(&server)
+            );
+        }
+    }
+    details
 }
