@@ -308,8 +308,49 @@ impl Cx<'_> {
 
         let files = self.files(&raw, &root);
 
-        let setup = raw
-            .setup
+        let setup = self.setup(&raw);
+        let database = self.database(&raw);
+        let server = self.server(&raw);
+        let test_command = self.command(&raw.test.command, WORKER_VARS, true);
+        let test_env = self.env_map(&raw.test.env, WORKER_VARS);
+
+        let report_dir = match &raw.report.dir {
+            Some(d) => self.env_str(d).unwrap_or_default(),
+            None => "target/e2e".into(),
+        };
+
+        let run = self.run_spec(&raw);
+
+        if !self.errors.is_empty() {
+            return Err(self.finish());
+        }
+        let (Some(command), Some(files)) = (test_command, files) else {
+            return Err(self.finish());
+        };
+        Ok(Plan {
+            path: path.to_path_buf(),
+            report_dir: normalize(&root.join(report_dir)),
+            root,
+            files,
+            setup,
+            database,
+            server,
+            test: TestSpec {
+                command,
+                env: test_env,
+                timeout: raw
+                    .test
+                    .timeout
+                    .map(|d| d.0)
+                    .unwrap_or(Duration::from_secs(15 * 60)),
+                ok_exit_codes: raw.test.ok_exit_codes.clone().unwrap_or_else(|| vec![0, 5]),
+            },
+            run,
+        })
+    }
+
+    fn setup(&mut self, raw: &RawPlan) -> Vec<SetupCommand> {
+        raw.setup
             .iter()
             .filter_map(|s| {
                 let command = self.command(&s.command, SETUP_VARS, false)?;
@@ -324,8 +365,10 @@ impl Cx<'_> {
                     env,
                 })
             })
-            .collect();
+            .collect()
+    }
 
+    fn database(&mut self, raw: &RawPlan) -> DatabaseSpec {
         let template = match &raw.database.template {
             Some(t) => self
                 .env_str(t)
@@ -388,7 +431,8 @@ impl Cx<'_> {
             Some(p) => *p.get_ref(),
             None => 0,
         };
-        let database = DatabaseSpec {
+
+        DatabaseSpec {
             template,
             prepare,
             env: prepare_env,
@@ -406,9 +450,11 @@ impl Cx<'_> {
                 .map(|d| d.0)
                 .unwrap_or(Duration::from_secs(30)),
             pool,
-        };
+        }
+    }
 
-        let server = raw.server.as_ref().and_then(|s| {
+    fn server(&mut self, raw: &RawPlan) -> Option<ServerSpec> {
+        raw.server.as_ref().and_then(|s| {
             let command = self.command(&s.command, WORKER_VARS, true);
             let env = self.env_map(&s.env, WORKER_VARS);
             let ready = self.template(&s.ready, WORKER_VARS).and_then(|t| {
@@ -429,18 +475,13 @@ impl Cx<'_> {
                 ready_timeout: s.ready_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
                 stop_timeout: s.stop_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(2)),
             })
-        });
+        })
+    }
 
-        let test_command = self.command(&raw.test.command, WORKER_VARS, true);
-        let test_env = self.env_map(&raw.test.env, WORKER_VARS);
-
-        let report_dir = match &raw.report.dir {
-            Some(d) => self.env_str(d).unwrap_or_default(),
-            None => "target/e2e".into(),
-        };
-
+    fn run_spec(&self, raw: &RawPlan) -> RunSpec {
         let ci = super::is_ci(self.env);
-        let run = RunSpec {
+
+        RunSpec {
             jobs: raw.run.jobs.unwrap_or(0),
             fail_fast: raw.run.fail_fast.unwrap_or(false),
             retries: raw.run.retries.unwrap_or(0),
@@ -450,34 +491,7 @@ impl Cx<'_> {
                 FlakyPolicy::Pass
             }),
             max_retry_files: raw.run.max_retry_files.unwrap_or(10),
-        };
-
-        if !self.errors.is_empty() {
-            return Err(self.finish());
         }
-        let (Some(command), Some(files)) = (test_command, files) else {
-            return Err(self.finish());
-        };
-        Ok(Plan {
-            path: path.to_path_buf(),
-            report_dir: normalize(&root.join(report_dir)),
-            root,
-            files,
-            setup,
-            database,
-            server,
-            test: TestSpec {
-                command,
-                env: test_env,
-                timeout: raw
-                    .test
-                    .timeout
-                    .map(|d| d.0)
-                    .unwrap_or(Duration::from_secs(15 * 60)),
-                ok_exit_codes: raw.test.ok_exit_codes.clone().unwrap_or_else(|| vec![0, 5]),
-            },
-            run,
-        })
     }
 
     /// Expands the include globs below root, minus the excludes; each include must match something.
