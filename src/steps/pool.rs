@@ -109,6 +109,44 @@ pub async fn claim(
     }
 }
 
+/// One copy the refill adds: cloned under the run's journal, then handed to the pool.
+struct Copy {
+    cx: Arc<RunCx>,
+    name: String,
+    entry: crate::engine::journal::Entry,
+    comment: String,
+    file_copy: bool,
+}
+
+impl Copy {
+    /// Ok(true) once the copy is the pool's (its comment set; rollback must not drop it then). A
+    /// half-made one is dropped at once, or left to rollback.
+    async fn make(self) -> Result<bool, database::DbError> {
+        let (cx, name) = (&self.cx, &self.name);
+        let admin_url = cx.admin_url();
+        let made = async {
+            let patience = cx.plan.database.busy_timeout;
+            let template = &cx.dag.template_name;
+            database::clone_database(&admin_url, template, name, self.file_copy, patience).await?;
+            let client = database::connect(&admin_url).await?;
+            database::mark_pooled(&client, name, &self.comment).await
+        }
+        .await;
+        match made {
+            Ok(()) => {
+                let _ = cx.journal.undone(self.entry);
+                Ok(true)
+            }
+            Err(e) => {
+                if database::drop_database(&admin_url, name).await.is_ok() {
+                    let _ = cx.journal.undone(self.entry);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
 /// Starts refilling while the tests still run, once every first attempt has its database: one
 /// clone at a time, so the tests keep the machine; the refill node widens that once the run is
 /// over. For suites of long files the refill is done before the summary.
@@ -147,13 +185,12 @@ async fn refill(cx: Arc<RunCx>, size: usize, cancel: Cancel) -> Result<String, S
     let Some(fingerprint) = cx.pool_fingerprint.get().cloned() else {
         return Ok("skipped: the template was not ready".into());
     };
-    let exit = cx.exit_code();
-    let ended = crate::model::ExitCode::of(exit);
-    if matches!(
+    let ended = crate::model::ExitCode::of(cx.exit_code());
+    let unfinished = matches!(
         ended,
         crate::model::ExitCode::Setup | crate::model::ExitCode::Interrupted
-    ) || cancel.is_stopping()
-    {
+    );
+    if unfinished || cancel.is_stopping() {
         return Ok("skipped: the run did not finish".into());
     }
     let start = Instant::now();
@@ -202,33 +239,16 @@ async fn refill(cx: Arc<RunCx>, size: usize, cancel: Cancel) -> Result<String, S
                 break;
             }
         };
-        let admin_url = admin_url.clone();
-        let template = template.clone();
-        let comment = comment.clone();
-        let patience = cx.plan.database.busy_timeout;
-        let cx = Arc::clone(&cx);
+        let copy = Copy {
+            cx: Arc::clone(&cx),
+            name,
+            entry,
+            comment: comment.clone(),
+            file_copy,
+        };
         set.spawn(async move {
             let _permit = permit;
-            let made = async {
-                database::clone_database(&admin_url, &template, &name, file_copy, patience).await?;
-                let client = database::connect(&admin_url).await?;
-                database::mark_pooled(&client, &name, &comment).await
-            }
-            .await;
-            match made {
-                // The pool's now, not the run's: rollback must not drop it.
-                Ok(()) => {
-                    let _ = cx.journal.undone(entry);
-                    Ok(true)
-                }
-                // Half-made or never made: gone at once, or left to rollback.
-                Err(e) => {
-                    if database::drop_database(&admin_url, &name).await.is_ok() {
-                        let _ = cx.journal.undone(entry);
-                    }
-                    Err(e)
-                }
-            }
+            copy.make().await
         });
     }
     let (mut cloned, mut dropped) = (0, 0);
