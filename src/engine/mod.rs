@@ -97,103 +97,146 @@ pub async fn run<S: Step>(
     cancel: Cancel,
     mut observe: impl FnMut(EngineEvent),
 ) -> Vec<NodeStatus<S::Error>> {
-    let n = nodes.len();
-    let mut state = vec![State::Pending; n];
-    let mut status: Vec<Option<NodeStatus<S::Error>>> = (0..n).map(|_| None).collect();
-    let mut running_limited = 0usize;
-    let mut set: JoinSet<(usize, Result<Outcome, S::Error>)> = JoinSet::new();
-    let mut task_ids: Vec<Option<tokio::task::Id>> = vec![None; n];
-
+    let mut run = Scheduler::new(&nodes, opts, cancel);
     loop {
-        // Start (or rule out) every node whose dependencies are finished, in list order.
+        run.start_ready(&mut observe);
+        let Some(joined) = run.set.join_next().await else {
+            break;
+        };
+        let Some((i, result)) = run.joined(joined, &mut observe) else {
+            continue;
+        };
+        run.finished(i, result);
+        observe(EngineEvent::Finished(i));
+    }
+    run.status
+        .into_iter()
+        .map(|s| s.unwrap_or(NodeStatus::NotRun))
+        .collect()
+}
+
+type Joined<E> = Result<(usize, Result<Outcome, E>), tokio::task::JoinError>;
+
+/// The engine's state of one run: where every node is, and the tasks running.
+struct Scheduler<'a, S: Step> {
+    nodes: &'a [Node<S>],
+    opts: Options,
+    cancel: Cancel,
+    state: Vec<State>,
+    status: Vec<Option<NodeStatus<S::Error>>>,
+    running_limited: usize,
+    set: JoinSet<(usize, Result<Outcome, S::Error>)>,
+    task_ids: Vec<Option<tokio::task::Id>>,
+}
+
+impl<'a, S: Step> Scheduler<'a, S> {
+    fn new(nodes: &'a [Node<S>], opts: Options, cancel: Cancel) -> Self {
+        let n = nodes.len();
+        Scheduler {
+            nodes,
+            opts,
+            cancel,
+            state: vec![State::Pending; n],
+            status: (0..n).map(|_| None).collect(),
+            running_limited: 0,
+            set: JoinSet::new(),
+            task_ids: vec![None; n],
+        }
+    }
+
+    /// Starts (or rules out) every node whose dependencies are finished, in list order, until
+    /// nothing changes.
+    fn start_ready(&mut self, observe: &mut impl FnMut(EngineEvent)) {
         let mut progressed = true;
         while progressed {
             progressed = false;
-            for i in 0..n {
-                if state[i] != State::Pending {
-                    continue;
-                }
-                let node = &nodes[i];
-                if node.deps.iter().any(|&d| state[d] != State::Finished) {
-                    continue;
-                }
-                let deps_ok = node.deps.iter().all(|&d| {
-                    matches!(
-                        status[d],
-                        Some(NodeStatus::Done(Outcome::Ok | Outcome::Failed))
-                    )
-                });
-                if !node.always && (!deps_ok || cancel.is_stopping()) {
-                    state[i] = State::Finished;
-                    status[i] = Some(NodeStatus::NotRun);
-                    progressed = true;
-                    continue;
-                }
-                if node.limited && opts.jobs > 0 && running_limited >= opts.jobs {
-                    continue;
-                }
-                if node.limited {
-                    running_limited += 1;
-                }
-                state[i] = State::Running;
-                observe(EngineEvent::Started(i));
-                let step = Arc::clone(&node.step);
-                let c = cancel.clone();
-                let handle = set.spawn(async move { (i, step.apply(c).await) });
-                task_ids[i] = Some(handle.id());
-                progressed = true;
+            for i in 0..self.nodes.len() {
+                progressed |= self.consider(i, observe);
             }
         }
-        let Some(joined) = set.join_next().await else {
-            break;
-        };
-        let (i, result) = match joined {
-            Ok((i, r)) => (i, Ok(r)),
-            // A panicking step is a bug, but the runner still has to clean up: cancel, record it,
-            // and go on so that teardown runs.
-            Err(e) => {
-                cancel.stop.cancel();
-                let id = e.id();
-                let i = task_ids
-                    .iter()
-                    .position(|t| *t == Some(id))
-                    .unwrap_or(usize::MAX);
-                let msg = e
-                    .try_into_panic()
-                    .ok()
-                    .and_then(|p| {
-                        p.downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| p.downcast_ref::<String>().cloned())
-                    })
-                    .unwrap_or_else(|| "a step panicked".into());
-                if i == usize::MAX {
-                    continue;
-                }
-                observe(EngineEvent::Panicked(i, msg.clone()));
-                (i, Err(msg))
-            }
-        };
-        if nodes[i].limited {
-            running_limited -= 1;
+    }
+
+    /// Starts node `i`, or marks it not run, if its turn has come. True when it changed.
+    fn consider(&mut self, i: usize, observe: &mut impl FnMut(EngineEvent)) -> bool {
+        let node = &self.nodes[i];
+        if self.state[i] != State::Pending
+            || node.deps.iter().any(|&d| self.state[d] != State::Finished)
+        {
+            return false;
         }
-        state[i] = State::Finished;
+        let deps_ok = node.deps.iter().all(|&d| {
+            matches!(
+                self.status[d],
+                Some(NodeStatus::Done(Outcome::Ok | Outcome::Failed))
+            )
+        });
+        if !node.always && (!deps_ok || self.cancel.is_stopping()) {
+            self.state[i] = State::Finished;
+            self.status[i] = Some(NodeStatus::NotRun);
+            return true;
+        }
+        if node.limited && self.opts.jobs > 0 && self.running_limited >= self.opts.jobs {
+            return false;
+        }
+        if node.limited {
+            self.running_limited += 1;
+        }
+        self.state[i] = State::Running;
+        observe(EngineEvent::Started(i));
+        let step = Arc::clone(&node.step);
+        let c = self.cancel.clone();
+        let handle = self.set.spawn(async move { (i, step.apply(c).await) });
+        self.task_ids[i] = Some(handle.id());
+        true
+    }
+
+    /// A task's end as the node it ran and its result. A panicking step is a bug, but the runner
+    /// still has to clean up: cancel, record it, and go on so that teardown runs.
+    #[allow(clippy::type_complexity)]
+    fn joined(
+        &mut self,
+        joined: Joined<S::Error>,
+        observe: &mut impl FnMut(EngineEvent),
+    ) -> Option<(usize, Result<Result<Outcome, S::Error>, String>)> {
+        let e = match joined {
+            Ok((i, r)) => return Some((i, Ok(r))),
+            Err(e) => e,
+        };
+        self.cancel.stop.cancel();
+        let id = e.id();
+        let i = self.task_ids.iter().position(|t| *t == Some(id))?;
+        let msg = e
+            .try_into_panic()
+            .ok()
+            .and_then(|p| {
+                p.downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+            })
+            .unwrap_or_else(|| "a step panicked".into());
+        observe(EngineEvent::Panicked(i, msg.clone()));
+        Some((i, Err(msg)))
+    }
+
+    /// Records a node's end; an error, or a failure under fail-fast, stops the run.
+    fn finished(&mut self, i: usize, result: Result<Result<Outcome, S::Error>, String>) {
+        if self.nodes[i].limited {
+            self.running_limited -= 1;
+        }
+        self.state[i] = State::Finished;
         match &result {
-            Ok(Err(_)) | Err(_) => cancel.stop.cancel(),
-            Ok(Ok(Outcome::Failed)) if opts.fail_fast && nodes[i].limited => cancel.stop.cancel(),
+            Ok(Err(_)) | Err(_) => self.cancel.stop.cancel(),
+            Ok(Ok(Outcome::Failed)) if self.opts.fail_fast && self.nodes[i].limited => {
+                self.cancel.stop.cancel()
+            }
             _ => {}
         }
-        status[i] = Some(match result {
+        self.status[i] = Some(match result {
             Ok(Ok(o)) => NodeStatus::Done(o),
             Ok(Err(e)) => NodeStatus::Error(e),
             Err(panic) => NodeStatus::Panicked(panic),
         });
-        observe(EngineEvent::Finished(i));
     }
-    status
-        .into_iter()
-        .map(|s| s.unwrap_or(NodeStatus::NotRun))
-        .collect()
 }
 
 #[cfg(test)]
