@@ -87,6 +87,10 @@ fn entity(name: &str) -> Option<char> {
 }
 
 /// Parses JUnit XML from a reader.
+///
+/// One loop over the reader's events, kept whole on purpose (it is longer than the rest of the
+/// code's functions): which element's text is being read, the case being built and the depth
+/// live across events, and splitting the loop would pass all of them around.
 pub fn parse<R: BufRead>(input: R) -> Result<Report, String> {
     let mut reader = Reader::from_reader(input);
     let mut buf = Vec::new();
