@@ -695,20 +695,7 @@ fn a_session_on_the_template_is_waited_for_then_named_never_terminated() {
     assert_eq!(code(&first), 0, "{}", stderr(&first));
     f.edit_plan(&[("keep = ", "busy_timeout = \"1s\"\nkeep = ")]);
     // Someone else's session on the template.
-    let mut other = std::process::Command::new("psql")
-        .args([&f.template_url(), "-qc", "select pg_sleep(120)"])
-        .env("PGAPPNAME", "someone_elses_session")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let connected = poll(Duration::from_secs(10), || {
-        (psql(&format!(
-            "select count(*) from pg_stat_activity where datname = '{}'",
-            f.template
-        )) == "1")
-            .then_some(())
-    });
-    assert!(connected.is_some());
+    let mut other = session_on_template(&f, "someone_elses_session");
     let out = f.run(&["apply", "plan.toml"]);
     let err = stderr(&out);
     assert_eq!(code(&out), 3, "{err}");

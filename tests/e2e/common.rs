@@ -352,6 +352,43 @@ pub fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32
     })
 }
 
+/// Five passing files without a server (test_a … test_e), for sharding and timings.
+pub fn five_files(name: &str) -> Fixture {
+    let f = Fixture::new(name);
+    for stem in ["test_a", "test_b", "test_c", "test_d", "test_e"] {
+        f.rows_test(stem, 0.0);
+    }
+    f.plan(PlanOpts {
+        server: false,
+        ..Default::default()
+    });
+    f
+}
+
+/// Someone else's session on the fixture's template (started by the test, ended by its pid):
+/// clones wait for it. Returns once it is connected.
+pub fn session_on_template(f: &Fixture, app: &str) -> std::process::Child {
+    let session = Command::new("psql")
+        .args([&f.template_url(), "-qc", "select pg_sleep(120)"])
+        .env("PGAPPNAME", app)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let connected = poll(Duration::from_secs(10), || {
+        (psql(&format!(
+            "select count(*) from pg_stat_activity where datname = '{}'",
+            f.template
+        )) == "1")
+            .then_some(())
+    });
+    assert!(
+        connected.is_some(),
+        "the session on the template never connected"
+    );
+    session
+}
+
 /// Runs SQL in database `db` as `postgres`.
 pub fn psql_in(db: &str, sql: &str) -> String {
     let out = Command::new("psql")

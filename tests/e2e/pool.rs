@@ -60,6 +60,18 @@ fn copies_are_of_the_current_template(f: &Fixture, copies: &[(String, String)]) 
     }
 }
 
+/// Every copy left is a whole one (marked as the pool's), and no other database of the fixture is.
+fn only_whole_copies_left(f: &Fixture) {
+    let left = pool(f);
+    assert!(
+        left.iter().all(|(_, c)| c.starts_with("e2e-plan pool of ")),
+        "a half-made copy survived: {left:?}"
+    );
+    let mut left = names(&left);
+    left.sort();
+    assert_eq!(f.worker_databases(), left);
+}
+
 fn names(copies: &[(String, String)]) -> Vec<String> {
     copies.iter().map(|(n, _)| n.clone()).collect()
 }
@@ -80,24 +92,9 @@ fn drain_and_check(f: &Fixture) {
     f.assert_clean();
 }
 
-/// A session on the template (started and ended by the test, by pid): clones wait for it, claims
-/// do not.
+/// A session on the template: clones wait for it, claims do not.
 fn block_template(f: &Fixture) -> std::process::Child {
-    let blocker = std::process::Command::new("psql")
-        .args([&f.template_url(), "-qc", "select pg_sleep(120)"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let connected = poll(Duration::from_secs(10), || {
-        (psql(&format!(
-            "select count(*) from pg_stat_activity where datname = '{}'",
-            f.template
-        )) == "1")
-            .then_some(())
-    });
-    assert!(connected.is_some(), "the blocking session never connected");
-    blocker
+    session_on_template(f, "blocker")
 }
 
 #[test]
@@ -272,14 +269,7 @@ fn a_runner_killed_while_refilling_leaves_only_whole_copies() {
         "rollback waited for the clone in flight"
     );
     // Every copy left is a whole one, marked as the pool's, and no worker database is left.
-    let left = pool(&f);
-    assert!(
-        left.iter().all(|(_, c)| c.starts_with("e2e-plan pool of ")),
-        "a half-made copy survived: {left:?}"
-    );
-    let mut left = names(&left);
-    left.sort();
-    assert_eq!(f.worker_databases(), left);
+    only_whole_copies_left(&f);
     drain_and_check(&f);
 }
 
@@ -365,14 +355,7 @@ fn ctrl_c_during_a_warm_run_leaves_only_the_pool() {
     let s = f.summary();
     assert_eq!(s["interrupted"], true);
     // The claimed and cloned databases are gone; whatever the refill finished is whole.
-    let left = pool(&f);
-    assert!(
-        left.iter().all(|(_, c)| c.starts_with("e2e-plan pool of ")),
-        "{left:?}"
-    );
-    let mut names = names(&left);
-    names.sort();
-    assert_eq!(f.worker_databases(), names);
+    only_whole_copies_left(&f);
     drain_and_check(&f);
 }
 

@@ -95,18 +95,6 @@ fn init_on_a_project_without_migrations() {
     insta::assert_snapshot!("init_plain_said", said);
 }
 
-fn five_files(name: &str) -> Fixture {
-    let f = Fixture::new(name);
-    for stem in ["test_a", "test_b", "test_c", "test_d", "test_e"] {
-        f.rows_test(stem, 0.0);
-    }
-    f.plan(PlanOpts {
-        server: false,
-        ..Default::default()
-    });
-    f
-}
-
 const CI_VARS: &[&str] = &[
     "CI_NODE_INDEX",
     "CI_NODE_TOTAL",

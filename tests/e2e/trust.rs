@@ -34,18 +34,6 @@ fn write_timings(f: &Fixture, secs: &[(&str, f64)]) {
     );
 }
 
-fn five_files(name: &str) -> Fixture {
-    let f = Fixture::new(name);
-    for stem in ["test_a", "test_b", "test_c", "test_d", "test_e"] {
-        f.rows_test(stem, 0.0);
-    }
-    f.plan(PlanOpts {
-        server: false,
-        ..Default::default()
-    });
-    f
-}
-
 #[test]
 fn shards_applied_in_turn_cover_every_file_once() {
     let f = five_files("shardturn");
