@@ -3,6 +3,7 @@
 
 pub mod dryrun;
 pub mod failures;
+pub mod files;
 pub mod html;
 pub mod junit;
 pub mod shards;

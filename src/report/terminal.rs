@@ -285,7 +285,7 @@ impl Reporter {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        let (paths, failed) = write_files(summary);
+        let (paths, failed) = super::files::write_all(summary, &super::files::sinks());
         self.print_summary(summary, &paths);
         for (path, e) in failed {
             let head = if self.env.color_err {
@@ -419,48 +419,6 @@ fn gha_escape(s: &str) -> String {
         .replace('\n', "%0A")
         .replace(':', "%3A")
         .replace(',', "%2C")
-}
-
-/// junit.xml, summary.json and report.html; written on every ending, never deleted by cleanup.
-/// Returns what was written, and what could not be (with why).
-pub fn write_files(s: &RunSummary) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
-    let dir = &s.report_dir;
-    let _ = std::fs::create_dir_all(dir);
-    let junit = dir.join("junit.xml");
-    let json = dir.join("summary.json");
-    let html = dir.join("report.html");
-    let results = [
-        (
-            junit.clone(),
-            super::junit::write_run(s, &junit).map_err(|e| e.to_string()),
-        ),
-        (
-            json.clone(),
-            serde_json::to_string_pretty(s)
-                .map_err(|e| e.to_string())
-                .and_then(|t| {
-                    std::fs::write(&json, crate::redact::scrub(&t).into_owned() + "\n")
-                        .map_err(|e| e.to_string())
-                }),
-        ),
-        (
-            html.clone(),
-            std::fs::write(
-                &html,
-                crate::redact::scrub(&super::html::render(s)).as_bytes(),
-            )
-            .map_err(|e| e.to_string()),
-        ),
-    ];
-    let mut written = Vec::new();
-    let mut failed = Vec::new();
-    for (path, r) in results {
-        match r {
-            Ok(()) => written.push(path),
-            Err(e) => failed.push((path, e)),
-        }
-    }
-    (written, failed)
 }
 
 pub fn summary_table(s: &RunSummary, color: bool) -> String {
