@@ -4,20 +4,18 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::engine::{self, journal, Cancel};
-use crate::events::Event;
 use crate::plan::{self, Keep, Plan, PlanError};
 use crate::planner::{self, PlanOptions, ShardArg, Timings};
 use crate::report::dryrun::{self, DryRunFormat};
 use crate::report::failures::FailureOutput;
 use crate::report::terminal::{ColorChoice, DisplayEnv, Reporter, SummaryFormat};
-use crate::steps::{self, lock, resource::Resource, RunCx};
+use crate::steps::{self, resource::Resource, RunCx};
 
 use crate::model::ExitCode;
 
@@ -601,11 +599,8 @@ async fn apply(
     // The signal task holds the context (and so the event sender): let it go first.
     let _ = signals.await;
 
-    let exit = lock(&cx.summary)
-        .as_ref()
-        .map(|s| s.exit_code)
-        .unwrap_or_else(|| cx.exit_code());
-    finish_journal(&cx);
+    let exit = cx.final_exit_code();
+    cx.finish_journal();
     // Dropping the last context closes the event channel; the reporter then prints what is left.
     drop(cx);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reporter_task).await;
@@ -614,31 +609,6 @@ async fn apply(
         ExitCode::Ok => Ok(()),
         // The display has told the user why.
         code => Err(Error::Ended(code)),
-    }
-}
-
-/// Deletes the journal when nothing of the run is left, else marks it ended (kept on purpose).
-/// When more is left than was kept on purpose (a failed drop), the journal stays open, so that the
-/// next `apply` warns and `rollback` retries.
-fn finish_journal(cx: &RunCx) {
-    let all: Vec<journal::Recorded<Resource>> = journal::read_all(&cx.plan.state_dir());
-    let pending = all
-        .into_iter()
-        .find(|r| r.path == cx.journal.path())
-        .map(|r| r.pending)
-        .unwrap_or_default();
-    let kept = lock(&cx.kept).clone();
-    let kept_logs = steps::kept_logs_dir(&cx.plan.report_dir);
-    let cluster_kept = cx.cluster_kept.load(Ordering::SeqCst);
-    let on_purpose = |r: &Resource| match r {
-        Resource::Database { name, .. } => kept.contains(name),
-        // A kept cluster's only folder is its own.
-        Resource::Folder { path } => path.starts_with(&kept_logs) || cluster_kept,
-        Resource::Postmaster { .. } => cluster_kept,
-        Resource::ProcessGroup { .. } => false,
-    };
-    if pending.iter().all(on_purpose) {
-        let _ = cx.journal.finish(pending.len());
     }
 }
 
@@ -658,8 +628,7 @@ async fn forward_signals(cx: Arc<RunCx>, cancel: Cancel) {
             _ = term.recv() => {}
         }
         seen += 1;
-        cx.interrupted.store(true, Ordering::SeqCst);
-        cx.emit(Event::Interrupted { second: seen > 1 });
+        cx.interrupt(seen > 1);
         cancel.stop.cancel();
         if seen > 1 {
             cancel.kill.cancel();

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Semaphore;
 
-use crate::engine::journal::{Entry, Journal};
+use crate::engine::journal::{Entry, Journal, Recorded};
 use crate::engine::{BoxFuture, Cancel, Outcome, Step};
 use crate::events::Event;
 use crate::model::{ExitCode, RunSummary, Verdict, WorkerResult};
@@ -61,43 +61,43 @@ pub struct WorkerDb {
 
 /// What every step of one run shares.
 pub struct RunCx {
-    pub plan: Plan,
-    pub dag: Dag,
-    pub journal: Journal,
-    pub events: UnboundedSender<Event>,
-    pub started_at: Instant,
-    pub started_wall: SystemTime,
-    pub reprepare: bool,
-    pub template_url: OnceLock<String>,
-    pub file_copy: OnceLock<bool>,
-    pub cluster: tokio::sync::Mutex<Option<cluster::Cluster>>,
+    plan: Plan,
+    dag: Dag,
+    journal: Journal,
+    events: UnboundedSender<Event>,
+    started_at: Instant,
+    started_wall: SystemTime,
+    reprepare: bool,
+    template_url: OnceLock<String>,
+    file_copy: OnceLock<bool>,
+    cluster: tokio::sync::Mutex<Option<cluster::Cluster>>,
     /// Bounds concurrent clones: PostgreSQL copies faster from a few connections than from many.
-    pub clone_slots: Semaphore,
+    clone_slots: Semaphore,
     ports: Mutex<HashSet<u16>>,
-    pub results: Mutex<BTreeMap<usize, WorkerResult>>,
-    pub databases: Mutex<Vec<WorkerDb>>,
-    pub fatal: Mutex<Option<StepError>>,
-    pub interrupted: AtomicBool,
+    results: Mutex<BTreeMap<usize, WorkerResult>>,
+    databases: Mutex<Vec<WorkerDb>>,
+    fatal: Mutex<Option<StepError>>,
+    interrupted: AtomicBool,
     /// Databases the report decided to keep (names).
-    pub kept: Mutex<BTreeSet<String>>,
-    pub cluster_kept: AtomicBool,
-    pub summary: Mutex<Option<RunSummary>>,
+    kept: Mutex<BTreeSet<String>>,
+    cluster_kept: AtomicBool,
+    summary: Mutex<Option<RunSummary>>,
     /// Per worker: the first attempt's database, once the prefetcher cloned it (Ok(false):
     /// cancelled first).
-    pub prefetched: Vec<tokio::sync::watch::Sender<Option<Result<bool, StepError>>>>,
-    pub window_permits: Mutex<std::collections::HashMap<usize, tokio::sync::OwnedSemaphorePermit>>,
-    pub prefetcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    prefetched: Vec<tokio::sync::watch::Sender<Option<Result<bool, StepError>>>>,
+    window_permits: Mutex<std::collections::HashMap<usize, tokio::sync::OwnedSemaphorePermit>>,
+    prefetcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Pooled copies this run may claim (oldest first), the fingerprint they must match, and how
     /// many workers got their database from the pool or from a clone.
-    pub pool: Mutex<std::collections::VecDeque<String>>,
-    pub pool_fingerprint: OnceLock<String>,
-    pub pool_claimed: std::sync::atomic::AtomicUsize,
-    pub cloned: std::sync::atomic::AtomicUsize,
+    pool: Mutex<std::collections::VecDeque<String>>,
+    pool_fingerprint: OnceLock<String>,
+    pool_claimed: std::sync::atomic::AtomicUsize,
+    cloned: std::sync::atomic::AtomicUsize,
     /// The pool's refill, started during the run, and the clones it may run at once.
-    pub refill: Mutex<Option<tokio::task::JoinHandle<Result<String, StepError>>>>,
-    pub refill_slots: Arc<Semaphore>,
+    refill: Mutex<Option<tokio::task::JoinHandle<Result<String, StepError>>>>,
+    refill_slots: Arc<Semaphore>,
     /// The session that claims pooled copies, opened at the first claim.
-    pub claim_session: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    claim_session: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
 }
 
 /// Concurrent clones: about 4 at once is where PostgreSQL 15 stops getting faster on 2 cores.
@@ -173,6 +173,45 @@ impl RunCx {
             }
         }
         Err(std::io::Error::other("no free port found"))
+    }
+
+    /// A Ctrl-C or SIGTERM arrived (`second`: another one before).
+    pub fn interrupt(&self, second: bool) {
+        self.interrupted.store(true, Ordering::SeqCst);
+        self.emit(Event::Interrupted { second });
+    }
+
+    /// The exit code the summary recorded, or the run's so far if it never got that far.
+    pub fn final_exit_code(&self) -> i32 {
+        lock(&self.summary)
+            .as_ref()
+            .map(|s| s.exit_code)
+            .unwrap_or_else(|| self.exit_code())
+    }
+
+    /// Deletes the journal when nothing of the run is left, else marks it ended (kept on
+    /// purpose). When more is left than was kept on purpose (a failed drop), the journal stays
+    /// open, so that the next `apply` warns and `rollback` retries.
+    pub fn finish_journal(&self) {
+        let all: Vec<Recorded<Resource>> = crate::engine::journal::read_all(&self.plan.state_dir());
+        let pending = all
+            .into_iter()
+            .find(|r| r.path == self.journal.path())
+            .map(|r| r.pending)
+            .unwrap_or_default();
+        let kept = lock(&self.kept).clone();
+        let kept_logs = kept_logs_dir(&self.plan.report_dir);
+        let cluster_kept = self.cluster_kept.load(Ordering::SeqCst);
+        let on_purpose = |r: &Resource| match r {
+            Resource::Database { name, .. } => kept.contains(name),
+            // A kept cluster's only folder is its own.
+            Resource::Folder { path } => path.starts_with(&kept_logs) || cluster_kept,
+            Resource::Postmaster { .. } => cluster_kept,
+            Resource::ProcessGroup { .. } => false,
+        };
+        if pending.iter().all(on_purpose) {
+            let _ = self.journal.finish(pending.len());
+        }
     }
 
     pub fn set_fatal(&self, e: &StepError) {
