@@ -159,79 +159,96 @@ impl Cx<'_> {
         allowed: &[&str],
         args: bool,
     ) -> Option<Vec<Word>> {
+        match spec.get_ref() {
+            CommandSpec::Argv(items) => self.argv_command(items, allowed, args),
+            CommandSpec::Line(line) => self.line_command(spec.span(), line, allowed, args),
+        }
+    }
+
+    /// A command written as an array of words.
+    fn argv_command(
+        &mut self,
+        items: &[Spanned<String>],
+        allowed: &[&str],
+        args: bool,
+    ) -> Option<Vec<Word>> {
+        if let Some(first) = items.first() {
+            if let Some(name) = env_assignment(first.get_ref()) {
+                self.assignment_error(first.span(), &name);
+                return None;
+            }
+        }
         let mut words = Vec::new();
         let mut ok = true;
-        match spec.get_ref() {
-            CommandSpec::Argv(items) => {
-                if let Some(first) = items.first() {
-                    if let Some(name) = env_assignment(first.get_ref()) {
-                        let span = first.span();
-                        self.assignment_error(span, &name);
-                        return None;
-                    }
-                }
-                for item in items {
-                    let Some(expanded) = self.env_template(item) else {
-                        ok = false;
-                        continue;
-                    };
-                    match Word::parse(&expanded, allowed, args) {
-                        Ok(w) => words.push(w),
-                        Err(e) => {
-                            ok = false;
-                            self.template_error(&item.span(), item.get_ref(), &expanded, e);
-                        }
-                    }
+        for item in items {
+            let Some(expanded) = self.env_template(item) else {
+                ok = false;
+                continue;
+            };
+            match Word::parse(&expanded, allowed, args) {
+                Ok(w) => words.push(w),
+                Err(e) => {
+                    ok = false;
+                    self.template_error(&item.span(), item.get_ref(), &expanded, e);
                 }
             }
-            CommandSpec::Line(line) => {
-                let whole = Spanned::new(spec.span(), line.get_ref().clone());
-                let expanded = self.env_template(&whole)?;
-                let split = match shell_words::split(&expanded) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let err = self
-                            .error(
-                                spec.span(),
-                                format!("cannot split command into words: {e}"),
-                                "this command",
-                            )
-                            .with_help(
-                                "close the quote, or write the command as an array of words",
-                            );
-                        self.push(err);
-                        return None;
-                    }
-                };
-                if split.is_empty() {
-                    let err = self.error(spec.span(), "empty command", "no words here");
-                    self.push(err);
-                    return None;
-                }
-                if let Some(name) = env_assignment(&split[0]) {
-                    let span = if expanded == *line.get_ref() {
-                        let off = expanded.find(&split[0]).unwrap_or(0);
-                        self.inner_span(&spec.span(), &expanded, off, split[0].len())
-                    } else {
-                        spec.span()
+        }
+        ok.then_some(words)
+    }
+
+    /// A command written as one string, split into words as a shell would (no shell runs it).
+    fn line_command(
+        &mut self,
+        span: Range<usize>,
+        line: &Spanned<String>,
+        allowed: &[&str],
+        args: bool,
+    ) -> Option<Vec<Word>> {
+        let whole = Spanned::new(span.clone(), line.get_ref().clone());
+        let expanded = self.env_template(&whole)?;
+        let split = match shell_words::split(&expanded) {
+            Ok(s) => s,
+            Err(e) => {
+                let err = self
+                    .error(
+                        span,
+                        format!("cannot split command into words: {e}"),
+                        "this command",
+                    )
+                    .with_help("close the quote, or write the command as an array of words");
+                self.push(err);
+                return None;
+            }
+        };
+        if split.is_empty() {
+            let err = self.error(span, "empty command", "no words here");
+            self.push(err);
+            return None;
+        }
+        if let Some(name) = env_assignment(&split[0]) {
+            let at = if expanded == *line.get_ref() {
+                let off = expanded.find(&split[0]).unwrap_or(0);
+                self.inner_span(&span, &expanded, off, split[0].len())
+            } else {
+                span
+            };
+            self.assignment_error(at, &name);
+            return None;
+        }
+        let mut words = Vec::new();
+        let mut ok = true;
+        for word in split {
+            match Word::parse(&word, allowed, args) {
+                Ok(w) => words.push(w),
+                Err(e) => {
+                    ok = false;
+                    // Point at the word within the line when it can be found.
+                    let off = expanded.find(&word).unwrap_or(0);
+                    let e = TemplateError {
+                        offset: off + e.offset,
+                        ..e
                     };
-                    self.assignment_error(span, &name);
-                    return None;
-                }
-                for word in split {
-                    match Word::parse(&word, allowed, args) {
-                        Ok(w) => words.push(w),
-                        Err(e) => {
-                            ok = false;
-                            // Point at the word within the line when it can be found.
-                            let off = expanded.find(&word).unwrap_or(0);
-                            let e = TemplateError {
-                                offset: off + e.offset,
-                                ..e
-                            };
-                            self.template_error(&spec.span(), line.get_ref(), &expanded, e);
-                        }
-                    }
+                    self.template_error(&span, line.get_ref(), &expanded, e);
                 }
             }
         }

@@ -473,16 +473,7 @@ async fn prepare_template(
         let _ = cx.template_url.set(url.clone());
     }
     let template_url = cx.template_url();
-    let admin = database::connect(&cx.admin_url()).await.map_err(|e| {
-        StepError::new(e.to_string())
-            .with_detail("is PostgreSQL running, and does [database] template point at it?")
-    })?;
-    let version = database::server_version(&admin).await.map_err(db_err)?;
-    let file_copy = match cx.plan.database.strategy {
-        Some(crate::plan::Strategy::WalLog) => false,
-        Some(crate::plan::Strategy::FileCopy) | None => version >= 150_000,
-    };
-    let _ = cx.file_copy.set(file_copy);
+    let admin = connect_admin(cx).await?;
     // The fingerprint covers the commands as they would run in the template itself, so that it
     // does not change with the run's build database.
     let commands: Vec<Vec<String>> = cx
@@ -496,18 +487,7 @@ async fn prepare_template(
         .collect();
     let hash = (!cx.plan.database.fingerprint.is_empty()).then(|| fingerprint(&cx.plan, &commands));
     if commands.is_empty() {
-        let created = database::ensure_template(&admin, template, cx.plan.database.busy_timeout)
-            .await
-            .map_err(db_err)?;
-        let mut notes: Vec<String> = created
-            .then(|| format!("created {template}"))
-            .into_iter()
-            .collect();
-        if let (true, Some(h)) = (pool::enabled(cx), &hash) {
-            let n = pool::load(cx, &admin, h, created || cx.reprepare).await?;
-            notes.push(pool_note(n));
-        }
-        return Ok((!notes.is_empty()).then(|| notes.join("; ")));
+        return nothing_to_prepare(cx, &admin, template, hash.as_deref()).await;
     }
     database::lock_template(&admin, template)
         .await
@@ -546,6 +526,42 @@ async fn prepare_template(
         "{} command(s) run in a fresh database, swapped in for {template}",
         commands.len()
     )))
+}
+
+/// The admin connection, and the clone strategy the server's version allows.
+async fn connect_admin(cx: &RunCx) -> Result<tokio_postgres::Client, StepError> {
+    let admin = database::connect(&cx.admin_url()).await.map_err(|e| {
+        StepError::new(e.to_string())
+            .with_detail("is PostgreSQL running, and does [database] template point at it?")
+    })?;
+    let version = database::server_version(&admin).await.map_err(db_err)?;
+    let file_copy = match cx.plan.database.strategy {
+        Some(crate::plan::Strategy::WalLog) => false,
+        Some(crate::plan::Strategy::FileCopy) | None => version >= 150_000,
+    };
+    let _ = cx.file_copy.set(file_copy);
+    Ok(admin)
+}
+
+/// No prepare commands: the template only has to exist (and a pool to be listed).
+async fn nothing_to_prepare(
+    cx: &RunCx,
+    admin: &tokio_postgres::Client,
+    template: &str,
+    hash: Option<&str>,
+) -> Result<Option<String>, StepError> {
+    let created = database::ensure_template(admin, template, cx.plan.database.busy_timeout)
+        .await
+        .map_err(db_err)?;
+    let mut notes: Vec<String> = created
+        .then(|| format!("created {template}"))
+        .into_iter()
+        .collect();
+    if let (true, Some(h)) = (pool::enabled(cx), hash) {
+        let n = pool::load(cx, admin, h, created || cx.reprepare).await?;
+        notes.push(pool_note(n));
+    }
+    Ok((!notes.is_empty()).then(|| notes.join("; ")))
 }
 
 fn db_err(e: database::DbError) -> StepError {
