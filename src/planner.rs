@@ -350,19 +350,6 @@ pub fn split_files(files: &[TestFile], timings: &Timings, shard: Shard) -> Split
     }
 }
 
-/// This shard's files (sorted by path).
-pub fn shard_files(files: &[TestFile], timings: &Timings, shard: Shard) -> Vec<TestFile> {
-    let split = split_files(files, timings, shard);
-    let mine: Vec<&str> = split.mine().collect();
-    let mut out: Vec<TestFile> = files
-        .iter()
-        .filter(|f| mine.contains(&f.path.as_str()))
-        .cloned()
-        .collect();
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    out
-}
-
 /// Makespan of `durations` on `jobs` slots (0 = unbounded), started longest first.
 pub fn predict_makespan(durations: &[Duration], jobs: usize) -> Duration {
     let mut sorted = durations.to_vec();
@@ -793,6 +780,19 @@ fn teardown_nodes(nodes: &mut Nodes, plan: &Plan, worker_ids: Vec<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This shard's files (sorted by path).
+    fn shard_files(files: &[TestFile], timings: &Timings, shard: Shard) -> Vec<TestFile> {
+        let split = split_files(files, timings, shard);
+        let mine: Vec<&str> = split.mine().collect();
+        let mut out: Vec<TestFile> = files
+            .iter()
+            .filter(|f| mine.contains(&f.path.as_str()))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    }
 
     #[test]
     fn db_names_are_safe_and_bounded() {

@@ -12,7 +12,7 @@ use quick_junit::{
     NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
 };
 
-pub use crate::model::junit::{read, read_counts};
+pub use crate::model::junit::read;
 use crate::model::{RunSummary, Verdict, WorkerResult};
 
 /// Writes suites as they come and the totals at the end.

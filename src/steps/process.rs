@@ -105,6 +105,16 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
         .current_dir(spec.cwd)
         .stdin(Stdio::null())
         .process_group(0);
+    // Opened before the process starts: a child must never run without its group being ours.
+    let times = if spec.stamp {
+        let path = times_path(spec.log);
+        Some(
+            std::fs::File::create(&path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+        )
+    } else {
+        None
+    };
     if spec.stamp {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     } else {
@@ -124,10 +134,8 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
     let pgid = child.id().unwrap_or_default();
     let started = sys::start_time(pgid).unwrap_or_default();
     let _ = journal.done(entry, Some(&group(pgid, started, &mark)));
-    let copier = match (spec.stamp, child.stdout.take(), child.stderr.take()) {
-        (true, Some(out), Some(err)) => {
-            let times = std::fs::File::create(times_path(spec.log))
-                .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))?;
+    let copier = match (times, child.stdout.take(), child.stderr.take()) {
+        (Some(times), Some(out), Some(err)) => {
             Some(tokio::spawn(copy_stamped(out, err, log, times)))
         }
         _ => None,

@@ -151,7 +151,7 @@ fn stash_attempt_logs(log_dir: &Path, n: u32) {
     if std::fs::create_dir_all(&dest).is_err() {
         return;
     }
-    for name in ["server.log", "test.log", "junit.xml"] {
+    for name in ["server.log", "server.log.times", "test.log", "junit.xml"] {
         let _ = std::fs::rename(log_dir.join(name), dest.join(name));
     }
 }
