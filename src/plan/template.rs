@@ -146,10 +146,58 @@ impl Template {
         out
     }
 
+    /// Fills the placeholders found in `vars` and keeps the others: the planner resolves what it
+    /// knows and leaves the run-time values (`{port}`, `{db_url}`) for one fill at run time.
+    pub fn resolve(&self, vars: &HashMap<&str, String>) -> Template {
+        let mut parts: Vec<Part> = Vec::new();
+        for part in &self.parts {
+            let lit = match part {
+                Part::Var(name) => match vars.get(name.as_str()) {
+                    Some(v) => v.clone(),
+                    None => {
+                        parts.push(part.clone());
+                        continue;
+                    }
+                },
+                Part::Lit(s) => s.clone(),
+            };
+            match parts.last_mut() {
+                Some(Part::Lit(prev)) => prev.push_str(&lit),
+                _ => parts.push(Part::Lit(lit)),
+            }
+        }
+        Template { parts }
+    }
+
+    /// A template with no placeholders.
+    pub fn literal(text: &str) -> Template {
+        Template {
+            parts: vec![Part::Lit(text.to_string())],
+        }
+    }
+
+    /// The template as it would be written in a plan (literal braces doubled).
+    pub fn source(&self) -> String {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Lit(s) => s.replace('{', "{{").replace('}', "}}"),
+                Part::Var(n) => format!("{{{n}}}"),
+            })
+            .collect()
+    }
+
     pub fn uses(&self, name: &str) -> bool {
         self.parts
             .iter()
             .any(|p| matches!(p, Part::Var(n) if n == name))
+    }
+}
+
+/// Shown as written (`dry-run --format json` of a planned action).
+impl serde::Serialize for Template {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.source())
     }
 }
 
@@ -187,6 +235,33 @@ pub fn fill_command(words: &[Word], vars: &HashMap<&str, String>, args: &[String
         }
     }
     out
+}
+
+/// Resolves a command's words: `{args}` becomes the extra arguments, each its own literal word.
+pub fn resolve_command(
+    words: &[Word],
+    vars: &HashMap<&str, String>,
+    args: &[String],
+) -> Vec<Template> {
+    let mut out = Vec::new();
+    for word in words {
+        match word {
+            Word::Args => out.extend(args.iter().map(|a| Template::literal(a))),
+            Word::Text(t) => out.push(t.resolve(vars)),
+        }
+    }
+    out
+}
+
+/// The source of a command's words, for a fingerprint that does not change from run to run.
+pub fn command_source(words: &[Word]) -> Vec<String> {
+    words
+        .iter()
+        .map(|w| match w {
+            Word::Args => "{args}".to_string(),
+            Word::Text(t) => t.source(),
+        })
+        .collect()
 }
 
 /// A `${VAR}` problem: the byte offset of the reference within the string.
@@ -289,6 +364,17 @@ mod tests {
         let vars = HashMap::from([("port", "8080".to_string())]);
         assert_eq!(t.fill(&vars), "http://127.0.0.1:8080/x{y}");
         assert!(t.uses("port"));
+    }
+
+    #[test]
+    fn resolves_what_is_known_and_keeps_the_rest() {
+        let t = Template::parse("{root}/x{{y}}:{port}/{db_url}", ALL).unwrap();
+        let r = t.resolve(&HashMap::from([("root", "/r".to_string())]));
+        assert_eq!(r.source(), "/r/x{{y}}:{port}/{db_url}");
+        assert!(r.uses("port") && !r.uses("root"));
+        let vars = HashMap::from([("port", "1".to_string()), ("db_url", "u".to_string())]);
+        assert_eq!(r.fill(&vars), "/r/x{y}:1/u");
+        assert_eq!(Template::parse(&r.source(), ALL).unwrap(), r);
     }
 
     #[test]

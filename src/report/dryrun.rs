@@ -7,7 +7,9 @@ use serde::Serialize;
 
 use crate::plan::duration::format_duration;
 use crate::plan::Plan;
-use crate::planner::{with_database, Action, Dag, Stage, WorkerCommands, WorkerVars};
+use crate::planner::{
+    with_database, Action, Dag, PrepareCommands, PreparePlan, RunTime, Stage, WorkerCommands,
+};
 use crate::steps::database::redact;
 
 /// Stands in for the run id in dry-run output (same length as a real one).
@@ -34,7 +36,7 @@ struct WorkerView<'a> {
     log_dir: String,
     predicted_secs: Option<f64>,
     #[serde(flatten)]
-    commands: WorkerCommands,
+    commands: WorkerCommands<String>,
 }
 
 fn worker_views<'a>(plan: &'a Plan, dag: &'a Dag) -> Vec<WorkerView<'a>> {
@@ -42,16 +44,11 @@ fn worker_views<'a>(plan: &'a Plan, dag: &'a Dag) -> Vec<WorkerView<'a>> {
     dag.workers
         .iter()
         .map(|w| {
-            let vars = WorkerVars {
-                plan,
-                run_id: &dag.run_id,
-                worker: w,
-                db_name: &w.db_name,
-                template_url: &url,
+            let rt = RunTime {
                 port: PORT,
-                log_dir: &w.log_dir,
+                template_url: &url,
             };
-            let mut commands = vars.commands(&dag.args);
+            let mut commands = rt.worker(&w.attempt(1).commands, w.db_name());
             for (_, v) in commands.test_env.iter_mut() {
                 *v = redact_in(v);
             }
@@ -63,13 +60,34 @@ fn worker_views<'a>(plan: &'a Plan, dag: &'a Dag) -> Vec<WorkerView<'a>> {
             WorkerView {
                 index: w.index,
                 file: &w.file,
-                database: &w.db_name,
+                database: w.db_name(),
                 log_dir: w.log_dir.display().to_string(),
                 predicted_secs: w.predicted.map(|d| d.as_secs_f64()),
                 commands,
             }
         })
         .collect()
+}
+
+/// The preparation as it will run (the cluster's port stands in), passwords redacted.
+fn shown_prepare(plan: &Plan, dag: &Dag, p: &PreparePlan) -> PrepareCommands<String> {
+    let url = template_url(plan, dag);
+    let rt = RunTime {
+        port: "",
+        template_url: &url,
+    };
+    let mut filled = rt.prepare(&p.commands, p.target());
+    let target_url = with_database(&url, p.target());
+    let shown_url = redact(&target_url);
+    for c in filled.commands.iter_mut() {
+        for w in c.iter_mut() {
+            *w = w.replace(&target_url, &shown_url);
+        }
+    }
+    for (_, v) in filled.env.iter_mut() {
+        *v = redact_in(v);
+    }
+    filled
 }
 
 /// Redacts a password in a value that is a URL.
@@ -175,33 +193,26 @@ fn text_setup(o: &mut String, plan: &Plan, dag: &Dag) -> usize {
             Action::StartCluster => {
                 let _ = writeln!(o, "{branch} start an ephemeral PostgreSQL (initdb into .e2e-plan/clusters/, free port, fsync off)");
             }
-            Action::PrepareTemplate {
-                template,
-                build,
-                commands,
-                env,
-            } => {
-                let (how, target_url) = match build {
-                    Some(b) => (
-                        format!("skipped when its fingerprint matches; else built in a fresh database {b} and swapped in"),
-                        with_database(&template_url(plan, dag), b),
-                    ),
-                    None => ("created if missing; prepare runs in it every time".to_string(), template_url(plan, dag)),
+            Action::PrepareTemplate(p) => {
+                let how = match &p.build {
+                    Some(b) => format!("skipped when its fingerprint matches; else built in a fresh database {b} and swapped in"),
+                    None => "created if missing; prepare runs in it every time".to_string(),
                 };
-                let _ = writeln!(o, "{branch} prepare template {template} at {url} ({how})");
-                let shown_url = redact(&target_url);
-                let env = format!("DATABASE_URL={shown_url} {}", env_prefix(env));
-                for (j, c) in commands.iter().enumerate() {
-                    let b = if j + 1 == commands.len() {
+                let _ = writeln!(
+                    o,
+                    "{branch} prepare template {} at {url} ({how})",
+                    p.template
+                );
+                let shown_url = redact(&with_database(&template_url(plan, dag), p.target()));
+                let filled = shown_prepare(plan, dag, p);
+                let env = format!("DATABASE_URL={shown_url} {}", env_prefix(&filled.env));
+                for (j, c) in filled.commands.iter().enumerate() {
+                    let b = if j + 1 == filled.commands.len() {
                         "└─"
                     } else {
                         "├─"
                     };
-                    let _ = writeln!(
-                        o,
-                        "{cont}{b} {env}{}",
-                        shell_words::join(c).replace(&target_url, &shown_url)
-                    );
+                    let _ = writeln!(o, "{cont}{b} {env}{}", shell_words::join(c));
                 }
             }
             _ => {}
@@ -332,7 +343,7 @@ fn json(plan: &Plan, dag: &Dag) -> String {
         depends_on: Vec<&'a str>,
         always: bool,
         #[serde(flatten)]
-        action: &'a Action,
+        action: ShownAction<'a>,
     }
     #[derive(Serialize)]
     struct Doc<'a> {
@@ -364,12 +375,38 @@ fn json(plan: &Plan, dag: &Dag) -> String {
                 stage: n.stage,
                 depends_on: n.deps.iter().map(|&d| dag.nodes[d].id.as_str()).collect(),
                 always: n.always,
-                action: &n.action,
+                action: shown_action(plan, dag, &n.action),
             })
             .collect(),
         workers: worker_views(plan, dag),
     };
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+}
+
+/// An action as JSON; the preparation filled as it will run, like the text view shows it.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ShownAction<'a> {
+    Prepare {
+        kind: &'static str,
+        template: &'a str,
+        build: &'a Option<String>,
+        #[serde(flatten)]
+        commands: PrepareCommands<String>,
+    },
+    Other(&'a Action),
+}
+
+fn shown_action<'a>(plan: &Plan, dag: &Dag, action: &'a Action) -> ShownAction<'a> {
+    match action {
+        Action::PrepareTemplate(p) => ShownAction::Prepare {
+            kind: "prepare_template",
+            template: &p.template,
+            build: &p.build,
+            commands: shown_prepare(plan, dag, p),
+        },
+        other => ShownAction::Other(other),
+    }
 }
 
 fn dot_escape(s: &str) -> String {
@@ -396,7 +433,7 @@ fn dot(plan: &Plan, dag: &Dag) -> String {
                 dot_escape(&n.id),
                 dot_escape(&w.file)
             );
-            let mut steps = vec![("clone", format!("clone {}", w.db_name))];
+            let mut steps = vec![("clone", format!("clone {}", w.db_name()))];
             if plan.server.is_some() {
                 steps.push(("server", "start server".into()));
                 steps.push(("ready", "wait ready".into()));

@@ -165,12 +165,12 @@ mod tests {
             index: 0,
             file: file.into(),
             stem,
-            db_name: "app_test_ab12cd34_0".into(),
+            attempts: vec![crate::planner::AttemptPlan::named("app_test_ab12cd34_0")],
             junit: log_dir.join("junit.xml"),
             log_dir,
             predicted: None,
         };
-        let mut a = crate::model::Attempt::new(1, &plan.db_name, &plan.log_dir);
+        let mut a = crate::model::Attempt::new(1, plan.db_name(), &plan.log_dir);
         a.verdict = verdict;
         a.message = message.map(str::to_string);
         let mut w = WorkerResult::new(plan.index, &plan.file, &plan.stem, &a);

@@ -538,12 +538,14 @@ mod tests {
             index,
             file: file.into(),
             stem,
-            db_name: format!("app_test_ab12cd34_{index}"),
+            attempts: vec![crate::planner::AttemptPlan::named(format!(
+                "app_test_ab12cd34_{index}"
+            ))],
             junit: log_dir.join("junit.xml"),
             log_dir,
             predicted: None,
         };
-        let mut a = Attempt::new(1, &plan.db_name, &plan.log_dir);
+        let mut a = Attempt::new(1, plan.db_name(), &plan.log_dir);
         a.verdict = verdict;
         a.duration = 2.5 + index as f64;
         a.counts = (verdict != Verdict::Cancelled).then_some(Counts {

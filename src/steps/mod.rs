@@ -26,7 +26,7 @@ use crate::engine::{BoxFuture, Cancel, Outcome, Step};
 use crate::events::Event;
 use crate::model::{ExitCode, RunSummary, Verdict, WorkerResult};
 use crate::plan::{Keep, Plan};
-use crate::planner::{hex, Action, Dag};
+use crate::planner::{hex, Action, Dag, PreparePlan, RunTime};
 use resource::Resource;
 
 /// A step failure that ends the run (exit 3): setup, prepare, clone, a server never ready.
@@ -339,8 +339,8 @@ impl RunStep {
                 *cx.cluster.lock().await = Some(c);
                 Ok(Some(note))
             }
-            Action::PrepareTemplate { template, .. } => {
-                let note = prepare_template(cx, template, cancel).await?;
+            Action::PrepareTemplate(p) => {
+                let note = prepare_template(cx, p, cancel).await?;
                 let prefetch = worker::prefetch(Arc::clone(&self.cx), cancel.clone());
                 *lock(&cx.prefetcher) = Some(tokio::spawn(prefetch));
                 Ok(note)
@@ -438,10 +438,15 @@ async fn run_once(
 }
 
 /// The template's fingerprint: the prepare commands and the contents of the fingerprint files.
-pub fn fingerprint(plan: &Plan, commands: &[Vec<String>]) -> String {
+pub fn fingerprint(plan: &Plan) -> String {
     let mut h = Sha256::new();
-    for c in commands {
-        h.update(c.join("\0").as_bytes());
+    // The commands as written: the same for every run and every database they run in.
+    for c in &plan.database.prepare {
+        h.update(
+            crate::plan::template::command_source(c)
+                .join("\0")
+                .as_bytes(),
+        );
         h.update(b"\n");
     }
     let mut files = BTreeSet::new();
@@ -466,26 +471,16 @@ pub fn fingerprint(plan: &Plan, commands: &[Vec<String>]) -> String {
 
 async fn prepare_template(
     cx: &RunCx,
-    template: &str,
+    p: &PreparePlan,
     cancel: &Cancel,
 ) -> Result<Option<String>, StepError> {
     if let Some(url) = &cx.plan.database.template {
         let _ = cx.template_url.set(url.clone());
     }
-    let template_url = cx.template_url();
+    let template = p.template.as_str();
     let admin = connect_admin(cx).await?;
-    // The fingerprint covers the commands as they would run in the template itself, so that it
-    // does not change with the run's build database.
-    let commands: Vec<Vec<String>> = cx
-        .plan
-        .database
-        .prepare
-        .iter()
-        .map(|c| {
-            crate::planner::fill_run_command(c, &cx.plan, &cx.dag.run_id, &template_url, template)
-        })
-        .collect();
-    let hash = (!cx.plan.database.fingerprint.is_empty()).then(|| fingerprint(&cx.plan, &commands));
+    let commands = &p.commands.commands;
+    let hash = (!cx.plan.database.fingerprint.is_empty()).then(|| fingerprint(&cx.plan));
     if commands.is_empty() {
         return nothing_to_prepare(cx, &admin, template, hash.as_deref()).await;
     }
@@ -498,7 +493,7 @@ async fn prepare_template(
         database::ensure_template(&admin, template, cx.plan.database.busy_timeout)
             .await
             .map_err(db_err)?;
-        run_prepare(cx, template, &template_url, cancel).await?;
+        run_prepare(cx, p, cancel).await?;
         return Ok(Some(format!("{} command(s) run", commands.len())));
     };
     let exists = database::exists(&admin, template).await.map_err(db_err)?;
@@ -517,7 +512,7 @@ async fn prepare_template(
             return Ok(Some(note));
         }
     }
-    rebuild_template(cx, &admin, template, exists, &hash, cancel).await?;
+    rebuild_template(cx, &admin, p, exists, &hash, cancel).await?;
     if pool::enabled(cx) {
         // Every copy in the pool is of the old template now.
         pool::load(cx, &admin, &hash, true).await?;
@@ -575,14 +570,19 @@ fn pool_note(n: usize) -> String {
     )
 }
 
-/// Runs the prepare commands against `db` (the template, or the database that will replace it).
-async fn run_prepare(cx: &RunCx, db: &str, url: &str, cancel: &Cancel) -> Result<(), StepError> {
-    let vars = crate::planner::run_vars(&cx.plan, &cx.dag.run_id, url, db);
-    let mut env = vec![("DATABASE_URL".to_string(), url.to_string())];
-    env.extend(crate::planner::fill_env(&cx.plan.database.env, &vars));
-    for words in &cx.plan.database.prepare {
-        let argv = crate::plan::template::fill_command(words, &vars, &[]);
-        run_once(cx, "prepare", &argv, &env, cancel).await?;
+/// Runs the prepare commands in their database (the template, or the one that will replace it).
+async fn run_prepare(cx: &RunCx, p: &PreparePlan, cancel: &Cancel) -> Result<(), StepError> {
+    let template_url = cx.template_url();
+    let rt = RunTime {
+        port: "",
+        template_url: &template_url,
+    };
+    let filled = rt.prepare(&p.commands, p.target());
+    let url = crate::planner::with_database(&template_url, p.target());
+    let mut env = vec![("DATABASE_URL".to_string(), url)];
+    env.extend(filled.env);
+    for argv in &filled.commands {
+        run_once(cx, "prepare", argv, &env, cancel).await?;
     }
     Ok(())
 }
@@ -594,17 +594,18 @@ async fn run_prepare(cx: &RunCx, db: &str, url: &str, cancel: &Cancel) -> Result
 async fn rebuild_template(
     cx: &RunCx,
     admin: &tokio_postgres::Client,
-    template: &str,
+    p: &PreparePlan,
     exists: bool,
     hash: &str,
     cancel: &Cancel,
 ) -> Result<(), StepError> {
-    let next = crate::planner::build_db_name(template, &cx.dag.run_id);
+    let template = p.template.as_str();
+    // Fingerprinted plans always name a build database.
+    let next = p.target().to_string();
     let next_entry = journal_database(cx, &next)?;
     let built = async {
         database::create_empty(admin, &next).await.map_err(db_err)?;
-        let url = crate::planner::with_database(&cx.template_url(), &next);
-        run_prepare(cx, &next, &url, cancel).await
+        run_prepare(cx, p, cancel).await
     }
     .await;
     if let Err(e) = built {
@@ -882,7 +883,7 @@ pub fn step_label(action: &Action) -> String {
     match action {
         Action::Setup { command, .. } => format!("setup: {}", shell_words::join(command)),
         Action::StartCluster => "start ephemeral PostgreSQL".into(),
-        Action::PrepareTemplate { template, .. } => format!("prepare template {template}"),
+        Action::PrepareTemplate(p) => format!("prepare template {}", p.template),
         Action::Worker { index } => format!("worker {index}"),
         Action::RetryFailed { .. } => "retry failed files".into(),
         Action::Report => "write reports".into(),
@@ -935,12 +936,12 @@ mod tests {
                     index: i,
                     file: format!("t{i}.py"),
                     stem: format!("t{i}"),
-                    db_name: format!("db_{i}_1"),
+                    attempts: vec![crate::planner::AttemptPlan::named(format!("db_{i}_1"))],
                     log_dir: PathBuf::from("/l"),
                     junit: PathBuf::from("/l/junit.xml"),
                     predicted: None,
                 };
-                let mut a = crate::model::Attempt::new(1, &plan.db_name, &plan.log_dir);
+                let mut a = crate::model::Attempt::new(1, plan.db_name(), &plan.log_dir);
                 a.verdict = *v;
                 let mut r = WorkerResult::new(plan.index, &plan.file, &plan.stem, &a);
                 r.push_attempt(a);

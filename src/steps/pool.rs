@@ -297,14 +297,7 @@ pub async fn inspect(plan: &crate::plan::Plan, drain: bool) -> Result<PoolReport
         ));
     };
     let template = crate::planner::template_name(plan);
-    let commands: Vec<Vec<String>> = plan
-        .database
-        .prepare
-        .iter()
-        .map(|c| crate::planner::fill_run_command(c, plan, "pool", url, &template))
-        .collect();
-    let fingerprint =
-        (!plan.database.fingerprint.is_empty()).then(|| super::fingerprint(plan, &commands));
+    let fingerprint = (!plan.database.fingerprint.is_empty()).then(|| super::fingerprint(plan));
     let admin_url = database::admin_url(url);
     let admin = database::connect(&admin_url).await.map_err(err)?;
     if drain {

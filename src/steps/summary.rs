@@ -52,23 +52,22 @@ fn workers(cx: &RunCx) -> Vec<WorkerResult> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default();
-    let mut workers: Vec<WorkerResult> = cx
-        .dag
-        .workers
-        .iter()
-        .map(|w| {
-            results
-                .get(&w.index)
-                .cloned()
-                .unwrap_or_else(|| WorkerResult::not_run(w.index, &w.file, &w.stem, &w.db_name))
-        })
-        .map(|mut w| {
-            if matches!(w.verdict, Verdict::Fail | Verdict::Timeout | Verdict::Error) {
-                w.failures = super::failures::failed_tests(&w, tests_ran(&w, run_started));
-            }
-            scrub_worker(w)
-        })
-        .collect();
+    let mut workers: Vec<WorkerResult> =
+        cx.dag
+            .workers
+            .iter()
+            .map(|w| {
+                results.get(&w.index).cloned().unwrap_or_else(|| {
+                    WorkerResult::not_run(w.index, &w.file, &w.stem, w.db_name())
+                })
+            })
+            .map(|mut w| {
+                if matches!(w.verdict, Verdict::Fail | Verdict::Timeout | Verdict::Error) {
+                    w.failures = super::failures::failed_tests(&w, tests_ran(&w, run_started));
+                }
+                scrub_worker(w)
+            })
+            .collect();
     workers.sort_by(|a, b| a.file.cmp(&b.file));
     workers
 }

@@ -14,7 +14,7 @@ use crate::engine::{Cancel, Outcome};
 use crate::events::{Event, Phase};
 use crate::model::junit::read_counts;
 use crate::model::{Attempt, PhaseSpan, Verdict, WorkerResult};
-use crate::planner::{worker_db_name, WorkerPlan, WorkerVars};
+use crate::planner::{RunTime, WorkerCommands, WorkerPlan};
 
 /// How a server's wait for readiness ended.
 enum Ready {
@@ -217,7 +217,7 @@ pub async fn prefetch(cx: Arc<RunCx>, cancel: Cancel) {
         let cx = Arc::clone(&cx);
         let cancel = cancel.clone();
         set.spawn(async move {
-            let db = cx.dag.workers[index].db_name.clone();
+            let db = cx.dag.workers[index].db_name().to_string();
             let result = clone_worker_db(&cx, index, 1, &db, &cancel).await;
             // send_replace: the worker may not be listening yet.
             cx.prefetched[index].send_replace(Some(result));
@@ -265,7 +265,7 @@ enum Started {
 /// The port and the commands filled for it: a server start and the tests it serves share them.
 struct Launch {
     port: u16,
-    commands: crate::planner::WorkerCommands,
+    commands: WorkerCommands<String>,
 }
 
 /// One attempt. Err carries the attempt too (for the report) with the fatal error.
@@ -275,7 +275,7 @@ pub async fn run_attempt(
     n: u32,
     cancel: &Cancel,
 ) -> Result<Attempt, Box<(Attempt, StepError)>> {
-    let db_name = worker_db_name(&cx.dag.template_name, &cx.dag.run_id, w.index, n - 1);
+    let db_name = w.attempt(n).db_name.clone();
     let mut run = AttemptRun {
         cx,
         w,
@@ -379,18 +379,13 @@ impl AttemptRun<'_> {
             .map_err(|e| StepError::new(format!("no free port: {e}")))?;
         self.attempt.port = Some(port);
         let (port_s, template_url) = (port.to_string(), cx.template_url());
-        let vars = WorkerVars {
-            plan: &cx.plan,
-            run_id: &cx.dag.run_id,
-            worker: self.w,
-            db_name: &self.db_name,
-            template_url: &template_url,
+        let rt = RunTime {
             port: &port_s,
-            log_dir: &self.w.log_dir,
+            template_url: &template_url,
         };
         Ok(Launch {
             port,
-            commands: vars.commands(&cx.dag.args),
+            commands: rt.worker(&self.w.attempt(self.n).commands, &self.db_name),
         })
     }
 

@@ -1,0 +1,170 @@
+//! Commands and environments as the planner resolves them. Everything known before the run is
+//! filled in; only `{port}` (a free port, taken when the server starts) and `{db_url}` (a throwaway
+//! cluster's port exists only once it runs) are left, and [`RunTime`] is the one place that fills
+//! them.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::names::with_database;
+use crate::plan::template::{fill_command, resolve_command, Template, Word};
+use crate::plan::Plan;
+
+/// A worker attempt's commands: `T` is [`Template`] as planned, `String` once filled.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerCommands<T = Template> {
+    pub server: Option<ServerCommands<T>>,
+    pub test: Vec<T>,
+    pub test_env: Vec<(String, T)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerCommands<T = Template> {
+    pub command: Vec<T>,
+    pub env: Vec<(String, T)>,
+    pub ready: T,
+}
+
+/// The preparation's commands and `[database] env` (besides `DATABASE_URL`), resolved for the
+/// database they run in.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrepareCommands<T = Template> {
+    pub commands: Vec<Vec<T>>,
+    pub env: Vec<(String, T)>,
+}
+
+/// The values only the run knows.
+#[derive(Debug, Clone, Copy)]
+pub struct RunTime<'a> {
+    /// The attempt's port (empty outside a worker).
+    pub port: &'a str,
+    /// The template's URL: from the plan, or the throwaway cluster's once it runs.
+    pub template_url: &'a str,
+}
+
+impl RunTime<'_> {
+    /// The run-time placeholders for commands that work in database `db`.
+    fn vars(&self, db: &str) -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("port", self.port.to_string()),
+            ("db_url", with_database(self.template_url, db)),
+        ])
+    }
+
+    pub fn worker(&self, c: &WorkerCommands, db: &str) -> WorkerCommands<String> {
+        let vars = self.vars(db);
+        WorkerCommands {
+            server: c.server.as_ref().map(|s| ServerCommands {
+                command: fill_all(&s.command, &vars),
+                env: fill_env(&s.env, &vars),
+                ready: s.ready.fill(&vars),
+            }),
+            test: fill_all(&c.test, &vars),
+            test_env: fill_env(&c.test_env, &vars),
+        }
+    }
+
+    pub fn prepare(&self, c: &PrepareCommands, db: &str) -> PrepareCommands<String> {
+        let vars = self.vars(db);
+        PrepareCommands {
+            commands: c.commands.iter().map(|w| fill_all(w, &vars)).collect(),
+            env: fill_env(&c.env, &vars),
+        }
+    }
+}
+
+fn fill_all(words: &[Template], vars: &HashMap<&str, String>) -> Vec<String> {
+    words.iter().map(|t| t.fill(vars)).collect()
+}
+
+fn fill_env(env: &[(String, Template)], vars: &HashMap<&str, String>) -> Vec<(String, String)> {
+    env.iter().map(|(k, t)| (k.clone(), t.fill(vars))).collect()
+}
+
+fn resolve_env(
+    env: &[(String, Template)],
+    vars: &HashMap<&str, String>,
+) -> Vec<(String, Template)> {
+    env.iter()
+        .map(|(k, t)| (k.clone(), t.resolve(vars)))
+        .collect()
+}
+
+/// What one worker attempt is known by before the run.
+pub(super) struct WorkerVars<'a> {
+    pub plan: &'a Plan,
+    pub run_id: &'a str,
+    pub index: usize,
+    pub file: &'a str,
+    pub stem: &'a str,
+    pub db_name: &'a str,
+    pub log_dir: &'a Path,
+}
+
+impl WorkerVars<'_> {
+    fn map(&self) -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("root", self.plan.root.display().to_string()),
+            ("run", self.run_id.to_string()),
+            ("worker", self.index.to_string()),
+            ("file", self.file.to_string()),
+            ("file_stem", self.stem.to_string()),
+            ("db_name", self.db_name.to_string()),
+            (
+                "junit",
+                self.log_dir.join("junit.xml").display().to_string(),
+            ),
+            ("log_dir", self.log_dir.display().to_string()),
+        ])
+    }
+
+    /// The attempt's commands with everything but `{port}` and `{db_url}` filled.
+    pub fn commands(&self, args: &[String]) -> WorkerCommands {
+        let vars = self.map();
+        WorkerCommands {
+            server: self.plan.server.as_ref().map(|s| ServerCommands {
+                command: resolve_command(&s.command, &vars, args),
+                env: resolve_env(&s.env, &vars),
+                ready: s.ready.resolve(&vars),
+            }),
+            test: resolve_command(&self.plan.test.command, &vars, args),
+            test_env: resolve_env(&self.plan.test.env, &vars),
+        }
+    }
+}
+
+/// Run-wide placeholder values of setup and prepare commands, and the database prepared.
+fn run_vars(plan: &Plan, run_id: &str, db_name: &str) -> HashMap<&'static str, String> {
+    HashMap::from([
+        ("root", plan.root.display().to_string()),
+        ("run", run_id.to_string()),
+        ("db_name", db_name.to_string()),
+    ])
+}
+
+/// Prepare's commands and env, resolved for database `db` (all but `{db_url}`).
+pub fn prepare_commands(plan: &Plan, run_id: &str, db: &str) -> PrepareCommands {
+    let vars = run_vars(plan, run_id, db);
+    PrepareCommands {
+        commands: plan
+            .database
+            .prepare
+            .iter()
+            .map(|c| resolve_command(c, &vars, &[]))
+            .collect(),
+        env: resolve_env(&plan.database.env, &vars),
+    }
+}
+
+/// A setup command and its env, filled: setup may only use `{root}` and `{run}`.
+pub fn setup_command(
+    plan: &Plan,
+    run_id: &str,
+    words: &[Word],
+    env: &[(String, Template)],
+) -> (Vec<String>, Vec<(String, String)>) {
+    let vars = run_vars(plan, run_id, "");
+    (fill_command(words, &vars, &[]), fill_env(env, &vars))
+}

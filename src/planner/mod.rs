@@ -1,0 +1,483 @@
+//! The planner turns a [`Plan`] into the DAG the engine runs and `dry-run` shows: setup steps,
+//! one worker per file (clone → start server → wait ready → run tests → stop server), teardown.
+//!
+//! Everything here is pure: names, order, predictions and filled commands are decided before any
+//! side effect, from the plan and the options (the recorded timings are read by the caller). What
+//! only the run knows (ports, a throwaway cluster's URL) is filled by [`RunTime`].
+
+mod commands;
+mod names;
+mod shards;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use crate::model::Split;
+use crate::plan::Plan;
+use commands::WorkerVars;
+pub use commands::{prepare_commands, PrepareCommands, RunTime, ServerCommands, WorkerCommands};
+pub use names::{
+    build_db_name, hex, new_run_id, old_db_name, pool_db_name, shown_template_url, template_name,
+    with_database, worker_db_name, EPHEMERAL_TEMPLATE, MAX_IDENT,
+};
+pub use shards::{predict_makespan, split_files, FileTiming, Shard, ShardArg, Timings};
+
+/// Which part of the run a step belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Setup,
+    Worker,
+    Teardown,
+}
+
+/// What a node does; the engine only sees it through the step that [`crate::steps`] builds for it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// A `[[setup]]` command, skipped when `creates` exists.
+    Setup {
+        command: Vec<String>,
+        creates: Option<String>,
+        env: Vec<(String, String)>,
+    },
+    /// initdb + start a throwaway PostgreSQL.
+    StartCluster,
+    /// Create the template if missing, run `prepare` (unless the fingerprint matches).
+    PrepareTemplate(PreparePlan),
+    /// One file's worker: clone, server, tests, stop.
+    Worker { index: usize },
+    /// Second pass over failed files, each attempt in fresh isolation.
+    RetryFailed { retries: u32 },
+    /// Merge JUnit, write summary.json and report.html.
+    Report,
+    /// Drop or keep worker databases by the keep policy; remove passing workers' logs.
+    Cleanup,
+    /// Bring the template's pool of ready copies back to `size` for the next run.
+    RefillPool { size: usize },
+    /// Stop and delete the ephemeral cluster (unless databases are kept).
+    StopCluster,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    pub id: String,
+    pub stage: Stage,
+    pub deps: Vec<usize>,
+    /// Runs even when a dependency failed or the run was cancelled (teardown).
+    pub always: bool,
+    pub action: Action,
+}
+
+/// One worker, resolved except for what only exists at run time (port, template URL).
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerPlan {
+    pub index: usize,
+    pub file: String,
+    pub stem: String,
+    pub log_dir: PathBuf,
+    pub junit: PathBuf,
+    /// From recorded timings; None for a file never run before.
+    pub predicted: Option<Duration>,
+    /// The first attempt and each retry: its own database, its commands resolved for it.
+    pub attempts: Vec<AttemptPlan>,
+}
+
+/// The template's preparation as planned.
+#[derive(Debug, Clone, Serialize)]
+pub struct PreparePlan {
+    pub template: String,
+    /// Fingerprinted plans prepare a fresh database of this name and swap it in for the
+    /// template; without a fingerprint, `prepare` runs in the template itself.
+    pub build: Option<String>,
+    /// Resolved for the database they run in: `build`, else the template.
+    #[serde(flatten)]
+    pub commands: PrepareCommands,
+}
+
+impl PreparePlan {
+    /// The database `prepare` runs in.
+    pub fn target(&self) -> &str {
+        self.build.as_deref().unwrap_or(&self.template)
+    }
+}
+
+/// One attempt of a worker as planned.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptPlan {
+    pub db_name: String,
+    pub commands: WorkerCommands,
+}
+
+impl AttemptPlan {
+    /// An attempt with no commands (a worker built by hand, as the reporters' tests do).
+    pub fn named(db_name: impl Into<String>) -> Self {
+        AttemptPlan {
+            db_name: db_name.into(),
+            commands: WorkerCommands {
+                server: None,
+                test: Vec::new(),
+                test_env: Vec::new(),
+            },
+        }
+    }
+}
+
+impl WorkerPlan {
+    /// The first attempt's database.
+    pub fn db_name(&self) -> &str {
+        &self.attempts[0].db_name
+    }
+
+    /// Attempt `n` (1 = the first pass).
+    pub fn attempt(&self, n: u32) -> &AttemptPlan {
+        let i = (n as usize).saturating_sub(1).min(self.attempts.len() - 1);
+        &self.attempts[i]
+    }
+}
+
+/// The whole DAG.
+#[derive(Debug, Clone)]
+pub struct Dag {
+    pub run_id: String,
+    pub nodes: Vec<Node>,
+    pub workers: Vec<WorkerPlan>,
+    /// Extra arguments given after `--`.
+    pub args: Vec<String>,
+    pub template_name: String,
+    pub jobs: usize,
+    pub predicted_wall: Option<Duration>,
+    /// `--shard`: the split this shard belongs to.
+    pub split: Option<Split>,
+}
+
+/// Options from the command line that shape the DAG.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    pub run_id: String,
+    pub args: Vec<String>,
+    pub shard: Option<Shard>,
+    /// Only these files (e.g. `--last-failed`); None = all.
+    pub only: Option<Vec<String>>,
+    /// Recorded durations: the order of the workers and the balance of the shards.
+    pub timings: Timings,
+}
+
+/// Builds the DAG. Workers are ordered longest-predicted first (ties by path), which is also the
+/// order the engine starts them in when `jobs` limits how many run at once.
+pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
+    let template = template_name(plan);
+    let (workers, split) = worker_plans(plan, opts, &template);
+    let mut nodes = Nodes::default();
+    let prepare = setup_nodes(&mut nodes, plan, opts, &template);
+    let worker_ids: Vec<usize> = workers
+        .iter()
+        .map(|w| {
+            nodes.push(
+                format!("worker-{}", w.stem),
+                Stage::Worker,
+                vec![prepare],
+                false,
+                Action::Worker { index: w.index },
+            )
+        })
+        .collect();
+    teardown_nodes(&mut nodes, plan, worker_ids);
+    let known: Vec<Duration> = workers.iter().filter_map(|w| w.predicted).collect();
+    let predicted_wall = (known.len() == workers.len() && !known.is_empty())
+        .then(|| predict_makespan(&known, plan.run.jobs));
+    Dag {
+        run_id: opts.run_id.clone(),
+        nodes: nodes.0,
+        workers,
+        args: opts.args.clone(),
+        template_name: template,
+        jobs: plan.run.jobs,
+        predicted_wall,
+        split,
+    }
+}
+
+/// The files this run takes (`--last-failed`, then this shard of the split), longest predicted
+/// first (ties by path), each with its names.
+fn worker_plans(
+    plan: &Plan,
+    opts: &PlanOptions,
+    template: &str,
+) -> (Vec<WorkerPlan>, Option<Split>) {
+    let timings = &opts.timings;
+    let mut files = plan.files.clone();
+    if let Some(only) = &opts.only {
+        files.retain(|f| only.contains(&f.path));
+    }
+    let split = opts.shard.map(|shard| split_files(&files, timings, shard));
+    if let Some(split) = &split {
+        let mine: Vec<&str> = split.mine().collect();
+        files.retain(|f| mine.contains(&f.path.as_str()));
+    }
+    let predicted = timings.predict(&files);
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by(|&a, &b| {
+        predicted[b]
+            .cmp(&predicted[a])
+            .then_with(|| files[a].path.cmp(&files[b].path))
+    });
+    let workers = order
+        .iter()
+        .enumerate()
+        .map(|(index, &i)| {
+            let f = &files[i];
+            let log_dir = plan.report_dir.join("workers").join(&f.stem);
+            let attempts = (0..=plan.run.retries)
+                .map(|retry| {
+                    let db_name = worker_db_name(template, &opts.run_id, index, retry);
+                    let vars = WorkerVars {
+                        plan,
+                        run_id: &opts.run_id,
+                        index,
+                        file: &f.path,
+                        stem: &f.stem,
+                        db_name: &db_name,
+                        log_dir: &log_dir,
+                    };
+                    let commands = vars.commands(&opts.args);
+                    AttemptPlan { db_name, commands }
+                })
+                .collect();
+            WorkerPlan {
+                index,
+                file: f.path.clone(),
+                stem: f.stem.clone(),
+                junit: log_dir.join("junit.xml"),
+                log_dir,
+                predicted: predicted[i],
+                attempts,
+            }
+        })
+        .collect();
+    (workers, split)
+}
+
+/// The DAG's nodes as they are added; a node's id is its position.
+#[derive(Default)]
+struct Nodes(Vec<Node>);
+
+impl Nodes {
+    fn push(
+        &mut self,
+        id: String,
+        stage: Stage,
+        deps: Vec<usize>,
+        always: bool,
+        action: Action,
+    ) -> usize {
+        self.0.push(Node {
+            id,
+            stage,
+            deps,
+            always,
+            action,
+        });
+        self.0.len() - 1
+    }
+
+    fn has(&self, id: &str) -> bool {
+        self.0.iter().any(|n| n.id == id)
+    }
+}
+
+/// Setup commands in order, the throwaway cluster if there is no template URL, then the
+/// template's preparation. Returns the preparation's node.
+fn setup_nodes(nodes: &mut Nodes, plan: &Plan, opts: &PlanOptions, template: &str) -> usize {
+    let mut last: Option<usize> = None;
+    for (i, s) in plan.setup.iter().enumerate() {
+        let (command, env) = commands::setup_command(plan, &opts.run_id, &s.command, &s.env);
+        let action = Action::Setup {
+            command,
+            creates: s.creates.clone(),
+            env,
+        };
+        let id = format!("setup-{}", i + 1);
+        last = Some(nodes.push(id, Stage::Setup, last.into_iter().collect(), false, action));
+    }
+    if plan.database.template.is_none() {
+        let deps = last.into_iter().collect();
+        last = Some(nodes.push(
+            "start-cluster".into(),
+            Stage::Setup,
+            deps,
+            false,
+            Action::StartCluster,
+        ));
+    }
+    let action = prepare_action(plan, opts, template);
+    nodes.push(
+        "prepare-template".into(),
+        Stage::Setup,
+        last.into_iter().collect(),
+        false,
+        action,
+    )
+}
+
+/// Prepare, filled for the database it runs in: a fresh build database when fingerprinted.
+fn prepare_action(plan: &Plan, opts: &PlanOptions, template: &str) -> Action {
+    let build =
+        (!plan.database.fingerprint.is_empty()).then(|| build_db_name(template, &opts.run_id));
+    let target = build.as_deref().unwrap_or(template);
+    Action::PrepareTemplate(PreparePlan {
+        template: template.to_string(),
+        commands: prepare_commands(plan, &opts.run_id, target),
+        build,
+    })
+}
+
+/// Retries (if any), then the report, the cleanup, the pool's refill and the cluster's stop:
+/// all `always`, so teardown runs whatever happened before.
+fn teardown_nodes(nodes: &mut Nodes, plan: &Plan, worker_ids: Vec<usize>) {
+    let mut deps = worker_ids;
+    if plan.run.retries > 0 {
+        let action = Action::RetryFailed {
+            retries: plan.run.retries,
+        };
+        deps = vec![nodes.push("retry-failed".into(), Stage::Worker, deps, true, action)];
+    }
+    let report = nodes.push("report".into(), Stage::Teardown, deps, true, Action::Report);
+    let cleanup = nodes.push(
+        "cleanup".into(),
+        Stage::Teardown,
+        vec![report],
+        true,
+        Action::Cleanup,
+    );
+    if plan.database.pool > 0 && plan.database.template.is_some() {
+        let action = Action::RefillPool {
+            size: plan.database.pool,
+        };
+        nodes.push(
+            "refill-pool".into(),
+            Stage::Teardown,
+            vec![cleanup],
+            true,
+            action,
+        );
+    }
+    if nodes.has("start-cluster") {
+        nodes.push(
+            "stop-cluster".into(),
+            Stage::Teardown,
+            vec![cleanup],
+            true,
+            Action::StopCluster,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::load::{load, LoadOptions};
+
+    /// A plan whose commands use every kind of placeholder, with one retry.
+    fn plan() -> (tempfile::TempDir, Plan) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tests")).unwrap();
+        std::fs::write(dir.path().join("tests/test_a.py"), "").unwrap();
+        let toml = r#"
+[tests]
+include = ["tests/test_*.py"]
+[database]
+template = "postgresql://postgres:pw@127.0.0.1:5432/app"
+prepare = ["migrate --db {db_name} --url {db_url} --run {run}"]
+fingerprint = ["tests/*.py"]
+[server]
+command = ["serve", "--port={port}", "{args}"]
+env = { DATABASE_URL = "{db_url}" }
+ready = "http://127.0.0.1:{port}/healthz"
+[test]
+command = ["pytest", "{file}", "--junitxml={junit}", "--worker={worker}", "{args}"]
+[run]
+retries = 1
+"#;
+        let path = dir.path().join("plan.toml");
+        std::fs::write(&path, toml).unwrap();
+        let plan = load(&path, &LoadOptions::default()).unwrap();
+        (dir, plan)
+    }
+
+    /// The DAG holds every command resolved but for the port and the database URL, per attempt;
+    /// the run fills those two and nothing else.
+    #[test]
+    fn resolves_everything_but_the_run_time_values() {
+        let (_dir, plan) = plan();
+        let opts = PlanOptions {
+            run_id: "ab12cd34".into(),
+            args: vec!["-k".into(), "x y".into()],
+            ..Default::default()
+        };
+        let dag = build(&plan, &opts);
+        let w = &dag.workers[0];
+        assert_eq!(w.attempts.len(), 2);
+        assert_eq!(w.attempt(2).db_name, "app_ab12cd34_0r1");
+        let test: Vec<String> = w
+            .attempt(1)
+            .commands
+            .test
+            .iter()
+            .map(|t| t.source())
+            .collect();
+        let junit = w.log_dir.join("junit.xml").display().to_string();
+        assert_eq!(
+            test,
+            [
+                "pytest",
+                "tests/test_a.py",
+                &format!("--junitxml={junit}"),
+                "--worker=0",
+                "-k",
+                "x y"
+            ]
+        );
+        let server = w.attempt(1).commands.server.as_ref().unwrap();
+        assert_eq!(server.command[1].source(), "--port={port}");
+        assert_eq!(server.env[0].1.source(), "{db_url}");
+
+        let rt = RunTime {
+            port: "4100",
+            template_url: "postgresql://postgres:pw@127.0.0.1:5432/app",
+        };
+        let filled = rt.worker(&w.attempt(2).commands, &w.attempt(2).db_name);
+        let server = filled.server.unwrap();
+        assert_eq!(server.command, ["serve", "--port=4100", "-k", "x y"]);
+        assert_eq!(
+            server.env[0].1,
+            "postgresql://postgres:pw@127.0.0.1:5432/app_ab12cd34_0r1"
+        );
+        assert_eq!(server.ready, "http://127.0.0.1:4100/healthz");
+
+        let Some(Action::PrepareTemplate(p)) = dag
+            .nodes
+            .iter()
+            .map(|n| &n.action)
+            .find(|a| matches!(a, Action::PrepareTemplate(_)))
+        else {
+            panic!("no prepare step")
+        };
+        assert_eq!(p.target(), "app_next_ab12cd34");
+        let filled = rt.prepare(&p.commands, p.target());
+        assert_eq!(
+            filled.commands[0],
+            [
+                "migrate",
+                "--db",
+                "app_next_ab12cd34",
+                "--url",
+                "postgresql://postgres:pw@127.0.0.1:5432/app_next_ab12cd34",
+                "--run",
+                "ab12cd34"
+            ]
+        );
+    }
+}

@@ -1,0 +1,385 @@
+//! Shards and recorded timings: the split is a pure function of the files, N and the snapshot.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::names::hex;
+use crate::model::Split;
+use crate::plan::TestFile;
+
+/// `--shard K/N`: K in 1..=N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+/// `--shard`: explicit `K/N`, or `auto` (`auto/N`) from the CI's own parallelism variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardArg {
+    Explicit(Shard),
+    Auto { count: Option<usize> },
+}
+
+impl std::str::FromStr for ShardArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().strip_prefix("auto") {
+            Some("") => Ok(ShardArg::Auto { count: None }),
+            Some(rest) => {
+                let n = rest
+                    .strip_prefix('/')
+                    .and_then(|n| n.trim().parse::<usize>().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("expected auto or auto/N, not `{s}`"))?;
+                Ok(ShardArg::Auto { count: Some(n) })
+            }
+            None => s.parse().map(ShardArg::Explicit),
+        }
+    }
+}
+
+/// The CI parallelism variables `--shard auto` reads: (index variable, total variable, base of
+/// the index, the CI's name). A Kubernetes indexed Job has no total variable: `auto/N` gives it.
+const CI_SHARD_VARS: &[(&str, Option<&str>, usize, &str)] = &[
+    ("CI_NODE_INDEX", Some("CI_NODE_TOTAL"), 1, "GitLab CI"),
+    (
+        "CIRCLE_NODE_INDEX",
+        Some("CIRCLE_NODE_TOTAL"),
+        0,
+        "CircleCI",
+    ),
+    (
+        "BUILDKITE_PARALLEL_JOB",
+        Some("BUILDKITE_PARALLEL_JOB_COUNT"),
+        0,
+        "Buildkite",
+    ),
+    ("JOB_COMPLETION_INDEX", None, 0, "a Kubernetes indexed Job"),
+];
+
+impl ShardArg {
+    /// The shard this runner is, from the environment for `auto`. The error names every
+    /// variable looked for.
+    pub fn resolve(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Shard, String> {
+        let count = match self {
+            ShardArg::Explicit(s) => return Ok(s),
+            ShardArg::Auto { count } => count,
+        };
+        let num = |name: &str| -> Result<Option<usize>, String> {
+            match env(name).filter(|v| !v.trim().is_empty()) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("{name}={v} is not a number")),
+            }
+        };
+        for (index_var, total_var, base, ci) in CI_SHARD_VARS {
+            let Some(index) = num(index_var)? else {
+                continue;
+            };
+            let total = match total_var {
+                Some(t) => num(t)?.ok_or_else(|| format!("{index_var} is set but {t} is not"))?,
+                None => count.ok_or_else(|| {
+                    format!("{index_var} is set ({ci}), but it has no total: write --shard auto/N")
+                })?,
+            };
+            let index = index + 1 - base;
+            let shard = format!("{index}/{total}")
+                .parse::<Shard>()
+                .map_err(|e| format!("{index_var} and the total from {ci} give {e}"))?;
+            if count.is_some_and(|n| n != shard.count) {
+                return Err(format!(
+                    "--shard auto/{} but {ci} runs {} shards",
+                    count.unwrap_or_default(),
+                    shard.count
+                ));
+            }
+            return Ok(shard);
+        }
+        let looked: Vec<String> = CI_SHARD_VARS
+            .iter()
+            .map(|(i, t, _, ci)| match t {
+                Some(t) => format!("{i}/{t} ({ci})"),
+                None => format!("{i} with --shard auto/N ({ci})"),
+            })
+            .collect();
+        Err(format!(
+            "--shard auto found no CI parallelism variables; looked for {}. On GitHub Actions, pass --shard K/N from a matrix",
+            looked.join(", ")
+        ))
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 1/4")?;
+        let index: usize = k
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{k}` is not a number"))?;
+        let count: usize = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{n}` is not a number"))?;
+        if count == 0 || index == 0 || index > count {
+            return Err(format!("shard {s} is out of range: K must be 1..=N"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// Recorded per-file durations: `.e2e-plan/timings.json`, an exponential moving average.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Timings {
+    pub files: BTreeMap<String, FileTiming>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct FileTiming {
+    pub secs: f64,
+    pub runs: u32,
+}
+
+impl Timings {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("timings.json")
+    }
+
+    /// Missing or unreadable timings are no timings: they only order work.
+    pub fn load(state_dir: &Path) -> Timings {
+        std::fs::read_to_string(Self::path(state_dir))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default()
+    }
+
+    /// Folds one run's durations in (weight 0.5 for the newest, so a changed file adapts quickly).
+    pub fn record(&mut self, file: &str, took: Duration) {
+        let secs = took.as_secs_f64();
+        self.files
+            .entry(file.to_string())
+            .and_modify(|t| {
+                t.secs = t.secs * 0.5 + secs * 0.5;
+                t.runs += 1;
+            })
+            .or_insert(FileTiming { secs, runs: 1 });
+    }
+
+    pub fn get(&self, file: &str) -> Option<Duration> {
+        self.files
+            .get(file)
+            .map(|t| Duration::from_secs_f64(t.secs))
+    }
+
+    /// Durations for `files`; unknown files get the mean of the known ones (or None if none known).
+    pub fn predict(&self, files: &[TestFile]) -> Vec<Option<Duration>> {
+        let known: Vec<f64> = files
+            .iter()
+            .filter_map(|f| self.get(&f.path))
+            .map(|d| d.as_secs_f64())
+            .collect();
+        let mean = (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64);
+        files
+            .iter()
+            .map(|f| {
+                self.get(&f.path)
+                    .or_else(|| mean.map(Duration::from_secs_f64))
+            })
+            .collect()
+    }
+}
+
+/// Splits files into `shard.count` shards: greedy longest-first into the least-loaded shard when
+/// timings exist, round-robin over sorted paths otherwise. Same inputs, same answer on every runner.
+pub fn split_files(files: &[TestFile], timings: &Timings, shard: Shard) -> Split {
+    let mut sorted: Vec<TestFile> = files.to_vec();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    let predicted = timings.predict(&sorted);
+    let mut digest = Sha256::new();
+    digest.update(format!("{}\n", shard.count));
+    for f in &sorted {
+        let secs = timings.files.get(&f.path).map(|t| t.secs);
+        digest.update(format!("{}\0{secs:?}\n", f.path));
+    }
+    let any_known = sorted.iter().any(|f| timings.get(&f.path).is_some());
+    let mut slot_of = vec![0usize; sorted.len()];
+    if any_known {
+        let mut order: Vec<usize> = (0..sorted.len()).collect();
+        order.sort_by(|&a, &b| {
+            predicted[b]
+                .cmp(&predicted[a])
+                .then_with(|| sorted[a].path.cmp(&sorted[b].path))
+        });
+        let mut loads = vec![Duration::ZERO; shard.count];
+        for i in order {
+            let (slot, _) = loads
+                .iter()
+                .enumerate()
+                .min_by_key(|(k, load)| (**load, *k))
+                .unwrap_or((0, &Duration::ZERO));
+            loads[slot] += predicted[i].unwrap_or_default();
+            slot_of[i] = slot;
+        }
+    } else {
+        for (i, slot) in slot_of.iter_mut().enumerate() {
+            *slot = i % shard.count;
+        }
+    }
+    Split {
+        index: shard.index,
+        count: shard.count,
+        digest: hex(&digest.finalize())[..16].to_string(),
+        files: sorted
+            .into_iter()
+            .zip(slot_of)
+            .map(|(f, slot)| (f.path, slot + 1))
+            .collect(),
+    }
+}
+
+/// Makespan of `durations` on `jobs` slots (0 = unbounded), started longest first.
+pub fn predict_makespan(durations: &[Duration], jobs: usize) -> Duration {
+    let mut sorted = durations.to_vec();
+    sorted.sort_by(|a, b| b.cmp(a));
+    let slots = if jobs == 0 { sorted.len().max(1) } else { jobs };
+    let mut free = vec![Duration::ZERO; slots];
+    for d in sorted {
+        if let Some(min) = free.iter_mut().min() {
+            *min += d;
+        }
+    }
+    free.into_iter().max().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This shard's files (sorted by path).
+    fn shard_files(files: &[TestFile], timings: &Timings, shard: Shard) -> Vec<TestFile> {
+        let split = split_files(files, timings, shard);
+        let mine: Vec<&str> = split.mine().collect();
+        let mut out: Vec<TestFile> = files
+            .iter()
+            .filter(|f| mine.contains(&f.path.as_str()))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    }
+
+    #[test]
+    fn makespan_lpt() {
+        let d = |s| Duration::from_secs(s);
+        assert_eq!(predict_makespan(&[d(5), d(3), d(3), d(1)], 2), d(6));
+        assert_eq!(predict_makespan(&[d(5), d(3)], 0), d(5));
+    }
+
+    fn files(names: &[&str]) -> Vec<TestFile> {
+        names
+            .iter()
+            .map(|n| TestFile {
+                path: n.to_string(),
+                stem: n.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shards_partition_round_robin_without_timings() {
+        let fs = files(&["a", "b", "c", "d", "e"]);
+        let t = Timings::default();
+        let s1 = shard_files(&fs, &t, Shard { index: 1, count: 2 });
+        let s2 = shard_files(&fs, &t, Shard { index: 2, count: 2 });
+        assert_eq!(
+            s1.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["a", "c", "e"]
+        );
+        assert_eq!(
+            s2.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["b", "d"]
+        );
+    }
+
+    #[test]
+    fn shards_balance_by_timings() {
+        let fs = files(&["a", "b", "c", "d"]);
+        let mut t = Timings::default();
+        for (f, s) in [("a", 10), ("b", 6), ("c", 5), ("d", 1)] {
+            t.record(f, Duration::from_secs(s));
+        }
+        let s1 = shard_files(&fs, &t, Shard { index: 1, count: 2 });
+        let s2 = shard_files(&fs, &t, Shard { index: 2, count: 2 });
+        assert_eq!(
+            s1.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["a", "d"]
+        );
+        assert_eq!(
+            s2.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+    }
+
+    #[test]
+    fn shard_auto_reads_each_ci_and_normalises_the_base() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let auto: ShardArg = "auto".parse().unwrap();
+        let two_of_four = Shard { index: 2, count: 4 };
+        for pairs in [
+            &[("CI_NODE_INDEX", "2"), ("CI_NODE_TOTAL", "4")][..],
+            &[("CIRCLE_NODE_INDEX", "1"), ("CIRCLE_NODE_TOTAL", "4")][..],
+            &[
+                ("BUILDKITE_PARALLEL_JOB", "1"),
+                ("BUILDKITE_PARALLEL_JOB_COUNT", "4"),
+            ][..],
+        ] {
+            let pairs: &'static [(&str, &str)] = Box::leak(pairs.to_vec().into_boxed_slice());
+            assert_eq!(auto.resolve(&env(pairs)), Ok(two_of_four), "{pairs:?}");
+        }
+        let k8s = env(&[("JOB_COMPLETION_INDEX", "1")]);
+        assert_eq!(
+            "auto/4".parse::<ShardArg>().unwrap().resolve(&k8s),
+            Ok(two_of_four)
+        );
+        assert!(auto.resolve(&k8s).unwrap_err().contains("--shard auto/N"));
+        let none = auto.resolve(&env(&[])).unwrap_err();
+        for var in [
+            "CI_NODE_INDEX",
+            "CIRCLE_NODE_TOTAL",
+            "BUILDKITE_PARALLEL_JOB",
+            "JOB_COMPLETION_INDEX",
+        ] {
+            assert!(none.contains(var), "{none}");
+        }
+        assert!("auto/0".parse::<ShardArg>().is_err());
+        assert_eq!(
+            "2/4".parse::<ShardArg>(),
+            Ok(ShardArg::Explicit(two_of_four))
+        );
+    }
+
+    #[test]
+    fn shard_parse() {
+        assert_eq!(
+            "2/4".parse::<Shard>().unwrap(),
+            Shard { index: 2, count: 4 }
+        );
+        assert!("0/4".parse::<Shard>().is_err());
+        assert!("5/4".parse::<Shard>().is_err());
+    }
+}
