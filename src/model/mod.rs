@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How a command ends. The only place the exit codes are written down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +58,7 @@ pub enum FlakyPolicy {
 }
 
 /// A worker's phase, in the order a worker goes through them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Cloning,
@@ -81,7 +81,7 @@ impl Phase {
 /// How a file list was split into shards: a pure function of the files, the count and the
 /// timings snapshot, recorded in every shard's reports so that `merge` can check that the
 /// shards it is given cover every file exactly once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Split {
     /// This shard, 1-based, and the number of shards.
     pub index: usize,
@@ -103,7 +103,7 @@ impl Split {
 }
 
 /// A test that failed or errored, as `summary.json` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailedTest {
     /// pytest's node id: `tests/e2e/test_x.py::TestA::test_b`.
     pub id: String,
@@ -119,7 +119,7 @@ pub struct FailedTest {
     pub server_lines: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Verdict {
     Pass,
@@ -155,7 +155,7 @@ impl Verdict {
 }
 
 /// Test counts from a worker's JUnit file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub tests: usize,
     pub passed: usize,
@@ -164,7 +164,7 @@ pub struct Counts {
     pub skipped: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PhaseSpan {
     pub phase: Phase,
     /// Seconds since the run started.
@@ -172,7 +172,7 @@ pub struct PhaseSpan {
     pub end: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
     pub number: u32,
     #[serde(rename = "result")]
@@ -215,7 +215,7 @@ impl Attempt {
 }
 
 /// One file's result over all its attempts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerResult {
     pub index: usize,
     pub file: String,
@@ -307,7 +307,7 @@ impl WorkerResult {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeptDatabase {
     pub name: String,
     /// Connection URL with any password replaced by `****`.
@@ -318,14 +318,14 @@ pub struct KeptDatabase {
     pub password_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunError {
     pub message: String,
     pub detail: Option<String>,
 }
 
 /// `summary.json`. Versioned: fields are only ever added within a version.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSummary {
     pub version: u32,
     pub run_id: String,
@@ -351,7 +351,7 @@ pub struct RunSummary {
     pub workers: Vec<WorkerResult>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct DatabaseSources {
     /// Cloned from the template during the run.
     pub cloned: usize,

@@ -61,19 +61,35 @@ pub struct WorkerDb {
 
 /// What every step of one run shares.
 pub struct RunCx {
+    // What the run was asked to do: set at the start, never changed.
     plan: Plan,
     dag: Dag,
-    journal: Journal,
-    events: UnboundedSender<Event>,
+    reprepare: bool,
     started_at: Instant,
     started_wall: SystemTime,
-    reprepare: bool,
+    // Where it records what it creates and says what happens.
+    journal: Journal,
+    events: UnboundedSender<Event>,
+    infra: Infra,
+    state: RunState,
+    prefetch: Prefetch,
+    pool: PoolState,
+}
+
+/// What setup finds out and the workers share: the template's URL, the clone strategy, the
+/// throwaway cluster, the ports in use.
+struct Infra {
     template_url: OnceLock<String>,
     file_copy: OnceLock<bool>,
     cluster: tokio::sync::Mutex<Option<cluster::Cluster>>,
     /// Bounds concurrent clones: PostgreSQL copies faster from a few connections than from many.
     clone_slots: Semaphore,
     ports: Mutex<HashSet<u16>>,
+}
+
+/// What happened: each worker's result, the databases made, the error that stopped the run.
+#[derive(Default)]
+struct RunState {
     results: Mutex<BTreeMap<usize, WorkerResult>>,
     databases: Mutex<Vec<WorkerDb>>,
     fatal: Mutex<Option<StepError>>,
@@ -82,18 +98,23 @@ pub struct RunCx {
     kept: Mutex<BTreeSet<String>>,
     cluster_kept: AtomicBool,
     summary: Mutex<Option<RunSummary>>,
-    /// Per worker: the first attempt's database, once the prefetcher cloned it (Ok(false):
-    /// cancelled first).
-    prefetched: Vec<tokio::sync::watch::Sender<Option<Result<bool, StepError>>>>,
-    window_permits: Mutex<std::collections::HashMap<usize, tokio::sync::OwnedSemaphorePermit>>,
-    prefetcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Pooled copies this run may claim (oldest first), the fingerprint they must match, and how
-    /// many workers got their database from the pool or from a clone.
-    pool: Mutex<std::collections::VecDeque<String>>,
-    pool_fingerprint: OnceLock<String>,
-    pool_claimed: std::sync::atomic::AtomicUsize,
+}
+
+/// First attempts' databases, cloned ahead of their workers.
+struct Prefetch {
+    /// Per worker, once cloned (Ok(false): cancelled first).
+    done: Vec<tokio::sync::watch::Sender<Option<Result<bool, StepError>>>>,
+    window: Mutex<std::collections::HashMap<usize, tokio::sync::OwnedSemaphorePermit>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Pooled copies this run may claim (oldest first), the fingerprint they must match, how many
+/// workers claimed or cloned, and the refill started during the run.
+struct PoolState {
+    ready: Mutex<std::collections::VecDeque<String>>,
+    fingerprint: OnceLock<String>,
+    claimed: std::sync::atomic::AtomicUsize,
     cloned: std::sync::atomic::AtomicUsize,
-    /// The pool's refill, started during the run, and the clones it may run at once.
     refill: Mutex<Option<tokio::task::JoinHandle<Result<String, StepError>>>>,
     refill_slots: Arc<Semaphore>,
     /// The session that claims pooled copies, opened at the first claim.
@@ -124,30 +145,30 @@ impl RunCx {
                 .checked_sub(started_at.elapsed())
                 .unwrap_or_else(SystemTime::now),
             reprepare,
-            template_url: OnceLock::new(),
-            file_copy: OnceLock::new(),
-            cluster: tokio::sync::Mutex::new(None),
-            clone_slots: Semaphore::new(CLONE_CONCURRENCY),
-            ports: Mutex::new(HashSet::new()),
-            results: Mutex::new(BTreeMap::new()),
-            databases: Mutex::new(Vec::new()),
-            fatal: Mutex::new(None),
-            interrupted: AtomicBool::new(false),
-            kept: Mutex::new(BTreeSet::new()),
-            cluster_kept: AtomicBool::new(false),
-            summary: Mutex::new(None),
-            prefetched: (0..n)
-                .map(|_| tokio::sync::watch::Sender::new(None))
-                .collect(),
-            window_permits: Mutex::new(std::collections::HashMap::new()),
-            prefetcher: Mutex::new(None),
-            pool: Mutex::new(Default::default()),
-            pool_fingerprint: OnceLock::new(),
-            pool_claimed: Default::default(),
-            cloned: Default::default(),
-            refill: Mutex::new(None),
-            refill_slots: Arc::new(Semaphore::new(1)),
-            claim_session: tokio::sync::Mutex::new(None),
+            infra: Infra {
+                template_url: OnceLock::new(),
+                file_copy: OnceLock::new(),
+                cluster: tokio::sync::Mutex::new(None),
+                clone_slots: Semaphore::new(CLONE_CONCURRENCY),
+                ports: Mutex::new(HashSet::new()),
+            },
+            state: RunState::default(),
+            prefetch: Prefetch {
+                done: (0..n)
+                    .map(|_| tokio::sync::watch::Sender::new(None))
+                    .collect(),
+                window: Mutex::new(Default::default()),
+                task: Mutex::new(None),
+            },
+            pool: PoolState {
+                ready: Mutex::new(Default::default()),
+                fingerprint: OnceLock::new(),
+                claimed: Default::default(),
+                cloned: Default::default(),
+                refill: Mutex::new(None),
+                refill_slots: Arc::new(Semaphore::new(1)),
+                claim_session: tokio::sync::Mutex::new(None),
+            },
         }
     }
 
@@ -156,7 +177,7 @@ impl RunCx {
     }
 
     pub fn template_url(&self) -> String {
-        self.template_url.get().cloned().unwrap_or_default()
+        self.infra.template_url.get().cloned().unwrap_or_default()
     }
 
     pub fn admin_url(&self) -> String {
@@ -167,7 +188,7 @@ impl RunCx {
     pub fn take_port(&self) -> std::io::Result<u16> {
         for _ in 0..50 {
             let port = cluster::free_port()?;
-            let mut ports = lock(&self.ports);
+            let mut ports = lock(&self.infra.ports);
             if ports.insert(port) {
                 return Ok(port);
             }
@@ -177,13 +198,13 @@ impl RunCx {
 
     /// A Ctrl-C or SIGTERM arrived (`second`: another one before).
     pub fn interrupt(&self, second: bool) {
-        self.interrupted.store(true, Ordering::SeqCst);
+        self.state.interrupted.store(true, Ordering::SeqCst);
         self.emit(Event::Interrupted { second });
     }
 
     /// The exit code the summary recorded, or the run's so far if it never got that far.
     pub fn final_exit_code(&self) -> i32 {
-        lock(&self.summary)
+        lock(&self.state.summary)
             .as_ref()
             .map(|s| s.exit_code)
             .unwrap_or_else(|| self.exit_code())
@@ -199,9 +220,9 @@ impl RunCx {
             .find(|r| r.path == self.journal.path())
             .map(|r| r.pending)
             .unwrap_or_default();
-        let kept = lock(&self.kept).clone();
+        let kept = lock(&self.state.kept).clone();
         let kept_logs = kept_logs_dir(&self.plan.report_dir);
-        let cluster_kept = self.cluster_kept.load(Ordering::SeqCst);
+        let cluster_kept = self.state.cluster_kept.load(Ordering::SeqCst);
         let on_purpose = |r: &Resource| match r {
             Resource::Database { name, .. } => kept.contains(name),
             // A kept cluster's only folder is its own.
@@ -215,7 +236,7 @@ impl RunCx {
     }
 
     pub fn set_fatal(&self, e: &StepError) {
-        let mut f = lock(&self.fatal);
+        let mut f = lock(&self.state.fatal);
         if f.is_none() {
             *f = Some(e.clone());
         }
@@ -223,10 +244,13 @@ impl RunCx {
 
     /// Exit code of the run so far: 130 interrupted, 3 setup failed, 1 tests failed, 0.
     pub fn exit_code(&self) -> i32 {
-        let verdicts: Vec<Verdict> = lock(&self.results).values().map(|r| r.verdict).collect();
+        let verdicts: Vec<Verdict> = lock(&self.state.results)
+            .values()
+            .map(|r| r.verdict)
+            .collect();
         run_exit_code(
-            self.interrupted.load(Ordering::SeqCst),
-            lock(&self.fatal).is_some(),
+            self.state.interrupted.load(Ordering::SeqCst),
+            lock(&self.state.fatal).is_some(),
             &verdicts,
             self.plan.run.flaky,
         )
@@ -284,7 +308,7 @@ impl Step for RunStep {
                     return worker::retry_failed(cx, *retries, &cancel).await
                 }
                 // Nothing to stop when the cluster never started: say nothing either.
-                Action::StopCluster if cx.cluster.lock().await.is_none() => Ok(None),
+                Action::StopCluster if cx.infra.cluster.lock().await.is_none() => Ok(None),
                 _ => {
                     let start = Instant::now();
                     cx.emit(Event::StepStarted {
@@ -335,14 +359,14 @@ impl RunStep {
                 let note = format!("port {}", c.port);
                 let url = c.url(&cx.dag.template_name);
                 crate::redact::register_url(&url);
-                let _ = cx.template_url.set(url);
-                *cx.cluster.lock().await = Some(c);
+                let _ = cx.infra.template_url.set(url);
+                *cx.infra.cluster.lock().await = Some(c);
                 Ok(Some(note))
             }
             Action::PrepareTemplate(p) => {
                 let note = prepare_template(cx, p, cancel).await?;
                 let prefetch = worker::prefetch(Arc::clone(&self.cx), cancel.clone());
-                *lock(&cx.prefetcher) = Some(tokio::spawn(prefetch));
+                *lock(&cx.prefetch.task) = Some(tokio::spawn(prefetch));
                 Ok(note)
             }
             Action::Report => {
@@ -362,11 +386,11 @@ impl RunStep {
                 }
             },
             Action::StopCluster => {
-                let guard = cx.cluster.lock().await;
+                let guard = cx.infra.cluster.lock().await;
                 let Some(c) = guard.as_ref() else {
                     return Ok(None);
                 };
-                if cx.cluster_kept.load(Ordering::SeqCst) {
+                if cx.state.cluster_kept.load(Ordering::SeqCst) {
                     return Ok(Some(format!(
                         "left running on port {} for the kept databases",
                         c.port
@@ -475,7 +499,7 @@ async fn prepare_template(
     cancel: &Cancel,
 ) -> Result<Option<String>, StepError> {
     if let Some(url) = &cx.plan.database.template {
-        let _ = cx.template_url.set(url.clone());
+        let _ = cx.infra.template_url.set(url.clone());
     }
     let template = p.template.as_str();
     let admin = connect_admin(cx).await?;
@@ -534,7 +558,7 @@ async fn connect_admin(cx: &RunCx) -> Result<tokio_postgres::Client, StepError> 
         Some(crate::plan::Strategy::WalLog) => false,
         Some(crate::plan::Strategy::FileCopy) | None => version >= 150_000,
     };
-    let _ = cx.file_copy.set(file_copy);
+    let _ = cx.infra.file_copy.set(file_copy);
     Ok(admin)
 }
 
@@ -665,7 +689,7 @@ fn journal_worker_db(
     name: &str,
 ) -> Result<Entry, StepError> {
     let entry = journal_database(cx, name)?;
-    lock(&cx.databases).push(WorkerDb {
+    lock(&cx.state.databases).push(WorkerDb {
         worker,
         attempt,
         name: name.to_string(),
@@ -706,12 +730,17 @@ pub fn databases_to_keep(
 async fn report_step(cx: &RunCx) {
     let exit = cx.exit_code();
     let chosen = {
-        let results = lock(&cx.results);
-        databases_to_keep(cx.plan.database.keep, exit, &lock(&cx.databases), &results)
+        let results = lock(&cx.state.results);
+        databases_to_keep(
+            cx.plan.database.keep,
+            exit,
+            &lock(&cx.state.databases),
+            &results,
+        )
     };
     let kept = still_there(cx, chosen).await;
     {
-        let mut results = lock(&cx.results);
+        let mut results = lock(&cx.state.results);
         for r in results.values_mut() {
             r.db_kept = kept.contains(&r.db_name);
             if r.db_kept {
@@ -719,14 +748,14 @@ async fn report_step(cx: &RunCx) {
             }
         }
     }
-    cx.cluster_kept.store(
+    cx.state.cluster_kept.store(
         !kept.is_empty() && cx.plan.database.template.is_none(),
         Ordering::SeqCst,
     );
-    *lock(&cx.kept) = kept;
+    *lock(&cx.state.kept) = kept;
     let summary = summary::build(cx, exit);
     state::record_run(&cx.plan, &summary);
-    *lock(&cx.summary) = Some(summary.clone());
+    *lock(&cx.state.summary) = Some(summary.clone());
     let (tx, rx) = tokio::sync::oneshot::channel();
     cx.emit(Event::RunFinished {
         summary: Box::new(summary),
@@ -804,13 +833,13 @@ pub fn kept_logs_dir(report_dir: &Path) -> PathBuf {
 /// Drops what is not kept (concurrently, bounded) and removes passing workers' logs.
 async fn cleanup(cx: &RunCx) -> Result<String, StepError> {
     // A clone still in flight must land in the list before the list is dropped.
-    let prefetcher = lock(&cx.prefetcher).take();
+    let prefetcher = lock(&cx.prefetch.task).take();
     if let Some(p) = prefetcher {
         let _ = p.await;
     }
-    let kept = lock(&cx.kept).clone();
+    let kept = lock(&cx.state.kept).clone();
     let admin = cx.admin_url();
-    let to_drop: Vec<WorkerDb> = lock(&cx.databases)
+    let to_drop: Vec<WorkerDb> = lock(&cx.state.databases)
         .iter()
         .filter(|d| !kept.contains(&d.name))
         .cloned()
@@ -835,7 +864,7 @@ async fn cleanup(cx: &RunCx) -> Result<String, StepError> {
             Err(e) => errors.push(e.to_string()),
         }
     }
-    for r in lock(&cx.results).values() {
+    for r in lock(&cx.state.results).values() {
         if let (Verdict::Pass, false, Some(dir)) = (r.verdict, r.db_kept, &r.log_dir) {
             let _ = std::fs::remove_dir_all(dir);
         }

@@ -35,7 +35,7 @@ pub async fn load(
     prepared: bool,
 ) -> Result<usize, StepError> {
     let template = &cx.dag.template_name;
-    let _ = cx.pool_fingerprint.set(fingerprint.to_string());
+    let _ = cx.pool.fingerprint.set(fingerprint.to_string());
     if prepared {
         // Its own session: the lock waits for another run's refill, so that no copy of the old
         // template lands afterwards, and ends with the session.
@@ -63,7 +63,7 @@ pub async fn load(
         .map(|c| c.name)
         .collect();
     let n = fresh.len();
-    *lock(&cx.pool) = fresh.into();
+    *lock(&cx.pool.ready) = fresh.into();
     Ok(n)
 }
 
@@ -74,13 +74,13 @@ pub async fn claim(
     attempt: u32,
     db_name: &str,
 ) -> Result<bool, StepError> {
-    if lock(&cx.pool).is_empty() {
+    if lock(&cx.pool.ready).is_empty() {
         return Ok(false);
     }
     let admin_url = cx.admin_url();
     // One session claims for the whole run: a rename takes milliseconds, a new backend for every
     // worker costs more than that on a small machine. Claims go in the order workers asked.
-    let mut session = cx.claim_session.lock().await;
+    let mut session = cx.pool.claim_session.lock().await;
     if session.is_none() {
         let client = database::connect(&admin_url).await.map_err(err)?;
         // A claim is a catalog rename: nothing to lose in a crash but the claim itself.
@@ -91,7 +91,7 @@ pub async fn claim(
         return Ok(false);
     };
     loop {
-        let Some(pooled) = lock(&cx.pool).pop_front() else {
+        let Some(pooled) = lock(&cx.pool.ready).pop_front() else {
             return Ok(false);
         };
         let entry = super::journal_worker_db(cx, worker, attempt, db_name)?;
@@ -100,11 +100,11 @@ pub async fn claim(
             .map_err(err)?
         {
             let _ = cx.journal.done::<Resource>(entry, None);
-            cx.pool_claimed.fetch_add(1, Ordering::SeqCst);
+            cx.pool.claimed.fetch_add(1, Ordering::SeqCst);
             return Ok(true);
         }
         // Another run claimed it first: nothing was created.
-        lock(&cx.databases).retain(|d| d.entry != entry);
+        lock(&cx.state.databases).retain(|d| d.entry != entry);
         let _ = cx.journal.undone(entry);
     }
 }
@@ -159,7 +159,7 @@ pub fn start_refill(cx: &Arc<RunCx>, cancel: &Cancel) {
         cx.plan.database.pool,
         cancel.clone(),
     ));
-    *lock(&cx.refill) = Some(task);
+    *lock(&cx.pool.refill) = Some(task);
 }
 
 /// The refill node: the run is over, so the refill may use every clone slot.
@@ -168,8 +168,8 @@ pub async fn finish_refill(
     size: usize,
     cancel: &Cancel,
 ) -> Result<String, StepError> {
-    cx.refill_slots.add_permits(CLONE_CONCURRENCY - 1);
-    let task = lock(&cx.refill).take();
+    cx.pool.refill_slots.add_permits(CLONE_CONCURRENCY - 1);
+    let task = lock(&cx.pool.refill).take();
     match task {
         Some(task) => task
             .await
@@ -182,7 +182,7 @@ pub async fn finish_refill(
 /// missing ones (bounded by the refill's slots). Skipped after a setup failure or an interruption;
 /// an interruption during the refill stops starting clones and lets the running ones finish.
 async fn refill(cx: Arc<RunCx>, size: usize, cancel: Cancel) -> Result<String, StepError> {
-    let Some(fingerprint) = cx.pool_fingerprint.get().cloned() else {
+    let Some(fingerprint) = cx.pool.fingerprint.get().cloned() else {
         return Ok("skipped: the template was not ready".into());
     };
     let ended = crate::model::ExitCode::of(cx.exit_code());
@@ -210,7 +210,7 @@ async fn refill(cx: Arc<RunCx>, size: usize, cancel: Cancel) -> Result<String, S
     let mut set = tokio::task::JoinSet::new();
     for name in to_drop {
         let admin_url = admin_url.clone();
-        let slots = Arc::clone(&cx.refill_slots);
+        let slots = Arc::clone(&cx.pool.refill_slots);
         set.spawn(async move {
             let _permit = slots.acquire_owned().await;
             database::drop_database(&admin_url, &name)
@@ -218,12 +218,12 @@ async fn refill(cx: Arc<RunCx>, size: usize, cancel: Cancel) -> Result<String, S
                 .map(|_| false)
         });
     }
-    let file_copy = cx.file_copy.get().copied().unwrap_or(false);
+    let file_copy = cx.infra.file_copy.get().copied().unwrap_or(false);
     let comment = database::pool_comment(&template, &fingerprint);
     let mut errors = Vec::new();
     for i in 0..missing {
         let permit = tokio::select! {
-            p = Arc::clone(&cx.refill_slots).acquire_owned() => p.ok(),
+            p = Arc::clone(&cx.pool.refill_slots).acquire_owned() => p.ok(),
             _ = cancel.stop.cancelled() => None,
         };
         let Some(permit) = permit else { break };

@@ -26,7 +26,7 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
         wall_secs: cx.started_at.elapsed().as_secs_f64(),
         work_secs: workers.iter().map(|w| w.duration).sum(),
         exit_code,
-        error: lock(&cx.fatal).as_ref().map(|e| RunError {
+        error: lock(&cx.state.fatal).as_ref().map(|e| RunError {
             message: scrub(&e.message).into_owned(),
             detail: e.detail.as_deref().map(|d| scrub(d).into_owned()),
         }),
@@ -35,8 +35,8 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
         kept_databases,
         cleanup_command,
         databases: DatabaseSources {
-            cloned: cx.cloned.load(std::sync::atomic::Ordering::SeqCst),
-            from_pool: cx.pool_claimed.load(std::sync::atomic::Ordering::SeqCst),
+            cloned: cx.pool.cloned.load(std::sync::atomic::Ordering::SeqCst),
+            from_pool: cx.pool.claimed.load(std::sync::atomic::Ordering::SeqCst),
         },
         shard: cx.dag.split.clone(),
         workers,
@@ -46,7 +46,7 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
 /// Every planned file's result (a file that never started too), sorted by path, with why the
 /// failing ones failed; scrubbed of secrets.
 fn workers(cx: &RunCx) -> Vec<WorkerResult> {
-    let results = lock(&cx.results);
+    let results = lock(&cx.state.results);
     let run_started = cx
         .started_wall
         .duration_since(std::time::UNIX_EPOCH)
@@ -103,6 +103,7 @@ fn scrub_worker(mut w: WorkerResult) -> WorkerResult {
 fn kept(cx: &RunCx, workers: &[WorkerResult]) -> Vec<KeptDatabase> {
     let template_url = cx.template_url();
     let password_file = cx
+        .infra
         .cluster
         .try_lock()
         .ok()

@@ -38,7 +38,7 @@ pub async fn run_worker(cx: &RunCx, index: usize, cancel: &Cancel) -> Result<Out
     };
     let verdict = attempt.verdict;
     // Its database slot in the prefetch window is free again.
-    lock(&cx.window_permits).remove(&index);
+    lock(&cx.prefetch.window).remove(&index);
     record(cx, &w, attempt);
     Ok(match verdict {
         Verdict::Pass => Outcome::Ok,
@@ -50,7 +50,7 @@ pub async fn run_worker(cx: &RunCx, index: usize, cancel: &Cancel) -> Result<Out
 /// Folds an attempt into the worker's result and tells the reporter.
 fn record(cx: &RunCx, w: &WorkerPlan, attempt: Attempt) {
     let result = {
-        let mut results = lock(&cx.results);
+        let mut results = lock(&cx.state.results);
         let r = results
             .entry(w.index)
             .or_insert_with(|| WorkerResult::new(w.index, &w.file, &w.stem, &attempt));
@@ -66,10 +66,10 @@ pub async fn retry_failed(
     retries: u32,
     cancel: &Cancel,
 ) -> Result<Outcome, StepError> {
-    if cancel.is_stopping() || lock(&cx.fatal).is_some() {
+    if cancel.is_stopping() || lock(&cx.state.fatal).is_some() {
         return Ok(Outcome::Cancelled);
     }
-    let failed: Vec<usize> = lock(&cx.results)
+    let failed: Vec<usize> = lock(&cx.state.results)
         .values()
         .filter(|r| matches!(r.verdict, Verdict::Fail | Verdict::Timeout))
         .map(|r| r.index)
@@ -127,7 +127,7 @@ pub async fn retry_failed(
 
 async fn drop_attempt_db(cx: &RunCx, worker: usize, attempt: u32) {
     let db = {
-        let mut dbs = lock(&cx.databases);
+        let mut dbs = lock(&cx.state.databases);
         let pos = dbs
             .iter()
             .position(|d| d.worker == worker && d.attempt == attempt);
@@ -140,7 +140,7 @@ async fn drop_attempt_db(cx: &RunCx, worker: usize, attempt: u32) {
         {
             let _ = cx.journal.undone(db.entry);
         } else {
-            lock(&cx.databases).push(db);
+            lock(&cx.state.databases).push(db);
         }
     }
 }
@@ -169,7 +169,7 @@ pub async fn clone_worker_db(
         return Ok(true);
     }
     let _permit = tokio::select! {
-        p = cx.clone_slots.acquire() => match p {
+        p = cx.infra.clone_slots.acquire() => match p {
             Ok(p) => p,
             Err(_) => return Ok(false),
         },
@@ -177,7 +177,7 @@ pub async fn clone_worker_db(
     };
     let admin = cx.admin_url();
     let entry = super::journal_worker_db(cx, worker, attempt, db_name)?;
-    let file_copy = cx.file_copy.get().copied().unwrap_or(false);
+    let file_copy = cx.infra.file_copy.get().copied().unwrap_or(false);
     database::clone_database(
         &admin,
         &cx.dag.template_name,
@@ -188,7 +188,9 @@ pub async fn clone_worker_db(
     .await
     .map_err(|e| StepError::new(e.to_string()))?;
     let _ = cx.journal.done::<Resource>(entry, None);
-    cx.cloned.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    cx.pool
+        .cloned
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     Ok(true)
 }
 
@@ -209,7 +211,7 @@ pub async fn prefetch(cx: Arc<RunCx>, cancel: Cancel) {
                 _ = cancel.stop.cancelled() => None,
             };
             let Some(permit) = permit else { break };
-            lock(&cx.window_permits).insert(index, permit);
+            lock(&cx.prefetch.window).insert(index, permit);
         }
         if cancel.is_stopping() {
             break;
@@ -220,14 +222,14 @@ pub async fn prefetch(cx: Arc<RunCx>, cancel: Cancel) {
             let db = cx.dag.workers[index].db_name().to_string();
             let result = clone_worker_db(&cx, index, 1, &db, &cancel).await;
             // send_replace: the worker may not be listening yet.
-            cx.prefetched[index].send_replace(Some(result));
+            cx.prefetch.done[index].send_replace(Some(result));
         });
     }
     while set.join_next().await.is_some() {}
     // Every first attempt has its database: the pool can be refilled while the tests run.
     super::pool::start_refill(&cx, &cancel);
     // Workers not reached: tell them (they are cancelled).
-    for tx in &cx.prefetched {
+    for tx in &cx.prefetch.done {
         tx.send_if_modified(|v| {
             if v.is_none() {
                 *v = Some(Ok(false));
@@ -364,7 +366,7 @@ impl AttemptRun<'_> {
         if self.n > 1 {
             return clone_worker_db(cx, self.w.index, self.n, &self.db_name, cancel).await;
         }
-        let mut rx = cx.prefetched[self.w.index].subscribe();
+        let mut rx = cx.prefetch.done[self.w.index].subscribe();
         tokio::select! {
             r = rx.wait_for(Option::is_some) => r.ok().and_then(|v| v.clone()).unwrap_or(Ok(false)),
             _ = cancel.stop.cancelled() => Ok(false),

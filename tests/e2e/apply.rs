@@ -7,17 +7,10 @@ use std::time::Duration;
 use crate::common::*;
 use rustix::process::{kill_process, Pid, Signal};
 
-fn verdicts(s: &serde_json::Value) -> Vec<(String, String)> {
-    s["workers"]
-        .as_array()
-        .unwrap()
+fn verdicts(s: &RunSummary) -> Vec<(String, String)> {
+    s.workers
         .iter()
-        .map(|w| {
-            (
-                w["file"].as_str().unwrap().to_string(),
-                w["result"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|w| (w.file.clone(), w.verdict.label().to_string()))
         .collect()
 }
 
@@ -53,22 +46,19 @@ fn files_run_concurrently_each_in_its_own_database() {
         stderr(&out)
     );
     let s = f.summary();
-    assert_eq!(s["exit_code"], 0);
+    assert_eq!(s.exit_code, 0);
     assert!(verdicts(&s).iter().all(|(_, v)| v == "PASS"));
     // Concurrency without timing thresholds: every test phase overlaps every other one.
-    let phases: Vec<(f64, f64)> = s["workers"]
-        .as_array()
-        .unwrap()
+    let phases: Vec<(f64, f64)> = s
+        .workers
         .iter()
         .map(|w| {
-            let p = w["attempts"][0]["phases"]
-                .as_array()
-                .unwrap()
+            let p = w.attempts[0]
+                .phases
                 .iter()
-                .find(|p| p["phase"] == "testing")
-                .unwrap()
-                .clone();
-            (p["start"].as_f64().unwrap(), p["end"].as_f64().unwrap())
+                .find(|p| p.phase == Phase::Testing)
+                .unwrap();
+            (p.start, p.end)
         })
         .collect();
     let latest_start = phases.iter().map(|p| p.0).fold(f64::MIN, f64::max);
@@ -86,15 +76,15 @@ fn files_run_concurrently_each_in_its_own_database() {
     );
     // Passing workers' logs are removed; the merged reports stay.
     // test_rows_0's folder held its JUnit (the counts were read from it), and it is gone now.
-    let w0 = s["workers"]
-        .as_array()
-        .unwrap()
+    let w0 = s
+        .workers
         .iter()
-        .find(|w| w["file"] == "tests/test_rows_0.py")
+        .find(|w| w.file == "tests/test_rows_0.py")
         .unwrap();
-    assert_eq!(w0["counts"]["passed"], 1, "{w0}");
-    assert!(w0["log_dir"]
-        .as_str()
+    assert_eq!(w0.counts.unwrap().passed, 1, "{w0:?}");
+    assert!(w0
+        .log_dir
+        .as_ref()
         .unwrap()
         .ends_with("report/workers/test_rows_0"));
     assert!(!f.root().join("report/workers/test_rows_0").exists());
@@ -121,11 +111,10 @@ fn exit_code_5_passes_when_nothing_is_collected() {
     let out = f.run(&["apply", "plan.toml", "--", "-k", "no_such_test"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let s = f.summary();
-    assert!(s["workers"]
-        .as_array()
-        .unwrap()
+    assert!(s
+        .workers
         .iter()
-        .all(|w| w["exit_code"] == 5 && w["result"] == "PASS"));
+        .all(|w| w.exit_code == Some(5) && w.verdict == Verdict::Pass));
     f.assert_clean();
 }
 
@@ -137,16 +126,14 @@ fn a_failing_file_keeps_exactly_its_database() {
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     let s = f.summary();
-    let bad = s["workers"]
-        .as_array()
-        .unwrap()
+    let bad = s
+        .workers
         .iter()
-        .find(|w| w["file"] == "tests/test_bad.py")
-        .unwrap()
-        .clone();
-    assert_eq!(bad["result"], "FAIL");
-    assert_eq!(bad["db_kept"], true);
-    let kept = bad["db_name"].as_str().unwrap().to_string();
+        .find(|w| w.file == "tests/test_bad.py")
+        .unwrap();
+    assert_eq!(bad.verdict, Verdict::Fail);
+    assert!(bad.db_kept);
+    let kept = bad.db_name.clone();
     assert_eq!(f.worker_databases(), vec![kept.clone()]);
     let text = stdout(&out);
     assert!(
@@ -285,14 +272,13 @@ fn a_file_past_its_timeout_is_killed_at_once_and_reported() {
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     let s = f.summary();
-    let hang = s["workers"]
-        .as_array()
-        .unwrap()
+    let hang = s
+        .workers
         .iter()
-        .find(|w| w["file"] == "tests/test_hang.py")
+        .find(|w| w.file == "tests/test_hang.py")
         .unwrap();
     // Not the 5 minutes of grace: the timeout kills at once.
-    assert!(hang["duration"].as_f64().unwrap() < 120.0, "{hang}");
+    assert!(hang.duration < 120.0, "{hang:?}");
     let v = verdicts(&s);
     assert!(
         v.contains(&("tests/test_hang.py".into(), "TIMEOUT".into())),
@@ -321,7 +307,7 @@ fn sigint_stops_everything_and_exits_130() {
     let code = wait_exit(&mut child, Duration::from_secs(20));
     assert_eq!(code, Some(130));
     let s = f.summary();
-    assert_eq!(s["interrupted"], true);
+    assert!(s.interrupted);
     // Interrupted runs keep nothing, whatever the keep policy.
     f.assert_clean();
 }
@@ -394,19 +380,11 @@ fn a_60_byte_template_name_gives_valid_distinct_names() {
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let s = f.summary();
-    let names: Vec<String> = s["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["db_name"].as_str().unwrap().to_string())
-        .collect();
+    let names: Vec<String> = s.workers.iter().map(|w| w.db_name.clone()).collect();
     assert_eq!(names.len(), 2);
     // keep = always: each reported name is the database its file really wrote to.
-    for (w, n) in s["workers"].as_array().unwrap().iter().zip(&names) {
-        assert_eq!(
-            psql_in(n, "select distinct v from items"),
-            w["stem"].as_str().unwrap()
-        );
+    for (w, n) in s.workers.iter().zip(&names) {
+        assert_eq!(psql_in(n, "select distinct v from items"), w.stem);
     }
     for n in &names {
         assert!(n.len() <= 63, "{n}");
@@ -456,7 +434,7 @@ fn two_concurrent_applies_share_one_template() {
     let ob = cb.wait_with_output().unwrap();
     assert_eq!(code(&oa), 0, "{}{}", stdout(&oa), stderr(&oa));
     assert_eq!(code(&ob), 0, "{}{}", stdout(&ob), stderr(&ob));
-    assert_ne!(a.summary()["run_id"], b.summary()["run_id"]);
+    assert_ne!(a.summary().run_id, b.summary().run_id);
     a.assert_clean();
     b.assert_clean();
     // b shares a's template: keep b's Drop from racing a's by dropping b first.

@@ -1,6 +1,7 @@
 //! Test harness: a fixture project in a temp folder (a tiny server, pytest files, a plan) against
 //! the real PostgreSQL on 127.0.0.1:5432, with checks that nothing is left behind.
 
+pub use e2e_plan::model::{Phase, RunSummary, Verdict};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -283,10 +284,18 @@ dir = "report"
         );
     }
 
-    pub fn summary(&self) -> serde_json::Value {
+    /// `summary.json` as JSON, for the tests of its shape.
+    pub fn summary_json(&self) -> serde_json::Value {
         let text = std::fs::read_to_string(self.root().join("report/summary.json"))
             .expect("summary.json written");
         serde_json::from_str(&text).expect("summary.json is JSON")
+    }
+
+    /// `summary.json`, typed: a field the product renames breaks the tests at compile time.
+    pub fn summary(&self) -> RunSummary {
+        let text = std::fs::read_to_string(self.root().join("report/summary.json"))
+            .expect("summary.json written");
+        serde_json::from_str(&text).expect("summary.json reads as a RunSummary")
     }
 }
 

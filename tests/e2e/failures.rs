@@ -80,20 +80,17 @@ fn failing_tests_show_their_message_and_the_servers_lines_while_they_ran() {
     assert!(text.find("failures").unwrap() < text.find("1 files: 0 passed, 1 failed").unwrap());
 
     let s = f.summary();
-    let failures = s["workers"][0]["failures"].as_array().unwrap().clone();
+    let failures = &s.workers[0].failures;
     assert_eq!(failures.len(), 2, "{failures:?}");
-    let line_of = |needle: &str| SHOP.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let line_of = |needle: &str| SHOP.lines().position(|l| l.contains(needle)).unwrap() as u32 + 1;
     assert_eq!(
-        failures[0]["id"],
+        failures[0].id,
         "tests/test_shop.py::test_first_fails_on_its_own"
     );
-    assert_eq!(failures[0]["file"], "tests/test_shop.py");
-    assert_eq!(failures[0]["line"], line_of("assert 1 + 1 == 3"));
-    assert_eq!(
-        failures[0]["message"],
-        "AssertionError: arithmetic is broken"
-    );
-    assert_eq!(failures[1]["line"], line_of("assert status == 200"));
+    assert_eq!(failures[0].file.as_deref(), Some("tests/test_shop.py"));
+    assert_eq!(failures[0].line, Some(line_of("assert 1 + 1 == 3")));
+    assert_eq!(failures[0].message, "AssertionError: arithmetic is broken");
+    assert_eq!(failures[1].line, Some(line_of("assert status == 200")));
     assert!(text.contains(&format!(
         "::error file=tests/test_shop.py,line={}::tests/test_shop.py::test_second_hits_a_server_bug: AssertionError: the server failed",
         line_of("assert status == 200")
@@ -130,11 +127,14 @@ def test_waits_for_a_server_that_is_gone():
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     let s = f.summary();
-    let w = &s["workers"][0];
-    assert_eq!(w["result"], "FAIL");
-    assert_eq!(w["message"], "server exited with code 7 during the tests");
+    let w = &s.workers[0];
+    assert_eq!(w.verdict, Verdict::Fail);
+    assert_eq!(
+        w.message.as_deref(),
+        Some("server exited with code 7 during the tests")
+    );
     // Well under the 10-minute timeout the sleeping test would have run into.
-    assert!(w["duration"].as_f64().unwrap() < 120.0, "{w}");
+    assert!(w.duration < 120.0, "{w:?}");
     let text = stdout(&out);
     assert!(text.contains("the server's last lines:"), "{text}");
     assert!(text.contains("server: exiting with 7 on /die"), "{text}");

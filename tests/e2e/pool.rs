@@ -76,7 +76,7 @@ fn names(copies: &[(String, String)]) -> Vec<String> {
     copies.iter().map(|(n, _)| n.clone()).collect()
 }
 
-fn apply_ok(f: &Fixture, extra: &[&str]) -> serde_json::Value {
+fn apply_ok(f: &Fixture, extra: &[&str]) -> RunSummary {
     let mut args = vec!["apply", "plan.toml"];
     args.extend_from_slice(extra);
     let out = f.run(&args);
@@ -101,8 +101,8 @@ fn block_template(f: &Fixture) -> std::process::Child {
 fn a_warm_run_claims_pooled_copies_and_refills_the_pool() {
     let f = pooled("pool_warm", 3, 3);
     let first = apply_ok(&f, &[]);
-    assert_eq!(first["databases"]["cloned"], 3);
-    assert_eq!(first["databases"]["from_pool"], 0);
+    assert_eq!(first.databases.cloned, 3);
+    assert_eq!(first.databases.from_pool, 0);
     let after_first = pool(&f);
     assert_eq!(after_first.len(), 3, "refilled to the pool size");
     assert!(
@@ -131,14 +131,9 @@ fn a_warm_run_claims_pooled_copies_and_refills_the_pool() {
         stdout(&out)
     );
     let second = f.summary();
-    assert_eq!(second["databases"]["from_pool"], 3);
-    assert_eq!(second["databases"]["cloned"], 0);
-    let claimed: Vec<String> = second["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["db_name"].as_str().unwrap().to_string())
-        .collect();
+    assert_eq!(second.databases.from_pool, 3);
+    assert_eq!(second.databases.cloned, 0);
+    let claimed: Vec<String> = second.workers.iter().map(|w| w.db_name.clone()).collect();
     let after_second = pool(&f);
     assert_eq!(after_second.len(), 3);
     for old in names(&after_first) {
@@ -172,10 +167,7 @@ fn a_changed_fingerprint_or_reprepare_makes_the_pool_stale() {
         stdout(&status)
     );
     let s = apply_ok(&f, &[]);
-    assert_eq!(
-        s["databases"]["from_pool"], 0,
-        "stale copies are never used"
-    );
+    assert_eq!(s.databases.from_pool, 0, "stale copies are never used");
     let second = pool(&f);
     assert_eq!(second.len(), 2, "stale copies replaced: {second:?}");
     assert_ne!(first[0].1, second[0].1, "new fingerprint in the comment");
@@ -183,7 +175,7 @@ fn a_changed_fingerprint_or_reprepare_makes_the_pool_stale() {
 
     // --reprepare rebuilds the template with the same fingerprint: the copies are stale too.
     let s = apply_ok(&f, &["--reprepare"]);
-    assert_eq!(s["databases"]["from_pool"], 0);
+    assert_eq!(s.databases.from_pool, 0);
     let third = pool(&f);
     assert_eq!(third.len(), 2);
     copies_are_of_the_current_template(&f, &third);
@@ -317,13 +309,13 @@ fn a_smaller_pool_drops_its_surplus_and_an_empty_pool_falls_back_to_cloning() {
     assert_eq!(pool(&f).len(), 3);
     f.edit_plan(&[("pool = 3", "pool = 1")]);
     let s = apply_ok(&f, &[]);
-    assert_eq!(s["databases"]["from_pool"], 1);
+    assert_eq!(s.databases.from_pool, 1);
     assert_eq!(pool(&f).len(), 1, "the surplus was dropped: {:?}", pool(&f));
     // Three files, one ready copy: one claims it, the other two clone.
     f.rows_test("test_1", 0.0).rows_test("test_2", 0.0);
     let s = apply_ok(&f, &[]);
-    assert_eq!(s["databases"]["from_pool"], 1);
-    assert_eq!(s["databases"]["cloned"], 2);
+    assert_eq!(s.databases.from_pool, 1);
+    assert_eq!(s.databases.cloned, 2);
     assert_eq!(pool(&f).len(), 1);
     drain_and_check(&f);
 }
@@ -353,7 +345,7 @@ fn ctrl_c_during_a_warm_run_leaves_only_the_pool() {
     });
     assert_eq!(exited, Some(Some(130)));
     let s = f.summary();
-    assert_eq!(s["interrupted"], true);
+    assert!(s.interrupted);
     // The claimed and cloned databases are gone; whatever the refill finished is whole.
     only_whole_copies_left(&f);
     drain_and_check(&f);
@@ -376,7 +368,7 @@ fn a_refill_that_fails_is_a_warning_not_a_failed_run() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(f.summary()["databases"]["from_pool"], 1);
+    assert_eq!(f.summary().databases.from_pool, 1);
     // The failed clone left nothing, not even a journal entry for rollback.
     assert!(pool(&f).is_empty(), "{:?}", pool(&f));
     let journals = std::fs::read_dir(f.root().join(".e2e-plan/runs"))

@@ -162,12 +162,14 @@ fn a_kept_database_keeps_its_throwaway_cluster_until_rollback() {
         stderr(&out)
     );
     let s = f.summary();
-    let url = s["kept_databases"][0]["url"].as_str().unwrap().to_string();
+    let url = s.kept_databases[0].url.clone();
     // The kept database answers on the cluster left running for it, with the password from the
     // owner-only file the run names; no other local account gets in, by TCP or by the socket.
-    let file = s["kept_databases"][0]["password_file"]
-        .as_str()
+    let file = s.kept_databases[0]
+        .password_file
+        .as_ref()
         .unwrap()
+        .display()
         .to_string();
     assert!(
         stdout(&out).contains(&format!("password: in {file}")),
@@ -406,7 +408,7 @@ fn last_failed_ignores_runs_that_failed_setup_or_were_interrupted() {
         ..Default::default()
     });
     assert_eq!(code(&f.run(&["apply", "plan.toml"])), 1);
-    let failed_run = f.summary()["run_id"].as_str().unwrap().to_string();
+    let failed_run = f.summary().run_id;
     // A setup failure...
     f.edit_plan(&[(
         "create table if not exists items (v text)",
@@ -432,12 +434,7 @@ fn last_failed_ignores_runs_that_failed_setup_or_were_interrupted() {
         "{}",
         stderr(&out)
     );
-    let files: Vec<String> = f.summary()["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["file"].as_str().unwrap().to_string())
-        .collect();
+    let files: Vec<String> = f.summary().workers.into_iter().map(|w| w.file).collect();
     assert_eq!(files, ["tests/test_bad.py"]);
     f.assert_clean();
 }

@@ -29,20 +29,18 @@ fn a_file_that_fails_then_passes_is_flaky_and_passes_locally() {
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let s = f.summary();
-    let w = s["workers"]
-        .as_array()
-        .unwrap()
+    let w = s
+        .workers
         .iter()
-        .find(|w| w["file"] == "tests/test_flaky.py")
-        .unwrap()
-        .clone();
-    assert_eq!(w["result"], "FLAKY");
-    let attempts = w["attempts"].as_array().unwrap();
+        .find(|w| w.file == "tests/test_flaky.py")
+        .unwrap();
+    assert_eq!(w.verdict, Verdict::Flaky);
+    let attempts = &w.attempts;
     assert_eq!(attempts.len(), 2);
     // Each attempt's test saw an empty database, and the server it talked to served that
     // database (checked inside the test); the summary names what each attempt used.
     for a in attempts {
-        assert!(a["db_name"].is_string() && a["port"].is_u64(), "{a}");
+        assert!(!a.db_name.is_empty() && a.port.is_some(), "{a:?}");
     }
     assert!(stdout(&out).contains("FLAKY"), "{}", stdout(&out));
     assert!(stdout(&out).contains("1 flaky"), "{}", stdout(&out));
@@ -71,7 +69,7 @@ fn flaky_fails_the_run_on_ci() {
         .output()
         .unwrap();
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
-    assert_eq!(f.summary()["workers"][0]["result"], "FLAKY");
+    assert_eq!(f.summary().workers[0].verdict, Verdict::Flaky);
     // A flaky file's databases are all dropped: it passed in the end.
     f.assert_clean();
 }
@@ -88,14 +86,11 @@ fn a_file_that_keeps_failing_records_reruns_and_keeps_only_its_first_database() 
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 1);
     let s = f.summary();
-    let w = &s["workers"][0];
-    assert_eq!(w["result"], "FAIL");
-    assert_eq!(w["attempts"].as_array().unwrap().len(), 3);
+    let w = &s.workers[0];
+    assert_eq!(w.verdict, Verdict::Fail);
+    assert_eq!(w.attempts.len(), 3);
     // Retry databases are always dropped; the first attempt's is kept by the policy.
-    assert_eq!(
-        f.worker_databases(),
-        vec![w["db_name"].as_str().unwrap().to_string()]
-    );
+    assert_eq!(f.worker_databases(), vec![w.db_name.clone()]);
     let junit = std::fs::read_to_string(f.root().join("report/junit.xml")).unwrap();
     assert_eq!(junit.matches("<rerunFailure").count(), 2, "{junit}");
     f.run(&["rollback", "plan.toml"]);
@@ -118,11 +113,7 @@ fn too_many_failures_are_not_retried() {
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("not retrying"), "{}", stderr(&out));
     let s = f.summary();
-    assert!(s["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|w| w["attempts"].as_array().unwrap().len() == 1));
+    assert!(s.workers.iter().all(|w| w.attempts.len() == 1));
     f.assert_clean();
 }
 
@@ -140,7 +131,7 @@ fn last_failed_runs_exactly_the_failed_files() {
     // No previous run: every file.
     let first = f.run(&["apply", "plan.toml", "--last-failed"]);
     assert_eq!(code(&first), 1);
-    assert_eq!(f.summary()["workers"].as_array().unwrap().len(), 3);
+    assert_eq!(f.summary().workers.len(), 3);
     assert!(
         stderr(&first).contains("no previous run"),
         "{}",
@@ -149,12 +140,7 @@ fn last_failed_runs_exactly_the_failed_files() {
     let second = f.run(&["apply", "plan.toml", "--last-failed"]);
     assert_eq!(code(&second), 1);
     let s = f.summary();
-    let files: Vec<&str> = s["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["file"].as_str().unwrap())
-        .collect();
+    let files: Vec<&str> = s.workers.iter().map(|w| w.file.as_str()).collect();
     assert_eq!(files, ["tests/test_bad.py"]);
     f.assert_clean();
 }

@@ -129,13 +129,7 @@ fn shards_partition_the_files() {
         let out = f.run(&["apply", "plan.toml", "--shard", &shard]);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         let s = f.summary();
-        seen.extend(
-            s["workers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|w| w["file"].as_str().unwrap().to_string()),
-        );
+        seen.extend(s.workers.into_iter().map(|w| w.file));
     }
     seen.sort();
     let expected: Vec<String> = (0..5).map(|i| format!("tests/test_{i}.py")).collect();

@@ -392,7 +392,7 @@ fn setup_and_prepare_take_an_environment() {
     )]);
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
-    let run_id = f.summary()["run_id"].as_str().unwrap().to_string();
+    let run_id = f.summary().run_id;
     let greeting = std::fs::read_to_string(f.root().join("setup-out.txt")).unwrap();
     assert_eq!(greeting.trim(), format!("hello from {run_id}"));
     let target = std::fs::read_to_string(f.root().join("prepared-in.txt")).unwrap();
@@ -452,24 +452,23 @@ fn logs_of_a_kept_database_survive_the_next_run_until_rollback() {
     let f = failing_project("keptlogs");
     assert_eq!(code(&f.run(&["apply", "plan.toml"])), 1);
     let first = f.summary();
-    let kept = &first["kept_databases"][0];
-    let logs = std::path::PathBuf::from(kept["log_dir"].as_str().unwrap());
-    let db = kept["name"].as_str().unwrap().to_string();
+    let kept = &first.kept_databases[0];
+    let logs = kept.log_dir.clone();
+    let db = kept.name.clone();
     assert!(logs.join("test.log").exists(), "{}", logs.display());
     assert!(
         logs.starts_with(f.root().join("report/kept")),
         "{}",
         logs.display()
     );
-    let bad = first["workers"]
-        .as_array()
-        .unwrap()
+    let bad = first
+        .workers
         .iter()
-        .find(|w| w["file"] == "tests/test_bad.py")
-        .unwrap()
-        .clone();
+        .find(|w| w.file == "tests/test_bad.py")
+        .unwrap();
     assert_eq!(
-        bad["log_dir"], kept["log_dir"],
+        bad.log_dir.as_ref(),
+        Some(&kept.log_dir),
         "the worker's row points at the same folder"
     );
 
@@ -500,10 +499,7 @@ fn logs_of_a_kept_database_survive_the_next_run_until_rollback() {
 fn rollback_says_when_a_kept_database_is_already_gone() {
     let f = failing_project("gone");
     assert_eq!(code(&f.run(&["apply", "plan.toml"])), 1);
-    let db = f.summary()["kept_databases"][0]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let db = f.summary().kept_databases[0].name.clone();
     drop_database(&db);
     let rb = f.run(&["rollback", "plan.toml"]);
     assert_eq!(code(&rb), 0, "{}", stderr(&rb));
@@ -530,7 +526,7 @@ fn a_database_the_tests_dropped_is_not_claimed_as_kept() {
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     let s = f.summary();
-    assert_eq!(s["kept_databases"], serde_json::json!([]), "{s}");
+    assert!(s.kept_databases.is_empty(), "{s:?}");
     assert!(!stdout(&out).contains("kept database"), "{}", stdout(&out));
     assert!(
         stderr(&out).contains("no longer exists"),
@@ -553,7 +549,8 @@ fn files_that_never_started_show_no_log_paths_and_the_run_says_what_its_time_lea
     });
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
-    let s = f.summary();
+    // The JSON itself: a file that never started has null log paths, not made-up ones.
+    let s = f.summary_json();
     let never: Vec<&serde_json::Value> = s["workers"]
         .as_array()
         .unwrap()
@@ -612,14 +609,11 @@ fn a_per_worker_pytest_cache_keeps_each_files_cache_apart() {
         "no shared cache in root"
     );
     let s = f.summary();
-    for w in s["workers"].as_array().unwrap() {
-        let dir = std::path::PathBuf::from(w["log_dir"].as_str().unwrap());
+    for w in &s.workers {
+        let dir = w.log_dir.clone().unwrap();
         let cached = std::fs::read_to_string(dir.join(".pytest_cache/v/e2e/file"))
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        assert_eq!(
-            cached.trim(),
-            format!("\"{}\"", w["file"].as_str().unwrap())
-        );
+        assert_eq!(cached.trim(), format!("\"{}\"", w.file));
     }
     assert_eq!(code(&f.run(&["rollback", "plan.toml"])), 0);
     f.assert_clean();
