@@ -44,19 +44,11 @@ const SKIP: &[&str] = &[
 ];
 
 fn walk(root: &Path) -> Vec<String> {
-    walkdir::WalkDir::new(root)
-        .into_iter()
-        .filter_entry(|e| {
-            let name = e.file_name().to_string_lossy();
-            e.depth() == 0 || !(name.starts_with('.') || SKIP.contains(&name.as_ref()))
-        })
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .filter_map(|e| {
-            let rel = e.path().strip_prefix(root).ok()?;
-            Some(rel.to_string_lossy().replace('\\', "/"))
-        })
-        .collect()
+    let walk = walkdir::WalkDir::new(root).into_iter().filter_entry(|e| {
+        let name = e.file_name().to_string_lossy();
+        e.depth() == 0 || !(name.starts_with('.') || SKIP.contains(&name.as_ref()))
+    });
+    super::load::relative_files(walk, root)
 }
 
 fn read(root: &Path, file: &str) -> String {

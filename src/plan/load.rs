@@ -644,11 +644,19 @@ pub(crate) fn walk_from(root: &Path, glob: &str) -> Vec<String> {
     } else {
         root.join(&prefix)
     };
-    walkdir::WalkDir::new(&start)
+    let walk = walkdir::WalkDir::new(&start)
         .follow_links(true)
         .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'))
-        .filter_map(Result::ok)
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    relative_files(walk, root)
+}
+
+/// The files a walk finds, as `/`-separated paths relative to `root`.
+pub fn relative_files(
+    walk: walkdir::FilterEntry<walkdir::IntoIter, impl FnMut(&walkdir::DirEntry) -> bool>,
+    root: &Path,
+) -> Vec<String> {
+    walk.filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
         .filter_map(|e| {
             let rel = e.path().strip_prefix(root).ok()?;

@@ -72,43 +72,8 @@ impl Template {
                         offset: i,
                         len: close + 1,
                     };
-                    if name == "args" {
-                        return Err(err(
-                            "`{args}` must stand alone as one word of a command".into(),
-                            Some("write it as its own array element, e.g. [\"pytest\", \"{file}\", \"{args}\"]".into()),
-                        ));
-                    }
-                    if !PLACEHOLDERS.contains(&name) {
-                        let help = super::suggest(name, PLACEHOLDERS.iter().copied())
-                            .map(|s| format!("did you mean `{{{s}}}`?"))
-                            .or_else(|| {
-                                Some(format!(
-                                    "known placeholders: {}",
-                                    PLACEHOLDERS
-                                        .iter()
-                                        .map(|p| format!("{{{p}}}"))
-                                        .collect::<Vec<_>>()
-                                        .join(" ")
-                                ))
-                            });
-                        return Err(err(format!("unknown placeholder `{{{name}}}`"), help));
-                    }
-                    if !allowed.contains(&name) {
-                        return Err(err(
-                            format!("placeholder `{{{name}}}` is not available here"),
-                            Some(format!(
-                                "this field may use: {}",
-                                if allowed.is_empty() {
-                                    "no placeholders".to_string()
-                                } else {
-                                    allowed
-                                        .iter()
-                                        .map(|p| format!("{{{p}}}"))
-                                        .collect::<Vec<_>>()
-                                        .join(" ")
-                                }
-                            )),
-                        ));
+                    if let Some((message, help)) = check_name(name, allowed) {
+                        return Err(err(message, help));
                     }
                     if !lit.is_empty() {
                         parts.push(Part::Lit(std::mem::take(&mut lit)));
@@ -199,6 +164,52 @@ impl serde::Serialize for Template {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.source())
     }
+}
+
+/// What is wrong with placeholder `name` in a field that may use `allowed`, with a hint.
+fn check_name(name: &str, allowed: &[&str]) -> Option<(String, Option<String>)> {
+    if name == "args" {
+        return Some((
+            "`{args}` must stand alone as one word of a command".into(),
+            Some(
+                "write it as its own array element, e.g. [\"pytest\", \"{file}\", \"{args}\"]"
+                    .into(),
+            ),
+        ));
+    }
+    if !PLACEHOLDERS.contains(&name) {
+        let help = super::suggest(name, PLACEHOLDERS.iter().copied())
+            .map(|s| format!("did you mean `{{{s}}}`?"))
+            .or_else(|| {
+                Some(format!(
+                    "known placeholders: {}",
+                    PLACEHOLDERS
+                        .iter()
+                        .map(|p| format!("{{{p}}}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ))
+            });
+        return Some((format!("unknown placeholder `{{{name}}}`"), help));
+    }
+    if !allowed.contains(&name) {
+        return Some((
+            format!("placeholder `{{{name}}}` is not available here"),
+            Some(format!(
+                "this field may use: {}",
+                if allowed.is_empty() {
+                    "no placeholders".to_string()
+                } else {
+                    allowed
+                        .iter()
+                        .map(|p| format!("{{{p}}}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }
+            )),
+        ));
+    }
+    None
 }
 
 /// One word of a command: a template, or the standalone `{args}` that expands to zero or more words.

@@ -28,56 +28,7 @@ fn phase_shade(phase: &str) -> &'static str {
 
 pub fn render(s: &RunSummary) -> String {
     let wall = s.wall_secs.max(0.001);
-    let mut rows = String::new();
-    let mut workers: Vec<_> = s.workers.iter().collect();
-    workers.sort_by(|a, b| {
-        let start = |w: &&WorkerResult| {
-            w.attempts
-                .first()
-                .and_then(|a| a.phases.first())
-                .map(|p| p.start)
-                .unwrap_or(f64::MAX)
-        };
-        start(a)
-            .total_cmp(&start(b))
-            .then_with(|| a.file.cmp(&b.file))
-    });
-    for w in workers {
-        let bars = bars(w, wall);
-        let details = details(w);
-        let _ = write!(
-            rows,
-            r#"<details class="row"{open}><summary><span class="name" title="{f}">{f}</span><span class="res" style="color:{c}">{v}</span><span class="track">{bars}</span><span class="dur">{d:.1}s</span></summary><div class="more">{details}</div></details>"#,
-            f = esc(&w.file),
-            // Failures open by default: their log tails are what the reader came for.
-            open = if matches!(w.verdict, Verdict::Pass | Verdict::Cancelled) {
-                ""
-            } else {
-                " open"
-            },
-            c = colour(w.verdict),
-            v = w.verdict.label(),
-            d = w.duration,
-        );
-    }
-    // Setup (setup commands, cluster, template) is everything before the first worker started.
-    let first = s
-        .workers
-        .iter()
-        .filter_map(|w| {
-            w.attempts
-                .first()
-                .and_then(|a| a.phases.first())
-                .map(|p| p.start)
-        })
-        .fold(f64::MAX, f64::min);
-    if first < f64::MAX && first > 0.0 {
-        let setup = format!(
-            r#"<details class="row"><summary><span class="name">setup</span><span class="res"></span><span class="track"><span class="bar" style="left:0%;width:{:.3}%;background:#5b7fbf" title="setup steps and template: {first:.2}s"></span></span><span class="dur">{first:.1}s</span></summary><div class="more">setup commands, cluster start and template preparation, before the first worker started</div></details>"#,
-            first / wall * 100.0
-        );
-        rows.insert_str(0, &setup);
-    }
+    let rows = setup_row(s, wall) + &worker_rows(s, wall);
     let mut ticks = String::new();
     for i in 0..=4 {
         let _ = write!(
@@ -134,6 +85,64 @@ h1{{font-size:18px}} .meta{{color:#555;margin-bottom:12px}}
         c = s.count(Verdict::Cancelled),
         work = s.work_secs,
         started = esc(&s.started),
+    )
+}
+
+/// One row per file, in the order they started.
+fn worker_rows(s: &RunSummary, wall: f64) -> String {
+    let mut rows = String::new();
+    let mut workers: Vec<_> = s.workers.iter().collect();
+    workers.sort_by(|a, b| {
+        let start = |w: &&WorkerResult| {
+            w.attempts
+                .first()
+                .and_then(|a| a.phases.first())
+                .map(|p| p.start)
+                .unwrap_or(f64::MAX)
+        };
+        start(a)
+            .total_cmp(&start(b))
+            .then_with(|| a.file.cmp(&b.file))
+    });
+    for w in workers {
+        let bars = bars(w, wall);
+        let details = details(w);
+        let _ = write!(
+            rows,
+            r#"<details class="row"{open}><summary><span class="name" title="{f}">{f}</span><span class="res" style="color:{c}">{v}</span><span class="track">{bars}</span><span class="dur">{d:.1}s</span></summary><div class="more">{details}</div></details>"#,
+            f = esc(&w.file),
+            // Failures open by default: their log tails are what the reader came for.
+            open = if matches!(w.verdict, Verdict::Pass | Verdict::Cancelled) {
+                ""
+            } else {
+                " open"
+            },
+            c = colour(w.verdict),
+            v = w.verdict.label(),
+            d = w.duration,
+        );
+    }
+    rows
+}
+
+/// Setup (setup commands, cluster, template) is everything before the first worker started.
+fn setup_row(s: &RunSummary, wall: f64) -> String {
+    let first = s
+        .workers
+        .iter()
+        .filter_map(|w| {
+            w.attempts
+                .first()
+                .and_then(|a| a.phases.first())
+                .map(|p| p.start)
+        })
+        .fold(f64::MAX, f64::min);
+    if !(first < f64::MAX && first > 0.0) {
+        return String::new();
+    }
+    format!(
+        r#"<details class="row"><summary><span class="name">setup</span><span class="res"></span><span class="track"><span class="bar" style="left:0%;width:{:.3}%;background:#5b7fbf" title="setup steps and template: {first:.2}s"></span></span><span class="dur">{first:.1}s</span></summary><div class="more">setup commands, cluster start and template preparation, before the first worker started</div></details>"#,
+        first / wall * 100.0
     )
 }
 

@@ -218,39 +218,7 @@ async fn refill(cx: Arc<RunCx>, size: usize, cancel: Cancel) -> Result<String, S
                 .map(|_| false)
         });
     }
-    let file_copy = cx.infra.file_copy.get().copied().unwrap_or(false);
-    let comment = database::pool_comment(&template, &fingerprint);
-    let mut errors = Vec::new();
-    for i in 0..missing {
-        let permit = tokio::select! {
-            p = Arc::clone(&cx.pool.refill_slots).acquire_owned() => p.ok(),
-            _ = cancel.stop.cancelled() => None,
-        };
-        let Some(permit) = permit else { break };
-        let name = pool_db_name(&template, &cx.dag.run_id, i);
-        let entry = match cx.journal.intent(&Resource::Database {
-            admin_url: admin_url.clone(),
-            name: name.clone(),
-            ephemeral: false,
-        }) {
-            Ok(e) => e,
-            Err(e) => {
-                errors.push(format!("cannot write the journal: {e}"));
-                break;
-            }
-        };
-        let copy = Copy {
-            cx: Arc::clone(&cx),
-            name,
-            entry,
-            comment: comment.clone(),
-            file_copy,
-        };
-        set.spawn(async move {
-            let _permit = permit;
-            copy.make().await
-        });
-    }
+    let mut errors = start_copies(&cx, &mut set, &fingerprint, missing, &cancel).await;
     let (mut cloned, mut dropped) = (0, 0);
     while let Some(joined) = set.join_next().await {
         match joined {
@@ -276,6 +244,49 @@ async fn refill(cx: Arc<RunCx>, size: usize, cancel: Cancel) -> Result<String, S
         note.push_str(&format!(", dropped {dropped} stale or surplus"));
     }
     Ok(note)
+}
+
+/// Starts `missing` clones as refill slots free up (journaled first); stops starting them when
+/// the run is interrupted. Returns the errors that stopped it early.
+async fn start_copies(
+    cx: &Arc<RunCx>,
+    set: &mut tokio::task::JoinSet<Result<bool, database::DbError>>,
+    fingerprint: &str,
+    missing: usize,
+    cancel: &Cancel,
+) -> Vec<String> {
+    let template = &cx.dag.template_name;
+    let admin_url = cx.admin_url();
+    let file_copy = cx.infra.file_copy.get().copied().unwrap_or(false);
+    let comment = database::pool_comment(template, fingerprint);
+    for i in 0..missing {
+        let permit = tokio::select! {
+            p = Arc::clone(&cx.pool.refill_slots).acquire_owned() => p.ok(),
+            _ = cancel.stop.cancelled() => None,
+        };
+        let Some(permit) = permit else { break };
+        let name = pool_db_name(template, &cx.dag.run_id, i);
+        let entry = match cx.journal.intent(&Resource::Database {
+            admin_url: admin_url.clone(),
+            name: name.clone(),
+            ephemeral: false,
+        }) {
+            Ok(e) => e,
+            Err(e) => return vec![format!("cannot write the journal: {e}")],
+        };
+        let copy = Copy {
+            cx: Arc::clone(cx),
+            name,
+            entry,
+            comment: comment.clone(),
+            file_copy,
+        };
+        set.spawn(async move {
+            let _permit = permit;
+            copy.make().await
+        });
+    }
+    Vec::new()
 }
 
 /// What `e2e-plan pool status|drain` reports.
