@@ -129,6 +129,12 @@ pub enum Command {
         #[command(subcommand)]
         action: PoolAction,
     },
+    /// Show or remove the local PostgreSQL kept between runs (plans with a fingerprint and no
+    /// [database] template).
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Print the plan format's JSON Schema (draft-07).
     Schema,
     /// Merge JUnit files (from several runs or CI shards) into one.
@@ -164,6 +170,20 @@ pub enum PoolAction {
     },
     /// Drop every pooled copy of the plan's template (the next run clones again).
     Drain {
+        #[arg(default_value = plan::DEFAULT_PLAN)]
+        plan: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterAction {
+    /// Where the kept cluster is, its size on disk, and whether it is running or in use.
+    Status {
+        #[arg(default_value = plan::DEFAULT_PLAN)]
+        plan: PathBuf,
+    },
+    /// Delete the kept cluster (the next run makes it again).
+    Remove {
         #[arg(default_value = plan::DEFAULT_PLAN)]
         plan: PathBuf,
     },
@@ -301,6 +321,7 @@ async fn run(cli: Cli, started: std::time::Instant) -> Result<(), Error> {
         Command::Apply(a) => apply(a, cli.color, started).await,
         Command::Rollback { plan } => rollback(&plan).await,
         Command::Pool { action } => pool(action).await,
+        Command::Cluster { action } => cluster(action),
         Command::Schema => {
             print!("{}", plan::schema_json());
             Ok(())
@@ -634,6 +655,52 @@ async fn forward_signals(cx: Arc<RunCx>, cancel: Cancel) {
             cancel.kill.cancel();
         }
     }
+}
+
+fn cluster(action: ClusterAction) -> Result<(), Error> {
+    use crate::steps::cluster;
+    let path = match &action {
+        ClusterAction::Status { plan } | ClusterAction::Remove { plan } => plan,
+    };
+    let plan = load(path)?;
+    let state_dir = plan.state_dir();
+    if let ClusterAction::Remove { .. } = action {
+        let removed = cluster::remove_kept(&state_dir).map_err(|e| Error::setup(e.message))?;
+        match removed {
+            Some(dir) => println!("removed the kept cluster {}", dir.display()),
+            None => println!("no kept cluster to remove"),
+        }
+        return Ok(());
+    }
+    let s = cluster::kept_status(&state_dir);
+    if !s.exists {
+        println!("no kept cluster (it would be {})", s.dir.display());
+    } else {
+        let state = match (s.in_use, s.running, &s.complete) {
+            (true, _, _) => "in use by a run".to_string(),
+            (false, Some(pid), _) => {
+                format!("running (pid {pid}) for kept databases; `e2e-plan rollback` stops it")
+            }
+            (false, None, Some(v)) => format!("stopped, PostgreSQL {v}"),
+            (false, None, None) => "half-made: the next run makes it again".to_string(),
+        };
+        println!(
+            "kept cluster {}: {:.1} MiB on disk, {state}",
+            s.dir.display(),
+            s.bytes as f64 / 1048576.0
+        );
+    }
+    if !plan.keeps_cluster() {
+        println!(
+            "this plan does not keep a cluster: {}",
+            if plan.database.template.is_some() {
+                "it uses [database] template"
+            } else {
+                "without a [database] fingerprint nothing says whether a kept template is current, so each run throws its cluster away"
+            }
+        );
+    }
+    Ok(())
 }
 
 async fn pool(action: PoolAction) -> Result<(), Error> {

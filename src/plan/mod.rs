@@ -104,6 +104,17 @@ impl Plan {
         self.report_dir = load::normalize(&cwd.join(dir));
     }
 
+    /// The embedded cluster is kept between runs when a fingerprint can say whether its template
+    /// is current; without one it is thrown away after every run.
+    pub fn keeps_cluster(&self) -> bool {
+        self.database.template.is_none() && !self.database.fingerprint.is_empty()
+    }
+
+    /// Whether runs keep a pool of ready copies (on a server, or on the kept local cluster).
+    pub fn has_pool(&self) -> bool {
+        self.database.pool > 0 && (self.database.template.is_some() || self.keeps_cluster())
+    }
+
     /// The stop grace period for any process group, server or test.
     pub fn stop_timeout(&self) -> Duration {
         self.server

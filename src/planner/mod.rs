@@ -43,8 +43,9 @@ pub enum Action {
         creates: Option<String>,
         env: Vec<(String, String)>,
     },
-    /// initdb + start a throwaway PostgreSQL.
-    StartCluster,
+    /// Start the embedded PostgreSQL: the kept one (`keep`, initdb only on its first run) or a
+    /// throwaway one.
+    StartCluster { keep: bool },
     /// Create the template if missing, run `prepare` (unless the fingerprint matches).
     PrepareTemplate(PreparePlan),
     /// One file's worker: clone, server, tests, stop.
@@ -57,8 +58,9 @@ pub enum Action {
     Cleanup,
     /// Bring the template's pool of ready copies back to `size` for the next run.
     RefillPool { size: usize },
-    /// Stop and delete the ephemeral cluster (unless databases are kept).
-    StopCluster,
+    /// Stop the embedded cluster (unless databases are kept); a throwaway one is deleted, the
+    /// kept one (`keep`) stays for the next run.
+    StopCluster { keep: bool },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -309,7 +311,9 @@ fn setup_nodes(nodes: &mut Nodes, plan: &Plan, opts: &PlanOptions, template: &st
             Stage::Setup,
             deps,
             false,
-            Action::StartCluster,
+            Action::StartCluster {
+                keep: plan.keeps_cluster(),
+            },
         ));
     }
     let action = prepare_action(plan, opts, template);
@@ -352,7 +356,7 @@ fn teardown_nodes(nodes: &mut Nodes, plan: &Plan, worker_ids: Vec<usize>) {
         true,
         Action::Cleanup,
     );
-    if plan.database.pool > 0 && plan.database.template.is_some() {
+    if plan.has_pool() {
         let action = Action::RefillPool {
             size: plan.database.pool,
         };
@@ -370,7 +374,9 @@ fn teardown_nodes(nodes: &mut Nodes, plan: &Plan, worker_ids: Vec<usize>) {
             Stage::Teardown,
             vec![cleanup],
             true,
-            Action::StopCluster,
+            Action::StopCluster {
+                keep: plan.keeps_cluster(),
+            },
         );
     }
 }

@@ -190,8 +190,11 @@ fn text_setup(o: &mut String, plan: &Plan, dag: &Dag) -> usize {
                     shell_words::join(command)
                 );
             }
-            Action::StartCluster => {
+            Action::StartCluster { keep: false } => {
                 let _ = writeln!(o, "{branch} start an ephemeral PostgreSQL (initdb into .e2e-plan/clusters/, free port, fsync off)");
+            }
+            Action::StartCluster { keep: true } => {
+                let _ = writeln!(o, "{branch} start the kept PostgreSQL in .e2e-plan/cluster (initdb only when it is missing, half-made or of another major version; stopped after the run, kept for the next)");
             }
             Action::PrepareTemplate(p) => {
                 let how = match &p.build {
@@ -247,7 +250,7 @@ fn text_workers(o: &mut String, plan: &Plan, dag: &Dag) {
             .map(|s| format!("  (~{s:.1}s)"))
             .unwrap_or_default();
         let _ = writeln!(o, "{branch} [{}] {}{predicted}", w.index, w.file);
-        let source = if plan.database.pool > 0 && plan.database.template.is_some() {
+        let source = if plan.has_pool() {
             " (or claim a ready copy from its pool)"
         } else {
             ""
@@ -320,7 +323,8 @@ fn text_teardown(o: &mut String, plan: &Plan, dag: &Dag) -> usize {
             Action::RefillPool { size } => {
                 format!("refill the pool to {size} ready copies for the next run")
             }
-            Action::StopCluster => "stop and delete the ephemeral PostgreSQL".into(),
+            Action::StopCluster { keep: false } => "stop and delete the ephemeral PostgreSQL".into(),
+            Action::StopCluster { keep: true } => "stop the kept PostgreSQL (its data stays for the next run)".into(),
             _ => continue,
         };
         let _ = writeln!(o, "{branch} {what}");

@@ -1,5 +1,10 @@
-//! The embedded default: a throwaway PostgreSQL cluster (initdb into `.e2e-plan/`, a free port, a
-//! private socket folder, durability off), recorded in the journal like every other resource.
+//! The embedded default: a PostgreSQL cluster of e2e-plan's own (a free port, a private socket
+//! folder, durability off), recorded in the journal like every other resource.
+//!
+//! A plan with a fingerprint keeps its cluster between runs (`.e2e-plan/cluster`): stopped after
+//! each run and started by the next, so that the template's fingerprint and the pool work as on
+//! a server and an unchanged project skips initdb and prepare. Without a fingerprint nothing can
+//! say whether a kept template is current, so the cluster is thrown away after every run.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -21,7 +26,12 @@ pub struct Cluster {
     pub pid: u32,
     pub started: u64,
     pub postmaster: Entry,
-    pub folder: Entry,
+    /// A throwaway cluster's folder, deleted when it stops; None for the kept cluster.
+    pub folder: Option<Entry>,
+    /// The kept cluster: this run's exclusive hold on it (released when dropped).
+    pub kept: Option<std::fs::File>,
+    /// The kept cluster was made by this run (initdb ran).
+    pub fresh: bool,
 }
 
 impl Cluster {
@@ -38,22 +48,31 @@ impl Cluster {
         password_file(&self.dir)
     }
 
-    /// Immediate shutdown (the data is thrown away), then the folder goes.
+    /// A throwaway cluster: immediate shutdown (the data is thrown away), then the folder goes.
+    /// The kept cluster: a fast shutdown (a clean checkpoint for the next start); its folder
+    /// stays.
     pub async fn stop(&self, journal: &Journal) -> Result<(), String> {
         use crate::engine::journal::Resource as _;
         let pm = Resource::Postmaster {
             data_dir: self.dir.join("data"),
             pid: self.pid,
             started: self.started,
+            kept: self.kept.is_some(),
         };
-        pm.undo().await?;
-        let _ = journal.undone(self.postmaster);
-        Resource::Folder {
-            path: self.dir.clone(),
+        if self.kept.is_some() {
+            stop_fast(self.pid, self.started).await?;
+        } else {
+            pm.undo().await?;
         }
-        .undo()
-        .await?;
-        let _ = journal.undone(self.folder);
+        let _ = journal.undone(self.postmaster);
+        if let Some(folder) = self.folder {
+            Resource::Folder {
+                path: self.dir.clone(),
+            }
+            .undo()
+            .await?;
+            let _ = journal.undone(folder);
+        }
         Ok(())
     }
 }
@@ -131,8 +150,8 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// Starts the cluster; when any step fails, what was made so far (postmaster, folder) is undone
-/// at once rather than left for `rollback`.
+/// Starts a throwaway cluster; when any step fails, what was made so far (postmaster, folder) is
+/// undone at once rather than left for `rollback`.
 pub async fn start(
     state_dir: &Path,
     run_id: &str,
@@ -188,6 +207,7 @@ async fn start_recording(
         data_dir: data_dir.clone(),
         pid,
         started,
+        kept: false,
     };
     let postmaster = journal
         .intent(&postmaster_at(0, 0))
@@ -204,7 +224,9 @@ async fn start_recording(
         pid,
         started,
         postmaster,
-        folder,
+        folder: Some(folder),
+        kept: None,
+        fresh: true,
     };
     wait_accepting(&cluster, &mut child, journal).await?;
     // The child handle is dropped without killing: the postmaster is stopped through the journal.
@@ -329,4 +351,290 @@ async fn wait_accepting(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Why the kept cluster cannot be used by this run: then it runs on a throwaway one, as before.
+pub enum Busy {
+    /// Another run of this checkout holds it.
+    InUse,
+    /// It is running for the databases an earlier run kept (`rollback` stops it).
+    Running,
+}
+
+/// The kept cluster's folder: `.e2e-plan/cluster`, or one under /tmp named after the project
+/// when the `postgres` account (as root) could not reach a folder below it.
+pub fn kept_dir(state_dir: &Path) -> PathBuf {
+    let user = run_as().ok().flatten();
+    if user.is_some() && !sys::world_traversable(state_dir.parent().unwrap_or(state_dir)) {
+        let key = crate::planner::hex(&sha2::Sha256::digest(state_dir.display().to_string()));
+        return std::env::temp_dir().join(format!("e2e-plan-cluster-{}", &key[..12]));
+    }
+    state_dir.join("cluster")
+}
+
+use sha2::Digest as _;
+
+/// Where a run holds the kept cluster (beside it, owned by the runner).
+fn lock_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("cluster.lock")
+}
+
+/// The marker initdb's end writes: only a folder that has it is ever started; it holds the
+/// PostgreSQL major version that made it.
+fn marker(dir: &Path) -> PathBuf {
+    dir.join("complete")
+}
+
+/// Takes this checkout's kept cluster for the run without waiting: Err(Busy) when another run
+/// holds it or it is running for kept databases.
+pub fn hold(state_dir: &Path) -> Result<Result<std::fs::File, Busy>, StepError> {
+    std::fs::create_dir_all(state_dir).map_err(io("creating the state folder"))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(state_dir))
+        .map_err(io("opening the cluster lock"))?;
+    use rustix::fs::{flock, FlockOperation};
+    if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+        return Ok(Err(Busy::InUse));
+    }
+    if running_pid(&kept_dir(state_dir).join("data")).is_some() {
+        return Ok(Err(Busy::Running));
+    }
+    Ok(Ok(file))
+}
+
+/// The postmaster of a data folder, when its `postmaster.pid` names a live process.
+pub fn running_pid(data: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    sys::start_time(pid).map(|_| pid)
+}
+
+/// The major version of the server binaries in `bindir`, from `postgres -V`.
+fn major_version(bindir: &Path) -> Option<String> {
+    let out = std::process::Command::new(bindir.join("postgres"))
+        .arg("-V")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().last()?;
+    Some(version.split('.').next()?.to_string())
+}
+
+/// Starts the kept cluster (held with [`hold`]): a complete folder made by this PostgreSQL major
+/// version is started as it is; anything else (none yet, half-made, another major version, a
+/// folder that does not start) is made again from initdb.
+pub async fn start_kept(
+    state_dir: &Path,
+    journal: &Journal,
+    hold: std::fs::File,
+) -> Result<Cluster, StepError> {
+    let bindir = find_bindir().ok_or_else(no_binaries)?;
+    let user = run_as()?;
+    let dir = kept_dir(state_dir);
+    let major = major_version(&bindir).unwrap_or_default();
+    let complete = std::fs::read_to_string(marker(&dir)).ok();
+    if complete.as_deref().map(str::trim) == Some(major.as_str()) {
+        // A damaged folder that does not start is made again, without asking: it holds nothing
+        // but a template that prepare can rebuild.
+        if let Ok(mut c) = start_postmaster(&bindir, &dir, user, journal, true).await {
+            c.kept = Some(hold);
+            return Ok(c);
+        }
+    }
+    let mut c = make_kept(&bindir, &dir, user, journal, &major).await?;
+    c.kept = Some(hold);
+    Ok(c)
+}
+
+/// initdb into the kept folder. The folder is journaled while it is made (a killed run leaves
+/// nothing `rollback` cannot remove) and marked complete only at the end.
+async fn make_kept(
+    bindir: &Path,
+    dir: &Path,
+    user: Option<RunAs>,
+    journal: &Journal,
+    major: &str,
+) -> Result<Cluster, StepError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&format!("removing {}", dir.display()))(e)),
+    }
+    let folder = journal
+        .intent(&Resource::Folder {
+            path: dir.to_path_buf(),
+        })
+        .map_err(io("writing the journal"))?;
+    std::fs::create_dir_all(dir.join("sock"))
+        .map_err(io(&format!("creating {}", dir.display())))?;
+    let made = async {
+        keep_out_other_users(dir, user).map_err(io(&format!("making {} private", dir.display())))?;
+        let log = cluster_log(dir, user)?;
+        initdb(bindir, dir, user, &log).await?;
+        std::fs::write(marker(dir), format!("{major}\n")).map_err(io("marking the cluster complete"))
+    }
+    .await;
+    if let Err(e) = made {
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = journal.undone(folder);
+        return Err(e);
+    }
+    // Complete: the folder is the checkout's to keep now, not this run's to undo.
+    let _ = journal.undone(folder);
+    let mut c = start_postmaster(bindir, dir, user, journal, true).await?;
+    c.fresh = true;
+    Ok(c)
+}
+
+fn cluster_log(dir: &Path, user: Option<RunAs>) -> Result<std::fs::File, StepError> {
+    let log_path = dir.join("postgres.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io("opening the cluster log"))?;
+    if let Some(u) = user {
+        let _ = std::os::unix::fs::chown(&log_path, Some(u.uid), Some(u.gid));
+    }
+    Ok(log)
+}
+
+/// Starts the postmaster of a made folder on a free port (journaled before it exists).
+async fn start_postmaster(
+    bindir: &Path,
+    dir: &Path,
+    user: Option<RunAs>,
+    journal: &Journal,
+    kept: bool,
+) -> Result<Cluster, StepError> {
+    let password = std::fs::read_to_string(password_file(dir))
+        .map_err(io("reading the cluster's password"))?
+        .trim()
+        .to_string();
+    let log = cluster_log(dir, user)?;
+    let port = free_port().map_err(io("finding a free port"))?;
+    let mut pg = postgres_command(bindir, dir, port, user, &log)?;
+    let postmaster_at = |pid: u32, started: u64| Resource::Postmaster {
+        data_dir: dir.join("data"),
+        pid,
+        started,
+        kept,
+    };
+    let postmaster = journal
+        .intent(&postmaster_at(0, 0))
+        .map_err(io("writing the journal"))?;
+    let mut child = pg.spawn().map_err(io("starting postgres"))?;
+    let pid = child.id().unwrap_or_default();
+    let started = sys::start_time(pid).unwrap_or_default();
+    let _ = journal.done(postmaster, Some(&postmaster_at(pid, started)));
+    let cluster = Cluster {
+        dir: dir.to_path_buf(),
+        port,
+        password,
+        pid,
+        started,
+        postmaster,
+        folder: None,
+        kept: None,
+        fresh: false,
+    };
+    if let Err(e) = wait_accepting(&cluster, &mut child, journal).await {
+        if stop_fast(pid, started).await.is_ok() {
+            let _ = journal.undone(postmaster);
+        }
+        return Err(e);
+    }
+    drop(child);
+    Ok(cluster)
+}
+
+/// A fast shutdown (SIGINT): sessions end, a checkpoint is written, the next start needs no
+/// recovery.
+pub async fn stop_fast(pid: u32, started: u64) -> Result<(), String> {
+    if pid == 0 || !sys::is_same_process(pid, started) {
+        return Ok(());
+    }
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).ok_or("bad pid")?,
+        rustix::process::Signal::INT,
+    );
+    super::resource::wait_gone(|| sys::is_same_process(pid, started), Duration::from_secs(30))
+        .await;
+    if sys::is_same_process(pid, started) {
+        return Err(format!("the kept PostgreSQL (pid {pid}) did not stop within 30s"));
+    }
+    Ok(())
+}
+
+fn no_binaries() -> StepError {
+    StepError::new("no PostgreSQL server binaries found for the ephemeral cluster").with_detail(
+        "looked in `pg_config --bindir`, PATH and /usr/lib/postgresql/*/bin; install the server \
+         (e.g. `apt-get install postgresql`) or set [database] template to an existing server",
+    )
+}
+
+/// What `e2e-plan cluster status` shows.
+pub struct KeptStatus {
+    pub dir: PathBuf,
+    pub exists: bool,
+    pub complete: Option<String>,
+    pub bytes: u64,
+    pub running: Option<u32>,
+    pub in_use: bool,
+}
+
+pub fn kept_status(state_dir: &Path) -> KeptStatus {
+    let dir = kept_dir(state_dir);
+    let bytes = walkdir::WalkDir::new(&dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    let in_use = std::fs::File::open(lock_path(state_dir))
+        .ok()
+        .is_some_and(|f| {
+            use rustix::fs::{flock, FlockOperation};
+            let free = flock(&f, FlockOperation::NonBlockingLockShared).is_ok();
+            !free
+        });
+    KeptStatus {
+        exists: dir.exists(),
+        complete: std::fs::read_to_string(marker(&dir))
+            .ok()
+            .map(|s| s.trim().to_string()),
+        bytes,
+        running: running_pid(&dir.join("data")),
+        in_use,
+        dir,
+    }
+}
+
+/// `e2e-plan cluster remove`: deletes the kept cluster unless a run holds it or it is running
+/// for kept databases.
+pub fn remove_kept(state_dir: &Path) -> Result<Option<PathBuf>, StepError> {
+    let file = match hold(state_dir)? {
+        Ok(f) => f,
+        Err(Busy::InUse) => {
+            return Err(StepError::new("a run of this checkout is using the kept cluster")
+                .with_detail("try again when it has finished"))
+        }
+        Err(Busy::Running) => {
+            return Err(StepError::new("the kept cluster is running for databases an earlier run kept")
+                .with_detail("`e2e-plan rollback` drops them and stops it; then remove it"))
+        }
+    };
+    let dir = kept_dir(state_dir);
+    let removed = match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Some(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io(&format!("removing {}", dir.display()))(e)),
+    };
+    drop(file);
+    let _ = std::fs::remove_file(lock_path(state_dir));
+    Ok(removed)
 }

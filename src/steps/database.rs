@@ -242,6 +242,25 @@ pub fn pool_comment(template: &str, fingerprint: &str) -> String {
     format!("{POOL_PREFIX}{template} at {fingerprint}")
 }
 
+/// On the kept cluster, which only one run uses at a time: drops every database but the
+/// template and its pooled copies (a dead run's workers, a half-made build). Returns their names.
+pub async fn sweep(admin_url: &str, template: &str) -> Result<Vec<String>, DbError> {
+    let client = connect(admin_url).await?;
+    let rows = client
+        .query(
+            "SELECT datname FROM pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1', $1) \
+             AND NOT starts_with(coalesce(shobj_description(oid, 'pg_database'), ''), $2) ORDER BY datname",
+            &[&template, &format!("{POOL_PREFIX}{template} at ")],
+        )
+        .await
+        .map_err(sql("listing leftover databases"))?;
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    for name in &names {
+        drop_database(admin_url, name).await?;
+    }
+    Ok(names)
+}
+
 /// A pooled copy of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pooled {

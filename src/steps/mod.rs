@@ -81,6 +81,8 @@ pub struct RunCx {
 struct Infra {
     template_url: OnceLock<String>,
     file_copy: OnceLock<bool>,
+    /// The run uses the kept local cluster.
+    kept_cluster: OnceLock<bool>,
     cluster: tokio::sync::Mutex<Option<cluster::Cluster>>,
     /// Bounds concurrent clones: PostgreSQL copies faster from a few connections than from many.
     clone_slots: Semaphore,
@@ -148,6 +150,7 @@ impl RunCx {
             infra: Infra {
                 template_url: OnceLock::new(),
                 file_copy: OnceLock::new(),
+                kept_cluster: OnceLock::new(),
                 cluster: tokio::sync::Mutex::new(None),
                 clone_slots: Semaphore::new(CLONE_CONCURRENCY),
                 ports: Mutex::new(HashSet::new()),
@@ -178,6 +181,10 @@ impl RunCx {
 
     pub fn template_url(&self) -> String {
         self.infra.template_url.get().cloned().unwrap_or_default()
+    }
+
+    pub fn cluster_is_kept(&self) -> bool {
+        self.infra.kept_cluster.get() == Some(&true)
     }
 
     pub fn admin_url(&self) -> String {
@@ -308,7 +315,7 @@ impl Step for RunStep {
                     return worker::retry_failed(cx, *retries, &cancel).await
                 }
                 // Nothing to stop when the cluster never started: say nothing either.
-                Action::StopCluster if cx.infra.cluster.lock().await.is_none() => Ok(None),
+                Action::StopCluster { .. } if cx.infra.cluster.lock().await.is_none() => Ok(None),
                 _ => {
                     let start = Instant::now();
                     cx.emit(Event::StepStarted {
@@ -354,9 +361,8 @@ impl RunStep {
                 run_once(cx, "setup", command, env, cancel).await?;
                 Ok(None)
             }
-            Action::StartCluster => {
-                let c = cluster::start(&cx.plan.state_dir(), &cx.dag.run_id, &cx.journal).await?;
-                let note = format!("port {}", c.port);
+            Action::StartCluster { keep } => {
+                let (c, note) = start_cluster(cx, *keep).await?;
                 let url = c.url(&cx.dag.template_name);
                 crate::redact::register_url(&url);
                 let _ = cx.infra.template_url.set(url);
@@ -385,7 +391,7 @@ impl RunStep {
                     Ok(Some("incomplete".into()))
                 }
             },
-            Action::StopCluster => {
+            Action::StopCluster { .. } => {
                 let guard = cx.infra.cluster.lock().await;
                 let Some(c) = guard.as_ref() else {
                     return Ok(None);
@@ -397,11 +403,61 @@ impl RunStep {
                     )));
                 }
                 c.stop(&cx.journal).await.map_err(StepError::new)?;
-                Ok(None)
+                Ok(Some(match c.kept {
+                    Some(_) => format!("kept in {} for the next run", c.dir.display()),
+                    None => "deleted".into(),
+                }))
             }
             Action::Worker { .. } | Action::RetryFailed { .. } => Ok(None),
         }
     }
+}
+
+/// The kept cluster when the plan keeps one and no other run holds it; else a throwaway one.
+async fn start_cluster(cx: &RunCx, keep: bool) -> Result<(cluster::Cluster, String), StepError> {
+    let state_dir = cx.plan.state_dir();
+    let busy = if keep {
+        match cluster::hold(&state_dir)? {
+            Ok(hold) => return start_kept(cx, hold).await,
+            Err(cluster::Busy::InUse) => "another run of this checkout is using it",
+            Err(cluster::Busy::Running) => {
+                "it is running for databases an earlier run kept (`e2e-plan rollback` stops it)"
+            }
+        }
+    } else {
+        ""
+    };
+    if !busy.is_empty() {
+        cx.emit(Event::Warning(format!(
+            "not using the kept cluster: {busy}; this run uses a throwaway one"
+        )));
+    }
+    let c = cluster::start(&state_dir, &cx.dag.run_id, &cx.journal).await?;
+    let note = format!("port {}", c.port);
+    Ok((c, note))
+}
+
+/// Starts the kept cluster and drops what dead runs left in it.
+async fn start_kept(
+    cx: &RunCx,
+    hold: std::fs::File,
+) -> Result<(cluster::Cluster, String), StepError> {
+    let c = cluster::start_kept(&cx.plan.state_dir(), &cx.journal, hold).await?;
+    let _ = cx.infra.kept_cluster.set(true);
+    let admin = database::admin_url(&c.url("postgres"));
+    let swept = database::sweep(&admin, &cx.dag.template_name)
+        .await
+        .map_err(db_err)?;
+    let mut note = format!(
+        "port {}, kept in {}{}",
+        c.port,
+        c.dir.display(),
+        if c.fresh { " (made now)" } else { ": initdb skipped" }
+    );
+    if !swept.is_empty() {
+        note.push_str(&format!("; dropped {} left by dead runs", swept.join(", ")));
+    }
+    Ok((c, note))
 }
 
 /// Runs a one-off command (setup, prepare) in root, its output to a log shown when it fails.
@@ -917,14 +973,16 @@ pub fn nodes(cx: &Arc<RunCx>) -> Vec<crate::engine::Node<RunStep>> {
 pub fn step_label(action: &Action) -> String {
     match action {
         Action::Setup { command, .. } => format!("setup: {}", shell_words::join(command)),
-        Action::StartCluster => "start ephemeral PostgreSQL".into(),
+        Action::StartCluster { keep: false } => "start ephemeral PostgreSQL".into(),
+        Action::StartCluster { keep: true } => "start the kept PostgreSQL".into(),
         Action::PrepareTemplate(p) => format!("prepare template {}", p.template),
         Action::Worker { index } => format!("worker {index}"),
         Action::RetryFailed { .. } => "retry failed files".into(),
         Action::Report => "write reports".into(),
         Action::Cleanup => "drop worker databases".into(),
         Action::RefillPool { .. } => "refill the pool".into(),
-        Action::StopCluster => "stop ephemeral PostgreSQL".into(),
+        Action::StopCluster { keep: false } => "stop ephemeral PostgreSQL".into(),
+        Action::StopCluster { keep: true } => "stop the kept PostgreSQL".into(),
     }
 }
 

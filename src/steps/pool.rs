@@ -18,7 +18,8 @@ use crate::planner::pool_db_name;
 
 /// Whether this run uses a pool: configured, and on a server that outlives the run.
 pub fn enabled(cx: &RunCx) -> bool {
-    cx.plan.database.pool > 0 && cx.plan.database.template.is_some()
+    // A plan that keeps its local cluster has no pool in the throwaway one it falls back to.
+    cx.plan.has_pool() && (cx.plan.database.template.is_some() || cx.cluster_is_kept())
 }
 
 fn err(e: impl std::fmt::Display) -> StepError {
@@ -303,9 +304,11 @@ pub struct PoolReport {
 /// as its fingerprint files are now.
 pub async fn inspect(plan: &crate::plan::Plan, drain: bool) -> Result<PoolReport, StepError> {
     let Some(url) = &plan.database.template else {
-        return Err(StepError::new(
-            "this plan uses an ephemeral cluster: it has no pool (set [database] template)",
-        ));
+        return Err(StepError::new(if plan.keeps_cluster() {
+            "this plan's pool lives in its kept local cluster, which runs only during a run: `e2e-plan cluster status` shows its size, `e2e-plan cluster remove` deletes it"
+        } else {
+            "this plan uses an ephemeral cluster: it has no pool (set [database] template)"
+        }));
     };
     let template = crate::planner::template_name(plan);
     let fingerprint = (!plan.database.fingerprint.is_empty()).then(|| super::fingerprint(plan));

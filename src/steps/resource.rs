@@ -33,11 +33,14 @@ pub enum Resource {
     },
     /// A folder we created (an ephemeral cluster's data, a socket folder).
     Folder { path: PathBuf },
-    /// An ephemeral cluster's postmaster; stopped with an immediate shutdown.
+    /// An embedded cluster's postmaster. A throwaway one is stopped with an immediate shutdown;
+    /// the kept one (`kept`) with a fast one, and its folder stays for the next run.
     Postmaster {
         data_dir: PathBuf,
         pid: u32,
         started: u64,
+        #[serde(default)]
+        kept: bool,
     },
 }
 
@@ -91,9 +94,13 @@ impl journal::Resource for Resource {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Undo::AlreadyGone),
                     Err(e) => Err(e.to_string()),
                 },
-                Resource::Postmaster { pid, started, .. } => {
+                Resource::Postmaster { pid, started, kept, .. } => {
                     if pid == 0 || !sys::is_same_process(pid, started) {
                         return Ok(Undo::AlreadyGone);
+                    }
+                    if kept {
+                        crate::steps::cluster::stop_fast(pid, started).await?;
+                        return Ok(Undo::Undone);
                     }
                     // SIGQUIT: immediate shutdown; the data is thrown away anyway.
                     let _ = rustix::process::kill_process(
@@ -116,8 +123,15 @@ impl journal::Resource for Resource {
             Resource::Database { name, .. } => format!("database {name}"),
             Resource::ProcessGroup { what, pgid, .. } => format!("{what} (process group {pgid})"),
             Resource::Folder { path } => format!("folder {}", path.display()),
-            Resource::Postmaster { data_dir, pid, .. } => {
-                format!("ephemeral PostgreSQL (pid {pid}, {})", data_dir.display())
+            Resource::Postmaster {
+                data_dir, pid, kept, ..
+            } => {
+                let what = if *kept {
+                    "kept PostgreSQL (stopped; its data stays)"
+                } else {
+                    "ephemeral PostgreSQL"
+                };
+                format!("{what} (pid {pid}, {})", data_dir.display())
             }
         }
     }
