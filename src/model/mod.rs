@@ -346,9 +346,25 @@ pub struct RunSummary {
     pub cleanup_command: Option<String>,
     /// Where the workers' databases came from.
     pub databases: DatabaseSources,
+    /// The embedded cluster this run used (null with a `[database] template`).
+    #[serde(default)]
+    pub cluster: Option<ClusterUse>,
+    /// Whether `prepare` ran (false when the template's fingerprint matched).
+    #[serde(default)]
+    pub prepared: bool,
     /// `--shard K/N`: the split this run was one shard of (null when unsharded).
     pub shard: Option<Split>,
     pub workers: Vec<WorkerResult>,
+}
+
+/// The embedded PostgreSQL of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterUse {
+    /// The cluster kept between runs (else a throwaway one).
+    pub kept: bool,
+    /// initdb ran in this run (always for a throwaway cluster).
+    pub initdb: bool,
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]

@@ -88,6 +88,8 @@ mod tests {
         let blocked = dir.path().join("report");
         std::fs::write(&blocked, "").unwrap();
         let s = RunSummary {
+            cluster: None,
+            prepared: false,
             version: 1,
             run_id: "r".into(),
             plan: "p.toml".into(),

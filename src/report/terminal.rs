@@ -562,6 +562,8 @@ mod tests {
 
     fn summary(workers: Vec<WorkerResult>, exit_code: i32, error: Option<RunError>) -> RunSummary {
         RunSummary {
+            cluster: None,
+            prepared: false,
             version: 1,
             run_id: "ab12cd34".into(),
             plan: "plans/default.toml".into(),

@@ -471,10 +471,12 @@ async fn make_kept(
     std::fs::create_dir_all(dir.join("sock"))
         .map_err(io(&format!("creating {}", dir.display())))?;
     let made = async {
-        keep_out_other_users(dir, user).map_err(io(&format!("making {} private", dir.display())))?;
+        keep_out_other_users(dir, user)
+            .map_err(io(&format!("making {} private", dir.display())))?;
         let log = cluster_log(dir, user)?;
         initdb(bindir, dir, user, &log).await?;
-        std::fs::write(marker(dir), format!("{major}\n")).map_err(io("marking the cluster complete"))
+        std::fs::write(marker(dir), format!("{major}\n"))
+            .map_err(io("marking the cluster complete"))
     }
     .await;
     if let Err(e) = made {
@@ -561,10 +563,15 @@ pub async fn stop_fast(pid: u32, started: u64) -> Result<(), String> {
         rustix::process::Pid::from_raw(pid as i32).ok_or("bad pid")?,
         rustix::process::Signal::INT,
     );
-    super::resource::wait_gone(|| sys::is_same_process(pid, started), Duration::from_secs(30))
-        .await;
+    super::resource::wait_gone(
+        || sys::is_same_process(pid, started),
+        Duration::from_secs(30),
+    )
+    .await;
     if sys::is_same_process(pid, started) {
-        return Err(format!("the kept PostgreSQL (pid {pid}) did not stop within 30s"));
+        return Err(format!(
+            "the kept PostgreSQL (pid {pid}) did not stop within 30s"
+        ));
     }
     Ok(())
 }
@@ -620,12 +627,16 @@ pub fn remove_kept(state_dir: &Path) -> Result<Option<PathBuf>, StepError> {
     let file = match hold(state_dir)? {
         Ok(f) => f,
         Err(Busy::InUse) => {
-            return Err(StepError::new("a run of this checkout is using the kept cluster")
-                .with_detail("try again when it has finished"))
+            return Err(
+                StepError::new("a run of this checkout is using the kept cluster")
+                    .with_detail("try again when it has finished"),
+            )
         }
         Err(Busy::Running) => {
-            return Err(StepError::new("the kept cluster is running for databases an earlier run kept")
-                .with_detail("`e2e-plan rollback` drops them and stops it; then remove it"))
+            return Err(StepError::new(
+                "the kept cluster is running for databases an earlier run kept",
+            )
+            .with_detail("`e2e-plan rollback` drops them and stops it; then remove it"))
         }
     };
     let dir = kept_dir(state_dir);

@@ -99,6 +99,8 @@ struct RunState {
     /// Databases the report decided to keep (names).
     kept: Mutex<BTreeSet<String>>,
     cluster_kept: AtomicBool,
+    /// `prepare` ran in this run.
+    prepared: AtomicBool,
     summary: Mutex<Option<RunSummary>>,
 }
 
@@ -452,7 +454,11 @@ async fn start_kept(
         "port {}, kept in {}{}",
         c.port,
         c.dir.display(),
-        if c.fresh { " (made now)" } else { ": initdb skipped" }
+        if c.fresh {
+            " (made now)"
+        } else {
+            ": initdb skipped"
+        }
     );
     if !swept.is_empty() {
         note.push_str(&format!("; dropped {} left by dead runs", swept.join(", ")));
@@ -657,6 +663,7 @@ async fn run_prepare(cx: &RunCx, p: &PreparePlan, cancel: &Cancel) -> Result<(),
         port: "",
         template_url: &template_url,
     };
+    cx.state.prepared.store(true, Ordering::SeqCst);
     let filled = rt.prepare(&p.commands, p.target());
     let url = crate::planner::with_database(&template_url, p.target());
     let mut env = vec![("DATABASE_URL".to_string(), url)];

@@ -94,7 +94,9 @@ impl journal::Resource for Resource {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Undo::AlreadyGone),
                     Err(e) => Err(e.to_string()),
                 },
-                Resource::Postmaster { pid, started, kept, .. } => {
+                Resource::Postmaster {
+                    pid, started, kept, ..
+                } => {
                     if pid == 0 || !sys::is_same_process(pid, started) {
                         return Ok(Undo::AlreadyGone);
                     }
@@ -124,7 +126,10 @@ impl journal::Resource for Resource {
             Resource::ProcessGroup { what, pgid, .. } => format!("{what} (process group {pgid})"),
             Resource::Folder { path } => format!("folder {}", path.display()),
             Resource::Postmaster {
-                data_dir, pid, kept, ..
+                data_dir,
+                pid,
+                kept,
+                ..
             } => {
                 let what = if *kept {
                     "kept PostgreSQL (stopped; its data stays)"

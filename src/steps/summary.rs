@@ -1,7 +1,8 @@
 //! The run's summary (`summary.json`), built from the run's context once the tests are over.
 
 use crate::model::{
-    DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Verdict, WorkerResult,
+    ClusterUse, DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Verdict,
+    WorkerResult,
 };
 use crate::redact::scrub;
 
@@ -38,6 +39,14 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
             cloned: cx.pool.cloned.load(std::sync::atomic::Ordering::SeqCst),
             from_pool: cx.pool.claimed.load(std::sync::atomic::Ordering::SeqCst),
         },
+        cluster: cx.infra.cluster.try_lock().ok().and_then(|c| {
+            c.as_ref().map(|c| ClusterUse {
+                kept: c.kept.is_some(),
+                initdb: c.fresh,
+                dir: c.dir.clone(),
+            })
+        }),
+        prepared: cx.state.prepared.load(std::sync::atomic::Ordering::SeqCst),
         shard: cx.dag.split.clone(),
         workers,
     }

@@ -7,6 +7,7 @@ mod common;
 mod apply;
 mod dry_run;
 mod failures;
+mod kept_cluster;
 mod layers;
 mod plan_errors;
 mod pool;
