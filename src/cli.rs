@@ -314,6 +314,9 @@ async fn run(cli: Cli, started: std::time::Instant) -> Result<(), Error> {
                 plan.display(),
                 p.files.len()
             );
+            if p.database.template.is_none() {
+                println!("{}", cluster_kind(&p));
+            }
             Ok(())
         }
         Command::DryRun(a) => dry_run(a),
@@ -654,6 +657,15 @@ async fn forward_signals(cx: Arc<RunCx>, cancel: Cancel) {
         if seen > 1 {
             cancel.kill.cancel();
         }
+    }
+}
+
+/// What `validate` says about a plan on e2e-plan's own cluster.
+fn cluster_kind(p: &plan::Plan) -> &'static str {
+    if p.keeps_cluster() {
+        "database: a local cluster kept between runs in .e2e-plan/cluster (the fingerprint says when its template is stale)"
+    } else {
+        "database: a throwaway local cluster every run (no [database] fingerprint, so nothing says whether a kept template would be current)"
     }
 }
 

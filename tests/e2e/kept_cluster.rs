@@ -235,3 +235,27 @@ fn a_runner_killed_during_initdb_leaves_a_folder_that_is_made_again() {
     assert!(!kept_dir(&f).exists(), "{}", stdout(&rb));
     f.assert_clean();
 }
+
+#[test]
+fn validate_says_which_local_cluster_a_plan_gets() {
+    let f = kept_project("kept_validate");
+    let v = f.run(&["validate", "plan.toml"]);
+    assert!(
+        stdout(&v).contains("a local cluster kept between runs"),
+        "{}",
+        stdout(&v)
+    );
+    f.edit_plan(&[("fingerprint = [\"schema.sql\"]", "")]);
+    let v = f.run(&["validate", "plan.toml"]);
+    assert!(
+        stdout(&v).contains("a throwaway local cluster every run"),
+        "{}",
+        stdout(&v)
+    );
+    // And a run of it keeps nothing.
+    let (s, _) = apply_ok(&f);
+    let c = s.cluster.unwrap();
+    assert!(!c.kept && c.initdb, "{c:?}");
+    assert!(!kept_dir(&f).exists());
+    f.assert_clean();
+}
