@@ -133,10 +133,9 @@ impl WorkerPlan {
         &self.attempts[0].db_name
     }
 
-    /// Attempt `n` (1 = the first pass).
-    pub fn attempt(&self, n: u32) -> &AttemptPlan {
-        let i = (n as usize).saturating_sub(1).min(self.attempts.len() - 1);
-        &self.attempts[i]
+    /// Attempt `n` (1 = the first pass); None beyond the retries planned.
+    pub fn attempt(&self, n: u32) -> Option<&AttemptPlan> {
+        self.attempts.get((n as usize).checked_sub(1)?)
     }
 }
 
@@ -356,11 +355,13 @@ fn teardown_nodes(nodes: &mut Nodes, plan: &Plan, worker_ids: Vec<usize>) {
         true,
         Action::Cleanup,
     );
+    // The cluster stops after the refill: the pool is cloned into it.
+    let mut last = cleanup;
     if plan.has_pool() {
         let action = Action::RefillPool {
             size: plan.database.pool,
         };
-        nodes.push(
+        last = nodes.push(
             "refill-pool".into(),
             Stage::Teardown,
             vec![cleanup],
@@ -372,7 +373,7 @@ fn teardown_nodes(nodes: &mut Nodes, plan: &Plan, worker_ids: Vec<usize>) {
         nodes.push(
             "stop-cluster".into(),
             Stage::Teardown,
-            vec![cleanup],
+            vec![last],
             true,
             Action::StopCluster {
                 keep: plan.keeps_cluster(),
@@ -426,9 +427,11 @@ retries = 1
         let dag = build(&plan, &opts);
         let w = &dag.workers[0];
         assert_eq!(w.attempts.len(), 2);
-        assert_eq!(w.attempt(2).db_name, "app_ab12cd34_0r1");
+        assert_eq!(w.attempt(2).unwrap().db_name, "app_ab12cd34_0r1");
+        assert!(w.attempt(3).is_none() && w.attempt(0).is_none());
         let test: Vec<String> = w
             .attempt(1)
+            .unwrap()
             .commands
             .test
             .iter()
@@ -446,7 +449,7 @@ retries = 1
                 "x y"
             ]
         );
-        let server = w.attempt(1).commands.server.as_ref().unwrap();
+        let server = w.attempt(1).unwrap().commands.server.as_ref().unwrap();
         assert_eq!(server.command[1].source(), "--port={port}");
         assert_eq!(server.env[0].1.source(), "{db_url}");
 
@@ -454,7 +457,8 @@ retries = 1
             port: "4100",
             template_url: "postgresql://postgres:pw@127.0.0.1:5432/app",
         };
-        let filled = rt.worker(&w.attempt(2).commands, &w.attempt(2).db_name);
+        let second = w.attempt(2).unwrap();
+        let filled = rt.worker(&second.commands, &second.db_name);
         let server = filled.server.unwrap();
         assert_eq!(server.command, ["serve", "--port=4100", "-k", "x y"]);
         assert_eq!(
@@ -485,5 +489,18 @@ retries = 1
                 "ab12cd34"
             ]
         );
+    }
+
+    /// The kept cluster's pool is cloned into it: the cluster stops only after the refill.
+    #[test]
+    fn the_kept_cluster_stops_after_its_pool_is_refilled() {
+        let (_dir, mut plan) = plan();
+        plan.database.template = None;
+        plan.database.pool = 2;
+        let dag = build(&plan, &PlanOptions::default());
+        let id = |name: &str| dag.nodes.iter().position(|n| n.id == name).unwrap();
+        let stop = &dag.nodes[id("stop-cluster")];
+        assert!(matches!(stop.action, Action::StopCluster { keep: true }));
+        assert_eq!(stop.deps, vec![id("refill-pool")]);
     }
 }

@@ -48,7 +48,7 @@ fn worker_views<'a>(plan: &'a Plan, dag: &'a Dag) -> Vec<WorkerView<'a>> {
                 port: PORT,
                 template_url: &url,
             };
-            let mut commands = rt.worker(&w.attempt(1).commands, w.db_name());
+            let mut commands = rt.worker(&w.attempts[0].commands, w.db_name());
             for (_, v) in commands.test_env.iter_mut() {
                 *v = redact_in(v);
             }

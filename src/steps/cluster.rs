@@ -32,6 +32,8 @@ pub struct Cluster {
     pub kept: Option<std::fs::File>,
     /// The kept cluster was made by this run (initdb ran).
     pub fresh: bool,
+    /// Why the kept cluster was made again (not only made for the first time).
+    pub made_because: Option<String>,
 }
 
 impl Cluster {
@@ -61,6 +63,7 @@ impl Cluster {
         };
         if self.kept.is_some() {
             stop_fast(self.pid, self.started).await?;
+            stopped_cleanly(&self.dir.join("data"));
         } else {
             pm.undo().await?;
         }
@@ -227,6 +230,7 @@ async fn start_recording(
         folder: Some(folder),
         kept: None,
         fresh: true,
+        made_because: None,
     };
     wait_accepting(&cluster, &mut child, journal).await?;
     // The child handle is dropped without killing: the postmaster is stopped through the journal.
@@ -359,20 +363,22 @@ pub enum Busy {
     InUse,
     /// It is running for the databases an earlier run kept (`rollback` stops it).
     Running,
+    /// Running as root, the `postgres` account cannot reach the project's folder.
+    Unreachable,
 }
 
-/// The kept cluster's folder: `.e2e-plan/cluster`, or one under /tmp named after the project
-/// when the `postgres` account (as root) could not reach a folder below it.
+/// The kept cluster's folder.
 pub fn kept_dir(state_dir: &Path) -> PathBuf {
-    let user = run_as().ok().flatten();
-    if user.is_some() && !sys::world_traversable(state_dir.parent().unwrap_or(state_dir)) {
-        let key = crate::planner::hex(&sha2::Sha256::digest(state_dir.display().to_string()));
-        return std::env::temp_dir().join(format!("e2e-plan-cluster-{}", &key[..12]));
-    }
     state_dir.join("cluster")
 }
 
-use sha2::Digest as _;
+/// As root, the `postgres` account must reach the kept folder below the project. When it cannot,
+/// there is no kept cluster: a folder elsewhere (under /tmp) would have a name other accounts
+/// can guess and plant first.
+fn reachable(state_dir: &Path) -> bool {
+    let user = run_as().ok().flatten();
+    user.is_none() || sys::world_traversable(state_dir.parent().unwrap_or(state_dir))
+}
 
 /// Where a run holds the kept cluster (beside it, owned by the runner).
 fn lock_path(state_dir: &Path) -> PathBuf {
@@ -388,6 +394,9 @@ fn marker(dir: &Path) -> PathBuf {
 /// Takes this checkout's kept cluster for the run without waiting: Err(Busy) when another run
 /// holds it or it is running for kept databases.
 pub fn hold(state_dir: &Path) -> Result<Result<std::fs::File, Busy>, StepError> {
+    if !reachable(state_dir) {
+        return Ok(Err(Busy::Unreachable));
+    }
     std::fs::create_dir_all(state_dir).map_err(io("creating the state folder"))?;
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -406,10 +415,16 @@ pub fn hold(state_dir: &Path) -> Result<Result<std::fs::File, Busy>, StepError> 
 }
 
 /// The postmaster of a data folder, when its `postmaster.pid` names a live process.
+/// A pid that another process reuses (after a reboot, a crash) does not count: the process must
+/// be a postgres serving this very folder.
 pub fn running_pid(data: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
     let pid: u32 = text.lines().next()?.trim().parse().ok()?;
-    sys::start_time(pid).map(|_| pid)
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let serves = words.contains(&data.as_os_str().as_encoded_bytes());
+    let is_postgres = words.first().is_some_and(|w| w.ends_with(b"postgres"));
+    (serves && is_postgres).then_some(pid)
 }
 
 /// The major version of the server binaries in `bindir`, from `postgres -V`.
@@ -428,6 +443,7 @@ fn major_version(bindir: &Path) -> Option<String> {
 /// folder that does not start) is made again from initdb.
 pub async fn start_kept(
     state_dir: &Path,
+    run_id: &str,
     journal: &Journal,
     hold: std::fs::File,
 ) -> Result<Cluster, StepError> {
@@ -435,73 +451,165 @@ pub async fn start_kept(
     let user = run_as()?;
     let dir = kept_dir(state_dir);
     let major = major_version(&bindir).unwrap_or_default();
-    let complete = std::fs::read_to_string(marker(&dir)).ok();
-    if complete.as_deref().map(str::trim) == Some(major.as_str()) {
-        // A damaged folder that does not start is made again, without asking: it holds nothing
-        // but a template that prepare can rebuild.
-        if let Ok(mut c) = start_postmaster(&bindir, &dir, user, journal, true).await {
-            c.kept = Some(hold);
-            return Ok(c);
-        }
-    }
-    let mut c = make_kept(&bindir, &dir, user, journal, &major).await?;
+    let complete = read_no_follow(&marker(&dir)).ok();
+    // `hold` found no postgres serving this folder: a postmaster.pid left by one that crashed
+    // (its pid perhaps reused since) would only make postgres refuse to start.
+    let _ = std::fs::remove_file(dir.join("data/postmaster.pid"));
+    let why = match complete.as_deref().map(str::trim) {
+        Some(v) if v == major => match distrust(&dir) {
+            Some(why) => Some(why),
+            None => {
+                // Twice: a port taken between choosing and binding is no reason to rebuild.
+                let mut failed = String::new();
+                for _ in 0..2 {
+                    match start_postmaster(&bindir, &dir, user, journal, true).await {
+                        Ok(mut c) => {
+                            c.kept = Some(hold);
+                            return Ok(c);
+                        }
+                        Err(e) => failed = e.message,
+                    }
+                }
+                Some(format!("it did not start ({failed})"))
+            }
+        },
+        Some(v) => Some(format!("it was made by PostgreSQL {v}")),
+        None if dir.exists() => Some("it was half-made".to_string()),
+        None => None,
+    };
+    let staging = staging_dir(&dir, run_id);
+    let mut c = make_kept(&bindir, &dir, &staging, user, journal, &major).await?;
     c.kept = Some(hold);
+    c.made_because = why;
     Ok(c)
 }
 
-/// initdb into the kept folder. The folder is journaled while it is made (a killed run leaves
-/// nothing `rollback` cannot remove) and marked complete only at the end.
+/// Where a run makes a new kept cluster before it moves it into place: its own folder, so that
+/// an initdb a killed run left behind never writes into the one the next run makes.
+fn staging_dir(dir: &Path, run_id: &str) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.with_file_name(format!("{name}.new-{run_id}"))
+}
+
+/// initdb into a staging folder of this run's, journaled while it is made (a killed run leaves
+/// nothing `rollback` cannot remove), marked complete, then moved into place: the kept folder
+/// is never a half-made one.
 async fn make_kept(
     bindir: &Path,
     dir: &Path,
+    staging: &Path,
     user: Option<RunAs>,
     journal: &Journal,
     major: &str,
 ) -> Result<Cluster, StepError> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(&format!("removing {}", dir.display()))(e)),
-    }
     let folder = journal
         .intent(&Resource::Folder {
-            path: dir.to_path_buf(),
+            path: staging.to_path_buf(),
         })
         .map_err(io("writing the journal"))?;
-    std::fs::create_dir_all(dir.join("sock"))
-        .map_err(io(&format!("creating {}", dir.display())))?;
     let made = async {
-        keep_out_other_users(dir, user)
-            .map_err(io(&format!("making {} private", dir.display())))?;
-        let log = cluster_log(dir, user)?;
-        initdb(bindir, dir, user, &log).await?;
-        std::fs::write(marker(dir), format!("{major}\n"))
-            .map_err(io("marking the cluster complete"))
+        std::fs::create_dir_all(staging.join("sock"))
+            .map_err(io(&format!("creating {}", staging.display())))?;
+        keep_out_other_users(staging, user)
+            .map_err(io(&format!("making {} private", staging.display())))?;
+        let log = cluster_log(staging, user)?;
+        initdb(bindir, staging, user, &log).await?;
+        write_no_follow(&marker(staging), &format!("{major}\n"))
+            .map_err(io("marking the cluster complete"))?;
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&format!("removing {}", dir.display()))(e)),
+        }
+        std::fs::rename(staging, dir)
+            .map_err(io(&format!("moving {} into place", staging.display())))
     }
     .await;
     if let Err(e) = made {
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(staging);
         let _ = journal.undone(folder);
         return Err(e);
     }
-    // Complete: the folder is the checkout's to keep now, not this run's to undo.
+    // In place: the folder is the checkout's to keep now, not this run's to undo.
     let _ = journal.undone(folder);
     let mut c = start_postmaster(bindir, dir, user, journal, true).await?;
     c.fresh = true;
     Ok(c)
 }
 
+/// The cluster's log, opened without following a symlink and handed to the cluster's account
+/// through the open file: as root, in a folder that account owns, a path could lead elsewhere.
 fn cluster_log(dir: &Path, user: Option<RunAs>) -> Result<std::fs::File, StepError> {
-    let log_path = dir.join("postgres.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(io("opening the cluster log"))?;
+    let log =
+        open_no_follow(&dir.join("postgres.log"), true).map_err(io("opening the cluster log"))?;
     if let Some(u) = user {
-        let _ = std::os::unix::fs::chown(&log_path, Some(u.uid), Some(u.gid));
+        let _ = std::os::unix::fs::fchown(&log, Some(u.uid), Some(u.gid));
     }
     Ok(log)
+}
+
+/// Opens `path` for writing (appending, or truncating), never through a symlink.
+fn open_no_follow(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.create(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    if append {
+        o.append(true);
+    } else {
+        o.write(true).truncate(true);
+    }
+    o.open(path)
+}
+
+fn write_no_follow(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    open_no_follow(path, false)?.write_all(text.as_bytes())
+}
+
+fn read_no_follow(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut text = String::new();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// This boot of the machine: a kept cluster that was running when the machine went down ran
+/// with fsync off, so its data cannot be trusted.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Written (with the boot id) once the kept postmaster runs; removed when it stops cleanly.
+fn running_marker(dir: &Path) -> PathBuf {
+    dir.join("running")
+}
+
+/// Why a complete kept folder must not be started, if it must not.
+fn distrust(dir: &Path) -> Option<String> {
+    let boot = read_no_follow(&running_marker(dir)).ok()?;
+    (boot.trim() != boot_id()).then(|| {
+        "it was running when the machine went down (with fsync off, its data cannot be trusted)"
+            .to_string()
+    })
+}
+
+/// The kept postmaster stopped cleanly: its next start needs no distrust.
+pub fn stopped_cleanly(data_dir: &Path) {
+    if let Some(dir) = data_dir.parent() {
+        let _ = std::fs::remove_file(running_marker(dir));
+    }
 }
 
 /// Starts the postmaster of a made folder on a free port (journaled before it exists).
@@ -512,7 +620,7 @@ async fn start_postmaster(
     journal: &Journal,
     kept: bool,
 ) -> Result<Cluster, StepError> {
-    let password = std::fs::read_to_string(password_file(dir))
+    let password = read_no_follow(&password_file(dir))
         .map_err(io("reading the cluster's password"))?
         .trim()
         .to_string();
@@ -542,14 +650,18 @@ async fn start_postmaster(
         folder: None,
         kept: None,
         fresh: false,
+        made_because: None,
     };
     if let Err(e) = wait_accepting(&cluster, &mut child, journal).await {
         if stop_fast(pid, started).await.is_ok() {
+            stopped_cleanly(&dir.join("data"));
             let _ = journal.undone(postmaster);
         }
         return Err(e);
     }
     drop(child);
+    write_no_follow(&running_marker(dir), &format!("{}\n", boot_id()))
+        .map_err(io("marking the cluster running"))?;
     Ok(cluster)
 }
 
@@ -638,6 +750,7 @@ pub fn remove_kept(state_dir: &Path) -> Result<Option<PathBuf>, StepError> {
             )
             .with_detail("`e2e-plan rollback` drops them and stops it; then remove it"))
         }
+        Err(Busy::Unreachable) => return Ok(None),
     };
     let dir = kept_dir(state_dir);
     let removed = match std::fs::remove_dir_all(&dir) {
@@ -645,7 +758,7 @@ pub fn remove_kept(state_dir: &Path) -> Result<Option<PathBuf>, StepError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(io(&format!("removing {}", dir.display()))(e)),
     };
+    // The lock file stays: deleting it would let two later runs each lock a file of their own.
     drop(file);
-    let _ = std::fs::remove_file(lock_path(state_dir));
     Ok(removed)
 }

@@ -425,6 +425,9 @@ async fn start_cluster(cx: &RunCx, keep: bool) -> Result<(cluster::Cluster, Stri
             Err(cluster::Busy::Running) => {
                 "it is running for databases an earlier run kept (`e2e-plan rollback` stops it)"
             }
+            Err(cluster::Busy::Unreachable) => {
+                "running as root, the postgres account cannot reach the project's folder"
+            }
         }
     } else {
         ""
@@ -444,25 +447,29 @@ async fn start_kept(
     cx: &RunCx,
     hold: std::fs::File,
 ) -> Result<(cluster::Cluster, String), StepError> {
-    let c = cluster::start_kept(&cx.plan.state_dir(), &cx.journal, hold).await?;
+    let c = cluster::start_kept(&cx.plan.state_dir(), &cx.dag.run_id, &cx.journal, hold).await?;
     let _ = cx.infra.kept_cluster.set(true);
     let admin = database::admin_url(&c.url("postgres"));
-    let swept = database::sweep(&admin, &cx.dag.template_name)
-        .await
-        .map_err(db_err)?;
-    let mut note = format!(
-        "port {}, kept in {}{}",
-        c.port,
-        c.dir.display(),
-        if c.fresh {
-            " (made now)"
-        } else {
-            ": initdb skipped"
+    let swept = match database::sweep(&admin, &cx.dag.template_name).await {
+        Ok(swept) => swept,
+        Err(e) => {
+            // Not stored for stop-cluster yet: stop it here rather than leave it running.
+            let _ = c.stop(&cx.journal).await;
+            return Err(db_err(e));
         }
-    );
+    };
     if !swept.is_empty() {
-        note.push_str(&format!("; dropped {} left by dead runs", swept.join(", ")));
+        cx.emit(Event::Warning(format!(
+            "the kept cluster held databases of earlier runs that are over (a dead runner's, or kept ones whose cluster stopped since): dropped {}",
+            swept.join(", ")
+        )));
     }
+    let made = match (&c.made_because, c.fresh) {
+        (Some(why), _) => format!(" (made again: {why})"),
+        (None, true) => " (made now)".to_string(),
+        (None, false) => ": initdb skipped".to_string(),
+    };
+    let note = format!("port {}, kept in {}{made}", c.port, c.dir.display());
     Ok((c, note))
 }
 

@@ -14,7 +14,7 @@ use crate::engine::{Cancel, Outcome};
 use crate::events::{Event, Phase};
 use crate::model::junit::read_counts;
 use crate::model::{Attempt, PhaseSpan, Verdict, WorkerResult};
-use crate::planner::{RunTime, WorkerCommands, WorkerPlan};
+use crate::planner::{AttemptPlan, RunTime, WorkerCommands, WorkerPlan};
 
 /// How a server's wait for readiness ended.
 enum Ready {
@@ -248,6 +248,8 @@ struct AttemptRun<'a> {
     cx: &'a RunCx,
     w: &'a WorkerPlan,
     n: u32,
+    /// What the planner resolved for this attempt: its database and commands.
+    planned: &'a AttemptPlan,
     cancel: &'a Cancel,
     db_name: String,
     attempt: Attempt,
@@ -277,11 +279,16 @@ pub async fn run_attempt(
     n: u32,
     cancel: &Cancel,
 ) -> Result<Attempt, Box<(Attempt, StepError)>> {
-    let db_name = w.attempt(n).db_name.clone();
+    let Some(planned) = w.attempt(n) else {
+        let e = StepError::new(format!("attempt {n} of {} was not planned", w.file));
+        return Err(Box::new((Attempt::new(n, "", &w.log_dir), e)));
+    };
+    let db_name = planned.db_name.clone();
     let mut run = AttemptRun {
         cx,
         w,
         n,
+        planned,
         cancel,
         attempt: Attempt::new(n, &db_name, &w.log_dir),
         db_name,
@@ -387,7 +394,7 @@ impl AttemptRun<'_> {
         };
         Ok(Launch {
             port,
-            commands: rt.worker(&self.w.attempt(self.n).commands, &self.db_name),
+            commands: rt.worker(&self.planned.commands, &self.db_name),
         })
     }
 

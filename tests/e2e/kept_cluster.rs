@@ -93,7 +93,6 @@ fn the_second_run_skips_initdb_and_prepare_and_a_changed_fingerprint_prepares_ag
     let rm = f.run(&["cluster", "remove", "plan.toml"]);
     assert_eq!(code(&rm), 0, "{}{}", stdout(&rm), stderr(&rm));
     assert!(!kept_dir(&f).exists());
-    assert!(!f.root().join(".e2e-plan/cluster.lock").exists());
     assert!(stdout(&f.run(&["cluster", "status", "plan.toml"])).contains("no kept cluster"));
     // The next run makes it again.
     let (fourth, _) = apply_ok(&f);
@@ -152,18 +151,34 @@ fn two_runs_of_one_checkout_at_once_both_pass() {
 /// Spawns `apply` and waits until `path` (relative to the root) exists, then kills the runner
 /// with SIGKILL.
 fn kill_runner_when(f: &Fixture, path: &str) {
+    kill_runner_once(f, path, |f| f.root().join(path).exists());
+}
+
+/// The new kept cluster's data folder while initdb makes it (in its run's staging folder).
+fn staging_data(f: &Fixture) -> Option<PathBuf> {
+    std::fs::read_dir(f.root().join(".e2e-plan"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("cluster.new-"))
+        })
+        .map(|p| p.join("data"))
+        .filter(|d| d.exists())
+}
+
+fn kill_runner_once(f: &Fixture, what: &str, seen: impl Fn(&Fixture) -> bool) {
     let mut child = f
         .cmd(&["apply", "plan.toml"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let seen = poll(Duration::from_secs(60), || {
-        f.root().join(path).exists().then_some(())
-    });
+    let found = poll(Duration::from_secs(60), || seen(f).then_some(()));
     kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::KILL).unwrap();
     let _ = child.wait();
-    assert!(seen.is_some(), "{path} never appeared");
+    assert!(found.is_some(), "{what} never appeared");
 }
 
 #[test]
@@ -214,25 +229,27 @@ fn a_runner_killed_mid_prepare_never_leaves_a_template_the_next_run_trusts() {
 }
 
 #[test]
-fn a_runner_killed_during_initdb_leaves_a_folder_that_is_made_again() {
+fn a_runner_killed_during_initdb_leaves_nothing_the_next_run_trusts() {
     let f = kept_project("kept_initdb");
-    kill_runner_when(&f, ".e2e-plan/cluster/data");
+    kill_runner_once(&f, "initdb's data folder", |f| staging_data(f).is_some());
     assert!(
-        !kept_dir(&f).join("complete").exists(),
-        "initdb finished before the kill: nothing was tested"
+        !kept_dir(&f).exists(),
+        "the kept folder exists before initdb finished"
     );
-    // Without rollback: the half-made folder is never started, it is made again.
-    let (s, _) = apply_ok(&f);
+    // Without rollback: the next run makes its own, even while the dead run's initdb may still
+    // be writing into the dead run's staging folder.
+    let (s, said) = apply_ok(&f);
     let c = s.cluster.unwrap();
     assert!(c.kept && c.initdb, "{c:?}");
-    f.assert_clean();
-    // And rollback of a kill at the same moment removes the half-made folder.
-    let rm = f.run(&["cluster", "remove", "plan.toml"]);
-    assert_eq!(code(&rm), 0, "{}", stderr(&rm));
-    kill_runner_when(&f, ".e2e-plan/cluster/data");
+    assert!(said.contains("ended without cleaning up"), "{said}");
+    // rollback removes the dead run's staging folder, and leaves the kept cluster.
     let rb = f.run(&["rollback", "plan.toml"]);
     assert_eq!(code(&rb), 0, "{}{}", stdout(&rb), stderr(&rb));
-    assert!(!kept_dir(&f).exists(), "{}", stdout(&rb));
+    assert!(staging_data(&f).is_none(), "{}", stdout(&rb));
+    assert!(kept_dir(&f).join("complete").exists());
+    f.assert_clean();
+    let (s, _) = apply_ok(&f);
+    assert!(!s.cluster.unwrap().initdb);
     f.assert_clean();
 }
 
@@ -258,4 +275,36 @@ fn validate_says_which_local_cluster_a_plan_gets() {
     assert!(!c.kept && c.initdb, "{c:?}");
     assert!(!kept_dir(&f).exists());
     f.assert_clean();
+}
+
+#[test]
+fn a_kept_cluster_that_ran_when_the_machine_went_down_or_left_a_stale_pid_is_handled() {
+    let f = kept_project("kept_crash");
+    apply_ok(&f);
+    // A postmaster.pid naming a live process that is no postgres of this folder (a reused pid):
+    // not "running for kept databases", and postgres starts anyway.
+    let data = kept_dir(&f).join("data");
+    std::fs::write(
+        data.join("postmaster.pid"),
+        format!("{}\n{}\n", std::process::id(), data.display()),
+    )
+    .unwrap();
+    let (s, said) = apply_ok(&f);
+    let c = s.cluster.unwrap();
+    assert!(c.kept && !c.initdb, "{c:?}\n{said}");
+    // It was running when the machine went down (another boot): with fsync off, made again.
+    std::fs::write(kept_dir(&f).join("running"), "another-boot\n").unwrap();
+    let (s, said) = apply_ok(&f);
+    let c = s.cluster.unwrap();
+    assert!(c.kept && c.initdb, "{c:?}");
+    assert!(
+        said.contains("made again: it was running when the machine went down"),
+        "{said}"
+    );
+    assert!(s.prepared);
+    f.assert_clean();
+    assert!(
+        !kept_dir(&f).join("running").exists(),
+        "a clean stop removes the marker"
+    );
 }
