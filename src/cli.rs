@@ -383,6 +383,13 @@ fn load_with(path: &Path, jobs: Option<usize>, report_dir: Option<&Path>) -> Res
     Ok(plan)
 }
 
+/// The cores `units = "auto"` packs for.
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
 fn dry_run(a: DryRunArgs) -> Result<(), Error> {
     let plan = load_with(&a.plan, a.jobs, a.report_dir.as_deref())?;
     let (shard, timings) = shard_and_timings(&plan, a.shard, a.timings.as_deref())?;
@@ -394,6 +401,7 @@ fn dry_run(a: DryRunArgs) -> Result<(), Error> {
             shard,
             only: None,
             timings,
+            cores: cores(),
         },
     );
     print!(
@@ -538,6 +546,7 @@ fn apply_plan(a: &mut ApplyArgs) -> Result<(Plan, planner::Dag), Error> {
             shard,
             only,
             timings,
+            cores: cores(),
         },
     );
     Ok((plan, dag))

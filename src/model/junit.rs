@@ -45,6 +45,20 @@ pub fn read_counts(path: &Path) -> Option<Counts> {
     Some(c)
 }
 
+/// The sum of the test cases' times, when the file reads.
+pub fn tests_secs(path: &Path) -> Option<f64> {
+    let report = read(path).ok()?;
+    Some(
+        report
+            .test_suites
+            .iter()
+            .flat_map(|s| &s.test_cases)
+            .filter_map(|c| c.time)
+            .map(|t| t.as_secs_f64())
+            .sum(),
+    )
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Text {
     None,

@@ -187,6 +187,13 @@ pub struct Attempt {
     pub message: Option<String>,
     /// How the server ended when it died while the tests ran ("exited with code 7").
     pub server_died: Option<String>,
+    /// The sum of its tests' JUnit times: the attempt's duration minus this is start-up.
+    #[serde(default)]
+    pub tests_secs: Option<f64>,
+    /// The other files this attempt's test process ran, one after another (a pack); empty when
+    /// the file had its worker to itself.
+    #[serde(default)]
+    pub packed_with: Vec<String>,
 }
 
 impl Attempt {
@@ -203,6 +210,8 @@ impl Attempt {
             phases: Vec::new(),
             message: None,
             server_died: None,
+            tests_secs: None,
+            packed_with: Vec::new(),
         }
     }
 

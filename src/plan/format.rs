@@ -153,6 +153,13 @@ pub struct RawRun {
     pub flaky: Option<FlakyPolicy>,
     /// More first-pass failures than this and nothing is retried. Default 10.
     pub max_retry_files: Option<usize>,
+    /// What one worker runs: "file" (default), one worker per file; "auto", short files with a
+    /// heavy start-up packed into a few workers, one test process each, chosen from the timings.
+    pub units: Option<Units>,
+    /// Globs of test files never packed with others (they always get a worker of their own).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub alone: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -180,6 +187,17 @@ pub enum Keep {
 pub enum Strategy {
     FileCopy,
     WalLog,
+}
+
+/// What one worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Units {
+    /// One worker per file.
+    #[default]
+    File,
+    /// Short files with a heavy start-up packed into a few workers (from recorded timings).
+    Auto,
 }
 
 /// Defined with the run's results, which it judges; read from plans here.
@@ -240,3 +258,4 @@ macro_rules! word_enum {
 word_enum!(Keep { "failed" => Failed, "all-on-failure" => AllOnFailure, "always" => Always, "never" => Never });
 word_enum!(Strategy { "file_copy" => FileCopy, "wal_log" => WalLog });
 word_enum!(FlakyPolicy { "pass" => Pass, "fail" => Fail });
+word_enum!(Units { "file" => File, "auto" => Auto });

@@ -336,7 +336,7 @@ impl Cx<'_> {
             None => "target/e2e".into(),
         };
 
-        let run = self.run_spec(&raw);
+        let run = self.run_spec(&raw, files.as_deref().unwrap_or_default());
 
         if !self.errors.is_empty() {
             return Err(self.finish());
@@ -413,16 +413,7 @@ impl Cx<'_> {
             .database
             .fingerprint
             .iter()
-            .filter_map(|g| {
-                let s = self.env_str(g)?;
-                if let Err(e) = Glob::new(&s) {
-                    let err =
-                        self.error(g.span(), format!("invalid glob: {}", e.kind()), "this glob");
-                    self.push(err);
-                    return None;
-                }
-                Some(s)
-            })
+            .filter_map(|g| self.glob(g).map(|(s, _)| s))
             .collect();
         let pool = match &raw.database.pool {
             Some(p) if *p.get_ref() > 0 && raw.database.fingerprint.is_empty() => {
@@ -495,10 +486,12 @@ impl Cx<'_> {
         })
     }
 
-    fn run_spec(&self, raw: &RawPlan) -> RunSpec {
+    fn run_spec(&mut self, raw: &RawPlan, files: &[TestFile]) -> RunSpec {
         let ci = super::is_ci(self.env);
-
+        let alone = self.alone(raw, files);
         RunSpec {
+            units: raw.run.units.unwrap_or_default(),
+            alone,
             jobs: raw.run.jobs.unwrap_or(0),
             fail_fast: raw.run.fail_fast.unwrap_or(false),
             retries: raw.run.retries.unwrap_or(0),
@@ -511,18 +504,52 @@ impl Cx<'_> {
         }
     }
 
+    /// A glob after `${VAR}` interpolation; an invalid one is an error pointing at it.
+    fn glob(&mut self, g: &Spanned<String>) -> Option<(String, Glob)> {
+        let s = self.env_str(g)?;
+        match Glob::new(&s) {
+            Ok(glob) => Some((s, glob)),
+            Err(e) => {
+                let err = self.error(g.span(), format!("invalid glob: {}", e.kind()), "this glob");
+                self.push(err);
+                None
+            }
+        }
+    }
+
+    /// `[run] alone`: the test files each glob matches; a glob that matches none is a mistake.
+    fn alone(&mut self, raw: &RawPlan, files: &[TestFile]) -> Vec<String> {
+        let mut alone = BTreeSet::new();
+        for g in &raw.run.alone {
+            let Some((s, glob)) = self.glob(g) else {
+                continue;
+            };
+            let matcher = glob.compile_matcher();
+            let matched: Vec<&TestFile> =
+                files.iter().filter(|f| matcher.is_match(&f.path)).collect();
+            if matched.is_empty() && !files.is_empty() {
+                let err = self
+                    .error(
+                        g.span(),
+                        format!("`{s}` matches no test file"),
+                        "matches nothing",
+                    )
+                    .with_help(
+                        "`alone` names test files (as `include` finds them), relative to root",
+                    );
+                self.push(err);
+            }
+            alone.extend(matched.into_iter().map(|f| f.path.clone()));
+        }
+        alone.into_iter().collect()
+    }
+
     /// Expands the include globs below root, minus the excludes; each include must match something.
     fn files(&mut self, raw: &RawPlan, root: &Path) -> Option<Vec<TestFile>> {
         let mut includes = Vec::new();
         for g in raw.tests.include.get_ref() {
-            let Some(s) = self.env_str(g) else { continue };
-            match Glob::new(&s) {
-                Ok(glob) => includes.push((g.span(), s, glob.compile_matcher())),
-                Err(e) => {
-                    let err =
-                        self.error(g.span(), format!("invalid glob: {}", e.kind()), "this glob");
-                    self.push(err);
-                }
+            if let Some((s, glob)) = self.glob(g) {
+                includes.push((g.span(), s, glob.compile_matcher()));
             }
         }
         if raw.tests.include.get_ref().is_empty() {
@@ -538,16 +565,8 @@ impl Cx<'_> {
         }
         let mut exclude = GlobSetBuilder::new();
         for g in &raw.tests.exclude {
-            let Some(s) = self.env_str(g) else { continue };
-            match Glob::new(&s) {
-                Ok(glob) => {
-                    exclude.add(glob);
-                }
-                Err(e) => {
-                    let err =
-                        self.error(g.span(), format!("invalid glob: {}", e.kind()), "this glob");
-                    self.push(err);
-                }
+            if let Some((_, glob)) = self.glob(g) {
+                exclude.add(glob);
             }
         }
         let exclude = exclude.build().unwrap_or_else(|_| GlobSet::empty());

@@ -13,7 +13,7 @@ use std::time::Duration;
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use thiserror::Error;
 
-pub use format::{FlakyPolicy, Keep, Strategy};
+pub use format::{FlakyPolicy, Keep, Strategy, Units};
 pub use load::{load, LoadOptions};
 use template::{Template, Word};
 
@@ -85,6 +85,9 @@ pub struct TestSpec {
 
 #[derive(Debug, Clone)]
 pub struct RunSpec {
+    pub units: format::Units,
+    /// Files never packed with others (`[run] alone`).
+    pub alone: Vec<String>,
     pub jobs: usize,
     pub fail_fast: bool,
     pub retries: u32,

@@ -152,6 +152,11 @@ impl Template {
             .collect()
     }
 
+    /// The template is exactly the placeholder `{name}`, nothing around it.
+    pub fn is_only(&self, name: &str) -> bool {
+        matches!(self.parts.as_slice(), [Part::Var(n)] if n == name)
+    }
+
     pub fn uses(&self, name: &str) -> bool {
         self.parts
             .iter()
@@ -254,11 +259,25 @@ pub fn resolve_command(
     vars: &HashMap<&str, String>,
     args: &[String],
 ) -> Vec<Template> {
+    resolve_command_files(words, vars, args, None)
+}
+
+/// As [`resolve_command`]; with `files`, a word that is exactly `{file}` becomes those files, each
+/// its own word (a pack's test process runs them all).
+pub fn resolve_command_files(
+    words: &[Word],
+    vars: &HashMap<&str, String>,
+    args: &[String],
+    files: Option<&[String]>,
+) -> Vec<Template> {
     let mut out = Vec::new();
     for word in words {
-        match word {
-            Word::Args => out.extend(args.iter().map(|a| Template::literal(a))),
-            Word::Text(t) => out.push(t.resolve(vars)),
+        match (word, files) {
+            (Word::Args, _) => out.extend(args.iter().map(|a| Template::literal(a))),
+            (Word::Text(t), Some(files)) if t.is_only("file") => {
+                out.extend(files.iter().map(|f| Template::literal(f)))
+            }
+            (Word::Text(t), _) => out.push(t.resolve(vars)),
         }
     }
     out

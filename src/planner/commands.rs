@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::names::with_database;
-use crate::plan::template::{fill_command, resolve_command, Template, Word};
+use crate::plan::template::{fill_command, resolve_command, resolve_command_files, Template, Word};
 use crate::plan::Plan;
 
 /// A worker attempt's commands: `T` is [`Template`] as planned, `String` once filled.
@@ -101,6 +101,8 @@ pub(super) struct WorkerVars<'a> {
     pub stem: &'a str,
     pub db_name: &'a str,
     pub log_dir: &'a Path,
+    /// A pack's files: a test command word that is exactly `{file}` becomes all of them.
+    pub files: Option<&'a [String]>,
 }
 
 impl WorkerVars<'_> {
@@ -129,7 +131,7 @@ impl WorkerVars<'_> {
                 env: resolve_env(&s.env, &vars),
                 ready: s.ready.resolve(&vars),
             }),
-            test: resolve_command(&self.plan.test.command, &vars, args),
+            test: resolve_command_files(&self.plan.test.command, &vars, args, self.files),
             test_env: resolve_env(&self.plan.test.env, &vars),
         }
     }

@@ -8,6 +8,7 @@
 mod commands;
 mod names;
 mod shards;
+pub mod units;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use crate::model::Split;
-use crate::plan::Plan;
+use crate::plan::{Plan, TestFile};
 use commands::WorkerVars;
 pub use commands::{prepare_commands, PrepareCommands, RunTime, ServerCommands, WorkerCommands};
 pub use names::{
@@ -85,6 +86,11 @@ pub struct WorkerPlan {
     pub predicted: Option<Duration>,
     /// The first attempt and each retry: its own database, its commands resolved for it.
     pub attempts: Vec<AttemptPlan>,
+    /// A pack (`units = "auto"`): the files (worker indexes) its one test process runs; empty
+    /// for a file's own worker.
+    pub pack: Vec<usize>,
+    /// A file run in a pack: the pack's index (its retries still run alone).
+    pub in_pack: Option<usize>,
 }
 
 /// The template's preparation as planned.
@@ -152,6 +158,23 @@ pub struct Dag {
     pub predicted_wall: Option<Duration>,
     /// `--shard`: the split this shard belongs to.
     pub split: Option<Split>,
+    /// `units = "auto"`: what was packed, and why (or why not).
+    pub packing: Option<String>,
+}
+
+impl Dag {
+    /// What the engine runs as workers (files alone and packs), in start order.
+    pub fn units(&self) -> impl Iterator<Item = &WorkerPlan> {
+        self.nodes.iter().filter_map(|n| match n.action {
+            Action::Worker { index } => self.workers.get(index),
+            _ => None,
+        })
+    }
+
+    /// The files (a pack is none), by index.
+    pub fn files(&self) -> impl Iterator<Item = &WorkerPlan> {
+        self.workers.iter().filter(|w| w.pack.is_empty())
+    }
 }
 
 /// Options from the command line that shape the DAG.
@@ -164,18 +187,26 @@ pub struct PlanOptions {
     pub only: Option<Vec<String>>,
     /// Recorded durations: the order of the workers and the balance of the shards.
     pub timings: Timings,
+    /// The machine's cores (`units = "auto"` packs for them).
+    pub cores: usize,
 }
 
 /// Builds the DAG. Workers are ordered longest-predicted first (ties by path), which is also the
 /// order the engine starts them in when `jobs` limits how many run at once.
 pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
     let template = template_name(plan);
-    let (workers, split) = worker_plans(plan, opts, &template);
+    let Workers {
+        workers,
+        units,
+        split,
+        packing,
+    } = worker_plans(plan, opts, &template);
     let mut nodes = Nodes::default();
     let prepare = setup_nodes(&mut nodes, plan, opts, &template);
-    let worker_ids: Vec<usize> = workers
+    let worker_ids: Vec<usize> = units
         .iter()
-        .map(|w| {
+        .map(|&u| {
+            let w = &workers[u];
             nodes.push(
                 format!("worker-{}", w.stem),
                 Stage::Worker,
@@ -186,8 +217,8 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
         })
         .collect();
     teardown_nodes(&mut nodes, plan, worker_ids);
-    let known: Vec<Duration> = workers.iter().filter_map(|w| w.predicted).collect();
-    let predicted_wall = (known.len() == workers.len() && !known.is_empty())
+    let known: Vec<Duration> = units.iter().filter_map(|&u| workers[u].predicted).collect();
+    let predicted_wall = (known.len() == units.len() && !known.is_empty())
         .then(|| predict_makespan(&known, plan.run.jobs));
     Dag {
         run_id: opts.run_id.clone(),
@@ -198,16 +229,23 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
         jobs: plan.run.jobs,
         predicted_wall,
         split,
+        packing,
     }
 }
 
+/// The workers of a run: every file's (indexed), the packs, and the order units start in.
+struct Workers {
+    workers: Vec<WorkerPlan>,
+    /// Indexes into `workers` of what runs as a worker (files alone, packs), longest first.
+    units: Vec<usize>,
+    split: Option<Split>,
+    packing: Option<String>,
+}
+
 /// The files this run takes (`--last-failed`, then this shard of the split), longest predicted
-/// first (ties by path), each with its names.
-fn worker_plans(
-    plan: &Plan,
-    opts: &PlanOptions,
-    template: &str,
-) -> (Vec<WorkerPlan>, Option<Split>) {
+/// first (ties by path), each with its names; with `units = "auto"`, the packs. Files alone take
+/// the first indexes, then the packs, then the packed files.
+fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
     let timings = &opts.timings;
     let mut files = plan.files.clone();
     if let Some(only) = &opts.only {
@@ -225,40 +263,160 @@ fn worker_plans(
             .cmp(&predicted[a])
             .then_with(|| files[a].path.cmp(&files[b].path))
     });
-    let workers = order
-        .iter()
-        .enumerate()
-        .map(|(index, &i)| {
-            let f = &files[i];
-            let log_dir = plan.report_dir.join("workers").join(&f.stem);
-            let attempts = (0..=plan.run.retries)
-                .map(|retry| {
-                    let db_name = worker_db_name(template, &opts.run_id, index, retry);
-                    let vars = WorkerVars {
-                        plan,
-                        run_id: &opts.run_id,
-                        index,
-                        file: &f.path,
-                        stem: &f.stem,
-                        db_name: &db_name,
-                        log_dir: &log_dir,
-                    };
-                    let commands = vars.commands(&opts.args);
-                    AttemptPlan { db_name, commands }
-                })
-                .collect();
-            WorkerPlan {
+    let ordered: Vec<&TestFile> = order.iter().map(|&i| &files[i]).collect();
+    let packing = (plan.run.units == crate::plan::Units::Auto)
+        .then(|| units::choose(plan, &ordered, timings, opts.cores));
+    let packs = packing
+        .as_ref()
+        .map(|p| p.packs.clone())
+        .unwrap_or_default();
+    let packed: Vec<usize> = packs.iter().flatten().copied().collect();
+    let alone: Vec<usize> = (0..ordered.len()).filter(|i| !packed.contains(i)).collect();
+    // Worker index of each ordered file.
+    let mut index_of = vec![0; ordered.len()];
+    for (index, &i) in alone.iter().enumerate() {
+        index_of[i] = index;
+    }
+    for (n, &i) in packed.iter().enumerate() {
+        index_of[i] = alone.len() + packs.len() + n;
+    }
+    let mut workers: Vec<WorkerPlan> = Vec::new();
+    for &i in alone.iter() {
+        workers.push(file_plan(
+            plan,
+            opts,
+            template,
+            index_of[i],
+            ordered[i],
+            predicted[order[i]],
+        ));
+    }
+    for (k, pack) in packs.iter().enumerate() {
+        let members: Vec<usize> = pack.iter().map(|&i| index_of[i]).collect();
+        let files: Vec<&TestFile> = pack.iter().map(|&i| ordered[i]).collect();
+        let time = packing.as_ref().and_then(|p| p.predicted.get(k).copied());
+        workers.push(pack_plan(
+            plan,
+            opts,
+            template,
+            workers.len(),
+            k,
+            &files,
+            members,
+            time,
+        ));
+    }
+    for (k, pack) in packs.iter().enumerate() {
+        for &i in pack {
+            let mut w = file_plan(
+                plan,
+                opts,
+                template,
+                index_of[i],
+                ordered[i],
+                predicted[order[i]],
+            );
+            w.in_pack = Some(alone.len() + k);
+            workers.push(w);
+        }
+    }
+    let mut units: Vec<usize> = (0..alone.len() + packs.len()).collect();
+    units.sort_by(|&a, &b| {
+        workers[b]
+            .predicted
+            .cmp(&workers[a].predicted)
+            .then(a.cmp(&b))
+    });
+    Workers {
+        workers,
+        units,
+        split,
+        packing: packing.map(|p| p.why),
+    }
+}
+
+/// A file's own worker: its attempts (first pass and retries), each with its database.
+fn file_plan(
+    plan: &Plan,
+    opts: &PlanOptions,
+    template: &str,
+    index: usize,
+    f: &TestFile,
+    predicted: Option<Duration>,
+) -> WorkerPlan {
+    let log_dir = plan.report_dir.join("workers").join(&f.stem);
+    let attempts = (0..=plan.run.retries)
+        .map(|retry| {
+            let db_name = worker_db_name(template, &opts.run_id, index, retry);
+            let vars = WorkerVars {
+                plan,
+                run_id: &opts.run_id,
                 index,
-                file: f.path.clone(),
-                stem: f.stem.clone(),
-                junit: log_dir.join("junit.xml"),
-                log_dir,
-                predicted: predicted[i],
-                attempts,
-            }
+                file: &f.path,
+                stem: &f.stem,
+                db_name: &db_name,
+                log_dir: &log_dir,
+                files: None,
+            };
+            let commands = vars.commands(&opts.args);
+            AttemptPlan { db_name, commands }
         })
         .collect();
-    (workers, split)
+    WorkerPlan {
+        index,
+        file: f.path.clone(),
+        stem: f.stem.clone(),
+        junit: log_dir.join("junit.xml"),
+        log_dir,
+        predicted,
+        attempts,
+        pack: Vec::new(),
+        in_pack: None,
+    }
+}
+
+/// A pack's worker: one attempt (a failed file is retried alone), its test command running every
+/// file of the pack.
+#[allow(clippy::too_many_arguments)]
+fn pack_plan(
+    plan: &Plan,
+    opts: &PlanOptions,
+    template: &str,
+    index: usize,
+    k: usize,
+    files: &[&TestFile],
+    members: Vec<usize>,
+    predicted: Option<Duration>,
+) -> WorkerPlan {
+    let mut stem = format!("pack-{}", k + 1);
+    while plan.files.iter().any(|f| f.stem == stem) {
+        stem.push('_');
+    }
+    let log_dir = plan.report_dir.join("workers").join(&stem);
+    let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+    let db_name = worker_db_name(template, &opts.run_id, index, 0);
+    let vars = WorkerVars {
+        plan,
+        run_id: &opts.run_id,
+        index,
+        file: &paths.join(" "),
+        stem: &stem,
+        db_name: &db_name,
+        log_dir: &log_dir,
+        files: Some(&paths),
+    };
+    let commands = vars.commands(&opts.args);
+    WorkerPlan {
+        index,
+        file: paths.join(", "),
+        stem,
+        junit: log_dir.join("junit.xml"),
+        log_dir,
+        predicted,
+        attempts: vec![AttemptPlan { db_name, commands }],
+        pack: members,
+        in_pack: None,
+    }
 }
 
 /// The DAG's nodes as they are added; a node's id is its position.

@@ -144,8 +144,12 @@ pub struct Timings {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct FileTiming {
+    /// The file's worker, alone: clone, server start, test process start-up and its tests.
     pub secs: f64,
     pub runs: u32,
+    /// Its tests alone (the sum of their JUnit times): `secs` minus this is its start-up cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<f64>,
 }
 
 impl Timings {
@@ -161,16 +165,42 @@ impl Timings {
             .unwrap_or_default()
     }
 
-    /// Folds one run's durations in (weight 0.5 for the newest, so a changed file adapts quickly).
-    pub fn record(&mut self, file: &str, took: Duration) {
-        let secs = took.as_secs_f64();
-        self.files
-            .entry(file.to_string())
-            .and_modify(|t| {
-                t.secs = t.secs * 0.5 + secs * 0.5;
+    /// Folds one run's durations in (weight 0.5 for the newest, so a changed file adapts quickly):
+    /// the worker's, when the file ran alone, and its tests' (from its JUnit).
+    pub fn record(&mut self, file: &str, alone: Option<Duration>, tests: Option<Duration>) {
+        let ema = |old: Option<f64>, new: Option<Duration>| match (old, new) {
+            (Some(o), Some(n)) => Some(o * 0.5 + n.as_secs_f64() * 0.5),
+            (o, n) => n.map(|n| n.as_secs_f64()).or(o),
+        };
+        match self.files.get_mut(file) {
+            Some(t) => {
+                t.secs = ema(Some(t.secs), alone).unwrap_or(t.secs);
+                t.tests = ema(t.tests, tests);
                 t.runs += 1;
-            })
-            .or_insert(FileTiming { secs, runs: 1 });
+            }
+            None => {
+                // A file first seen packed with others: its tests are all it is known by.
+                let Some(secs) = alone.or(tests) else { return };
+                let tests = tests.map(|d| d.as_secs_f64());
+                let secs = secs.as_secs_f64();
+                self.files.insert(
+                    file.to_string(),
+                    FileTiming {
+                        secs,
+                        runs: 1,
+                        tests,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A file's tests and its start-up cost (its worker's time that is not its tests), when both
+    /// are known.
+    pub fn split_of(&self, file: &str) -> Option<(f64, f64)> {
+        let t = self.files.get(file)?;
+        let tests = t.tests?;
+        Some((tests, (t.secs - tests).max(0.0)))
     }
 
     pub fn get(&self, file: &str) -> Option<Duration> {
@@ -314,7 +344,7 @@ mod tests {
         let fs = files(&["a", "b", "c", "d"]);
         let mut t = Timings::default();
         for (f, s) in [("a", 10), ("b", 6), ("c", 5), ("d", 1)] {
-            t.record(f, Duration::from_secs(s));
+            t.record(f, Some(Duration::from_secs(s)), None);
         }
         let s1 = shard_files(&fs, &t, Shard { index: 1, count: 2 });
         let s2 = shard_files(&fs, &t, Shard { index: 2, count: 2 });

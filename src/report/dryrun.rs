@@ -35,14 +35,16 @@ struct WorkerView<'a> {
     database: &'a str,
     log_dir: String,
     predicted_secs: Option<f64>,
+    /// A pack's files (`units = "auto"`), run one after another by its one test process.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    files: Vec<&'a str>,
     #[serde(flatten)]
     commands: WorkerCommands<String>,
 }
 
 fn worker_views<'a>(plan: &'a Plan, dag: &'a Dag) -> Vec<WorkerView<'a>> {
     let url = template_url(plan, dag);
-    dag.workers
-        .iter()
+    dag.units()
         .map(|w| {
             let rt = RunTime {
                 port: PORT,
@@ -63,6 +65,11 @@ fn worker_views<'a>(plan: &'a Plan, dag: &'a Dag) -> Vec<WorkerView<'a>> {
                 database: w.db_name(),
                 log_dir: w.log_dir.display().to_string(),
                 predicted_secs: w.predicted.map(|d| d.as_secs_f64()),
+                files: w
+                    .pack
+                    .iter()
+                    .map(|&f| dag.workers[f].file.as_str())
+                    .collect(),
                 commands,
             }
         })
@@ -136,12 +143,17 @@ fn text(plan: &Plan, dag: &Dag) -> String {
         .predicted_wall
         .map(|d| format!("; predicted wall time {:.1}s", d.as_secs_f64()))
         .unwrap_or_else(|| "; no timings recorded yet".into());
+    let units = dag.units().count();
+    let files = if units == dag.files().count() {
+        format!("{units} files")
+    } else {
+        format!("{} files in {units} workers", dag.files().count())
+    };
     let _ = writeln!(
         o,
-        "{} steps: {setup_n} setup, {} worker ({} files × {per_worker}), {} teardown{predicted}",
-        setup_n + dag.workers.len() * per_worker + teardown_n,
-        dag.workers.len() * per_worker,
-        dag.workers.len(),
+        "{} steps: {setup_n} setup, {} worker ({files} × {per_worker}), {} teardown{predicted}",
+        setup_n + units * per_worker + teardown_n,
+        units * per_worker,
         teardown_n
     );
     o
@@ -234,8 +246,11 @@ fn text_workers(o: &mut String, plan: &Plan, dag: &Dag) {
     let _ = writeln!(
         o,
         "workers ({} files, {jobs}, longest first)",
-        dag.workers.len()
+        dag.files().count()
     );
+    if let Some(why) = &dag.packing {
+        let _ = writeln!(o, "units = \"auto\": {why}");
+    }
     let views = worker_views(plan, dag);
     let grace = format_duration(plan.stop_timeout());
     for (i, w) in views.iter().enumerate() {
@@ -249,7 +264,17 @@ fn text_workers(o: &mut String, plan: &Plan, dag: &Dag) {
             .predicted_secs
             .map(|s| format!("  (~{s:.1}s)"))
             .unwrap_or_default();
-        let _ = writeln!(o, "{branch} [{}] {}{predicted}", w.index, w.file);
+        if w.files.is_empty() {
+            let _ = writeln!(o, "{branch} [{}] {}{predicted}", w.index, w.file);
+        } else {
+            let _ = writeln!(
+                o,
+                "{branch} [{}] {} files in one test process, one after another: {}{predicted}",
+                w.index,
+                w.files.len(),
+                w.files.join(", ")
+            );
+        }
         let source = if plan.has_pool() {
             " (or claim a ready copy from its pool)"
         } else {

@@ -166,6 +166,8 @@ mod tests {
             file: file.into(),
             stem,
             attempts: vec![crate::planner::AttemptPlan::named("app_test_ab12cd34_0")],
+            pack: Vec::new(),
+            in_pack: None,
             junit: log_dir.join("junit.xml"),
             log_dir,
             predicted: None,

@@ -383,7 +383,7 @@ fn fold_timings(path: &Path, durations: &[(String, Duration)]) -> std::io::Resul
         Err(e) => return Err(e),
     };
     for (file, took) in durations {
-        timings.record(file, *took);
+        timings.record(file, Some(*took), None);
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;

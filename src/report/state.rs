@@ -46,7 +46,7 @@ pub fn timings_from_file(path: &std::path::Path) -> Result<Timings, String> {
     }
     let mut t = Timings::default();
     for (file, secs) in per_file {
-        t.record(&file, std::time::Duration::from_secs_f64(secs));
+        t.record(&file, Some(std::time::Duration::from_secs_f64(secs)), None);
     }
     Ok(t)
 }

@@ -541,6 +541,8 @@ mod tests {
             attempts: vec![crate::planner::AttemptPlan::named(format!(
                 "app_test_ab12cd34_{index}"
             ))],
+            pack: Vec::new(),
+            in_pack: None,
             junit: log_dir.join("junit.xml"),
             log_dir,
             predicted: None,

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod database;
 pub mod failures;
+pub mod pack;
 pub mod pool;
 pub mod process;
 pub mod resource;
@@ -57,6 +58,8 @@ pub struct WorkerDb {
     pub attempt: u32,
     pub name: String,
     pub entry: Entry,
+    /// The files whose results decide whether it is kept: the worker's own, or a pack's.
+    pub files: Vec<usize>,
 }
 
 /// What every step of one run shares.
@@ -765,11 +768,17 @@ fn journal_worker_db(
     name: &str,
 ) -> Result<Entry, StepError> {
     let entry = journal_database(cx, name)?;
+    let pack = &cx.dag.workers[worker].pack;
     lock(&cx.state.databases).push(WorkerDb {
         worker,
         attempt,
         name: name.to_string(),
         entry,
+        files: if pack.is_empty() {
+            vec![worker]
+        } else {
+            pack.clone()
+        },
     });
     Ok(entry)
 }
@@ -790,12 +799,20 @@ pub fn databases_to_keep(
     dbs.iter()
         .filter(|db| db.attempt == 1)
         .filter(|db| {
-            let verdict = results.get(&db.worker).map(|r| r.verdict);
-            let failed = matches!(verdict, Some(Verdict::Fail | Verdict::Timeout));
+            // A pack's database serves several files: any of them decides.
+            let verdicts: Vec<Option<Verdict>> = db
+                .files
+                .iter()
+                .map(|f| results.get(f).map(|r| r.verdict))
+                .collect();
+            let failed = verdicts
+                .iter()
+                .any(|v| matches!(v, Some(Verdict::Fail | Verdict::Timeout)));
+            let ran = verdicts.iter().any(|v| *v != Some(Verdict::Cancelled));
             match policy {
                 Keep::Never => false,
-                Keep::Always => verdict != Some(Verdict::Cancelled),
-                Keep::AllOnFailure => any_failed && verdict != Some(Verdict::Cancelled),
+                Keep::Always => ran,
+                Keep::AllOnFailure => any_failed && ran,
                 Keep::Failed => failed,
             }
         })
@@ -874,7 +891,18 @@ fn keep_logs(cx: &RunCx, r: &mut WorkerResult) {
     let Some(from) = r.log_dir.clone() else {
         return;
     };
-    let to = kept_logs_dir(&cx.plan.report_dir).join(&r.db_name);
+    // Files of one pack share its database: each keeps its own folder beside it.
+    let packed = cx
+        .dag
+        .workers
+        .get(r.index)
+        .is_some_and(|w| w.in_pack.is_some());
+    let name = if packed {
+        format!("{}-{}", r.db_name, r.stem)
+    } else {
+        r.db_name.clone()
+    };
+    let to = kept_logs_dir(&cx.plan.report_dir).join(name);
     let entry = cx.journal.intent(&Resource::Folder { path: to.clone() });
     let moved = std::fs::create_dir_all(kept_logs_dir(&cx.plan.report_dir))
         .and_then(|()| std::fs::rename(&from, &to));
@@ -1031,6 +1059,7 @@ mod tests {
             attempt,
             name: format!("db_{worker}_{attempt}"),
             entry: Entry(worker as u64 * 10 + attempt as u64),
+            files: vec![worker],
         }
     }
 
@@ -1044,6 +1073,8 @@ mod tests {
                     file: format!("t{i}.py"),
                     stem: format!("t{i}"),
                     attempts: vec![crate::planner::AttemptPlan::named(format!("db_{i}_1"))],
+                    pack: Vec::new(),
+                    in_pack: None,
                     log_dir: PathBuf::from("/l"),
                     junit: PathBuf::from("/l/junit.xml"),
                     predicted: None,

@@ -72,7 +72,9 @@ fn record_timings(dir: &std::path::Path, summary: &RunSummary) {
     for w in &summary.workers {
         if let Some(first) = w.attempts.first() {
             if matches!(first.verdict, Verdict::Pass | Verdict::Fail) {
-                timings.record(&w.file, std::time::Duration::from_secs_f64(first.duration));
+                let secs = std::time::Duration::from_secs_f64;
+                let alone = first.packed_with.is_empty().then(|| secs(first.duration));
+                timings.record(&w.file, alone, first.tests_secs.map(secs));
             }
         }
     }

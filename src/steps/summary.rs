@@ -63,8 +63,7 @@ fn workers(cx: &RunCx) -> Vec<WorkerResult> {
         .unwrap_or_default();
     let mut workers: Vec<WorkerResult> =
         cx.dag
-            .workers
-            .iter()
+            .files()
             .map(|w| {
                 results.get(&w.index).cloned().unwrap_or_else(|| {
                     WorkerResult::not_run(w.index, &w.file, &w.stem, w.db_name())

@@ -24,9 +24,12 @@ enum Ready {
     Cancelled,
 }
 
-/// The first pass of one file.
+/// The first pass of one file, or of a pack of files.
 pub async fn run_worker(cx: &RunCx, index: usize, cancel: &Cancel) -> Result<Outcome, StepError> {
     let w = cx.dag.workers[index].clone();
+    if !w.pack.is_empty() {
+        return super::pack::run_pack(cx, &w, cancel).await;
+    }
     let attempt = run_attempt(cx, &w, 1, cancel).await;
     let attempt = match attempt {
         Ok(a) => a,
@@ -48,7 +51,7 @@ pub async fn run_worker(cx: &RunCx, index: usize, cancel: &Cancel) -> Result<Out
 }
 
 /// Folds an attempt into the worker's result and tells the reporter.
-fn record(cx: &RunCx, w: &WorkerPlan, attempt: Attempt) {
+pub(super) fn record(cx: &RunCx, w: &WorkerPlan, attempt: Attempt) {
     let result = {
         let mut results = lock(&cx.state.results);
         let r = results
@@ -199,12 +202,12 @@ pub async fn clone_worker_db(
 /// waiting for a `--jobs` slot finds its database ready, and a large suite does not clone every
 /// database at once.
 pub async fn prefetch(cx: Arc<RunCx>, cancel: Cancel) {
-    let n = cx.dag.workers.len();
+    let units: Vec<usize> = cx.dag.units().map(|w| w.index).collect();
     let jobs = cx.plan.run.jobs;
-    let window =
-        (jobs > 0 && jobs < n).then(|| Arc::new(Semaphore::new(jobs + super::CLONE_CONCURRENCY)));
+    let window = (jobs > 0 && jobs < units.len())
+        .then(|| Arc::new(Semaphore::new(jobs + super::CLONE_CONCURRENCY)));
     let mut set = tokio::task::JoinSet::new();
-    for index in 0..n {
+    for index in units {
         if let Some(window) = &window {
             let permit = tokio::select! {
                 p = Arc::clone(window).acquire_owned() => p.ok(),
@@ -511,6 +514,7 @@ impl AttemptRun<'_> {
             stop_server(cx, s, grace, cancel, verdict == Verdict::Timeout).await;
         }
         self.attempt.counts = read_counts(&w.junit);
+        self.attempt.tests_secs = crate::model::junit::tests_secs(&w.junit);
         Ok(verdict)
     }
 
