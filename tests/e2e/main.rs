@@ -17,3 +17,4 @@ mod reports;
 mod retries;
 mod speed;
 mod trust;
+mod units;

@@ -1,0 +1,211 @@
+//! `units = "auto"`: short files with a heavy start-up packed into one test process per pack,
+//! each file still its own row; a failed packed file retried alone; `units = "file"` unchanged.
+//! Real PostgreSQL, real pytest, real servers.
+
+use crate::common::*;
+
+/// Four short files; each records, per test, the database it used and when (to check that no two
+/// files ever used one database at the same time), and leaves the table as it found it, as tests
+/// sharing one database under plain pytest must.
+fn short_project(name: &str, units: &str) -> Fixture {
+    let f = Fixture::new(name);
+    for stem in ["test_a", "test_b", "test_c", "test_d"] {
+        f.write(
+            &format!("tests/{stem}.py"),
+            &format!(
+                r#"import os, time
+
+def test_{stem}_writes_and_cleans(db, http_get):
+    dbname = os.environ['DATABASE_URL'].rsplit('/', 1)[1]
+    start = time.time()
+    assert http_get('/db')[1] == dbname, 'the server is on this file s database'
+    db("insert into items values ('{stem}')")
+    assert db("select count(*) from items where v = '{stem}'") == '1'
+    time.sleep(0.3)
+    db("delete from items where v = '{stem}'")
+    with open(os.path.join(os.environ['ROOT'], 'trace', '{stem}'), 'a') as t:
+        t.write(f'{{dbname}} {{start}} {{time.time()}}\n')
+"#
+            ),
+        );
+    }
+    std::fs::create_dir_all(f.root().join("trace")).unwrap();
+    f.plan(PlanOpts {
+        keep: "never",
+        ..Default::default()
+    });
+    f.edit_plan(&[
+        ("\"{root}/{file}\"", "\"{file}\""),
+        (", TEST_FILE = \"{file}\"", ""),
+        (
+            "HAS_SERVER = \"1\"",
+            "HAS_SERVER = \"1\", ROOT = \"{root}\"",
+        ),
+        ("[run]\n", &format!("[run]\nunits = \"{units}\"\n")),
+    ]);
+    // Recorded timings: each file's tests take 0.3 s of its 3 s (the rest is start-up).
+    let files: Vec<String> = ["test_a", "test_b", "test_c", "test_d"]
+        .iter()
+        .map(|s| format!("\"tests/{s}.py\": {{\"secs\": 3.0, \"runs\": 1, \"tests\": 0.3}}"))
+        .collect();
+    f.write(
+        ".e2e-plan/timings.json",
+        &format!("{{\"files\": {{{}}}}}", files.join(", ")),
+    );
+    f
+}
+
+/// (file, database, start, end) of every test that ran.
+fn traces(f: &Fixture) -> Vec<(String, String, f64, f64)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(f.root().join("trace")).unwrap().flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        for line in std::fs::read_to_string(e.path()).unwrap().lines() {
+            let w: Vec<&str> = line.split(' ').collect();
+            out.push((
+                file.clone(),
+                w[0].to_string(),
+                w[1].parse().unwrap(),
+                w[2].parse().unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn packed_files_keep_their_rows_and_never_share_a_database_at_the_same_time() {
+    let f = short_project("units_pack", "auto");
+    let dry = f.run(&["dry-run", "plan.toml"]);
+    let text = stdout(&dry);
+    assert!(text.contains("units = \"auto\": 4 file(s)"), "{text}");
+    assert!(
+        text.contains("files in one test process, one after another"),
+        "{text}"
+    );
+
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    // A row per file, each with its own verdict, counts and JUnit suite.
+    let files: Vec<&str> = s.workers.iter().map(|w| w.file.as_str()).collect();
+    assert_eq!(
+        files,
+        [
+            "tests/test_a.py",
+            "tests/test_b.py",
+            "tests/test_c.py",
+            "tests/test_d.py"
+        ]
+    );
+    for w in &s.workers {
+        assert_eq!(w.verdict, Verdict::Pass, "{w:?}");
+        assert_eq!(w.counts.unwrap().passed, 1, "{w:?}");
+    }
+    let packed = s
+        .workers
+        .iter()
+        .filter(|w| !w.attempts[0].packed_with.is_empty())
+        .count();
+    assert!(packed >= 2, "nothing was packed: {:?}", s.workers);
+    let junit = std::fs::read_to_string(f.root().join("report/junit.xml")).unwrap();
+    for file in &files {
+        assert!(
+            junit.contains(&format!("<testsuite name=\"{file}\"")),
+            "{junit}"
+        );
+    }
+    // Files that ran at the same time never shared a database; files of one pack did, one after
+    // another.
+    let t = traces(&f);
+    assert_eq!(t.len(), 4, "{t:?}");
+    for a in &t {
+        for b in &t {
+            if a.0 != b.0 && a.1 == b.1 {
+                assert!(
+                    a.3 <= b.2 || b.3 <= a.2,
+                    "{a:?} and {b:?} shared a database at once"
+                );
+            }
+        }
+    }
+    assert!(
+        t.iter().any(|a| t.iter().any(|b| a.0 != b.0 && a.1 == b.1)),
+        "no two files shared a pack's database: {t:?}"
+    );
+    // The timings learnt each file's tests, and kept its time alone.
+    let timings = std::fs::read_to_string(f.root().join(".e2e-plan/timings.json")).unwrap();
+    assert!(timings.contains("\"tests\""), "{timings}");
+    f.assert_clean();
+}
+
+#[test]
+fn a_failed_packed_file_is_retried_alone() {
+    let f = short_project("units_retry", "auto");
+    // test_b fails the first time it runs (a marker file), then passes.
+    f.write(
+        "tests/test_b.py",
+        r#"import os
+
+def test_b_flaky(db):
+    marker = os.path.join(os.environ['ROOT'], 'b-failed-once')
+    if not os.path.exists(marker):
+        open(marker, 'w').close()
+        assert False, 'first run fails'
+"#,
+    );
+    f.edit_plan(&[("[run]\n", "[run]\nretries = 1\n")]);
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    let b = s
+        .workers
+        .iter()
+        .find(|w| w.file == "tests/test_b.py")
+        .unwrap();
+    assert_eq!(b.verdict, Verdict::Flaky, "{b:?}");
+    assert_eq!(b.attempts.len(), 2, "{b:?}");
+    assert!(
+        !b.attempts[0].packed_with.is_empty(),
+        "the first attempt ran in a pack: {b:?}"
+    );
+    assert!(
+        b.attempts[1].packed_with.is_empty(),
+        "the retry ran alone: {b:?}"
+    );
+    assert_ne!(b.attempts[0].db_name, b.attempts[1].db_name);
+    // Its pack mates passed on the first pass and were not run again.
+    for w in s.workers.iter().filter(|w| w.file != "tests/test_b.py") {
+        assert_eq!((w.verdict, w.attempts.len()), (Verdict::Pass, 1), "{w:?}");
+    }
+    f.assert_clean();
+}
+
+#[test]
+fn units_file_runs_a_worker_per_file_whatever_the_timings() {
+    let f = short_project("units_file", "file");
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    assert!(s
+        .workers
+        .iter()
+        .all(|w| w.attempts[0].packed_with.is_empty()));
+    let dbs: std::collections::BTreeSet<String> = traces(&f).into_iter().map(|t| t.1).collect();
+    assert_eq!(dbs.len(), 4, "a database per file: {dbs:?}");
+    f.assert_clean();
+}
+
+#[test]
+fn a_plan_that_names_one_file_outside_the_test_command_is_never_packed() {
+    let f = short_project("units_unpackable", "auto");
+    f.edit_plan(&[("ROOT = \"{root}\"", "ROOT = \"{root}\", ONE = \"{file}\"")]);
+    let text = stdout(&f.run(&["dry-run", "plan.toml"]));
+    assert!(
+        text.contains(
+            "units = \"auto\": no packs: `{file}` or `{file_stem}` is used where one file is meant"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("one test process"), "{text}");
+}
