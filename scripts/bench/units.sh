@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): short files with a heavy start-up. 7 test files, 63 quick tests in all
+# (each one query through psql); every test process first spends about 3 s of CPU importing
+# (a fixed amount of hashing in conftest.py, like importing a large app). Compared, on this
+# machine's cores:
+#   - plain `pytest tests/` run once, serially, on one database cloned from the template (the
+#     fairest baseline: one import for the whole suite);
+#   - e2e-plan with `units = "file"` (a worker per file: seven imports);
+#   - e2e-plan with `units = "auto"` (packs chosen from the timings the runs before recorded).
+#
+#   scripts/bench/units.sh [--repeat R] [--json FILE]
+#
+# Each repetition runs the three back to back, after `sync`. e2e-plan runs against the local
+# server (127.0.0.1:5432) with a fingerprinted template, so prepare is skipped after the first.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+REPEAT=3
+JSON=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --repeat) REPEAT=$2; shift 2 ;;
+    --json) JSON=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+cargo build --release --quiet
+BIN=$ROOT/target/release/e2e-plan
+PY=$ROOT/target/test-venv/bin/python
+PG=postgresql://postgres@127.0.0.1:5432
+TEMPLATE=bench_units_tmpl
+WORK=$(mktemp -d /tmp/e2e-plan-bench-units-XXXXXX)
+cleanup() {
+  "$BIN" rollback "$WORK/plan.toml" >/dev/null 2>&1 || true
+  psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS bench_units_serial WITH (FORCE)" >/dev/null 2>&1 || true
+  psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $TEMPLATE WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+mkdir -p "$WORK/tests"
+cat >"$WORK/tests/conftest.py" <<'EOF'
+import hashlib, os, subprocess
+import pytest
+
+# The start-up: a fixed amount of CPU work (about 3 s on one free core), like importing an app.
+_h = b"x"
+for _ in range(7_500_000):
+    _h = hashlib.sha256(_h).digest()
+
+
+@pytest.fixture
+def db():
+    def q(sql):
+        return subprocess.run(["psql", os.environ["DATABASE_URL"], "-Atqc", sql],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    return q
+EOF
+for f in 1 2 3 4 5 6 7; do
+  {
+    echo "def test_${f}_0(db):"
+    echo "    assert db('select count(*) from items') == '0'"
+    for t in 1 2 3 4 5 6 7 8; do
+      echo ""
+      echo "def test_${f}_${t}(db):"
+      echo "    assert db('select $t') == '$t'"
+    done
+  } >"$WORK/tests/test_file$f.py"
+done
+cat >"$WORK/schema.sql" <<'EOF'
+create table items (v text);
+EOF
+write_plan() { # UNITS
+  cat >"$WORK/plan.toml" <<EOF
+[tests]
+include = ["tests/test_*.py"]
+
+[database]
+template = "$PG/$TEMPLATE"
+prepare = [["psql", "-q", "-v", "ON_ERROR_STOP=1", "{db_url}", "-f", "schema.sql"]]
+fingerprint = ["schema.sql"]
+keep = "never"
+
+[test]
+command = ["$PY", "-m", "pytest", "{file}", "-q", "-p", "no:cacheprovider", "--junitxml={junit}"]
+env = { DATABASE_URL = "{db_url}" }
+
+[run]
+units = "$1"
+
+[report]
+dir = "report"
+EOF
+}
+
+secs() { python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 3))" "$1" "$2"; }
+
+serial() {
+  psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS bench_units_serial WITH (FORCE)" >/dev/null 2>&1
+  psql "$PG/postgres" -qc "CREATE DATABASE bench_units_serial TEMPLATE $TEMPLATE" >/dev/null
+  sync
+  local t0 t1
+  t0=$(date +%s.%N)
+  (cd "$WORK" && DATABASE_URL=$PG/bench_units_serial "$PY" -m pytest tests/ -q -p no:cacheprovider >/dev/null)
+  t1=$(date +%s.%N)
+  secs "$t0" "$t1"
+}
+
+apply() { # UNITS
+  write_plan "$1"
+  sync
+  local t0 t1
+  t0=$(date +%s.%N)
+  (cd "$WORK" && "$BIN" apply plan.toml >/dev/null 2>"$WORK/last.err")
+  t1=$(date +%s.%N)
+  secs "$t0" "$t1"
+}
+
+# Warm-up: the template is prepared and every file's start-up and tests are recorded.
+apply file >/dev/null
+apply file >/dev/null
+runs=()
+for r in $(seq 1 "$REPEAT"); do
+  s=$(serial)
+  f=$(apply file)
+  a=$(apply auto)
+  packs=$(grep -c "files in one test process" <("$BIN" dry-run "$WORK/plan.toml") || true)
+  echo "#$r: plain pytest, serial ${s}s; units = file ${f}s; units = auto ${a}s ($packs pack(s))" >&2
+  runs+=("{\"serial\": $s, \"file\": $f, \"auto\": $a, \"packs\": $packs}")
+done
+
+if [ -n "$JSON" ]; then
+  IFS=,
+  python3 - "$JSON" "[${runs[*]}]" <<'EOF'
+import datetime, json, os, subprocess, sys
+pg = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atqc", "show server_version"],
+                    capture_output=True, text=True).stdout.split()[0]
+rec = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+       "pg": pg, "cores": os.cpu_count(), "files": 7, "tests": 63, "runs": json.loads(sys.argv[2])}
+with open(sys.argv[1], "a") as f:
+    f.write(json.dumps(rec) + "\n")
+EOF
+fi
