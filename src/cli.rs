@@ -604,7 +604,7 @@ async fn apply(
         DisplayEnv::detect(color),
         a.format,
         a.failure_output,
-        dag.workers.len(),
+        dag.files().count(),
         started,
         Box::new(std::io::stdout()),
         Box::new(std::io::stderr()),
