@@ -26,6 +26,10 @@ pub enum Event {
         phase: Phase,
     },
     WorkerFinished(Box<WorkerResult>),
+    /// A pack's test process is over (its files are reported one by one).
+    PackFinished {
+        worker: usize,
+    },
     Warning(String),
     /// The run's results are final: print the summary and write the report files, then answer.
     RunFinished {

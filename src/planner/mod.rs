@@ -246,17 +246,8 @@ struct Workers {
 /// first (ties by path), each with its names; with `units = "auto"`, the packs. Files alone take
 /// the first indexes, then the packs, then the packed files.
 fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
-    let timings = &opts.timings;
-    let mut files = plan.files.clone();
-    if let Some(only) = &opts.only {
-        files.retain(|f| only.contains(&f.path));
-    }
-    let split = opts.shard.map(|shard| split_files(&files, timings, shard));
-    if let Some(split) = &split {
-        let mine: Vec<&str> = split.mine().collect();
-        files.retain(|f| mine.contains(&f.path.as_str()));
-    }
-    let predicted = timings.predict(&files);
+    let (files, split) = pick_files(plan, opts);
+    let predicted = opts.timings.predict(&files);
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by(|&a, &b| {
         predicted[b]
@@ -265,7 +256,7 @@ fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
     });
     let ordered: Vec<&TestFile> = order.iter().map(|&i| &files[i]).collect();
     let packing = (plan.run.units == crate::plan::Units::Auto)
-        .then(|| units::choose(plan, &ordered, timings, opts.cores));
+        .then(|| units::choose(plan, &ordered, &opts.timings, opts.cores));
     let packs = packing
         .as_ref()
         .map(|p| p.packs.clone())
@@ -280,42 +271,28 @@ fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
     for (n, &i) in packed.iter().enumerate() {
         index_of[i] = alone.len() + packs.len() + n;
     }
-    let mut workers: Vec<WorkerPlan> = Vec::new();
-    for &i in alone.iter() {
-        workers.push(file_plan(
+    let file = |i: usize| {
+        file_plan(
             plan,
             opts,
             template,
             index_of[i],
             ordered[i],
             predicted[order[i]],
-        ));
-    }
+        )
+    };
+    let mut workers: Vec<WorkerPlan> = alone.iter().map(|&i| file(i)).collect();
     for (k, pack) in packs.iter().enumerate() {
         let members: Vec<usize> = pack.iter().map(|&i| index_of[i]).collect();
         let files: Vec<&TestFile> = pack.iter().map(|&i| ordered[i]).collect();
         let time = packing.as_ref().and_then(|p| p.predicted.get(k).copied());
-        workers.push(pack_plan(
-            plan,
-            opts,
-            template,
-            workers.len(),
-            k,
-            &files,
-            members,
-            time,
-        ));
+        let index = workers.len();
+        let pack = pack_plan(plan, opts, template, (index, k), &files, members, time);
+        workers.push(pack);
     }
     for (k, pack) in packs.iter().enumerate() {
         for &i in pack {
-            let mut w = file_plan(
-                plan,
-                opts,
-                template,
-                index_of[i],
-                ordered[i],
-                predicted[order[i]],
-            );
+            let mut w = file(i);
             w.in_pack = Some(alone.len() + k);
             workers.push(w);
         }
@@ -333,6 +310,22 @@ fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
         split,
         packing: packing.map(|p| p.why),
     }
+}
+
+/// The files this run takes: `--last-failed`, then this shard of the split.
+fn pick_files(plan: &Plan, opts: &PlanOptions) -> (Vec<TestFile>, Option<Split>) {
+    let mut files = plan.files.clone();
+    if let Some(only) = &opts.only {
+        files.retain(|f| only.contains(&f.path));
+    }
+    let split = opts
+        .shard
+        .map(|shard| split_files(&files, &opts.timings, shard));
+    if let Some(split) = &split {
+        let mine: Vec<&str> = split.mine().collect();
+        files.retain(|f| mine.contains(&f.path.as_str()));
+    }
+    (files, split)
 }
 
 /// A file's own worker: its attempts (first pass and retries), each with its database.
@@ -377,13 +370,11 @@ fn file_plan(
 
 /// A pack's worker: one attempt (a failed file is retried alone), its test command running every
 /// file of the pack.
-#[allow(clippy::too_many_arguments)]
 fn pack_plan(
     plan: &Plan,
     opts: &PlanOptions,
     template: &str,
-    index: usize,
-    k: usize,
+    (index, k): (usize, usize),
     files: &[&TestFile],
     members: Vec<usize>,
     predicted: Option<Duration>,

@@ -45,6 +45,16 @@ pub fn packable(plan: &Plan) -> Result<(), String> {
     if whole == 0 {
         return Err("the test command has no `{file}` word to give a pack its files".into());
     }
+    let junit = plan.test.command.iter().any(|w| match w {
+        Word::Text(t) => t.uses("junit"),
+        Word::Args => false,
+    });
+    if !junit {
+        return Err(
+            "the test command writes no JUnit to `{junit}`, which a pack needs to tell its files apart"
+                .into(),
+        );
+    }
     if inside
         || elsewhere
             .iter()
@@ -89,9 +99,11 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
             "no packs: fewer than two files whose tests take less than their start-up".into(),
         );
     }
+    let owned: Vec<TestFile> = files.iter().map(|f| (*f).clone()).collect();
+    let predicted = timings.predict(&owned);
     let others: Vec<Duration> = (0..files.len())
         .filter(|i| !candidates.contains(i))
-        .map(|i| timings.get(&files[i].path).unwrap_or_default())
+        .map(|i| predicted[i].unwrap_or_default())
         .collect();
     let options = candidates.len().min(cores.max(1));
     let mut best: Option<(Duration, Vec<Vec<usize>>, Vec<Duration>)> = None;

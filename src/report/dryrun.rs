@@ -252,7 +252,6 @@ fn text_workers(o: &mut String, plan: &Plan, dag: &Dag) {
         let _ = writeln!(o, "units = \"auto\": {why}");
     }
     let views = worker_views(plan, dag);
-    let grace = format_duration(plan.stop_timeout());
     for (i, w) in views.iter().enumerate() {
         let last = i + 1 == views.len();
         let (branch, cont) = if last {
@@ -275,56 +274,62 @@ fn text_workers(o: &mut String, plan: &Plan, dag: &Dag) {
                 w.files.join(", ")
             );
         }
-        let source = if plan.has_pool() {
-            " (or claim a ready copy from its pool)"
-        } else {
-            ""
-        };
+        worker_steps(o, plan, dag, w, cont);
+    }
+}
+
+/// One worker's steps, under its line.
+fn worker_steps(o: &mut String, plan: &Plan, dag: &Dag, w: &WorkerView, cont: &str) {
+    let grace = format_duration(plan.stop_timeout());
+    let source = if plan.has_pool() {
+        " (or claim a ready copy from its pool)"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        o,
+        "{cont}├─ clone database {} from {}{source}",
+        w.database, dag.template_name
+    );
+    if let Some(s) = &w.commands.server {
         let _ = writeln!(
             o,
-            "{cont}├─ clone database {} from {}{source}",
-            w.database, dag.template_name
+            "{cont}├─ start server: {} {}",
+            env_text(&s.env),
+            shell_words::join(&s.command)
         );
-        if let Some(s) = &w.commands.server {
-            let _ = writeln!(
-                o,
-                "{cont}├─ start server: {} {}",
-                env_text(&s.env),
-                shell_words::join(&s.command)
-            );
-            let timeout = plan
-                .server
-                .as_ref()
-                .map(|s| format_duration(s.ready_timeout))
-                .unwrap_or_default();
-            let _ = writeln!(
-                o,
-                "{cont}├─ wait until ready: {} (within {timeout})",
-                s.ready
-            );
-        }
-        let env = env_text(&w.commands.test_env);
-        let env = if env.is_empty() {
-            String::new()
-        } else {
-            format!("{env} ")
-        };
+        let timeout = plan
+            .server
+            .as_ref()
+            .map(|s| format_duration(s.ready_timeout))
+            .unwrap_or_default();
         let _ = writeln!(
             o,
-            "{cont}├─ run tests: {env}{} (timeout {})",
-            shell_words::join(&w.commands.test),
-            format_duration(plan.test.timeout)
-        );
-        let stop = if plan.server.is_some() {
-            "stop server and tests"
-        } else {
-            "stop tests"
-        };
-        let _ = writeln!(
-            o,
-            "{cont}└─ {stop} (SIGTERM to the process group, SIGKILL after {grace})"
+            "{cont}├─ wait until ready: {} (within {timeout})",
+            s.ready
         );
     }
+    let env = env_text(&w.commands.test_env);
+    let env = if env.is_empty() {
+        String::new()
+    } else {
+        format!("{env} ")
+    };
+    let _ = writeln!(
+        o,
+        "{cont}├─ run tests: {env}{} (timeout {})",
+        shell_words::join(&w.commands.test),
+        format_duration(plan.test.timeout)
+    );
+    let stop = if plan.server.is_some() {
+        "stop server and tests"
+    } else {
+        "stop tests"
+    };
+    let _ = writeln!(
+        o,
+        "{cont}└─ {stop} (SIGTERM to the process group, SIGKILL after {grace})"
+    );
 }
 
 /// The teardown steps; returns how many.

@@ -241,7 +241,8 @@ fn tag_suite(s: &mut TestSuite, w: &WorkerResult) {
     s.add_property(Property::new("result", w.verdict.label()));
     // The duration `timings.json` would record, for `merge --timings` to fold in: a shard never
     // updates the timings its sibling shards balance on.
-    if let Some(first) = w.attempts.first() {
+    // A packed file's duration is its tests' alone, not its time alone: not folded.
+    if let Some(first) = w.attempts.first().filter(|a| a.packed_with.is_empty()) {
         if matches!(first.verdict, Verdict::Pass | Verdict::Fail) {
             s.add_property(Property::new(
                 super::shards::DURATION,

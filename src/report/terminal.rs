@@ -233,6 +233,10 @@ impl Reporter {
                 self.refresh();
             }
             Event::WorkerFinished(r) => self.worker_finished(&r),
+            Event::PackFinished { worker } => {
+                self.running.remove(&worker);
+                self.refresh();
+            }
             Event::Warning(w) => {
                 let head = if self.env.color_err {
                     "warning:".yellow().bold().to_string()

@@ -206,20 +206,9 @@ async fn start_recording(
     let port = free_port().map_err(io("finding a free port"))?;
     let mut pg = postgres_command(&bindir, &dir, port, user, &log)?;
     let data_dir = dir.join("data");
-    let postmaster_at = |pid: u32, started: u64| Resource::Postmaster {
-        data_dir: data_dir.clone(),
-        pid,
-        started,
-        kept: false,
-    };
-    let postmaster = journal
-        .intent(&postmaster_at(0, 0))
-        .map_err(io("writing the journal"))?;
-    let mut child = pg.spawn().map_err(io("starting postgres"))?;
-    let pid = child.id().unwrap_or_default();
-    let started = sys::start_time(pid).unwrap_or_default();
-    made.push((postmaster, postmaster_at(pid, started)));
-    let _ = journal.done(postmaster, Some(&postmaster_at(pid, started)));
+    let (mut child, postmaster, pm) = spawn_postmaster(&mut pg, &data_dir, false, journal)?;
+    let (pid, started) = (pm.pid, pm.started);
+    made.push((postmaster, pm.resource()));
     let cluster = Cluster {
         dir,
         port,
@@ -236,6 +225,48 @@ async fn start_recording(
     // The child handle is dropped without killing: the postmaster is stopped through the journal.
     drop(child);
     Ok(cluster)
+}
+
+/// A postmaster as the journal records it.
+struct Postmaster {
+    data_dir: PathBuf,
+    pid: u32,
+    started: u64,
+    kept: bool,
+}
+
+impl Postmaster {
+    fn resource(&self) -> Resource {
+        Resource::Postmaster {
+            data_dir: self.data_dir.clone(),
+            pid: self.pid,
+            started: self.started,
+            kept: self.kept,
+        }
+    }
+}
+
+/// Spawns the postmaster, journaled before it exists and recorded (PID, start time) once it does.
+fn spawn_postmaster(
+    pg: &mut Command,
+    data_dir: &Path,
+    kept: bool,
+    journal: &Journal,
+) -> Result<(tokio::process::Child, Entry, Postmaster), StepError> {
+    let mut pm = Postmaster {
+        data_dir: data_dir.to_path_buf(),
+        pid: 0,
+        started: 0,
+        kept,
+    };
+    let entry = journal
+        .intent(&pm.resource())
+        .map_err(io("writing the journal"))?;
+    let child = pg.spawn().map_err(io("starting postgres"))?;
+    pm.pid = child.id().unwrap_or_default();
+    pm.started = sys::start_time(pm.pid).unwrap_or_default();
+    let _ = journal.done(entry, Some(&pm.resource()));
+    Ok((child, entry, pm))
 }
 
 fn io(what: &str) -> impl FnOnce(std::io::Error) -> StepError {
@@ -627,19 +658,8 @@ async fn start_postmaster(
     let log = cluster_log(dir, user)?;
     let port = free_port().map_err(io("finding a free port"))?;
     let mut pg = postgres_command(bindir, dir, port, user, &log)?;
-    let postmaster_at = |pid: u32, started: u64| Resource::Postmaster {
-        data_dir: dir.join("data"),
-        pid,
-        started,
-        kept,
-    };
-    let postmaster = journal
-        .intent(&postmaster_at(0, 0))
-        .map_err(io("writing the journal"))?;
-    let mut child = pg.spawn().map_err(io("starting postgres"))?;
-    let pid = child.id().unwrap_or_default();
-    let started = sys::start_time(pid).unwrap_or_default();
-    let _ = journal.done(postmaster, Some(&postmaster_at(pid, started)));
+    let (mut child, postmaster, pm) = spawn_postmaster(&mut pg, &dir.join("data"), kept, journal)?;
+    let (pid, started) = (pm.pid, pm.started);
     let cluster = Cluster {
         dir: dir.to_path_buf(),
         port,

@@ -150,7 +150,7 @@ fn windows(suite: &TestSuite, (test_started, test_ended): (f64, f64)) -> Vec<Opt
 /// The suite's start in Unix seconds from pytest's timestamp: with an offset (pytest 8:
 /// `2026-11-27T10:00:00.123+02:00`) or in local time without one (older versions), whose offset
 /// is then the difference to the test command's start rounded to a quarter of an hour.
-fn suite_start(stamp: &str, test_started: f64) -> Option<f64> {
+pub(super) fn suite_start(stamp: &str, test_started: f64) -> Option<f64> {
     let (naive, offset) = match stamp.get(19..).and_then(|t| t.rfind(['+', '-'])) {
         Some(i) => {
             let at = 19 + i;

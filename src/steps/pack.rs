@@ -30,6 +30,7 @@ pub async fn run_pack(
         }
     };
     lock(&cx.prefetch.window).remove(&pack.index);
+    cx.emit(Event::PackFinished { worker: pack.index });
     let files: Vec<&WorkerPlan> = pack.pack.iter().map(|&f| &cx.dag.workers[f]).collect();
     let attempts = split_attempt(cx, pack, &files, attempt);
     let mut outcome = Outcome::Ok;
@@ -59,7 +60,10 @@ fn split_attempt(
 ) -> Vec<Attempt> {
     let report = read(&pack.junit).ok();
     let paths: Vec<&str> = files.iter().map(|w| w.file.as_str()).collect();
-    let suites = report.as_ref().map(|r| suites_by_file(r, &paths));
+    let test_started = tests_started(cx, &attempt);
+    let suites = report
+        .as_ref()
+        .map(|r| suites_by_file(r, &paths, test_started));
     if let Some((_, unclaimed)) = &suites {
         if !unclaimed.is_empty() {
             cx.emit(Event::Warning(format!(
@@ -120,11 +124,26 @@ fn file_attempt(
     if let Some(t) = a.tests_secs {
         a.duration = t;
     }
-    if matches!(attempt.verdict, Verdict::Pass | Verdict::Fail) {
+    let ran = a.counts.is_some_and(|c| c.tests > 0);
+    if attempt.verdict == Verdict::Fail && !ran {
+        // The test process stopped before this file (a pack mate's collection error, `-x`, a
+        // dead server, a crash): it did not pass, and it is retried alone like a failure.
+        a.verdict = Verdict::Fail;
+        a.message = Some(format!(
+            "did not run: the test process of {} (with {}) ended before this file's tests, exit code {}; see test.log",
+            pack.stem,
+            a.packed_with.join(", "),
+            attempt.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "none".into())
+        ));
+    } else if matches!(attempt.verdict, Verdict::Pass | Verdict::Fail) {
         let failed = a.counts.is_some_and(|c| c.failed + c.errors > 0);
         a.verdict = if failed { Verdict::Fail } else { Verdict::Pass };
         a.exit_code = Some(if failed { 1 } else { 0 });
         a.message = None;
+        if !failed {
+            // Its tests all passed before the server went: that is not its failure.
+            a.server_died = None;
+        }
     } else {
         let why = attempt.message.clone().unwrap_or_default();
         a.message = Some(format!(
@@ -136,27 +155,86 @@ fn file_attempt(
     a
 }
 
-/// The report's cases grouped by file (one suite each, in `paths` order), and the ids of the
-/// cases that belong to none.
-fn suites_by_file(report: &Report, paths: &[&str]) -> (Vec<TestSuite>, Vec<String>) {
+/// When the pack's test process started (Unix seconds).
+fn tests_started(cx: &RunCx, attempt: &Attempt) -> f64 {
+    let run = cx
+        .started_wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    let testing = attempt
+        .phases
+        .iter()
+        .find(|p| p.phase == crate::events::Phase::Testing)
+        .map(|p| p.start)
+        .unwrap_or_default();
+    run + testing
+}
+
+/// The report's cases grouped by file (one suite each, in `paths` order), each suite placed in
+/// time where its file's tests ran (so that the failures section finds what the server printed
+/// meanwhile), and the ids of the cases that belong to none.
+fn suites_by_file(
+    report: &Report,
+    paths: &[&str],
+    test_started: f64,
+) -> (Vec<TestSuite>, Vec<String>) {
     let mut suites: Vec<TestSuite> = paths.iter().map(|p| TestSuite::new(*p)).collect();
     let mut unclaimed = Vec::new();
-    for case in report.test_suites.iter().flat_map(|s| &s.test_cases) {
-        let classname = case.classname.as_ref().map(|c| c.as_str()).unwrap_or("");
-        // A collection error has no classname; its name is the module's dotted path.
-        let module = if classname.is_empty() {
-            case.name.as_str()
-        } else {
-            classname
-        };
-        match owner(module, paths) {
-            Some(i) => {
-                suites[i].add_test_case(case.clone());
+    let mut span: Vec<Option<(f64, f64)>> = vec![None; paths.len()];
+    for source in &report.test_suites {
+        let starts = case_starts(source, test_started);
+        for (case, start) in source.test_cases.iter().zip(starts) {
+            let module = module_of(case);
+            let Some(i) = owner(module, paths) else {
+                unclaimed.push(format!("{module}::{}", case.name.as_str()));
+                continue;
+            };
+            suites[i].add_test_case(case.clone());
+            if let Some(start) = start {
+                let end = start + case.time.map(|t| t.as_secs_f64()).unwrap_or_default();
+                span[i] = Some(match span[i] {
+                    Some((a, b)) => (a.min(start), b.max(end)),
+                    None => (start, end),
+                });
             }
-            None => unclaimed.push(format!("{module}::{}", case.name.as_str())),
+        }
+    }
+    for (suite, span) in suites.iter_mut().zip(span) {
+        if let Some((start, end)) = span {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(start.max(0.0));
+            suite.set_timestamp(chrono::DateTime::<chrono::Utc>::from(at));
+            suite.set_time(std::time::Duration::from_secs_f64((end - start).max(0.0)));
         }
     }
     (suites, unclaimed)
+}
+
+/// A case's module: pytest's classname; a collection error has none, and its name is the module.
+fn module_of(case: &quick_junit::TestCase) -> &str {
+    match case.classname.as_ref().map(|c| c.as_str()) {
+        Some(c) if !c.is_empty() => c,
+        _ => case.name.as_str(),
+    }
+}
+
+/// When each case of a suite began (Unix seconds), laid back from the suite's end by the cases'
+/// times, as the failures section does; None when the suite does not say when it started.
+fn case_starts(suite: &TestSuite, test_started: f64) -> Vec<Option<f64>> {
+    let start = suite
+        .extra
+        .get("timestamp")
+        .and_then(|s| super::failures::suite_start(s.as_str(), test_started));
+    let (Some(start), Some(total)) = (start, suite.time) else {
+        return vec![None; suite.test_cases.len()];
+    };
+    let mut next = start + total.as_secs_f64();
+    let mut out = vec![None; suite.test_cases.len()];
+    for (i, case) in suite.test_cases.iter().enumerate().rev() {
+        next -= case.time.map(|t| t.as_secs_f64()).unwrap_or_default();
+        out[i] = Some(next);
+    }
+    out
 }
 
 /// Which file a dotted module path (pytest's classname, `tests.e2e.test_x.TestA`) belongs to:
@@ -171,7 +249,11 @@ pub fn owner(module: &str, paths: &[&str]) -> Option<usize> {
             *part == name && {
                 let dotted = p.trim_end_matches(".py").replace('/', ".");
                 let prefix = parts[..=i].join(".");
-                dotted == prefix || dotted.ends_with(&format!(".{prefix}"))
+                // pytest's rootdir below the plan's root cuts the front of the path; above it
+                // (or `--junit-prefix`) adds to it.
+                dotted == prefix
+                    || dotted.ends_with(&format!(".{prefix}"))
+                    || prefix.ends_with(&format!(".{dotted}"))
             }
         })
     })
@@ -205,5 +287,7 @@ mod tests {
         assert_eq!(owner("tests.e2e.test_c", &paths), None);
         // A class named like another file's module does not move a case there.
         assert_eq!(owner("tests.e2e.test_a.test_b", &paths), Some(0));
+        // A rootdir above the plan's root, or a junit prefix, adds to the front.
+        assert_eq!(owner("repo.tests.e2e.test_b.TestX", &paths), Some(1));
     }
 }

@@ -359,6 +359,11 @@ impl AttemptRun<'_> {
         });
     }
 
+    /// `[test] timeout` is per file: a pack's test process runs its files one after another.
+    fn timeout(&self) -> Duration {
+        self.cx.plan.test.timeout * self.w.pack.len().max(1) as u32
+    }
+
     /// A first attempt starts from an empty log folder; a retry's predecessor was stashed.
     fn logs(&self) -> Result<(), StepError> {
         let dir = &self.w.log_dir;
@@ -505,7 +510,7 @@ impl AttemptRun<'_> {
         let end = tokio::select! {
             s = test.child.wait() => End::Exited(s.ok().and_then(|s| s.code())),
             how = server_exit(server.as_mut()) => End::ServerDied(how),
-            _ = tokio::time::sleep(cx.plan.test.timeout) => End::Timeout,
+            _ = tokio::time::sleep(self.timeout()) => End::Timeout,
             _ = cancel.stop.cancelled() => End::Cancelled,
         };
         self.enter(Phase::Stopping);
@@ -543,7 +548,7 @@ impl AttemptRun<'_> {
                 test.stop(&cx.journal, Duration::ZERO, cancel).await;
                 self.attempt.message = Some(format!(
                     "timed out after {}",
-                    crate::plan::duration::format_duration(cx.plan.test.timeout)
+                    crate::plan::duration::format_duration(self.timeout())
                 ));
                 Verdict::Timeout
             }

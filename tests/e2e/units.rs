@@ -209,3 +209,46 @@ fn a_plan_that_names_one_file_outside_the_test_command_is_never_packed() {
     );
     assert!(!text.contains("one test process"), "{text}");
 }
+
+#[test]
+fn files_of_a_pack_that_stopped_before_them_never_pass() {
+    let f = short_project("units_stopped", "auto");
+    // A collection error stops pytest's whole session: no file of the pack runs a test.
+    f.write("tests/test_a.py", "def test_a(:\n    pass\n");
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    let a = s
+        .workers
+        .iter()
+        .find(|w| w.file == "tests/test_a.py")
+        .unwrap();
+    assert!(
+        !a.attempts[0].packed_with.is_empty(),
+        "test_a ran in a pack: {a:?}"
+    );
+    // Whatever passed ran its test; test_a and its pack mates did not pass.
+    for w in &s.workers {
+        if w.verdict == Verdict::Pass {
+            assert_eq!(
+                w.counts.unwrap().passed,
+                1,
+                "{} passed without running: {w:?}",
+                w.file
+            );
+        }
+    }
+    assert_ne!(a.verdict, Verdict::Pass);
+    let mates: Vec<_> = s
+        .workers
+        .iter()
+        .filter(|w| a.attempts[0].packed_with.contains(&w.file))
+        .collect();
+    assert!(!mates.is_empty());
+    for w in mates {
+        assert_eq!(w.verdict, Verdict::Fail, "{w:?}");
+        let m = w.message.as_deref().unwrap_or_default();
+        assert!(m.starts_with("did not run: the test process of"), "{w:?}");
+    }
+    f.assert_clean();
+}
