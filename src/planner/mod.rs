@@ -91,6 +91,9 @@ pub struct WorkerPlan {
     pub pack: Vec<usize>,
     /// A file run in a pack: the pack's index (its retries still run alone).
     pub in_pack: Option<usize>,
+    /// Its processes' CPU priority (nice): 0 on the critical path; more, the more slack it has,
+    /// when the run starts more workers than there are cores.
+    pub nice: i32,
 }
 
 /// The template's preparation as planned.
@@ -304,12 +307,53 @@ fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
             .cmp(&workers[a].predicted)
             .then(a.cmp(&b))
     });
+    let at_once = if plan.run.jobs == 0 {
+        units.len()
+    } else {
+        plan.run.jobs.min(units.len())
+    };
+    if at_once > opts.cores.max(1) {
+        let predicted: Vec<Option<Duration>> =
+            units.iter().map(|&u| workers[u].predicted).collect();
+        for (&u, nice) in units.iter().zip(slack_priorities(&predicted)) {
+            workers[u].nice = nice;
+        }
+    }
     Workers {
         workers,
         units,
         split,
         packing: packing.map(|p| p.why),
     }
+}
+
+/// With more workers than cores, every start-up competes for the CPU, and the longest file's
+/// delays the whole run. Each worker's priority follows its slack (how much shorter than the
+/// longest it is predicted to be): none below 20 %, then up to nice 10 for the shortest. Without
+/// a prediction for every worker, all run at the same priority.
+pub fn slack_priorities(predicted: &[Option<Duration>]) -> Vec<i32> {
+    let known: Option<Vec<f64>> = predicted
+        .iter()
+        .map(|p| p.map(|d| d.as_secs_f64()))
+        .collect();
+    let Some(known) = known else {
+        return vec![0; predicted.len()];
+    };
+    let longest = known.iter().copied().fold(0.0, f64::max);
+    if longest <= 0.0 {
+        return vec![0; predicted.len()];
+    }
+    known
+        .iter()
+        .map(|p| {
+            let slack = (longest - p) / longest;
+            if slack < 0.2 {
+                0
+            } else {
+                (slack * 10.0).ceil().min(10.0) as i32
+            }
+        })
+        .collect()
 }
 
 /// The files this run takes: `--last-failed`, then this shard of the split.
@@ -365,6 +409,7 @@ fn file_plan(
         attempts,
         pack: Vec::new(),
         in_pack: None,
+        nice: 0,
     }
 }
 
@@ -407,6 +452,7 @@ fn pack_plan(
         attempts: vec![AttemptPlan { db_name, commands }],
         pack: members,
         in_pack: None,
+        nice: 0,
     }
 }
 
@@ -651,5 +697,21 @@ retries = 1
         let stop = &dag.nodes[id("stop-cluster")];
         assert!(matches!(stop.action, Action::StopCluster { keep: true }));
         assert_eq!(stop.deps, vec![id("refill-pool")]);
+    }
+
+    #[test]
+    fn slack_lowers_the_priority_of_all_but_the_longest() {
+        let secs = |s: &[u64]| -> Vec<Option<Duration>> {
+            s.iter().map(|&s| Some(Duration::from_secs(s))).collect()
+        };
+        assert_eq!(
+            slack_priorities(&secs(&[40, 36, 20, 10, 1])),
+            vec![0, 0, 5, 8, 10]
+        );
+        assert_eq!(
+            slack_priorities(&[Some(Duration::from_secs(4)), None]),
+            vec![0, 0]
+        );
+        assert_eq!(slack_priorities(&secs(&[0, 0])), vec![0, 0]);
     }
 }

@@ -38,6 +38,9 @@ struct WorkerView<'a> {
     /// A pack's files (`units = "auto"`), run one after another by its one test process.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     files: Vec<&'a str>,
+    /// Its processes' nice value, when the run yields its CPU to the critical path.
+    #[serde(skip_serializing_if = "is_zero")]
+    nice: i32,
     #[serde(flatten)]
     commands: WorkerCommands<String>,
 }
@@ -65,6 +68,7 @@ fn worker_views<'a>(plan: &'a Plan, dag: &'a Dag) -> Vec<WorkerView<'a>> {
                 database: w.db_name(),
                 log_dir: w.log_dir.display().to_string(),
                 predicted_secs: w.predicted.map(|d| d.as_secs_f64()),
+                nice: w.nice,
                 files: w
                     .pack
                     .iter()
@@ -95,6 +99,10 @@ fn shown_prepare(plan: &Plan, dag: &Dag, p: &PreparePlan) -> PrepareCommands<Str
         *v = redact_in(v);
     }
     filled
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// Redacts a password in a value that is a URL.
@@ -259,9 +267,14 @@ fn text_workers(o: &mut String, plan: &Plan, dag: &Dag) {
         } else {
             ("├─", "│  ")
         };
+        let nice = if w.nice > 0 {
+            format!(", nice {}", w.nice)
+        } else {
+            String::new()
+        };
         let predicted = w
             .predicted_secs
-            .map(|s| format!("  (~{s:.1}s)"))
+            .map(|s| format!("  (~{s:.1}s{nice})"))
             .unwrap_or_default();
         if w.files.is_empty() {
             let _ = writeln!(o, "{branch} [{}] {}{predicted}", w.index, w.file);

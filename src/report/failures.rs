@@ -168,6 +168,7 @@ mod tests {
             attempts: vec![crate::planner::AttemptPlan::named("app_test_ab12cd34_0")],
             pack: Vec::new(),
             in_pack: None,
+            nice: 0,
             junit: log_dir.join("junit.xml"),
             log_dir,
             predicted: None,

@@ -547,6 +547,7 @@ mod tests {
             ))],
             pack: Vec::new(),
             in_pack: None,
+            nice: 0,
             junit: log_dir.join("junit.xml"),
             log_dir,
             predicted: None,

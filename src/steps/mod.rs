@@ -495,6 +495,7 @@ async fn run_once(
     let group = process::spawn(
         &cx.journal,
         process::Spec {
+            nice: 0,
             what: format!("{what} `{shown}`"),
             argv,
             env,
@@ -1075,6 +1076,7 @@ mod tests {
                     attempts: vec![crate::planner::AttemptPlan::named(format!("db_{i}_1"))],
                     pack: Vec::new(),
                     in_pack: None,
+                    nice: 0,
                     log_dir: PathBuf::from("/l"),
                     junit: PathBuf::from("/l/junit.xml"),
                     predicted: None,

@@ -31,6 +31,8 @@ pub struct Spec<'a> {
     /// that a failing test can be shown what the server printed while it ran. The log itself
     /// stays exactly what the process wrote.
     pub stamp: bool,
+    /// A lower CPU priority (nice, 0 = the runner's): work with slack yields to the longest.
+    pub nice: i32,
 }
 
 /// Where the arrival times of a stamped log's lines go: `<log>.times`, one `<unix seconds>
@@ -123,6 +125,16 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
     }
     if let Some(u) = spec.run_as {
         cmd.uid(u.uid).gid(u.gid);
+    }
+    if spec.nice > 0 {
+        let nice = spec.nice;
+        // SAFETY: between fork and exec, only setpriority(2), an async-signal-safe system call;
+        // the process and everything it starts inherit the priority.
+        unsafe {
+            cmd.pre_exec(move || {
+                rustix::process::setpriority_process(None, nice).map_err(std::io::Error::from)
+            });
+        }
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,

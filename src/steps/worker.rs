@@ -415,6 +415,7 @@ impl AttemptRun<'_> {
         stamp: bool,
     ) -> Result<Group, StepError> {
         let spec = Spec {
+            nice: self.w.nice,
             what,
             argv,
             env,

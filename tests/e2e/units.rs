@@ -252,3 +252,60 @@ fn files_of_a_pack_that_stopped_before_them_never_pass() {
     }
     f.assert_clean();
 }
+
+#[test]
+fn with_more_workers_than_cores_files_with_slack_yield_the_cpu_to_the_longest() {
+    let f = short_project("units_nice", "file");
+    // More files than this machine has cores; the first is predicted far longer than the rest.
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let stems: Vec<String> = (0..cores.max(4) + 2)
+        .map(|i| format!("test_n{i:02}"))
+        .collect();
+    for e in std::fs::read_dir(f.root().join("tests")).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("test_") {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    let mut timings = Vec::new();
+    for (i, stem) in stems.iter().enumerate() {
+        f.write(
+            &format!("tests/{stem}.py"),
+            &format!(
+                "import os\n\ndef test_{stem}_nice():\n    with open(os.path.join(os.environ['ROOT'], 'trace', '{stem}'), 'w') as t:\n        t.write(str(os.nice(0)))\n"
+            ),
+        );
+        let secs = if i == 0 { 20.0 } else { 2.0 };
+        timings.push(format!(
+            "\"tests/{stem}.py\": {{\"secs\": {secs}, \"runs\": 1}}"
+        ));
+    }
+    f.write(
+        ".e2e-plan/timings.json",
+        &format!("{{\"files\": {{{}}}}}", timings.join(", ")),
+    );
+    let dry = stdout(&f.run(&["dry-run", "plan.toml"]));
+    assert!(
+        dry.contains(&format!("tests/{}.py  (~2.0s, nice 9)", stems[1])),
+        "{dry}"
+    );
+    assert!(
+        dry.contains(&format!("tests/{}.py  (~20.0s)", stems[0])),
+        "{dry}"
+    );
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let nice = |stem: &str| -> i32 {
+        std::fs::read_to_string(f.root().join("trace").join(stem))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let base = nice(&stems[0]);
+    for stem in &stems[1..] {
+        assert_eq!(nice(stem), (base + 9).min(19), "{stem}");
+    }
+    f.assert_clean();
+}
