@@ -188,6 +188,13 @@ impl RunCx {
         self.infra.template_url.get().cloned().unwrap_or_default()
     }
 
+    /// The worker on the critical path, when the planner lowered the others' priority: the
+    /// longest, started first.
+    pub fn critical_unit(&self) -> Option<usize> {
+        let lowered = self.dag.workers.iter().any(|w| w.nice > 0);
+        self.dag.units().next().map(|w| w.index).filter(|_| lowered)
+    }
+
     pub fn cluster_is_kept(&self) -> bool {
         self.infra.kept_cluster.get() == Some(&true)
     }

@@ -206,6 +206,7 @@ pub async fn prefetch(cx: Arc<RunCx>, cancel: Cancel) {
     let jobs = cx.plan.run.jobs;
     let window = (jobs > 0 && jobs < units.len())
         .then(|| Arc::new(Semaphore::new(jobs + super::CLONE_CONCURRENCY)));
+    let critical = cx.critical_unit();
     let mut set = tokio::task::JoinSet::new();
     for index in units {
         if let Some(window) = &window {
@@ -219,14 +220,19 @@ pub async fn prefetch(cx: Arc<RunCx>, cancel: Cancel) {
         if cancel.is_stopping() {
             break;
         }
-        let cx = Arc::clone(&cx);
-        let cancel = cancel.clone();
-        set.spawn(async move {
-            let db = cx.dag.workers[index].db_name().to_string();
-            let result = clone_worker_db(&cx, index, 1, &db, &cancel).await;
+        let (cx2, cancel2) = (Arc::clone(&cx), cancel.clone());
+        let clone = async move {
+            let db = cx2.dag.workers[index].db_name().to_string();
+            let result = clone_worker_db(&cx2, index, 1, &db, &cancel2).await;
             // send_replace: the worker may not be listening yet.
-            cx.prefetch.done[index].send_replace(Some(result));
-        });
+            cx2.prefetch.done[index].send_replace(Some(result));
+        };
+        // The critical path's database is copied alone, before the others share the disk.
+        if critical == Some(index) {
+            clone.await;
+        } else {
+            set.spawn(clone);
+        }
     }
     while set.join_next().await.is_some() {}
     // Every first attempt has its database: the pool can be refilled while the tests run.

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): the critical path on few cores. 12 files (one of about 4 s, eleven of
+# about 1 s), a server each (the bundled example's app), a test process each that spends about
+# 0.5 s of CPU starting up, a 140 MB template, every worker at once (jobs = 0). Measured:
+#   - the long file's start-up: from the command's start until its first test starts, in the
+#     full run and with the long file alone;
+#   - the wall time, against the design e2e-plan replaces (naive_orchestrator.py: clone each
+#     database in turn, then start every server and test at once) and against the version before
+#     the slack priorities (the previous commit, built into target/bench-old-nice).
+#
+#   scripts/bench/critical.sh [--repeat R] [--json FILE] [--old-rev REV]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+REPEAT=3
+JSON=""
+OLD_REV=$(git log --format=%h -1 --grep '^Critical path first' 2>/dev/null)~1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --repeat) REPEAT=$2; shift 2 ;;
+    --json) JSON=$2; shift 2 ;;
+    --old-rev) OLD_REV=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+OLD_REV=$(git rev-parse --short "$OLD_REV")
+OLD=$ROOT/target/bench-old-nice/release/e2e-plan
+if [ ! -x "$OLD" ]; then
+  rm -rf /tmp/e2e-plan-bench-old-nice && git worktree add -f /tmp/e2e-plan-bench-old-nice "$OLD_REV" >/dev/null
+  (cd /tmp/e2e-plan-bench-old-nice && cargo build --release --quiet --target-dir "$ROOT/target/bench-old-nice")
+  git worktree remove --force /tmp/e2e-plan-bench-old-nice
+fi
+cargo build --release --quiet
+NEW=$ROOT/target/release/e2e-plan
+"$NEW" apply plans/default.toml >/dev/null 2>&1 || true   # the example's virtualenv
+VENV=$ROOT/examples/notes/.venv
+PG=postgresql://postgres@127.0.0.1:5432
+TEMPLATE=bench_crit_tmpl
+WORK=$(mktemp -d /tmp/e2e-plan-bench-critical-XXXXXX)
+PROJ=$WORK/proj
+cleanup() {
+  "$NEW" rollback "$WORK/plan.toml" >/dev/null 2>&1 || true
+  psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $TEMPLATE WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+mkdir -p "$PROJ/tests" "$WORK/trace"
+cp examples/notes/app.py examples/notes/migrate.py "$PROJ/"
+cat >"$PROJ/tests/conftest.py" <<'EOF'
+import hashlib, os, time, urllib.request
+import pytest
+
+# The start-up: a fixed amount of CPU work (about 0.5 s on one free core), like importing an app.
+_h = b"x"
+for _ in range(1_250_000):
+    _h = hashlib.sha256(_h).digest()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _first_test(request):
+    trace = os.environ.get("TRACE")
+    if trace:
+        path = os.path.join(trace, os.path.basename(request.module.__file__) + ".first")
+        if not os.path.exists(path):
+            with open(path, "w") as f:
+                f.write(str(time.time()))
+
+
+@pytest.fixture
+def get():
+    def get(path):
+        with urllib.request.urlopen(os.environ["BASE_URL"] + path, timeout=10) as r:
+            return r.status
+    return get
+EOF
+test_file() { # NAME TESTS
+  for t in $(seq 1 "$2"); do
+    printf 'import time\n\ndef test_%s(get):\n    assert get("/healthz") == 200\n    time.sleep(0.5)\n\n' "$t"
+  done >"$PROJ/tests/$1.py"
+}
+test_file test_long 8
+for i in 01 02 03 04 05 06 07 08 09 10 11; do test_file "test_short_$i" 2; done
+write_plan() { # FILE INCLUDE
+  cat >"$1" <<EOF
+root = "$PROJ"
+
+[tests]
+include = ["$2"]
+
+[database]
+template = "$PG/$TEMPLATE"
+prepare = [
+  "$VENV/bin/python migrate.py",
+  ["psql", "-q", "-v", "ON_ERROR_STOP=1", "{db_url}", "-c", "create table pad as select repeat('x', 900) as v from generate_series(1, 150000)"],
+]
+fingerprint = ["migrate.py"]
+keep = "never"
+
+[server]
+command = ["$VENV/bin/python", "app.py"]
+env = { PORT = "{port}", DATABASE_URL = "{db_url}" }
+ready = "http://127.0.0.1:{port}/healthz"
+
+[test]
+command = ["$VENV/bin/python", "-m", "pytest", "{file}", "-q", "-p", "no:cacheprovider", "--junitxml={junit}"]
+env = { BASE_URL = "http://127.0.0.1:{port}", DATABASE_URL = "{db_url}", TRACE = "$WORK/trace" }
+
+[run]
+jobs = 0
+
+[report]
+dir = "$WORK/report"
+EOF
+}
+write_plan "$WORK/plan.toml" "tests/test_*.py"
+write_plan "$WORK/alone.toml" "tests/test_long.py"
+
+# apply BIN PLAN: prints {"wall": s, "long_startup": s}.
+apply() {
+  rm -f "$WORK"/trace/*
+  sync
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$1" apply "$2" >/dev/null 2>&1
+  t1=$(date +%s.%N)
+  python3 -c "import json,sys; t0=float(sys.argv[1]); print(json.dumps({'wall': round(float(sys.argv[2]) - t0, 3), 'long_startup': round(float(open(sys.argv[3]).read()) - t0, 3)}))" \
+    "$t0" "$t1" "$WORK/trace/test_long.py.first"
+}
+
+naive() {
+  sync
+  python3 scripts/bench/naive_orchestrator.py "$PROJ" "$PG" "$TEMPLATE" "$VENV/bin/python" \
+    $(cd "$PROJ" && ls tests/test_*.py)
+}
+
+# Warm-up: the template is prepared, every file's time is recorded (both versions read it).
+apply "$NEW" "$WORK/plan.toml" >/dev/null
+apply "$NEW" "$WORK/plan.toml" >/dev/null
+size=$(psql "$PG/postgres" -Atqc "select pg_database_size('$TEMPLATE')")
+runs=()
+for r in $(seq 1 "$REPEAT"); do
+  nv=$(naive)
+  old=$(apply "$OLD" "$WORK/plan.toml")
+  new=$(apply "$NEW" "$WORK/plan.toml")
+  alone=$(apply "$NEW" "$WORK/alone.toml")
+  echo "#$r: naive ${nv}s; previous $old; slack priorities $new; long file alone $alone" >&2
+  runs+=("{\"naive\": $nv, \"previous\": $old, \"priorities\": $new, \"alone\": $alone}")
+done
+
+if [ -n "$JSON" ]; then
+  IFS=,
+  python3 - "$JSON" "[${runs[*]}]" "$size" "$OLD_REV" <<'EOF'
+import datetime, json, os, subprocess, sys
+pg = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atqc", "show server_version"],
+                    capture_output=True, text=True).stdout.split()[0]
+rec = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+       "pg": pg, "cores": os.cpu_count(), "files": 12, "template_bytes": int(sys.argv[3]),
+       "old_rev": sys.argv[4], "runs": json.loads(sys.argv[2])}
+with open(sys.argv[1], "a") as f:
+    f.write(json.dumps(rec) + "\n")
+EOF
+fi
