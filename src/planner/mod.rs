@@ -137,6 +137,23 @@ impl AttemptPlan {
 }
 
 impl WorkerPlan {
+    /// A file's worker built by hand, for the reporters' and steps' unit tests.
+    #[cfg(test)]
+    pub fn bare(index: usize, file: &str, stem: &str, log_dir: PathBuf, db: String) -> Self {
+        WorkerPlan {
+            index,
+            file: file.into(),
+            stem: stem.into(),
+            attempts: vec![AttemptPlan::named(db)],
+            pack: Vec::new(),
+            in_pack: None,
+            nice: 0,
+            junit: log_dir.join("junit.xml"),
+            log_dir,
+            predicted: None,
+        }
+    }
+
     /// The first attempt's database.
     pub fn db_name(&self) -> &str {
         &self.attempts[0].db_name

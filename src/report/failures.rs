@@ -161,18 +161,8 @@ mod tests {
     fn worker(file: &str, verdict: Verdict, message: Option<&str>) -> WorkerResult {
         let stem = file.trim_end_matches(".py").replace('/', "_");
         let log_dir = std::path::PathBuf::from("/project/target/e2e/workers").join(&stem);
-        let plan = crate::planner::WorkerPlan {
-            index: 0,
-            file: file.into(),
-            stem,
-            attempts: vec![crate::planner::AttemptPlan::named("app_test_ab12cd34_0")],
-            pack: Vec::new(),
-            in_pack: None,
-            nice: 0,
-            junit: log_dir.join("junit.xml"),
-            log_dir,
-            predicted: None,
-        };
+        let plan =
+            crate::planner::WorkerPlan::bare(0, file, &stem, log_dir, "app_test_ab12cd34_0".into());
         let mut a = crate::model::Attempt::new(1, plan.db_name(), &plan.log_dir);
         a.verdict = verdict;
         a.message = message.map(str::to_string);

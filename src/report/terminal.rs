@@ -538,20 +538,8 @@ mod tests {
             .trim_end_matches(".py")
             .to_string();
         let log_dir = PathBuf::from("/project/target/e2e/workers").join(&stem);
-        let plan = crate::planner::WorkerPlan {
-            index,
-            file: file.into(),
-            stem,
-            attempts: vec![crate::planner::AttemptPlan::named(format!(
-                "app_test_ab12cd34_{index}"
-            ))],
-            pack: Vec::new(),
-            in_pack: None,
-            nice: 0,
-            junit: log_dir.join("junit.xml"),
-            log_dir,
-            predicted: None,
-        };
+        let db = format!("app_test_ab12cd34_{index}");
+        let plan = crate::planner::WorkerPlan::bare(index, file, &stem, log_dir, db);
         let mut a = Attempt::new(1, plan.db_name(), &plan.log_dir);
         a.verdict = verdict;
         a.duration = 2.5 + index as f64;

@@ -1076,18 +1076,13 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                let plan = crate::planner::WorkerPlan {
-                    index: i,
-                    file: format!("t{i}.py"),
-                    stem: format!("t{i}"),
-                    attempts: vec![crate::planner::AttemptPlan::named(format!("db_{i}_1"))],
-                    pack: Vec::new(),
-                    in_pack: None,
-                    nice: 0,
-                    log_dir: PathBuf::from("/l"),
-                    junit: PathBuf::from("/l/junit.xml"),
-                    predicted: None,
-                };
+                let plan = crate::planner::WorkerPlan::bare(
+                    i,
+                    &format!("t{i}.py"),
+                    &format!("t{i}"),
+                    PathBuf::from("/l"),
+                    format!("db_{i}_1"),
+                );
                 let mut a = crate::model::Attempt::new(1, plan.db_name(), &plan.log_dir);
                 a.verdict = *v;
                 let mut r = WorkerResult::new(plan.index, &plan.file, &plan.stem, &a);

@@ -75,6 +75,21 @@ fn program(argv0: &str, cwd: &Path) -> PathBuf {
     }
 }
 
+/// The account a child runs as, and its CPU priority (inherited by all it starts).
+fn run_as_and_priority(cmd: &mut Command, run_as: Option<RunAs>, nice: i32) {
+    if let Some(u) = run_as {
+        cmd.uid(u.uid).gid(u.gid);
+    }
+    if nice > 0 {
+        // SAFETY: between fork and exec, only setpriority(2), an async-signal-safe system call.
+        unsafe {
+            cmd.pre_exec(move || {
+                rustix::process::setpriority_process(None, nice).map_err(std::io::Error::from)
+            });
+        }
+    }
+}
+
 pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
     let Some(argv0) = spec.argv.first() else {
         return Err(format!("{}: empty command", spec.what));
@@ -123,19 +138,7 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
         cmd.stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log_err);
     }
-    if let Some(u) = spec.run_as {
-        cmd.uid(u.uid).gid(u.gid);
-    }
-    if spec.nice > 0 {
-        let nice = spec.nice;
-        // SAFETY: between fork and exec, only setpriority(2), an async-signal-safe system call;
-        // the process and everything it starts inherit the priority.
-        unsafe {
-            cmd.pre_exec(move || {
-                rustix::process::setpriority_process(None, nice).map_err(std::io::Error::from)
-            });
-        }
-    }
+    run_as_and_priority(&mut cmd, spec.run_as, spec.nice);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
