@@ -700,7 +700,7 @@ fn cluster(action: ClusterAction) -> Result<(), Error> {
         let state = match (s.in_use, s.running, &s.complete) {
             (true, _, _) => "in use by a run".to_string(),
             (false, Some(pid), _) => {
-                format!("running (pid {pid}) for kept databases; `e2e-plan rollback` stops it")
+                format!("running (pid {pid}) from an earlier run (kept databases, or a runner that died); `e2e-plan rollback` stops it")
             }
             (false, None, Some(v)) => format!("stopped, PostgreSQL {v}"),
             (false, None, None) => "half-made: the next run makes it again".to_string(),

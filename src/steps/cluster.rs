@@ -766,7 +766,7 @@ pub fn remove_kept(state_dir: &Path) -> Result<Option<PathBuf>, StepError> {
         }
         Err(Busy::Running) => {
             return Err(StepError::new(
-                "the kept cluster is running for databases an earlier run kept",
+                "the kept cluster is still running from an earlier run (its kept databases, or a runner that died)",
             )
             .with_detail("`e2e-plan rollback` drops them and stops it; then remove it"))
         }

@@ -433,7 +433,7 @@ async fn start_cluster(cx: &RunCx, keep: bool) -> Result<(cluster::Cluster, Stri
             Ok(hold) => return start_kept(cx, hold).await,
             Err(cluster::Busy::InUse) => "another run of this checkout is using it",
             Err(cluster::Busy::Running) => {
-                "it is running for databases an earlier run kept (`e2e-plan rollback` stops it)"
+                "it is still running from an earlier run, for its kept databases or because its runner died (`e2e-plan rollback` stops it)"
             }
             Err(cluster::Busy::Unreachable) => {
                 "running as root, the postgres account cannot reach the project's folder"

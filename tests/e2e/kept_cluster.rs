@@ -198,7 +198,7 @@ fn a_runner_killed_mid_prepare_never_leaves_a_template_the_next_run_trusts() {
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     assert!(
-        stderr(&out).contains("running for databases an earlier run kept"),
+        stderr(&out).contains("still running from an earlier run"),
         "{}",
         stderr(&out)
     );
