@@ -123,6 +123,7 @@ pub struct AttemptPlan {
 }
 
 impl AttemptPlan {
+    #[cfg(test)]
     /// An attempt with no commands (a worker built by hand, as the reporters' tests do).
     pub fn named(db_name: impl Into<String>) -> Self {
         AttemptPlan {

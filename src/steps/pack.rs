@@ -82,6 +82,17 @@ fn split_attempt(
             file_attempt(pack, w, &paths, &attempt, suite)
         })
         .collect();
+    // The test process passed but its JUnit cannot be read: nothing says which file ran what.
+    if attempt.verdict == Verdict::Pass && report.is_none() {
+        for a in &mut out {
+            a.verdict = Verdict::Error;
+            a.message = Some(format!(
+                "the JUnit of {} ({}) could not be read: which of its files ran is unknown",
+                pack.stem,
+                pack.junit.display()
+            ));
+        }
+    }
     // The test process failed, yet no file has a failing case: say so rather than pass them.
     let any_failed = out.iter().any(|a| a.verdict != Verdict::Pass);
     if attempt.verdict == Verdict::Fail && !any_failed {

@@ -309,3 +309,29 @@ fn with_more_workers_than_cores_files_with_slack_yield_the_cpu_to_the_longest() 
     }
     f.assert_clean();
 }
+
+#[test]
+fn a_pack_whose_junit_cannot_be_read_passes_no_file() {
+    let f = short_project("units_nojunit", "auto");
+    // The JUnit goes somewhere else: the pack's test process passes, but nothing says which file
+    // ran what.
+    f.edit_plan(&[("--junitxml={junit}", "--junitxml={junit}.elsewhere")]);
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    let packed: Vec<_> = s
+        .workers
+        .iter()
+        .filter(|w| !w.attempts[0].packed_with.is_empty())
+        .collect();
+    assert!(!packed.is_empty(), "nothing was packed: {:?}", s.workers);
+    for w in packed {
+        assert_eq!(w.verdict, Verdict::Error, "{w:?}");
+        assert!(w
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("could not be read"));
+    }
+    f.assert_clean();
+}
