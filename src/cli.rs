@@ -393,17 +393,19 @@ fn cores() -> usize {
 fn dry_run(a: DryRunArgs) -> Result<(), Error> {
     let plan = load_with(&a.plan, a.jobs, a.report_dir.as_deref())?;
     let (shard, timings) = shard_and_timings(&plan, a.shard, a.timings.as_deref())?;
-    let dag = planner::build(
+    let opts = with_collected(
         &plan,
-        &PlanOptions {
+        PlanOptions {
             run_id: dryrun::RUN_ID.into(),
             args: a.args,
             shard,
             only: None,
             timings,
             cores: cores(),
+            collected: Default::default(),
         },
     );
+    let dag = planner::build(&plan, &opts);
     print!(
         "{}",
         crate::redact::scrub(&dryrun::render(&plan, &dag, a.format))
@@ -455,6 +457,20 @@ fn init(path: &Path) -> Result<(), Error> {
         ))),
         Err(e) => Err(Error::setup(format!("cannot write {}: {e}", path.display()))),
     }
+}
+
+/// The longest `[test] collect` may take.
+const COLLECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// With `units = "auto"`, the test ids of the files the planner may split, collected before it
+/// plans (dry-run and apply alike, so that both show the same units).
+fn with_collected(plan: &Plan, mut opts: PlanOptions) -> PlanOptions {
+    let files = planner::split_candidates(plan, &opts);
+    if !files.is_empty() {
+        let timeout = plan.test.timeout.min(COLLECT_TIMEOUT);
+        opts.collected = crate::steps::collect::collect(plan, &files, &opts.args, timeout);
+    }
+    opts
 }
 
 /// The shard and the timings the planner needs, from `--shard` and `--timings` (exit 2 when
@@ -538,17 +554,19 @@ fn apply_plan(a: &mut ApplyArgs) -> Result<(Plan, planner::Dag), Error> {
         None
     };
     let (shard, timings) = shard_and_timings(&plan, a.shard, a.timings.as_deref())?;
-    let dag = planner::build(
+    let opts = with_collected(
         &plan,
-        &PlanOptions {
+        PlanOptions {
             run_id: planner::new_run_id(),
             args: std::mem::take(&mut a.args),
             shard,
             only,
             timings,
             cores: cores(),
+            collected: Default::default(),
         },
     );
+    let dag = planner::build(&plan, &opts);
     Ok((plan, dag))
 }
 
@@ -604,7 +622,7 @@ async fn apply(
         DisplayEnv::detect(color),
         a.format,
         a.failure_output,
-        dag.files().count(),
+        dag.finishing().count(),
         started,
         Box::new(std::io::stdout()),
         Box::new(std::io::stderr()),

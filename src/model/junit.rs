@@ -59,6 +59,42 @@ pub fn tests_secs(path: &Path) -> Option<f64> {
     )
 }
 
+/// The module name pytest gives a file (`tests/e2e/test_x.py` → `test_x`).
+pub fn module_name(path: &str) -> &str {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.strip_suffix(".py").unwrap_or(base)
+}
+
+/// A case's test id as pytest's collection prints it (`tests/test_x.py::TestA::test_b[1]`), from
+/// the file it belongs to and its JUnit `classname` (`tests.test_x.TestA`: the module, then any
+/// classes) and `name`; None when the classname does not name the file's module.
+pub fn test_id(file: &str, classname: &str, name: &str) -> Option<String> {
+    let parts: Vec<&str> = classname.split('.').collect();
+    let at = parts.iter().position(|p| *p == module_name(file))?;
+    let mut id = file.to_string();
+    for class in &parts[at + 1..] {
+        id.push_str("::");
+        id.push_str(class);
+    }
+    id.push_str("::");
+    id.push_str(name);
+    Some(id)
+}
+
+/// Every case of a JUnit report by its test id (as [`test_id`]) with its time in seconds.
+pub fn case_times(file: &str, report: &Report) -> Vec<(String, f64)> {
+    report
+        .test_suites
+        .iter()
+        .flat_map(|s| &s.test_cases)
+        .filter_map(|c| {
+            let class = c.classname.as_ref().map(|c| c.as_str()).unwrap_or("");
+            let id = test_id(file, class, c.name.as_str())?;
+            Some((id, c.time.map(|t| t.as_secs_f64()).unwrap_or_default()))
+        })
+        .collect()
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Text {
     None,

@@ -194,6 +194,18 @@ pub struct Attempt {
     /// the file had its worker to itself.
     #[serde(default)]
     pub packed_with: Vec<String>,
+    /// A part of a split file: which (its tests are some of the file's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<PartNumber>,
+}
+
+/// Part `number` of `count` of a split file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartNumber {
+    pub number: usize,
+    pub count: usize,
+    /// How many of the file's tests it was given.
+    pub tests: usize,
 }
 
 impl Attempt {
@@ -212,6 +224,7 @@ impl Attempt {
             server_died: None,
             tests_secs: None,
             packed_with: Vec::new(),
+            part: None,
         }
     }
 

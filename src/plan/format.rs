@@ -139,6 +139,10 @@ pub struct RawTest {
     pub timeout: Option<HumanDuration>,
     /// Exit codes that count as passing. Default [0, 5].
     pub ok_exit_codes: Option<Vec<i32>>,
+    /// Lists one file's test ids, one per line (`units = "auto"` splits a long file by them);
+    /// may use {root}, {file} and {args}. pytest: ["pytest", "--collect-only", "-q", "{file}"].
+    #[schemars(with = "Option<CommandSpec>")]
+    pub collect: Option<Spanned<CommandSpec>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -154,12 +158,18 @@ pub struct RawRun {
     /// More first-pass failures than this and nothing is retried. Default 10.
     pub max_retry_files: Option<usize>,
     /// What one worker runs: "file" (default), one worker per file; "auto", short files with a
-    /// heavy start-up packed into a few workers, one test process each, chosen from the timings.
+    /// heavy start-up packed into a few workers, one test process each, and a long file split by
+    /// its test ids over several, chosen from the timings.
     pub units: Option<Units>,
     /// Globs of test files never packed with others (they always get a worker of their own).
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub alone: Vec<Spanned<String>>,
+    /// Globs of test files never split (their tests depend on running in order, or share costly
+    /// module fixtures).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub whole: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -196,7 +206,8 @@ pub enum Units {
     /// One worker per file.
     #[default]
     File,
-    /// Short files with a heavy start-up packed into a few workers (from recorded timings).
+    /// Short files with a heavy start-up packed into a few workers, a file that would hold up
+    /// the run split by its test ids (from recorded timings).
     Auto,
 }
 

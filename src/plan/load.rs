@@ -32,6 +32,8 @@ impl Default for LoadOptions<'_> {
 const WORKER_VARS: &[&str] = WORKER_PLACEHOLDERS;
 const PREPARE_VARS: &[&str] = &["root", "run", "db_name", "db_url"];
 const SETUP_VARS: &[&str] = &["root", "run"];
+/// `[test] collect` runs before any worker exists: it knows the file, nothing of a worker.
+const COLLECT_VARS: &[&str] = &["root", "file"];
 /// Pooled copies per template: each is a full copy on disk, so a typo here fills the disk.
 const MAX_POOL: usize = 1000;
 
@@ -330,6 +332,7 @@ impl Cx<'_> {
         let server = self.server(&raw);
         let test_command = self.command(&raw.test.command, WORKER_VARS, true);
         let test_env = self.env_map(&raw.test.env, WORKER_VARS);
+        let collect = self.collect(&raw.test);
 
         let report_dir = match &raw.report.dir {
             Some(d) => self.env_str(d).unwrap_or_default(),
@@ -361,6 +364,7 @@ impl Cx<'_> {
                     .map(|d| d.0)
                     .unwrap_or(Duration::from_secs(15 * 60)),
                 ok_exit_codes: raw.test.ok_exit_codes.clone().unwrap_or_else(|| vec![0, 5]),
+                collect,
             },
             run,
         })
@@ -486,12 +490,35 @@ impl Cx<'_> {
         })
     }
 
+    /// `[test] collect`: it must name the file it lists, as one word of its own.
+    fn collect(&mut self, raw: &super::format::RawTest) -> Option<Vec<Word>> {
+        let spec = raw.collect.as_ref()?;
+        let words = self.command(spec, COLLECT_VARS, true)?;
+        let names_file = words
+            .iter()
+            .any(|w| matches!(w, Word::Text(t) if t.is_only("file")));
+        if !names_file {
+            let e = self
+                .error(
+                    spec.span(),
+                    "`collect` does not name the file it lists",
+                    "no `{file}` word",
+                )
+                .with_help("e.g. collect = [\"pytest\", \"--collect-only\", \"-q\", \"{file}\"]");
+            self.push(e);
+            return None;
+        }
+        Some(words)
+    }
+
     fn run_spec(&mut self, raw: &RawPlan, files: &[TestFile]) -> RunSpec {
         let ci = super::is_ci(self.env);
-        let alone = self.alone(raw, files);
+        let alone = self.file_globs(&raw.run.alone, "alone", files);
+        let whole = self.file_globs(&raw.run.whole, "whole", files);
         RunSpec {
             units: raw.run.units.unwrap_or_default(),
             alone,
+            whole,
             jobs: raw.run.jobs.unwrap_or(0),
             fail_fast: raw.run.fail_fast.unwrap_or(false),
             retries: raw.run.retries.unwrap_or(0),
@@ -517,10 +544,16 @@ impl Cx<'_> {
         }
     }
 
-    /// `[run] alone`: the test files each glob matches; a glob that matches none is a mistake.
-    fn alone(&mut self, raw: &RawPlan, files: &[TestFile]) -> Vec<String> {
+    /// `[run] alone` or `whole`: the test files each glob matches; a glob that matches none is
+    /// a mistake.
+    fn file_globs(
+        &mut self,
+        globs: &[Spanned<String>],
+        key: &str,
+        files: &[TestFile],
+    ) -> Vec<String> {
         let mut alone = BTreeSet::new();
-        for g in &raw.run.alone {
+        for g in globs {
             let Some((s, glob)) = self.glob(g) else {
                 continue;
             };
@@ -534,9 +567,9 @@ impl Cx<'_> {
                         format!("`{s}` matches no test file"),
                         "matches nothing",
                     )
-                    .with_help(
-                        "`alone` names test files (as `include` finds them), relative to root",
-                    );
+                    .with_help(format!(
+                        "`{key}` names test files (as `include` finds them), relative to root"
+                    ));
                 self.push(err);
             }
             alone.extend(matched.into_iter().map(|f| f.path.clone()));

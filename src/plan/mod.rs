@@ -81,6 +81,8 @@ pub struct TestSpec {
     pub env: Vec<(String, Template)>,
     pub timeout: Duration,
     pub ok_exit_codes: Vec<i32>,
+    /// Lists a file's test ids (`[test] collect`): what a split file is divided by.
+    pub collect: Option<Vec<Word>>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +90,8 @@ pub struct RunSpec {
     pub units: format::Units,
     /// Files never packed with others (`[run] alone`).
     pub alone: Vec<String>,
+    /// Files never split (`[run] whole`).
+    pub whole: Vec<String>,
     pub jobs: usize,
     pub fail_fast: bool,
     pub retries: u32,

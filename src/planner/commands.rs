@@ -170,3 +170,28 @@ pub fn setup_command(
     let vars = run_vars(plan, run_id, "");
     (fill_command(words, &vars, &[]), fill_env(env, &vars))
 }
+
+/// A command to run, filled, and its environment.
+pub type CollectCommand = (Vec<String>, Vec<(String, String)>);
+
+/// `[test] collect` for one file, filled, and the `[test] env` entries it can have: those that
+/// need nothing a worker has (it runs before any database or server exists).
+pub fn collect_command(plan: &Plan, file: &str, args: &[String]) -> Option<CollectCommand> {
+    let words = plan.test.collect.as_ref()?;
+    let vars = HashMap::from([
+        ("root", plan.root.display().to_string()),
+        ("file", file.to_string()),
+    ]);
+    let env = plan
+        .test
+        .env
+        .iter()
+        .filter(|(_, t)| {
+            crate::plan::template::WORKER_PLACEHOLDERS
+                .iter()
+                .all(|p| matches!(*p, "root" | "file") || !t.uses(p))
+        })
+        .map(|(k, t)| (k.clone(), t.fill(&vars)))
+        .collect();
+    Some((fill_command(words, &vars, args), env))
+}

@@ -7,6 +7,7 @@
 
 mod commands;
 mod names;
+pub mod parts;
 mod shards;
 pub mod units;
 
@@ -18,7 +19,9 @@ use serde::Serialize;
 pub use crate::model::Split;
 use crate::plan::{Plan, TestFile};
 use commands::WorkerVars;
-pub use commands::{prepare_commands, PrepareCommands, RunTime, ServerCommands, WorkerCommands};
+pub use commands::{
+    collect_command, prepare_commands, PrepareCommands, RunTime, ServerCommands, WorkerCommands,
+};
 pub use names::{
     build_db_name, hex, new_run_id, old_db_name, pool_db_name, shown_template_url, template_name,
     with_database, worker_db_name, EPHEMERAL_TEMPLATE, MAX_IDENT,
@@ -91,9 +94,25 @@ pub struct WorkerPlan {
     pub pack: Vec<usize>,
     /// A file run in a pack: the pack's index (its retries still run alone).
     pub in_pack: Option<usize>,
+    /// One part of a split file: which, and the tests it runs.
+    pub part: Option<PartOf>,
+    /// A split file: its parts (worker indexes); its row is merged from theirs.
+    pub parts: Vec<usize>,
     /// Its processes' CPU priority (nice): 0 on the critical path; more, the more slack it has,
     /// when the run starts more workers than there are cores.
     pub nice: i32,
+}
+
+/// A part of a split file.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartOf {
+    /// The split file's worker index (its row).
+    pub file: usize,
+    /// 1-based, of `count`.
+    pub number: usize,
+    pub count: usize,
+    /// The test ids it runs (given to the test command as its `{file}` words).
+    pub tests: Vec<String>,
 }
 
 /// The template's preparation as planned.
@@ -148,6 +167,8 @@ impl WorkerPlan {
             attempts: vec![AttemptPlan::named(db)],
             pack: Vec::new(),
             in_pack: None,
+            part: None,
+            parts: Vec::new(),
             nice: 0,
             junit: log_dir.join("junit.xml"),
             log_dir,
@@ -181,6 +202,8 @@ pub struct Dag {
     pub split: Option<Split>,
     /// `units = "auto"`: what was packed, and why (or why not).
     pub packing: Option<String>,
+    /// `units = "auto"`: what was split, and why (or why not).
+    pub parting: Option<String>,
 }
 
 impl Dag {
@@ -192,9 +215,28 @@ impl Dag {
         })
     }
 
-    /// The files (a pack is none), by index.
+    /// The files (a pack or a part is none), by index: the rows of the reports.
     pub fn files(&self) -> impl Iterator<Item = &WorkerPlan> {
-        self.workers.iter().filter(|w| w.pack.is_empty())
+        self.workers
+            .iter()
+            .filter(|w| w.pack.is_empty() && w.part.is_none())
+    }
+
+    /// The test file worker `index` runs (a part's is its file's); None for a pack.
+    pub fn file_of(&self, index: usize) -> Option<&str> {
+        let w = self.workers.get(index)?;
+        match &w.part {
+            Some(p) => self.workers.get(p.file).map(|f| f.file.as_str()),
+            None if w.pack.is_empty() => Some(&w.file),
+            None => None,
+        }
+    }
+
+    /// What reports a result as it finishes: every file but a split one, and the parts.
+    pub fn finishing(&self) -> impl Iterator<Item = &WorkerPlan> {
+        self.workers
+            .iter()
+            .filter(|w| w.pack.is_empty() && w.parts.is_empty())
     }
 }
 
@@ -210,6 +252,8 @@ pub struct PlanOptions {
     pub timings: Timings,
     /// The machine's cores (`units = "auto"` packs for them).
     pub cores: usize,
+    /// The test ids of the files `units = "auto"` may split ([`split_candidates`]).
+    pub collected: parts::Collected,
 }
 
 /// Builds the DAG. Workers are ordered longest-predicted first (ties by path), which is also the
@@ -221,6 +265,7 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
         units,
         split,
         packing,
+        parting,
     } = worker_plans(plan, opts, &template);
     let mut nodes = Nodes::default();
     let prepare = setup_nodes(&mut nodes, plan, opts, &template);
@@ -251,22 +296,34 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
         predicted_wall,
         split,
         packing,
+        parting,
     }
 }
 
-/// The workers of a run: every file's (indexed), the packs, and the order units start in.
+/// The workers of a run: every file's (indexed), the packs, the parts, and the order units
+/// start in.
 struct Workers {
     workers: Vec<WorkerPlan>,
-    /// Indexes into `workers` of what runs as a worker (files alone, packs), longest first.
+    /// Indexes into `workers` of what runs as a worker (files alone, packs, parts), longest first.
     units: Vec<usize>,
     split: Option<Split>,
     packing: Option<String>,
+    parting: Option<String>,
+}
+
+/// The files of a run, longest predicted first, and how `units = "auto"` groups them.
+struct Choice {
+    ordered: Vec<TestFile>,
+    predicted: Vec<Option<Duration>>,
+    split: Option<Split>,
+    packing: Option<units::Packing>,
+    parting: Option<parts::Parting>,
 }
 
 /// The files this run takes (`--last-failed`, then this shard of the split), longest predicted
-/// first (ties by path), each with its names; with `units = "auto"`, the packs. Files alone take
-/// the first indexes, then the packs, then the packed files.
-fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
+/// first (ties by path); with `units = "auto"`, the packs and the splits, a file's test ids
+/// given by `ids`.
+fn choose(plan: &Plan, opts: &PlanOptions, ids: parts::IdsOf) -> Choice {
     let (files, split) = pick_files(plan, opts);
     let predicted = opts.timings.predict(&files);
     let mut order: Vec<usize> = (0..files.len()).collect();
@@ -275,41 +332,159 @@ fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
             .cmp(&predicted[a])
             .then_with(|| files[a].path.cmp(&files[b].path))
     });
-    let ordered: Vec<&TestFile> = order.iter().map(|&i| &files[i]).collect();
-    let packing = (plan.run.units == crate::plan::Units::Auto)
-        .then(|| units::choose(plan, &ordered, &opts.timings, opts.cores));
-    let packs = packing
+    let ordered: Vec<TestFile> = order.iter().map(|&i| files[i].clone()).collect();
+    let predicted: Vec<Option<Duration>> = order.iter().map(|&i| predicted[i]).collect();
+    let mut choice = Choice {
+        ordered,
+        predicted,
+        split,
+        packing: None,
+        parting: None,
+    };
+    if plan.run.units != crate::plan::Units::Auto {
+        return choice;
+    }
+    let refs: Vec<&TestFile> = choice.ordered.iter().collect();
+    let packing = units::choose(plan, &refs, &opts.timings, opts.cores);
+    let costs = unit_costs(&choice, &packing, &opts.timings);
+    choice.parting = Some(parts::choose(
+        plan,
+        &refs,
+        &costs,
+        &opts.timings,
+        ids,
+        opts.cores,
+    ));
+    choice.packing = Some(packing);
+    choice
+}
+
+/// What each unit (a file alone, a pack) is predicted to cost, before any split.
+fn unit_costs(
+    choice: &Choice,
+    packing: &units::Packing,
+    timings: &Timings,
+) -> Vec<parts::UnitCost> {
+    let cost = |i: usize| match timings.split_of(&choice.ordered[i].path) {
+        Some((tests, startup)) => parts::Cost { startup, tests },
+        None => parts::Cost {
+            startup: 0.0,
+            tests: choice.predicted[i].unwrap_or_default().as_secs_f64(),
+        },
+    };
+    let packed: Vec<usize> = packing.packs.iter().flatten().copied().collect();
+    let mut out: Vec<parts::UnitCost> = (0..choice.ordered.len())
+        .filter(|i| !packed.contains(i))
+        .map(|i| parts::UnitCost {
+            file: Some(i),
+            cost: cost(i),
+        })
+        .collect();
+    out.extend(packing.packs.iter().map(|p| parts::UnitCost {
+        file: None,
+        cost: parts::Cost {
+            startup: p.iter().map(|&i| cost(i).startup).fold(0.0, f64::max),
+            tests: p.iter().map(|&i| cost(i).tests).sum(),
+        },
+    }));
+    out
+}
+
+/// The files `units = "auto"` would split, judged on their recorded test ids: the ones whose
+/// tests the run collects before it plans.
+pub fn split_candidates(plan: &Plan, opts: &PlanOptions) -> Vec<String> {
+    let recorded = |path: &str| {
+        opts.timings
+            .cases(path)
+            .map(|c| Ok(c.keys().cloned().collect()))
+    };
+    let choice = choose(plan, opts, &recorded);
+    let Some(parting) = choice.parting else {
+        return Vec::new();
+    };
+    parting
+        .parts
+        .keys()
+        .map(|&i| choice.ordered[i].path.clone())
+        .collect()
+}
+
+/// Every worker of the run. Indexes: files alone first, then the packs, the parts, the packed
+/// files and the split files (rows merged from their parts).
+fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
+    let collected = |path: &str| opts.collected.get(path).cloned();
+    let choice = choose(plan, opts, &collected);
+    let packs: Vec<Vec<usize>> = choice
+        .packing
         .as_ref()
         .map(|p| p.packs.clone())
         .unwrap_or_default();
+    let splits = choice
+        .parting
+        .as_ref()
+        .map(|p| p.parts.clone())
+        .unwrap_or_default();
     let packed: Vec<usize> = packs.iter().flatten().copied().collect();
-    let alone: Vec<usize> = (0..ordered.len()).filter(|i| !packed.contains(i)).collect();
+    let alone: Vec<usize> = (0..choice.ordered.len())
+        .filter(|i| !packed.contains(i) && !splits.contains_key(i))
+        .collect();
+    let n_parts: usize = splits.values().map(Vec::len).sum();
     // Worker index of each ordered file.
-    let mut index_of = vec![0; ordered.len()];
-    for (index, &i) in alone.iter().enumerate() {
-        index_of[i] = index;
+    let mut index_of = vec![0; choice.ordered.len()];
+    let mut next = 0;
+    for &i in &alone {
+        index_of[i] = next;
+        next += 1;
     }
-    for (n, &i) in packed.iter().enumerate() {
-        index_of[i] = alone.len() + packs.len() + n;
+    next += packs.len() + n_parts;
+    for &i in packed.iter().chain(splits.keys()) {
+        index_of[i] = next;
+        next += 1;
     }
     let file = |i: usize| {
+        let f = &choice.ordered[i];
         file_plan(
             plan,
             opts,
             template,
             index_of[i],
-            ordered[i],
-            predicted[order[i]],
+            f,
+            choice.predicted[i],
+            None,
         )
     };
     let mut workers: Vec<WorkerPlan> = alone.iter().map(|&i| file(i)).collect();
     for (k, pack) in packs.iter().enumerate() {
         let members: Vec<usize> = pack.iter().map(|&i| index_of[i]).collect();
-        let files: Vec<&TestFile> = pack.iter().map(|&i| ordered[i]).collect();
-        let time = packing.as_ref().and_then(|p| p.predicted.get(k).copied());
+        let files: Vec<&TestFile> = pack.iter().map(|&i| &choice.ordered[i]).collect();
+        let time = choice
+            .packing
+            .as_ref()
+            .and_then(|p| p.predicted.get(k).copied());
         let index = workers.len();
         let pack = pack_plan(plan, opts, template, (index, k), &files, members, time);
         workers.push(pack);
+    }
+    for (&i, file_parts) in &splits {
+        for (n, p) in file_parts.iter().enumerate() {
+            let part = PartOf {
+                file: index_of[i],
+                number: n + 1,
+                count: file_parts.len(),
+                tests: p.ids.clone(),
+            };
+            let f = &choice.ordered[i];
+            let index = workers.len();
+            workers.push(file_plan(
+                plan,
+                opts,
+                template,
+                index,
+                f,
+                Some(p.predicted),
+                Some(part),
+            ));
+        }
     }
     for (k, pack) in packs.iter().enumerate() {
         for &i in pack {
@@ -318,7 +493,32 @@ fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
             workers.push(w);
         }
     }
-    let mut units: Vec<usize> = (0..alone.len() + packs.len()).collect();
+    for &i in splits.keys() {
+        let mut w = file(i);
+        w.parts = (0..workers.len())
+            .filter(|&p| workers[p].part.as_ref().is_some_and(|o| o.file == w.index))
+            .collect();
+        workers.push(w);
+    }
+    let units = start_order(
+        &mut workers,
+        alone.len() + packs.len() + n_parts,
+        plan,
+        opts.cores,
+    );
+    Workers {
+        workers,
+        units,
+        split: choice.split,
+        packing: choice.packing.map(|p| p.why),
+        parting: choice.parting.map(|p| p.why),
+    }
+}
+
+/// The first `n` workers (the units) longest predicted first; with more of them at once than
+/// cores, each one's CPU priority by its slack.
+fn start_order(workers: &mut [WorkerPlan], n: usize, plan: &Plan, cores: usize) -> Vec<usize> {
+    let mut units: Vec<usize> = (0..n).collect();
     units.sort_by(|&a, &b| {
         workers[b]
             .predicted
@@ -330,19 +530,14 @@ fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
     } else {
         plan.run.jobs.min(units.len())
     };
-    if at_once > opts.cores.max(1) {
+    if at_once > cores.max(1) {
         let predicted: Vec<Option<Duration>> =
             units.iter().map(|&u| workers[u].predicted).collect();
         for (&u, nice) in units.iter().zip(slack_priorities(&predicted)) {
             workers[u].nice = nice;
         }
     }
-    Workers {
-        workers,
-        units,
-        split,
-        packing: packing.map(|p| p.why),
-    }
+    units
 }
 
 /// With more workers than cores, every start-up competes for the CPU, and the longest file's
@@ -390,7 +585,9 @@ fn pick_files(plan: &Plan, opts: &PlanOptions) -> (Vec<TestFile>, Option<Split>)
     (files, split)
 }
 
-/// A file's own worker: its attempts (first pass and retries), each with its database.
+/// A file's own worker, or one part of it: its attempts (first pass and retries), each with its
+/// database. A part runs its tests (as the test command's `{file}` words), in a folder of its
+/// own below the file's.
 fn file_plan(
     plan: &Plan,
     opts: &PlanOptions,
@@ -398,8 +595,15 @@ fn file_plan(
     index: usize,
     f: &TestFile,
     predicted: Option<Duration>,
+    part: Option<PartOf>,
 ) -> WorkerPlan {
-    let log_dir = plan.report_dir.join("workers").join(&f.stem);
+    let mut log_dir = plan.report_dir.join("workers").join(&f.stem);
+    let (mut file, mut stem) = (f.path.clone(), f.stem.clone());
+    if let Some(p) = &part {
+        log_dir.push(format!("part-{}", p.number));
+        file = format!("{} [part {}/{}]", f.path, p.number, p.count);
+        stem = format!("{}.part-{}", f.stem, p.number);
+    }
     let attempts = (0..=plan.run.retries)
         .map(|retry| {
             let db_name = worker_db_name(template, &opts.run_id, index, retry);
@@ -408,10 +612,10 @@ fn file_plan(
                 run_id: &opts.run_id,
                 index,
                 file: &f.path,
-                stem: &f.stem,
+                stem: &stem,
                 db_name: &db_name,
                 log_dir: &log_dir,
-                files: None,
+                files: part.as_ref().map(|p| p.tests.as_slice()),
             };
             let commands = vars.commands(&opts.args);
             AttemptPlan { db_name, commands }
@@ -419,14 +623,16 @@ fn file_plan(
         .collect();
     WorkerPlan {
         index,
-        file: f.path.clone(),
-        stem: f.stem.clone(),
+        file,
+        stem,
         junit: log_dir.join("junit.xml"),
         log_dir,
         predicted,
         attempts,
         pack: Vec::new(),
         in_pack: None,
+        part,
+        parts: Vec::new(),
         nice: 0,
     }
 }
@@ -470,6 +676,8 @@ fn pack_plan(
         attempts: vec![AttemptPlan { db_name, commands }],
         pack: members,
         in_pack: None,
+        part: None,
+        parts: Vec::new(),
         nice: 0,
     }
 }

@@ -142,7 +142,7 @@ pub struct Timings {
     pub files: BTreeMap<String, FileTiming>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileTiming {
     /// The file's worker, alone: clone, server start, test process start-up and its tests.
     pub secs: f64,
@@ -150,6 +150,10 @@ pub struct FileTiming {
     /// Its tests alone (the sum of their JUnit times): `secs` minus this is its start-up cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<f64>,
+    /// Each test's time by its id (`tests/test_x.py::TestA::test_b`, from the JUnit): what a
+    /// split balances its parts by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cases: BTreeMap<String, f64>,
 }
 
 impl Timings {
@@ -189,10 +193,38 @@ impl Timings {
                         secs,
                         runs: 1,
                         tests,
+                        cases: BTreeMap::new(),
                     },
                 );
             }
         }
+    }
+
+    /// Folds one run's test times in (the same moving average); a test no longer run is
+    /// forgotten, so that the list stays the file's current tests.
+    pub fn record_cases(&mut self, file: &str, cases: &[(String, f64)]) {
+        let Some(t) = self.files.get_mut(file) else {
+            return;
+        };
+        if cases.is_empty() {
+            return;
+        }
+        let old = std::mem::take(&mut t.cases);
+        t.cases = cases
+            .iter()
+            .map(|(id, secs)| {
+                let secs = old.get(id).map_or(*secs, |o| o * 0.5 + secs * 0.5);
+                (id.clone(), secs)
+            })
+            .collect();
+    }
+
+    /// A file's recorded tests and their times.
+    pub fn cases(&self, file: &str) -> Option<&BTreeMap<String, f64>> {
+        self.files
+            .get(file)
+            .map(|t| &t.cases)
+            .filter(|c| !c.is_empty())
     }
 
     /// A file's tests and its start-up cost (its worker's time that is not its tests), when both

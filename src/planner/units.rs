@@ -139,12 +139,8 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
     }
 }
 
-/// The module name pytest gives a file (`tests/e2e/test_x.py` → `test_x`): two files of one name
-/// in a pack could not be told apart in its JUnit.
-pub fn module_name(path: &str) -> &str {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    base.strip_suffix(".py").unwrap_or(base)
-}
+/// Two files of one module name in a pack could not be told apart in its JUnit.
+pub use crate::model::junit::module_name;
 
 /// `k` bins of the candidates, longest tests first into the least-loaded bin; each bin's time
 /// is its longest start-up plus its tests.

@@ -38,6 +38,9 @@ struct WorkerView<'a> {
     /// A pack's files (`units = "auto"`), run one after another by its one test process.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     files: Vec<&'a str>,
+    /// A part of a split file: the test ids it runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tests: Vec<&'a str>,
     /// Its processes' nice value, when the run yields its CPU to the critical path.
     #[serde(skip_serializing_if = "is_zero")]
     nice: i32,
@@ -73,6 +76,12 @@ fn worker_views<'a>(plan: &'a Plan, dag: &'a Dag) -> Vec<WorkerView<'a>> {
                     .pack
                     .iter()
                     .map(|&f| dag.workers[f].file.as_str())
+                    .collect(),
+                tests: w
+                    .part
+                    .iter()
+                    .flat_map(|p| &p.tests)
+                    .map(String::as_str)
                     .collect(),
                 commands,
             }
@@ -256,7 +265,7 @@ fn text_workers(o: &mut String, plan: &Plan, dag: &Dag) {
         "workers ({} files, {jobs}, longest first)",
         dag.files().count()
     );
-    if let Some(why) = &dag.packing {
+    for why in dag.packing.iter().chain(&dag.parting) {
         let _ = writeln!(o, "units = \"auto\": {why}");
     }
     let views = worker_views(plan, dag);
@@ -276,7 +285,16 @@ fn text_workers(o: &mut String, plan: &Plan, dag: &Dag) {
             .predicted_secs
             .map(|s| format!("  (~{s:.1}s{nice})"))
             .unwrap_or_default();
-        if w.files.is_empty() {
+        if !w.tests.is_empty() {
+            let (first, last) = (w.tests[0], w.tests[w.tests.len() - 1]);
+            let _ = writeln!(
+                o,
+                "{branch} [{}] {}: {} tests, {first} … {last}{predicted}",
+                w.index,
+                w.file,
+                w.tests.len()
+            );
+        } else if w.files.is_empty() {
             let _ = writeln!(o, "{branch} [{}] {}{predicted}", w.index, w.file);
         } else {
             let _ = writeln!(
@@ -402,6 +420,9 @@ fn json(plan: &Plan, dag: &Dag) -> String {
         jobs: usize,
         keep: String,
         predicted_wall_secs: Option<f64>,
+        /// `units = "auto"`: what was packed and split, and why (or why not).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        units: Vec<&'a str>,
         steps: Vec<Step<'a>>,
         workers: Vec<WorkerView<'a>>,
     }
@@ -414,6 +435,12 @@ fn json(plan: &Plan, dag: &Dag) -> String {
         jobs: dag.jobs,
         keep: keep_name(plan),
         predicted_wall_secs: dag.predicted_wall.map(|d| d.as_secs_f64()),
+        units: dag
+            .packing
+            .iter()
+            .chain(&dag.parting)
+            .map(String::as_str)
+            .collect(),
         steps: dag
             .nodes
             .iter()

@@ -8,8 +8,9 @@ use quick_junit::{TestCase, TestCaseStatus, TestSuite};
 use crate::model::{FailedTest, WorkerResult};
 
 /// The failing tests in a worker's JUnit, each with the server lines that arrived while it ran.
-/// `tests_ran`: when the test command started and ended (Unix seconds).
-pub fn failed_tests(w: &WorkerResult, tests_ran: (f64, f64)) -> Vec<FailedTest> {
+/// `file`: the test file the JUnit is of; `tests_ran`: when the test command started and ended
+/// (Unix seconds).
+pub fn failed_tests(w: &WorkerResult, file: &str, tests_ran: (f64, f64)) -> Vec<FailedTest> {
     let Some(report) = w
         .junit
         .as_deref()
@@ -26,7 +27,7 @@ pub fn failed_tests(w: &WorkerResult, tests_ran: (f64, f64)) -> Vec<FailedTest> 
     for suite in &report.test_suites {
         let windows = windows(suite, tests_ran);
         for (i, case) in suite.test_cases.iter().enumerate() {
-            let Some(mut f) = failed_test(case, &w.file) else {
+            let Some(mut f) = failed_test(case, file) else {
                 continue;
             };
             if let Some((from, to)) = windows.get(i).copied().flatten() {
@@ -94,17 +95,14 @@ fn failed_test(case: &TestCase, file: &str) -> Option<FailedTest> {
 /// pytest's node id from the JUnit's classname (`tests.e2e.test_x.TestA`) and name.
 fn test_id(case: &TestCase, file: &str) -> String {
     let classname = case.classname.as_deref().unwrap_or_default();
-    let module = file.trim_end_matches(".py").replace('/', ".");
-    let inner = match classname.strip_prefix(module.as_str()) {
-        Some(rest) => rest.trim_start_matches('.').replace('.', "::"),
-        None if classname.is_empty() => String::new(),
-        None => return format!("{classname}::{}", case.name.as_str()),
-    };
-    if inner.is_empty() {
-        format!("{file}::{}", case.name.as_str())
-    } else {
-        format!("{file}::{inner}::{}", case.name.as_str())
-    }
+    let name = case.name.as_str();
+    crate::model::junit::test_id(file, classname, name).unwrap_or_else(|| {
+        if classname.is_empty() {
+            format!("{file}::{name}")
+        } else {
+            format!("{classname}::{name}")
+        }
+    })
 }
 
 /// The last `path:LINE: …` of a traceback whose path is the test's file.

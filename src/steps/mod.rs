@@ -2,9 +2,11 @@
 //! resources they create go through the journal; everything they have to say goes out as events.
 
 pub mod cluster;
+pub mod collect;
 pub mod database;
 pub mod failures;
 pub mod pack;
+pub mod parts;
 pub mod pool;
 pub mod process;
 pub mod resource;
@@ -979,6 +981,18 @@ async fn cleanup(cx: &RunCx) -> Result<String, StepError> {
     for r in lock(&cx.state.results).values() {
         if let (Verdict::Pass, false, Some(dir)) = (r.verdict, r.db_kept, &r.log_dir) {
             let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    // A split file's folder holds its merged JUnit and its parts' folders.
+    if let Some(summary) = lock(&cx.state.summary).as_ref() {
+        for f in cx.dag.files().filter(|f| !f.parts.is_empty()) {
+            let passed = summary
+                .workers
+                .iter()
+                .any(|r| r.index == f.index && r.verdict == Verdict::Pass);
+            if passed {
+                let _ = std::fs::remove_dir_all(&f.log_dir);
+            }
         }
     }
     if !errors.is_empty() {

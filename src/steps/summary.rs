@@ -4,6 +4,8 @@ use crate::model::{
     ClusterUse, DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Verdict,
     WorkerResult,
 };
+use std::collections::BTreeMap;
+
 use crate::redact::scrub;
 
 use super::database::redact;
@@ -12,7 +14,7 @@ use super::{lock, RunCx};
 /// The summary of the run so far, with `exit_code`; every text scrubbed of secrets.
 pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
     let workers = workers(cx);
-    let kept_databases = kept(cx, &workers);
+    let kept_databases = kept(cx);
     let cleanup_command = (!kept_databases.is_empty())
         .then(|| format!("e2e-plan rollback {}", cx.plan.path.display()));
     let now = std::time::SystemTime::now();
@@ -52,29 +54,38 @@ pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
     }
 }
 
-/// Every planned file's result (a file that never started too), sorted by path, with why the
-/// failing ones failed; scrubbed of secrets.
+/// Every planned file's result (a file that never started too, a split file's merged from its
+/// parts), sorted by path, with why the failing ones failed; scrubbed of secrets.
 fn workers(cx: &RunCx) -> Vec<WorkerResult> {
-    let results = lock(&cx.state.results);
     let run_started = cx
         .started_wall
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default();
+    // Failures are found per worker: a part's tests are timed against its own server's log.
+    let results: BTreeMap<usize, WorkerResult> = lock(&cx.state.results)
+        .iter()
+        .map(|(&i, w)| {
+            let mut w = w.clone();
+            if matches!(w.verdict, Verdict::Fail | Verdict::Timeout | Verdict::Error) {
+                let file = cx.dag.file_of(i).unwrap_or(&w.file).to_string();
+                w.failures = super::failures::failed_tests(&w, &file, tests_ran(&w, run_started));
+            }
+            (i, w)
+        })
+        .collect();
     let mut workers: Vec<WorkerResult> =
         cx.dag
             .files()
             .map(|w| {
+                if !w.parts.is_empty() {
+                    return super::parts::merge(w, &results);
+                }
                 results.get(&w.index).cloned().unwrap_or_else(|| {
                     WorkerResult::not_run(w.index, &w.file, &w.stem, w.db_name())
                 })
             })
-            .map(|mut w| {
-                if matches!(w.verdict, Verdict::Fail | Verdict::Timeout | Verdict::Error) {
-                    w.failures = super::failures::failed_tests(&w, tests_ran(&w, run_started));
-                }
-                scrub_worker(w)
-            })
+            .map(scrub_worker)
             .collect();
     workers.sort_by(|a, b| a.file.cmp(&b.file));
     workers
@@ -108,7 +119,10 @@ fn scrub_worker(mut w: WorkerResult) -> WorkerResult {
 }
 
 /// How to reach each kept database: its URL (password hidden), logs, and where the password is.
-fn kept(cx: &RunCx, workers: &[WorkerResult]) -> Vec<KeptDatabase> {
+/// Each part of a split file has its own.
+fn kept(cx: &RunCx) -> Vec<KeptDatabase> {
+    let mut workers: Vec<WorkerResult> = lock(&cx.state.results).values().cloned().collect();
+    workers.sort_by(|a, b| a.file.cmp(&b.file));
     let template_url = cx.template_url();
     let password_file = cx
         .infra

@@ -293,13 +293,19 @@ pub async fn run_attempt(
         return Err(Box::new((Attempt::new(n, "", &w.log_dir), e)));
     };
     let db_name = planned.db_name.clone();
+    let mut attempt = Attempt::new(n, &db_name, &w.log_dir);
+    attempt.part = w.part.as_ref().map(|p| crate::model::PartNumber {
+        number: p.number,
+        count: p.count,
+        tests: p.tests.len(),
+    });
     let mut run = AttemptRun {
         cx,
         w,
         n,
         planned,
         cancel,
-        attempt: Attempt::new(n, &db_name, &w.log_dir),
+        attempt,
         db_name,
         start: Instant::now(),
         phases: Vec::new(),
@@ -338,7 +344,13 @@ impl AttemptRun<'_> {
         }
         let phases = std::mem::take(&mut self.phases);
         match outcome {
-            Ok(verdict) => Ok(self.attempt.finish(verdict, &mut self.start, phases)),
+            Ok(verdict) => {
+                let mut attempt = self.attempt.finish(verdict, &mut self.start, phases);
+                if let Some(part) = &self.w.part {
+                    super::parts::check(part, &self.w.junit, &mut attempt);
+                }
+                Ok(attempt)
+            }
             Err(e) => {
                 let mut attempt = self.attempt.finish(Verdict::Error, &mut self.start, phases);
                 attempt.message = Some(e.message.clone());

@@ -335,3 +335,186 @@ fn a_pack_whose_junit_cannot_be_read_passes_no_file() {
     }
     f.assert_clean();
 }
+
+/// A long file of six tests (recorded at 2 s each, so that splitting it pays) and a short one;
+/// every test records the database it used. `[test] collect` lists the tests; a conftest drops
+/// `test_3` from a real run (not from collection) when `DROP_TEST_3` is set.
+fn long_project(name: &str) -> Fixture {
+    let f = short_project(name, "auto");
+    for stem in ["test_a", "test_b", "test_c", "test_d"] {
+        std::fs::remove_file(f.root().join(format!("tests/{stem}.py"))).unwrap();
+    }
+    let tests: String = (1..=6)
+        .map(|i| {
+            format!(
+                r#"
+def test_{i}(db, http_get):
+    dbname = os.environ['DATABASE_URL'].rsplit('/', 1)[1]
+    assert http_get('/db')[1] == dbname, 'the server is on this part s database'
+    db("insert into items values ('long{i}')")
+    with open(os.path.join(os.environ['ROOT'], 'trace', 'test_{i}'), 'a') as t:
+        t.write(f'{{dbname}} 0 0\n')
+"#
+            )
+        })
+        .collect();
+    f.write("tests/test_long.py", &format!("import os\n{tests}"));
+    f.write(
+        "tests/test_short.py",
+        "def test_short(db):\n    assert db('select 1') == '1'\n",
+    );
+    let conftest = f.root().join("tests/conftest.py");
+    let mut text = std::fs::read_to_string(&conftest).unwrap();
+    text.push_str(
+        r#"
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get('DROP_TEST_3') and not config.option.collectonly:
+        items[:] = [i for i in items if not i.nodeid.endswith('::test_3')]
+"#,
+    );
+    std::fs::write(&conftest, text).unwrap();
+    let py = python().display().to_string();
+    f.edit_plan(&[
+        (
+            "[test]\n",
+            &format!("[test]\ncollect = [\"{py}\", \"-m\", \"pytest\", \"--collect-only\", \"-q\", \"-p\", \"no:cacheprovider\", \"{{file}}\"]\n"),
+        ),
+    ]);
+    let cases: Vec<String> = (1..=6)
+        .map(|i| format!("\"tests/test_long.py::test_{i}\": 2.0"))
+        .collect();
+    f.write(
+        ".e2e-plan/timings.json",
+        &format!(
+            r#"{{"files": {{
+  "tests/test_long.py": {{"secs": 13.0, "runs": 1, "tests": 12.0, "cases": {{{}}}}},
+  "tests/test_short.py": {{"secs": 2.0, "runs": 1, "tests": 1.0}}
+}}}}"#,
+            cases.join(", ")
+        ),
+    );
+    f
+}
+
+/// Which database each test of the long file used.
+fn long_traces(f: &Fixture) -> Vec<(String, String)> {
+    traces(f).into_iter().map(|t| (t.0, t.1)).collect()
+}
+
+#[test]
+fn a_long_file_is_split_into_parts_in_their_own_databases_and_merged_into_one_row() {
+    let f = long_project("units_split");
+    let dry = f.run(&["dry-run", "plan.toml"]);
+    let text = stdout(&dry);
+    assert_eq!(code(&dry), 0, "{text}{}", stderr(&dry));
+    assert!(
+        text.contains("split tests/test_long.py into"),
+        "dry-run says what it split: {text}"
+    );
+    assert!(
+        text.contains("tests/test_long.py [part 1/"),
+        "dry-run shows the parts: {text}"
+    );
+
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    let files: Vec<&str> = s.workers.iter().map(|w| w.file.as_str()).collect();
+    assert_eq!(
+        files,
+        ["tests/test_long.py", "tests/test_short.py"],
+        "one row per file"
+    );
+    let long = &s.workers[0];
+    assert_eq!(long.verdict, Verdict::Pass, "{long:?}");
+    let counts = long.counts.unwrap();
+    assert_eq!((counts.tests, counts.passed), (6, 6), "{long:?}");
+    let parts: Vec<usize> = long
+        .attempts
+        .iter()
+        .map(|a| a.part.expect("every attempt is a part's").number)
+        .collect();
+    assert!(parts.len() >= 2, "split into parts: {parts:?}");
+    let given: usize = long.attempts.iter().map(|a| a.part.unwrap().tests).sum();
+    assert_eq!(given, 6, "every test given to exactly one part");
+    // Every test ran once, the parts in databases of their own, none shared with test_short.
+    let t = long_traces(&f);
+    let ran: std::collections::BTreeSet<&str> = t.iter().map(|x| x.0.as_str()).collect();
+    assert_eq!(t.len(), 6, "each test ran once: {t:?}");
+    assert_eq!(ran.len(), 6, "{t:?}");
+    let dbs: std::collections::BTreeSet<&str> = t.iter().map(|x| x.1.as_str()).collect();
+    assert_eq!(dbs.len(), parts.len(), "a database per part: {t:?}");
+    let attempt_dbs: std::collections::BTreeSet<&str> =
+        long.attempts.iter().map(|a| a.db_name.as_str()).collect();
+    assert_eq!(dbs, attempt_dbs, "the tests used the parts' databases");
+    // One suite in the merged JUnit, each test once.
+    let junit = std::fs::read_to_string(f.root().join("report/junit.xml")).unwrap();
+    for i in 1..=6 {
+        assert_eq!(
+            junit.matches(&format!("name=\"test_{i}\"")).count(),
+            1,
+            "{junit}"
+        );
+    }
+    // The timings learnt each test's time and the file's time as one worker.
+    let timings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(f.root().join(".e2e-plan/timings.json")).unwrap(),
+    )
+    .unwrap();
+    let long_t = &timings["files"]["tests/test_long.py"];
+    assert_eq!(long_t["cases"].as_object().unwrap().len(), 6, "{timings}");
+    assert!(long_t["secs"].as_f64().unwrap() < 13.0, "{timings}");
+    f.assert_clean();
+
+    // `whole` opts a file out; a collect that fails leaves the file whole, and says why.
+    f.edit_plan(&[("[run]\n", "[run]\nwhole = [\"tests/test_long.py\"]\n")]);
+    let text = stdout(&f.run(&["dry-run", "plan.toml"]));
+    assert!(text.contains("tests/test_long.py is in `whole`"), "{text}");
+    assert!(!text.contains("[part 1/"), "{text}");
+    f.edit_plan(&[
+        ("whole = [\"tests/test_long.py\"]\n", ""),
+        ("\"--collect-only\"", "\"--no-such-option\""),
+    ]);
+    let text = stdout(&f.run(&["dry-run", "plan.toml"]));
+    assert!(
+        text.contains("collecting tests/test_long.py's tests failed"),
+        "{text}"
+    );
+    assert!(!text.contains("[part 1/"), "{text}");
+}
+
+#[test]
+fn a_test_that_did_not_run_in_its_part_fails_the_file_by_name() {
+    let f = long_project("units_split_missing");
+    let out = f
+        .cmd(&["apply", "plan.toml"])
+        .env("DROP_TEST_3", "1")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    let long = &s.workers[0];
+    assert_eq!(long.file, "tests/test_long.py");
+    assert_eq!(long.verdict, Verdict::Fail, "{long:?}");
+    let message = long.message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("tests/test_long.py::test_3") && message.contains("absent from its JUnit"),
+        "{message}"
+    );
+    assert!(
+        long.failures
+            .iter()
+            .any(|x| x.id == "tests/test_long.py::test_3"),
+        "{:?}",
+        long.failures
+    );
+    let junit = std::fs::read_to_string(f.root().join("report/junit.xml")).unwrap();
+    assert!(
+        junit.contains("test_long.py::test_3 was given to part"),
+        "{junit}"
+    );
+    // The other five passed, each once.
+    assert_eq!(long_traces(&f).len(), 5);
+    f.assert_clean();
+}

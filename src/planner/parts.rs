@@ -1,0 +1,303 @@
+//! Splitting a long file (`units = "auto"`): when one file would hold up the run, its tests (by
+//! id, from `[test] collect`) are divided into parts, each a worker of its own with its own
+//! database and server; the parts' results are merged back into the file's one row. The number
+//! of parts is chosen by predicting the run's wall time for each, from the recorded start-ups
+//! and per-test times; a part is a run of neighbouring tests, in the file's order.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::shards::{predict_makespan, Timings};
+use super::units::packable;
+use crate::plan::{Plan, TestFile};
+
+/// What a unit is predicted to cost: its start-up (clone, server, test process start: CPU) and
+/// its tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Cost {
+    pub startup: f64,
+    pub tests: f64,
+}
+
+impl Cost {
+    pub fn total(self) -> f64 {
+        self.startup + self.tests
+    }
+}
+
+/// A unit before splitting: a file alone (its position in the ordered files) or a pack.
+#[derive(Debug, Clone, Copy)]
+pub struct UnitCost {
+    pub file: Option<usize>,
+    pub cost: Cost,
+}
+
+/// One part of a split file: its tests, in the file's order, and its predicted time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    pub ids: Vec<String>,
+    pub predicted: Duration,
+}
+
+/// The files split (by position in the ordered files) and why, or why not.
+#[derive(Debug, Clone, Default)]
+pub struct Parting {
+    pub parts: BTreeMap<usize, Vec<Part>>,
+    pub why: String,
+}
+
+/// A file's test ids, as collected for this run (`Err`: the collect command failed).
+pub type Ids = Result<Vec<String>, String>;
+/// Every collected file's ids.
+pub type Collected = BTreeMap<String, Ids>;
+/// Where a file's ids come from (None: not collected).
+pub type IdsOf<'a> = &'a dyn Fn(&str) -> Option<Ids>;
+
+/// A split saves at least this share of the predicted wall time, or it is not worth its
+/// start-ups and what it breaks.
+const WORTH: f64 = 0.95;
+/// Most parts one file is split into.
+const MAX_PARTS: usize = 16;
+
+/// Whether the plan can split files: a collect command, and a test command that takes the tests
+/// to run as `{file}` words and writes JUnit (the parts' results are merged from it).
+pub fn splittable(plan: &Plan) -> Result<(), String> {
+    if plan.test.collect.is_none() {
+        return Err(
+            "`[test] collect` is not set (pytest: [\"pytest\", \"--collect-only\", \"-q\", \"{file}\"])"
+                .into(),
+        );
+    }
+    packable(plan)
+}
+
+/// Splits the longest unit while that shortens the predicted wall time, then the next longest.
+/// `ids` gives a file's test ids: collected at run time, or the recorded ones when only asking
+/// which files to collect.
+pub fn choose(
+    plan: &Plan,
+    files: &[&TestFile],
+    units: &[UnitCost],
+    timings: &Timings,
+    ids: IdsOf,
+    cores: usize,
+) -> Parting {
+    if let Err(why) = splittable(plan) {
+        return Parting {
+            why: format!("no splits: {why}"),
+            ..Parting::default()
+        };
+    }
+    let jobs = plan.run.jobs;
+    let mut units: Vec<UnitCost> = units.to_vec();
+    let mut wall = predict_wall(&units, jobs, cores);
+    let mut out = Parting::default();
+    let mut notes: Vec<String> = Vec::new();
+    while let Some(longest) = (0..units.len()).max_by(|&a, &b| {
+        let (ca, cb) = (units[a].cost.total(), units[b].cost.total());
+        ca.total_cmp(&cb).then(b.cmp(&a))
+    }) {
+        let Some(f) = units[longest].file else {
+            break;
+        };
+        let path = files[f].path.as_str();
+        let tests = match why_not(plan, timings, path, ids) {
+            Ok(tests) => tests,
+            Err(note) => {
+                notes.push(note);
+                break;
+            }
+        };
+        let startup = units[longest].cost.startup;
+        let others: Vec<UnitCost> = units
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != longest)
+            .map(|(_, u)| *u)
+            .collect();
+        let Some((w, parts)) = best_parts(&others, &tests, startup, jobs, cores) else {
+            break;
+        };
+        if w >= wall * WORTH {
+            notes.push(format!(
+                "{path} is not split: no number of parts is predicted to shorten the run by 5 %"
+            ));
+            break;
+        }
+        wall = w;
+        units = others;
+        units.extend(parts.iter().map(|p| UnitCost {
+            file: None,
+            cost: Cost {
+                startup,
+                tests: p.predicted.as_secs_f64() - startup,
+            },
+        }));
+        out.parts.insert(f, parts);
+    }
+    out.why = if out.parts.is_empty() {
+        format!("no splits: {}", notes.join("; "))
+    } else {
+        let what: Vec<String> = out
+            .parts
+            .iter()
+            .map(|(f, p)| format!("{} into {} parts", files[*f].path, p.len()))
+            .collect();
+        format!(
+            "split {} by its test ids: predicted wall {wall:.1}s",
+            what.join(", ")
+        )
+    };
+    out
+}
+
+/// A file's tests with their predicted times, or why it is not split.
+fn why_not(
+    plan: &Plan,
+    timings: &Timings,
+    path: &str,
+    ids: IdsOf,
+) -> Result<Vec<(String, f64)>, String> {
+    if plan.run.whole.iter().any(|w| w == path) {
+        return Err(format!("{path} is in `whole`"));
+    }
+    let Some(cases) = timings.cases(path) else {
+        return Err(format!("{path} has no recorded test times yet"));
+    };
+    let ids = match ids(path) {
+        None => return Err(format!("{path}'s tests were not collected")),
+        Some(Err(e)) => return Err(format!("collecting {path}'s tests failed: {e}")),
+        Some(Ok(ids)) => ids,
+    };
+    if ids.len() < 2 {
+        return Err(format!("{path} has fewer than two tests"));
+    }
+    let mean = cases.values().sum::<f64>() / cases.len() as f64;
+    Ok(ids
+        .into_iter()
+        .map(|id| {
+            let secs = cases.get(&id).copied().unwrap_or(mean);
+            (id, secs)
+        })
+        .collect())
+}
+
+/// The number of parts with the shortest predicted wall, and that wall.
+fn best_parts(
+    others: &[UnitCost],
+    tests: &[(String, f64)],
+    startup: f64,
+    jobs: usize,
+    cores: usize,
+) -> Option<(f64, Vec<Part>)> {
+    let most = tests
+        .len()
+        .min(MAX_PARTS)
+        .min(if jobs == 0 { MAX_PARTS } else { jobs });
+    let secs: Vec<f64> = tests.iter().map(|t| t.1).collect();
+    let mut best: Option<(f64, Vec<Part>)> = None;
+    for k in 2..=most {
+        let parts: Vec<Part> = balanced(&secs, k)
+            .into_iter()
+            .map(|r| Part {
+                ids: tests[r.clone()].iter().map(|t| t.0.clone()).collect(),
+                predicted: Duration::from_secs_f64(startup + secs[r].iter().sum::<f64>()),
+            })
+            .collect();
+        let mut all = others.to_vec();
+        all.extend(parts.iter().map(|p| UnitCost {
+            file: None,
+            cost: Cost {
+                startup,
+                tests: p.predicted.as_secs_f64() - startup,
+            },
+        }));
+        let wall = predict_wall(&all, jobs, cores);
+        if best.as_ref().is_none_or(|(w, _)| wall < *w) {
+            best = Some((wall, parts));
+        }
+    }
+    best
+}
+
+/// `k` runs of neighbouring tests (k ≤ the number of tests), each as close as can be to an equal
+/// share of the time: a part ends where the next test's midpoint would cross its share.
+pub fn balanced(secs: &[f64], k: usize) -> Vec<std::ops::Range<usize>> {
+    let n = secs.len();
+    let total: f64 = secs.iter().sum();
+    let mut parts = Vec::with_capacity(k);
+    let (mut start, mut before) = (0, 0.0);
+    for (i, d) in secs.iter().enumerate() {
+        let cut = parts.len() + 1;
+        if cut < k && i > start {
+            let share = total * cut as f64 / k as f64;
+            let forced = n - i - 1 < k - cut;
+            if forced || before + d / 2.0 > share {
+                parts.push(start..i);
+                start = i;
+            }
+        }
+        before += d;
+    }
+    parts.push(start..n);
+    parts
+}
+
+/// The run's wall time: the longest chain of units on the slots (`jobs`, 0 = all at once), or
+/// every start-up spread over the cores (start-ups are CPU-bound; tests may wait on I/O),
+/// whichever is longer.
+pub fn predict_wall(units: &[UnitCost], jobs: usize, cores: usize) -> f64 {
+    let all: Vec<Duration> = units
+        .iter()
+        .map(|u| Duration::from_secs_f64(u.cost.total().max(0.0)))
+        .collect();
+    let chain = predict_makespan(&all, jobs).as_secs_f64();
+    let spread = units.iter().map(|u| u.cost.startup).sum::<f64>() / cores.max(1) as f64;
+    chain.max(spread)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_runs_of_neighbours_of_about_equal_time() {
+        let even = vec![2.0; 20];
+        assert_eq!(balanced(&even, 3), vec![0..7, 7..13, 13..20]);
+        assert_eq!(balanced(&even, 20).len(), 20);
+        // One long test stands alone; the rest share the other part.
+        assert_eq!(balanced(&[1.0, 1.0, 10.0, 1.0], 2), vec![0..2, 2..4]);
+        assert_eq!(balanced(&[10.0, 1.0, 1.0], 3), vec![0..1, 1..2, 2..3]);
+    }
+
+    /// Nine files of 10 s and one of 40 s (20 tests) on 4 slots: splitting the long one into
+    /// three parts lets every slot end near Σ/jobs = 32.5 s.
+    #[test]
+    fn the_long_file_is_split_where_the_run_ends_soonest() {
+        let mut units: Vec<UnitCost> = (0..9)
+            .map(|_| UnitCost {
+                file: None,
+                cost: Cost {
+                    startup: 0.3,
+                    tests: 10.0,
+                },
+            })
+            .collect();
+        units.push(UnitCost {
+            file: Some(0),
+            cost: Cost {
+                startup: 0.3,
+                tests: 40.0,
+            },
+        });
+        let tests: Vec<(String, f64)> = (0..20).map(|i| (format!("t{i}"), 2.0)).collect();
+        let others = &units[..9];
+        let (wall, parts) = best_parts(others, &tests, 0.3, 4, 2).unwrap();
+        assert_eq!(parts.len(), 3, "{parts:?}");
+        assert!(wall < 35.0, "{wall}");
+        assert!(predict_wall(&units, 4, 2) > 40.0);
+        let every: Vec<&String> = parts.iter().flat_map(|p| &p.ids).collect();
+        assert_eq!(every.len(), 20);
+        assert_eq!(every, tests.iter().map(|t| &t.0).collect::<Vec<_>>());
+    }
+}
