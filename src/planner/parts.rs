@@ -182,7 +182,9 @@ fn why_not(
         .collect())
 }
 
-/// The number of parts with the shortest predicted wall, and that wall.
+/// The parts with the shortest predicted wall, and that wall: for each number of parts, equal
+/// shares; and, with a bound on workers, shares that fill each slot up to one level after the
+/// other units (longest first, as the engine starts them).
 fn best_parts(
     others: &[UnitCost],
     tests: &[(String, f64)],
@@ -195,9 +197,11 @@ fn best_parts(
         .min(MAX_PARTS)
         .min(if jobs == 0 { MAX_PARTS } else { jobs });
     let secs: Vec<f64> = tests.iter().map(|t| t.1).collect();
+    let mut shapes: Vec<Vec<f64>> = (2..=most).map(|k| vec![1.0; k]).collect();
+    shapes.extend(fill_shares(others, secs.iter().sum(), startup, jobs).filter(|s| s.len() > 1));
     let mut best: Option<(f64, Vec<Part>)> = None;
-    for k in 2..=most {
-        let parts: Vec<Part> = balanced(&secs, k)
+    for shares in shapes.iter().filter(|s| s.len() <= tests.len()) {
+        let parts: Vec<Part> = cut(&secs, shares)
             .into_iter()
             .map(|r| Part {
                 ids: tests[r.clone()].iter().map(|t| t.0.clone()).collect(),
@@ -220,27 +224,59 @@ fn best_parts(
     best
 }
 
-/// `k` runs of neighbouring tests (k ≤ the number of tests), each as close as can be to an equal
-/// share of the time: a part ends where the next test's midpoint would cross its share.
-pub fn balanced(secs: &[f64], k: usize) -> Vec<std::ops::Range<usize>> {
-    let n = secs.len();
+/// With `jobs` slots: how much of the file's `tests` each slot can take so that all end at one
+/// level, after the other units are dealt longest first to the least-loaded slot.
+fn fill_shares(others: &[UnitCost], tests: f64, startup: f64, jobs: usize) -> Option<Vec<f64>> {
+    if jobs == 0 {
+        return None;
+    }
+    let mut loads = vec![0.0f64; jobs];
+    let mut order: Vec<f64> = others.iter().map(|u| u.cost.total()).collect();
+    order.sort_by(|a, b| b.total_cmp(a));
+    for t in order {
+        let slot = (0..jobs).min_by(|&a, &b| loads[a].total_cmp(&loads[b]))?;
+        loads[slot] += t;
+    }
+    // Each slot that takes a part pays its start-up first.
+    let mut ends: Vec<f64> = loads.iter().map(|l| l + startup).collect();
+    ends.sort_by(f64::total_cmp);
+    for m in 1..=jobs {
+        let level = (tests + ends[..m].iter().sum::<f64>()) / m as f64;
+        if m == jobs || level <= ends[m] {
+            return Some(ends[..m].iter().map(|e| (level - e).max(0.0)).collect());
+        }
+    }
+    None
+}
+
+/// Runs of neighbouring tests, one per share, each as close as can be to its share of the time
+/// (never more parts than tests): a part ends where the next test's midpoint would cross it.
+pub fn cut(secs: &[f64], shares: &[f64]) -> Vec<std::ops::Range<usize>> {
+    let (n, k) = (secs.len(), shares.len().min(secs.len()).max(1));
     let total: f64 = secs.iter().sum();
+    let weight: f64 = shares[..k].iter().sum::<f64>().max(f64::MIN_POSITIVE);
     let mut parts = Vec::with_capacity(k);
-    let (mut start, mut before) = (0, 0.0);
+    let (mut start, mut before, mut bound) = (0, 0.0, 0.0);
     for (i, d) in secs.iter().enumerate() {
         let cut = parts.len() + 1;
         if cut < k && i > start {
-            let share = total * cut as f64 / k as f64;
+            let share = total * (bound + shares[cut - 1]) / weight;
             let forced = n - i - 1 < k - cut;
             if forced || before + d / 2.0 > share {
                 parts.push(start..i);
                 start = i;
+                bound += shares[cut - 1];
             }
         }
         before += d;
     }
     parts.push(start..n);
     parts
+}
+
+/// `k` runs of neighbouring tests of about equal time.
+pub fn balanced(secs: &[f64], k: usize) -> Vec<std::ops::Range<usize>> {
+    cut(secs, &vec![1.0; k])
 }
 
 /// The run's wall time: the longest chain of units on the slots (`jobs`, 0 = all at once), or
@@ -268,6 +304,8 @@ mod tests {
         // One long test stands alone; the rest share the other part.
         assert_eq!(balanced(&[1.0, 1.0, 10.0, 1.0], 2), vec![0..2, 2..4]);
         assert_eq!(balanced(&[10.0, 1.0, 1.0], 3), vec![0..1, 1..2, 2..3]);
+        // Unequal shares: a tenth, then the rest.
+        assert_eq!(cut(&even, &[1.0, 9.0]), vec![0..2, 2..20]);
     }
 
     /// Nine files of 10 s and one of 40 s (20 tests) on 4 slots: splitting the long one into
@@ -299,5 +337,25 @@ mod tests {
         let every: Vec<&String> = parts.iter().flat_map(|p| &p.ids).collect();
         assert_eq!(every.len(), 20);
         assert_eq!(every, tests.iter().map(|t| &t.0).collect::<Vec<_>>());
+    }
+
+    /// Three files of 30 s and one of 40 s on 4 slots: equal parts all queue behind the long
+    /// files; parts that fill the free slot and the others' gaps end near Σ/jobs = 32.5 s.
+    #[test]
+    fn parts_fill_the_gaps_the_other_files_leave() {
+        let long = |tests: f64| UnitCost {
+            file: None,
+            cost: Cost {
+                startup: 0.3,
+                tests,
+            },
+        };
+        let others = vec![long(30.0), long(30.0), long(30.0)];
+        let tests: Vec<(String, f64)> = (0..20).map(|i| (format!("t{i}"), 2.0)).collect();
+        let (wall, parts) = best_parts(&others, &tests, 0.3, 4, 4).unwrap();
+        assert!(wall < 35.0, "{wall} {parts:?}");
+        let sizes: Vec<usize> = parts.iter().map(|p| p.ids.len()).collect();
+        assert!(sizes[0] >= 14, "one part takes the free slot: {sizes:?}");
+        assert_eq!(sizes.iter().sum::<usize>(), 20);
     }
 }
