@@ -118,7 +118,7 @@ for r in $(seq 1 "$REPEAT"); do
   fs=$(tests_sum)
   a=$(apply auto)
   as=$(tests_sum)
-  parts=$(grep -c "\[part " <("$BIN" dry-run "$WORK/plan.toml") || true)
+  parts=$(python3 -c 'import json, sys; s = json.load(open(sys.argv[1])); print(max([a["part"]["count"] for w in s["workers"] for a in w["attempts"] if a.get("part")] or [0]))' "$WORK/report/summary.json")
   echo "#$r: units = file ${f}s (tests ${fs}s); units = auto ${a}s (tests ${as}s, $parts parts)" >&2
   runs+=("{\"file\": $f, \"file_tests\": $fs, \"auto\": $a, \"auto_tests\": $as, \"parts\": $parts}")
 done
