@@ -353,6 +353,21 @@ pub fn render(g: &Guess, root: &str) -> String {
     );
     let _ = writeln!(o, "command = {}", toml_list(&test));
     let _ = writeln!(o, "env = {{ DATABASE_URL = \"{{db_url}}\"{base_url} }}");
+    let _ = writeln!(o, "# Lists a file's test ids: with [run] units = \"auto\", a file that would hold up the run is split by them.");
+    let collect = words(
+        &g.python,
+        &[
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "{file}",
+            "{args}",
+        ],
+    );
+    let _ = writeln!(o, "collect = {}", toml_list(&collect));
     o
 }
 
