@@ -277,3 +277,31 @@ fn environment_references_work_in_durations_and_words_too() {
         stderr(&bad)
     );
 }
+
+#[test]
+fn collect_without_the_file_and_whole_matching_nothing() {
+    check(
+        "collect_no_file",
+        &GOOD.replace(
+            "timeout = \"15m\"",
+            "timeout = \"15m\"\ncollect = [\"pytest\", \"--collect-only\", \"-q\"]",
+        ),
+        "`collect` does not name the file it lists",
+        "plan.toml:15:11",
+    );
+    check(
+        "collect_placeholder",
+        &GOOD.replace(
+            "timeout = \"15m\"",
+            "timeout = \"15m\"\ncollect = [\"pytest\", \"--collect-only\", \"{file}\", \"--port={port}\"]",
+        ),
+        "placeholder `{port}` is not available here",
+        "plan.toml:15:58",
+    );
+    check(
+        "whole_nothing",
+        &format!("{GOOD}\n[run]\nwhole = [\"tests/test_zz.py\"]\n"),
+        "`tests/test_zz.py` matches no test file",
+        "plan.toml:17:10",
+    );
+}

@@ -518,3 +518,43 @@ fn a_test_that_did_not_run_in_its_part_fails_the_file_by_name() {
     assert_eq!(long_traces(&f).len(), 5);
     f.assert_clean();
 }
+
+#[test]
+fn a_failed_part_is_retried_alone_and_the_file_is_flaky() {
+    let f = long_project("units_split_retry");
+    // A test added since the timings were recorded fails the first time it runs, then passes.
+    let mut text = std::fs::read_to_string(f.root().join("tests/test_long.py")).unwrap();
+    text.push_str(
+        r#"
+
+def test_7_flaky():
+    marker = os.path.join(os.environ['ROOT'], 'failed-once')
+    if not os.path.exists(marker):
+        open(marker, 'w').close()
+        assert False, 'first run fails'
+"#,
+    );
+    f.write("tests/test_long.py", &text);
+    f.edit_plan(&[("[run]\n", "[run]\nretries = 1\n")]);
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    let long = &s.workers[0];
+    assert_eq!(long.verdict, Verdict::Flaky, "{long:?}");
+    let retried: Vec<_> = long.attempts.iter().filter(|a| a.number == 2).collect();
+    assert_eq!(retried.len(), 1, "only the failed part ran again: {long:?}");
+    let part = retried[0].part.unwrap().number;
+    let first = long
+        .attempts
+        .iter()
+        .find(|a| a.number == 1 && a.part.unwrap().number == part)
+        .unwrap();
+    assert_eq!(first.verdict, Verdict::Fail);
+    assert_ne!(
+        first.db_name, retried[0].db_name,
+        "the retry had a fresh database"
+    );
+    let counts = long.counts.unwrap();
+    assert_eq!((counts.tests, counts.passed), (7, 7), "{long:?}");
+    f.assert_clean();
+}
