@@ -6,7 +6,9 @@
 #     full run and with the long file alone;
 #   - the wall time, against the design e2e-plan replaces (naive_orchestrator.py: clone each
 #     database in turn, then start every server and test at once) and against the version before
-#     the slack priorities (the previous commit, built into target/bench-old-nice).
+#     the slack priorities (the previous commit, built into target/bench-old-nice);
+#   - the same with a warm pool (`pool = 12`: every database copied after the previous run's
+#     summary), its wall to the summary and to the command's end (which waits for the refill).
 #
 #   scripts/bench/critical.sh [--repeat R] [--json FILE] [--old-rev REV]
 set -euo pipefail
@@ -40,6 +42,7 @@ WORK=$(mktemp -d /tmp/e2e-plan-bench-critical-XXXXXX)
 PROJ=$WORK/proj
 cleanup() {
   "$NEW" rollback "$WORK/plan.toml" >/dev/null 2>&1 || true
+  "$NEW" pool drain "$WORK/pool.toml" >/dev/null 2>&1 || true
   psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $TEMPLATE WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -80,7 +83,7 @@ test_file() { # NAME TESTS
 }
 test_file test_long 8
 for i in 01 02 03 04 05 06 07 08 09 10 11; do test_file "test_short_$i" 2; done
-write_plan() { # FILE INCLUDE
+write_plan() { # FILE INCLUDE [POOL]
   cat >"$1" <<EOF
 root = "$PROJ"
 
@@ -95,6 +98,7 @@ prepare = [
 ]
 fingerprint = ["migrate.py"]
 keep = "never"
+pool = ${3:-0}
 
 [server]
 command = ["$VENV/bin/python", "app.py"]
@@ -114,6 +118,7 @@ EOF
 }
 write_plan "$WORK/plan.toml" "tests/test_*.py"
 write_plan "$WORK/alone.toml" "tests/test_long.py"
+write_plan "$WORK/pool.toml" "tests/test_*.py" 12
 
 # apply BIN PLAN: prints {"wall": s, "long_startup": s}.
 apply() {
@@ -123,8 +128,8 @@ apply() {
   t0=$(date +%s.%N)
   "$1" apply "$2" >/dev/null 2>&1
   t1=$(date +%s.%N)
-  python3 -c "import json,sys; t0=float(sys.argv[1]); print(json.dumps({'wall': round(float(sys.argv[2]) - t0, 3), 'long_startup': round(float(open(sys.argv[3]).read()) - t0, 3)}))" \
-    "$t0" "$t1" "$WORK/trace/test_long.py.first"
+  python3 -c "import json,sys; t0=float(sys.argv[1]); print(json.dumps({'wall': round(float(sys.argv[2]) - t0, 3), 'long_startup': round(float(open(sys.argv[3]).read()) - t0, 3), 'to_summary': round(json.load(open(sys.argv[4]))['wall_secs'], 3)}))" \
+    "$t0" "$t1" "$WORK/trace/test_long.py.first" "$WORK/report/summary.json"
 }
 
 naive() {
@@ -136,6 +141,7 @@ naive() {
 # Warm-up: the template is prepared, every file's time is recorded (both versions read it).
 apply "$NEW" "$WORK/plan.toml" >/dev/null
 apply "$NEW" "$WORK/plan.toml" >/dev/null
+apply "$NEW" "$WORK/pool.toml" >/dev/null   # fills the pool
 size=$(psql "$PG/postgres" -Atqc "select pg_database_size('$TEMPLATE')")
 runs=()
 for r in $(seq 1 "$REPEAT"); do
@@ -143,8 +149,9 @@ for r in $(seq 1 "$REPEAT"); do
   old=$(apply "$OLD" "$WORK/plan.toml")
   new=$(apply "$NEW" "$WORK/plan.toml")
   alone=$(apply "$NEW" "$WORK/alone.toml")
-  echo "#$r: naive ${nv}s; previous $old; slack priorities $new; long file alone $alone" >&2
-  runs+=("{\"naive\": $nv, \"previous\": $old, \"priorities\": $new, \"alone\": $alone}")
+  pool=$(apply "$NEW" "$WORK/pool.toml")
+  echo "#$r: naive ${nv}s; previous $old; slack priorities $new; long file alone $alone; warm pool $pool" >&2
+  runs+=("{\"naive\": $nv, \"previous\": $old, \"priorities\": $new, \"alone\": $alone, \"pool\": $pool}")
 done
 
 if [ -n "$JSON" ]; then

@@ -306,6 +306,35 @@ impl WorkerResult {
         }
     }
 
+    /// The file's time as one worker of its own, as the timings learn it: its first attempt's
+    /// duration; a split file's, its parts' tests plus one mean start-up. None when it did not
+    /// run to its end, or ran packed with others (its time is then only its tests').
+    pub fn time_alone(&self) -> Option<f64> {
+        let firsts: Vec<&Attempt> = self.attempts.iter().filter(|a| a.number == 1).collect();
+        let ran = |a: &&Attempt| matches!(a.verdict, Verdict::Pass | Verdict::Fail);
+        if firsts.is_empty() || !firsts.iter().all(ran) {
+            return None;
+        }
+        if firsts[0].part.is_none() {
+            return firsts[0]
+                .packed_with
+                .is_empty()
+                .then_some(firsts[0].duration);
+        }
+        let tests: f64 = firsts.iter().map(|a| a.tests_secs).sum::<Option<f64>>()?;
+        let startup = firsts.iter().map(|a| a.duration).sum::<f64>() - tests;
+        Some(tests + (startup / firsts.len() as f64).max(0.0))
+    }
+
+    /// The sum of its first attempts' test times (a split file's over its parts).
+    pub fn tests_time(&self) -> Option<f64> {
+        self.attempts
+            .iter()
+            .filter(|a| a.number == 1)
+            .map(|a| a.tests_secs)
+            .sum()
+    }
+
     pub fn push_attempt(&mut self, a: Attempt) {
         if self.log_dir.is_none() {
             let dir = a.log_dir.clone();
@@ -412,6 +441,37 @@ mod tests {
         a.verdict = v;
         a.duration = 1.5;
         a
+    }
+
+    /// A split file's time alone is its parts' tests and one start-up, not the first part's
+    /// time: the timings and a shard's recorded duration must not learn a part for the file.
+    #[test]
+    fn a_split_file_is_timed_as_one_worker() {
+        let part = |n: usize, tests: f64| {
+            let mut a = attempt(1, Verdict::Pass);
+            a.duration = tests + 1.0;
+            a.tests_secs = Some(tests);
+            a.part = Some(PartNumber {
+                number: n,
+                count: 2,
+                tests: 3,
+            });
+            a
+        };
+        let mut r = WorkerResult::new(0, "t.py", "t", &part(1, 4.0));
+        r.push_attempt(part(1, 4.0));
+        r.push_attempt(part(2, 6.0));
+        assert_eq!(r.time_alone(), Some(11.0));
+        assert_eq!(r.tests_time(), Some(10.0));
+        let mut packed = attempt(1, Verdict::Pass);
+        packed.packed_with = vec!["u.py".into()];
+        let mut p = WorkerResult::new(1, "p.py", "p", &packed);
+        p.push_attempt(packed);
+        assert_eq!(p.time_alone(), None);
+        let mut alone = WorkerResult::new(2, "a.py", "a", &attempt(1, Verdict::Fail));
+        alone.push_attempt(attempt(1, Verdict::Fail));
+        alone.push_attempt(attempt(2, Verdict::Pass));
+        assert_eq!(alone.time_alone(), Some(1.5), "the first attempt's time");
     }
 
     #[test]

@@ -242,13 +242,11 @@ fn tag_suite(s: &mut TestSuite, w: &WorkerResult) {
     // The duration `timings.json` would record, for `merge --timings` to fold in: a shard never
     // updates the timings its sibling shards balance on.
     // A packed file's duration is its tests' alone, not its time alone: not folded.
-    if let Some(first) = w.attempts.first().filter(|a| a.packed_with.is_empty()) {
-        if matches!(first.verdict, Verdict::Pass | Verdict::Fail) {
-            s.add_property(Property::new(
-                super::shards::DURATION,
-                format!("{:.3}", first.duration),
-            ));
-        }
+    if let Some(alone) = w.time_alone() {
+        s.add_property(Property::new(
+            super::shards::DURATION,
+            format!("{alone:.3}"),
+        ));
     }
 }
 

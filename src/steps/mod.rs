@@ -107,6 +107,11 @@ struct RunState {
     /// `prepare` ran in this run.
     prepared: AtomicBool,
     summary: Mutex<Option<RunSummary>>,
+    /// Units whose first attempt is past its start-up (testing, or ended), and the wake-up for
+    /// whoever waits for all of them; `workers_over` ends the wait for units that never started.
+    past_startup: Mutex<BTreeSet<usize>>,
+    startups: tokio::sync::Notify,
+    workers_over: AtomicBool,
 }
 
 /// First attempts' databases, cloned ahead of their workers.
@@ -188,6 +193,33 @@ impl RunCx {
 
     pub fn template_url(&self) -> String {
         self.infra.template_url.get().cloned().unwrap_or_default()
+    }
+
+    /// A unit's first attempt is past its start-up (its tests began, or it ended).
+    pub(super) fn past_startup(&self, worker: usize) {
+        if lock(&self.state.past_startup).insert(worker) {
+            self.state.startups.notify_waiters();
+        }
+    }
+
+    /// The workers' stage is over: nothing else will start.
+    fn workers_over(&self) {
+        self.state.workers_over.store(true, Ordering::SeqCst);
+        self.state.startups.notify_waiters();
+    }
+
+    /// Waits until `units` first attempts are past their start-up, or the workers' stage is over.
+    pub(super) async fn startups_over(&self, units: usize) {
+        loop {
+            let notified = self.state.startups.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let done = lock(&self.state.past_startup).len() >= units;
+            if done || self.state.workers_over.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The worker on the critical path, when the planner lowered the others' priority: the
@@ -831,6 +863,7 @@ pub fn databases_to_keep(
 }
 
 async fn report_step(cx: &RunCx) {
+    cx.workers_over();
     let exit = cx.exit_code();
     let chosen = {
         let results = lock(&cx.state.results);

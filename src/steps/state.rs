@@ -72,28 +72,15 @@ fn record_timings(dir: &std::path::Path, summary: &RunSummary) {
     let mut timings = Timings::load(dir);
     let secs = std::time::Duration::from_secs_f64;
     for w in &summary.workers {
-        let Some(first) = w.attempts.first() else {
-            continue;
-        };
-        let ran = |a: &crate::model::Attempt| matches!(a.verdict, Verdict::Pass | Verdict::Fail);
-        if first.part.is_some() {
-            // A split file: its tests are all its parts' tests; alone, it would pay one start-up.
-            let firsts: Vec<&crate::model::Attempt> =
-                w.attempts.iter().filter(|a| a.number == 1).collect();
-            if !firsts.iter().all(|a| ran(a)) {
-                continue;
-            }
-            let tests: Option<f64> = firsts.iter().map(|a| a.tests_secs).sum();
-            let Some(tests) = tests else { continue };
-            let startup = firsts.iter().map(|a| a.duration).sum::<f64>() - tests;
-            let startup = (startup / firsts.len() as f64).max(0.0);
-            timings.record(&w.file, Some(secs(tests + startup)), Some(secs(tests)));
-        } else if ran(first) {
-            let alone = first.packed_with.is_empty().then(|| secs(first.duration));
-            timings.record(&w.file, alone, first.tests_secs.map(secs));
-        } else {
+        let ran = w
+            .attempts
+            .iter()
+            .filter(|a| a.number == 1)
+            .all(|a| matches!(a.verdict, Verdict::Pass | Verdict::Fail));
+        if w.attempts.is_empty() || !ran {
             continue;
         }
+        timings.record(&w.file, w.time_alone().map(secs), w.tests_time().map(secs));
         if let Some(report) = w.junit.as_deref().and_then(|j| read(j).ok()) {
             timings.record_cases(&w.file, &case_times(&w.file, &report));
         }

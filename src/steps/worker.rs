@@ -235,7 +235,10 @@ pub async fn prefetch(cx: Arc<RunCx>, cancel: Cancel) {
         }
     }
     while set.join_next().await.is_some() {}
-    // Every first attempt has its database: the pool can be refilled while the tests run.
+    // Every first attempt has its database; once every start-up is over too (copies slow the
+    // server, and a start-up is what the critical path waits on), the pool can be refilled while
+    // the tests run.
+    cx.startups_over(cx.dag.units().count()).await;
     super::pool::start_refill(&cx, &cancel);
     // Workers not reached: tell them (they are cancelled).
     for tx in &cx.prefetch.done {
@@ -343,6 +346,9 @@ impl AttemptRun<'_> {
             last.end = now;
         }
         let phases = std::mem::take(&mut self.phases);
+        if self.n == 1 {
+            self.cx.past_startup(self.w.index);
+        }
         match outcome {
             Ok(verdict) => {
                 let mut attempt = self.attempt.finish(verdict, &mut self.start, phases);
@@ -369,6 +375,9 @@ impl AttemptRun<'_> {
             start: now,
             end: now,
         });
+        if phase == Phase::Testing && self.n == 1 {
+            self.cx.past_startup(self.w.index);
+        }
         self.cx.emit(Event::Phase {
             worker: self.w.index,
             file: self.w.file.clone(),
