@@ -504,7 +504,7 @@ fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
         &mut workers,
         alone.len() + packs.len() + n_parts,
         plan,
-        opts.cores,
+        opts,
     );
     Workers {
         workers,
@@ -516,8 +516,13 @@ fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
 }
 
 /// The first `n` workers (the units) longest predicted first; with more of them at once than
-/// cores, each one's CPU priority by its slack.
-fn start_order(workers: &mut [WorkerPlan], n: usize, plan: &Plan, cores: usize) -> Vec<usize> {
+/// cores, each one's CPU priority by its slack, and the critical one (no slack) first.
+fn start_order(
+    workers: &mut [WorkerPlan],
+    n: usize,
+    plan: &Plan,
+    opts: &PlanOptions,
+) -> Vec<usize> {
     let mut units: Vec<usize> = (0..n).collect();
     units.sort_by(|&a, &b| {
         workers[b]
@@ -530,14 +535,49 @@ fn start_order(workers: &mut [WorkerPlan], n: usize, plan: &Plan, cores: usize) 
     } else {
         plan.run.jobs.min(units.len())
     };
-    if at_once > cores.max(1) {
-        let predicted: Vec<Option<Duration>> =
-            units.iter().map(|&u| workers[u].predicted).collect();
-        for (&u, nice) in units.iter().zip(slack_priorities(&predicted)) {
-            workers[u].nice = nice;
+    if at_once > opts.cores.max(1) {
+        // Slack is judged on the tests' time: recorded start-ups are inflated by whatever ran
+        // beside them, and so squeeze every unit's slack towards none.
+        let tests: Option<Vec<Duration>> = units
+            .iter()
+            .map(|&u| unit_tests(&workers[u], workers, &opts.timings))
+            .collect();
+        let basis: Vec<Option<Duration>> = match tests {
+            Some(t) => t.into_iter().map(Some).collect(),
+            None => units.iter().map(|&u| workers[u].predicted).collect(),
+        };
+        let nice = slack_priorities(&basis);
+        for (&u, nice) in units.iter().zip(&nice) {
+            workers[u].nice = *nice;
+        }
+        if let Some(first) =
+            (0..units.len()).max_by(|&a, &b| basis[a].cmp(&basis[b]).then(b.cmp(&a)))
+        {
+            units[..=first].rotate_right(1);
         }
     }
     units
+}
+
+/// A unit's recorded tests' time: a file's, a pack's files', a part's tests' (a test not timed
+/// yet counted at its file's mean).
+fn unit_tests(w: &WorkerPlan, workers: &[WorkerPlan], timings: &Timings) -> Option<Duration> {
+    let secs = if let Some(p) = &w.part {
+        let cases = timings.cases(&workers.get(p.file)?.file)?;
+        let mean = cases.values().sum::<f64>() / cases.len() as f64;
+        p.tests
+            .iter()
+            .map(|t| cases.get(t).copied().unwrap_or(mean))
+            .sum()
+    } else if !w.pack.is_empty() {
+        w.pack
+            .iter()
+            .map(|&f| timings.split_of(&workers.get(f)?.file).map(|s| s.0))
+            .sum::<Option<f64>>()?
+    } else {
+        timings.split_of(&w.file)?.0
+    };
+    Some(Duration::from_secs_f64(secs))
 }
 
 /// With more workers than cores, every start-up competes for the CPU, and the longest file's

@@ -210,12 +210,29 @@ impl RunCx {
 
     /// Waits until `units` first attempts are past their start-up, or the workers' stage is over.
     pub(super) async fn startups_over(&self, units: usize) {
+        self.wait_startups(|past| past.len() >= units).await;
+    }
+
+    /// Holds a unit's start-up (server and test process) until the critical unit's is over: with
+    /// more workers than cores, a dozen start-ups at once slow the one the run waits on, and
+    /// the others have the slack to wait. No wait without a critical unit.
+    pub(super) async fn after_critical_startup(&self, index: usize, cancel: &Cancel) {
+        let Some(critical) = self.critical_unit().filter(|c| *c != index) else {
+            return;
+        };
+        tokio::select! {
+            _ = self.wait_startups(|past| past.contains(&critical)) => {}
+            _ = cancel.stop.cancelled() => {}
+        }
+    }
+
+    async fn wait_startups(&self, done: impl Fn(&BTreeSet<usize>) -> bool) {
         loop {
             let notified = self.state.startups.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let done = lock(&self.state.past_startup).len() >= units;
-            if done || self.state.workers_over.load(Ordering::SeqCst) {
+            let over = done(&lock(&self.state.past_startup));
+            if over || self.state.workers_over.load(Ordering::SeqCst) {
                 return;
             }
             notified.await;

@@ -27,6 +27,7 @@ enum Ready {
 /// The first pass of one file, or of a pack of files.
 pub async fn run_worker(cx: &RunCx, index: usize, cancel: &Cancel) -> Result<Outcome, StepError> {
     let w = cx.dag.workers[index].clone();
+    cx.after_critical_startup(index, cancel).await;
     if !w.pack.is_empty() {
         return super::pack::run_pack(cx, &w, cancel).await;
     }
@@ -227,10 +228,12 @@ pub async fn prefetch(cx: Arc<RunCx>, cancel: Cancel) {
             // send_replace: the worker may not be listening yet.
             cx2.prefetch.done[index].send_replace(Some(result));
         };
-        // The critical path's database is copied alone, before the others share the disk.
+        // The critical path's database is copied alone, and the others only once its start-up
+        // is over: copies slow the whole server, the critical worker's own queries included.
         if critical == Some(index) {
             clone.await;
         } else {
+            cx.after_critical_startup(index, &cancel).await;
             set.spawn(clone);
         }
     }
@@ -375,7 +378,10 @@ impl AttemptRun<'_> {
             start: now,
             end: now,
         });
-        if phase == Phase::Testing && self.n == 1 {
+        // The critical unit's start-up ends when its test process is done starting, which
+        // `critical_startup` watches for.
+        let critical = self.cx.critical_unit() == Some(self.w.index);
+        if phase == Phase::Testing && self.n == 1 && !critical {
             self.cx.past_startup(self.w.index);
         }
         self.cx.emit(Event::Phase {
@@ -535,11 +541,22 @@ impl AttemptRun<'_> {
             }
         };
         let mut test = test;
-        let end = tokio::select! {
-            s = test.child.wait() => End::Exited(s.ok().and_then(|s| s.code())),
-            how = server_exit(server.as_mut()) => End::ServerDied(how),
-            _ = tokio::time::sleep(self.timeout()) => End::Timeout,
-            _ = cancel.stop.cancelled() => End::Cancelled,
+        let timeout = tokio::time::sleep(self.timeout());
+        tokio::pin!(timeout);
+        let startup = critical_startup(cx, w, self.n, test.child.id());
+        tokio::pin!(startup);
+        let mut starting = true;
+        let end = loop {
+            tokio::select! {
+                s = test.child.wait() => break End::Exited(s.ok().and_then(|s| s.code())),
+                how = server_exit(server.as_mut()) => break End::ServerDied(how),
+                _ = &mut timeout => break End::Timeout,
+                _ = cancel.stop.cancelled() => break End::Cancelled,
+                _ = &mut startup, if starting => {
+                    starting = false;
+                    cx.past_startup(w.index);
+                }
+            }
         };
         self.enter(Phase::Stopping);
         let verdict = self.stop_tests(test, end).await;
@@ -689,6 +706,32 @@ async fn wait_ready(group: &mut Group, ready: &str, timeout: Duration, cancel: &
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             _ = cancel.stop.cancelled() => return Ready::Cancelled,
             s = group.child.wait() => return Ready::Exited(s.ok().and_then(|s| s.code())),
+        }
+    }
+}
+
+/// Ends when the critical unit's test process is done starting (the others wait for it): when
+/// it is seen asleep three times in a row, 50 ms apart (waiting on its tests' I/O, not on the
+/// CPU, which a starting process is always either using or queued for), or after half its
+/// predicted time, or at once if it cannot be watched. Never ends for any other worker.
+async fn critical_startup(cx: &RunCx, w: &WorkerPlan, n: u32, pid: Option<u32>) {
+    if n != 1 || cx.critical_unit() != Some(w.index) {
+        return std::future::pending().await;
+    }
+    let cap = w
+        .predicted
+        .map(|p| p / 2)
+        .unwrap_or(Duration::from_secs(5))
+        .clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let Some(pid) = pid else { return };
+    let started = Instant::now();
+    let mut asleep = 0;
+    while started.elapsed() < cap && asleep < 3 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match process::state(pid) {
+            Some('S') => asleep += 1,
+            Some(_) => asleep = 0,
+            None => return,
         }
     }
 }

@@ -254,7 +254,7 @@ fn files_of_a_pack_that_stopped_before_them_never_pass() {
 }
 
 #[test]
-fn with_more_workers_than_cores_files_with_slack_yield_the_cpu_to_the_longest() {
+fn with_more_workers_than_cores_the_longest_starts_first_and_the_others_yield_the_cpu() {
     let f = short_project("units_nice", "file");
     // More files than this machine has cores; the first is predicted far longer than the rest.
     let cores = std::thread::available_parallelism()
@@ -276,6 +276,16 @@ fn with_more_workers_than_cores_files_with_slack_yield_the_cpu_to_the_longest() 
                 "import os\n\ndef test_{stem}_nice():\n    with open(os.path.join(os.environ['ROOT'], 'trace', '{stem}'), 'w') as t:\n        t.write(str(os.nice(0)))\n"
             ),
         );
+        if i == 0 {
+            // The critical file's test process is busy starting for about a second (CPU), then
+            // notes when it was done.
+            f.write(
+                &format!("tests/{stem}.py"),
+                &format!(
+                    "import os, time\n\nend = time.process_time() + 1.0\nwhile time.process_time() < end:\n    pass\nwith open(os.path.join(os.environ['ROOT'], 'trace', 'busy_end'), 'w') as t:\n    t.write(str(time.time()))\n\ndef test_{stem}_nice():\n    with open(os.path.join(os.environ['ROOT'], 'trace', '{stem}'), 'w') as t:\n        t.write(str(os.nice(0)))\n"
+                ),
+            );
+        }
         let secs = if i == 0 { 20.0 } else { 2.0 };
         timings.push(format!(
             "\"tests/{stem}.py\": {{\"secs\": {secs}, \"runs\": 1}}"
@@ -306,6 +316,38 @@ fn with_more_workers_than_cores_files_with_slack_yield_the_cpu_to_the_longest() 
     let base = nice(&stems[0]);
     for stem in &stems[1..] {
         assert_eq!(nice(stem), (base + 9).min(19), "{stem}");
+    }
+    // The others' start-ups (server, test process) waited until the critical one's test process
+    // was done starting.
+    let s = f.summary();
+    let run_started = humantime::parse_rfc3339(&s.started)
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let busy_end: f64 = std::fs::read_to_string(f.root().join("trace/busy_end"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for stem in &stems[1..] {
+        let w = s
+            .workers
+            .iter()
+            .find(|w| w.file == format!("tests/{stem}.py"))
+            .unwrap();
+        let starting = w.attempts[0]
+            .phases
+            .iter()
+            .find(|p| p.phase == Phase::Starting)
+            .unwrap_or_else(|| panic!("{stem} has no starting phase: {w:?}"))
+            .start;
+        // The run's start is recorded to the millisecond.
+        assert!(
+            run_started + starting + 0.001 >= busy_end,
+            "{stem} started its server {:.3}s before the critical file's test process was done starting",
+            busy_end - run_started - starting
+        );
     }
     f.assert_clean();
 }
