@@ -21,17 +21,8 @@
 # The previous version is commit 07c004a (before the kept cluster), built once into
 # target/bench-old with `cargo build --release`; this version is target/release/e2e-plan.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-ROOT=$PWD
-REPEAT=3
-JSON=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --repeat) REPEAT=$2; shift 2 ;;
-    --json) JSON=$2; shift 2 ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
-  esac
-done
+. "$(dirname "$0")/common.sh"
+bench_args "$@"
 OLD_REV=07c004a
 OLD=$ROOT/target/bench-old/release/e2e-plan
 NEW=$ROOT/target/release/e2e-plan

@@ -9,17 +9,8 @@
 #
 #   scripts/bench/makespan.sh [--repeat R] [--json FILE]
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-ROOT=$PWD
-REPEAT=3
-JSON=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --repeat) REPEAT=$2; shift 2 ;;
-    --json) JSON=$2; shift 2 ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
-  esac
-done
+. "$(dirname "$0")/common.sh"
+bench_args "$@"
 cargo build --release --quiet
 BIN=$ROOT/target/release/e2e-plan
 PY=$ROOT/target/test-venv/bin/python
@@ -89,8 +80,6 @@ jobs = 4
 dir = "report"
 EOF
 }
-
-secs() { python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 3))" "$1" "$2"; }
 
 apply() { # UNITS
   write_plan "$1"

@@ -13,17 +13,8 @@
 # Each repetition runs the three back to back, after `sync`. e2e-plan runs against the local
 # server (127.0.0.1:5432) with a fingerprinted template, so prepare is skipped after the first.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-ROOT=$PWD
-REPEAT=3
-JSON=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --repeat) REPEAT=$2; shift 2 ;;
-    --json) JSON=$2; shift 2 ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
-  esac
-done
+. "$(dirname "$0")/common.sh"
+bench_args "$@"
 cargo build --release --quiet
 BIN=$ROOT/target/release/e2e-plan
 PY=$ROOT/target/test-venv/bin/python
@@ -91,8 +82,6 @@ units = "$1"
 dir = "report"
 EOF
 }
-
-secs() { python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 3))" "$1" "$2"; }
 
 serial() {
   psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS bench_units_serial WITH (FORCE)" >/dev/null 2>&1
