@@ -100,7 +100,27 @@ pub fn parse_ids(output: &str, file: &str) -> Result<Vec<String>, String> {
     if unique.len() != ids.len() {
         return Err(format!("its output names a test of {file} twice"));
     }
+    // pytest ends with how many it collected: a list cut short would leave tests out of every part.
+    if let Some(n) = output.lines().rev().find_map(collected_count) {
+        if n != ids.len() {
+            return Err(format!(
+                "its output says {n} test(s) were collected but names {} of {file}",
+                ids.len()
+            ));
+        }
+    }
     Ok(ids)
+}
+
+/// The count in pytest's last line: `20 tests collected in 0.02s`, `1 test collected`, or
+/// `3/20 tests collected (17 deselected)` (3 selected).
+fn collected_count(line: &str) -> Option<usize> {
+    let line = line.trim().trim_matches('=').trim();
+    let (count, rest) = line.split_once(' ')?;
+    if !(rest.starts_with("tests collected") || rest.starts_with("test collected")) {
+        return None;
+    }
+    count.split('/').next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -118,6 +138,13 @@ mod tests {
             ]
         );
         assert!(parse_ids("no tests ran\n", "tests/test_a.py").is_err());
+        // A list cut short, against pytest's own count.
+        let short = "tests/test_a.py::test_one\n\n2 tests collected in 0.01s\n";
+        assert!(parse_ids(short, "tests/test_a.py")
+            .unwrap_err()
+            .contains("says 2"));
+        let selected = "tests/test_a.py::t\n\n1/3 tests collected (2 deselected) in 0.01s\n";
+        assert_eq!(parse_ids(selected, "tests/test_a.py").unwrap().len(), 1);
         assert!(parse_ids("e2e/tests/test_a.py::t\n", "tests/test_a.py").is_err());
     }
 }
