@@ -8,7 +8,8 @@
 #     database in turn, then start every server and test at once) and against the version before
 #     the slack priorities (the previous commit, built into target/bench-old-nice);
 #   - the same with a warm pool (`pool = 12`: every database copied after the previous run's
-#     summary), its wall to the summary and to the command's end (which waits for the refill).
+#     summary), its wall to the summary and to the command's end (which waits for the refill);
+#   - the same with `units = "auto"` (short files packed from the recorded timings).
 #
 #   scripts/bench/critical.sh [--repeat R] [--json FILE] [--old-rev REV]
 set -euo pipefail
@@ -83,7 +84,7 @@ test_file() { # NAME TESTS
 }
 test_file test_long 8
 for i in 01 02 03 04 05 06 07 08 09 10 11; do test_file "test_short_$i" 2; done
-write_plan() { # FILE INCLUDE [POOL]
+write_plan() { # FILE INCLUDE [POOL] [UNITS]
   cat >"$1" <<EOF
 root = "$PROJ"
 
@@ -111,6 +112,7 @@ env = { BASE_URL = "http://127.0.0.1:{port}", DATABASE_URL = "{db_url}", TRACE =
 
 [run]
 jobs = 0
+units = "${4:-file}"
 
 [report]
 dir = "$WORK/report"
@@ -119,6 +121,7 @@ EOF
 write_plan "$WORK/plan.toml" "tests/test_*.py"
 write_plan "$WORK/alone.toml" "tests/test_long.py"
 write_plan "$WORK/pool.toml" "tests/test_*.py" 12
+write_plan "$WORK/auto.toml" "tests/test_*.py" 0 auto
 
 # apply BIN PLAN: prints {"wall": s, "long_startup": s}.
 apply() {
@@ -128,7 +131,7 @@ apply() {
   t0=$(date +%s.%N)
   "$1" apply "$2" >/dev/null 2>&1
   t1=$(date +%s.%N)
-  python3 -c "import json,sys; t0=float(sys.argv[1]); print(json.dumps({'wall': round(float(sys.argv[2]) - t0, 3), 'long_startup': round(float(open(sys.argv[3]).read()) - t0, 3), 'to_summary': round(json.load(open(sys.argv[4]))['wall_secs'], 3)}))" \
+  python3 -c "import json,sys; t0=float(sys.argv[1]); s=json.load(open(sys.argv[4])); packs=len({w['attempts'][0]['db_name'] for w in s['workers'] if w['attempts'] and w['attempts'][0].get('packed_with')}); print(json.dumps({'wall': round(float(sys.argv[2]) - t0, 3), 'long_startup': round(float(open(sys.argv[3]).read()) - t0, 3), 'to_summary': round(s['wall_secs'], 3), 'packs': packs}))" \
     "$t0" "$t1" "$WORK/trace/test_long.py.first" "$WORK/report/summary.json"
 }
 
@@ -150,8 +153,9 @@ for r in $(seq 1 "$REPEAT"); do
   new=$(apply "$NEW" "$WORK/plan.toml")
   alone=$(apply "$NEW" "$WORK/alone.toml")
   pool=$(apply "$NEW" "$WORK/pool.toml")
-  echo "#$r: naive ${nv}s; previous $old; slack priorities $new; long file alone $alone; warm pool $pool" >&2
-  runs+=("{\"naive\": $nv, \"previous\": $old, \"priorities\": $new, \"alone\": $alone, \"pool\": $pool}")
+  auto=$(apply "$NEW" "$WORK/auto.toml")
+  echo "#$r: naive ${nv}s; previous $old; slack priorities $new; long file alone $alone; warm pool $pool; units = auto $auto" >&2
+  runs+=("{\"naive\": $nv, \"previous\": $old, \"priorities\": $new, \"alone\": $alone, \"pool\": $pool, \"auto\": $auto}")
 done
 
 if [ -n "$JSON" ]; then
