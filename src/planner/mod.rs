@@ -101,6 +101,9 @@ pub struct WorkerPlan {
     /// Its processes' CPU priority (nice): 0 on the critical path; more, the more slack it has,
     /// when the run starts more workers than there are cores.
     pub nice: i32,
+    /// Its copy and start-up wait until the critical unit's start-up is over: it has slack
+    /// enough to lose that start-up.
+    pub after_critical: bool,
 }
 
 /// A part of a split file.
@@ -170,6 +173,7 @@ impl WorkerPlan {
             part: None,
             parts: Vec::new(),
             nice: 0,
+            after_critical: false,
             junit: log_dir.join("junit.xml"),
             log_dir,
             predicted: None,
@@ -553,10 +557,27 @@ fn start_order(
         if let Some(first) =
             (0..units.len()).max_by(|&a, &b| basis[a].cmp(&basis[b]).then(b.cmp(&a)))
         {
+            wait_for_critical(workers, &units, &basis, first);
             units[..=first].rotate_right(1);
         }
     }
     units
+}
+
+/// Waiting for the critical unit's start-up costs a unit about that start-up: only units whose
+/// tests take at most half the critical unit's wait (`after_critical`). Recorded start-ups are
+/// inflated by whatever ran beside them, so the tests' times alone judge.
+fn wait_for_critical(
+    workers: &mut [WorkerPlan],
+    units: &[usize],
+    basis: &[Option<Duration>],
+    first: usize,
+) {
+    let critical = units[first];
+    for (i, &u) in units.iter().enumerate() {
+        let half = basis[first].zip(basis[i]).is_some_and(|(c, b)| b * 2 <= c);
+        workers[u].after_critical = u != critical && half;
+    }
 }
 
 /// A unit's recorded tests' time: a file's, a pack's files', a part's tests' (a test not timed
@@ -674,6 +695,7 @@ fn file_plan(
         part,
         parts: Vec::new(),
         nice: 0,
+        after_critical: false,
     }
 }
 
@@ -719,6 +741,7 @@ fn pack_plan(
         part: None,
         parts: Vec::new(),
         nice: 0,
+        after_critical: false,
     }
 }
 
@@ -963,6 +986,42 @@ retries = 1
         let stop = &dag.nodes[id("stop-cluster")];
         assert!(matches!(stop.action, Action::StopCluster { keep: true }));
         assert_eq!(stop.deps, vec![id("refill-pool")]);
+    }
+
+    /// With more workers at once than cores, the unit with the most tests' time starts first
+    /// (not the one with the longest recorded total, inflated by a start-up), and only units
+    /// with at most half its tests' time wait for its start-up.
+    #[test]
+    fn the_critical_unit_is_judged_on_its_tests_and_only_units_with_slack_wait() {
+        let (dir, _) = plan();
+        for stem in ["test_b", "test_c"] {
+            std::fs::write(dir.path().join(format!("tests/{stem}.py")), "").unwrap();
+        }
+        let plan = load(&dir.path().join("plan.toml"), &LoadOptions::default()).unwrap();
+        let mut timings = Timings::default();
+        let secs = Duration::from_secs_f64;
+        // test_a: a heavy start-up, few tests; test_b: the most tests; test_c: close to test_b.
+        timings.record("tests/test_a.py", Some(secs(12.0)), Some(secs(3.0)));
+        timings.record("tests/test_b.py", Some(secs(10.0)), Some(secs(8.0)));
+        timings.record("tests/test_c.py", Some(secs(6.0)), Some(secs(5.0)));
+        let opts = PlanOptions {
+            timings,
+            cores: 1,
+            ..Default::default()
+        };
+        let dag = build(&plan, &opts);
+        let units: Vec<(&str, i32, bool)> = dag
+            .units()
+            .map(|w| (w.file.as_str(), w.nice, w.after_critical))
+            .collect();
+        assert_eq!(
+            units,
+            [
+                ("tests/test_b.py", 0, false),
+                ("tests/test_a.py", 7, true),
+                ("tests/test_c.py", 4, false)
+            ]
+        );
     }
 
     #[test]

@@ -44,6 +44,9 @@ struct WorkerView<'a> {
     /// Its processes' nice value, when the run yields its CPU to the critical path.
     #[serde(skip_serializing_if = "is_zero")]
     nice: i32,
+    /// Its copy and start-up wait for the critical worker's start-up.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    after_critical: bool,
     #[serde(flatten)]
     commands: WorkerCommands<String>,
 }
@@ -72,6 +75,7 @@ fn worker_views<'a>(plan: &'a Plan, dag: &'a Dag) -> Vec<WorkerView<'a>> {
                 log_dir: w.log_dir.display().to_string(),
                 predicted_secs: w.predicted.map(|d| d.as_secs_f64()),
                 nice: w.nice,
+                after_critical: w.after_critical,
                 files: w
                     .pack
                     .iter()
@@ -276,11 +280,14 @@ fn text_workers(o: &mut String, plan: &Plan, dag: &Dag) {
         } else {
             ("├─", "│  ")
         };
-        let nice = if w.nice > 0 {
+        let mut nice = if w.nice > 0 {
             format!(", nice {}", w.nice)
         } else {
             String::new()
         };
+        if w.after_critical {
+            nice.push_str(", after the critical start-up");
+        }
         let predicted = w
             .predicted_secs
             .map(|s| format!("  (~{s:.1}s{nice})"))

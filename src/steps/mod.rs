@@ -214,10 +214,15 @@ impl RunCx {
     }
 
     /// Holds a unit's start-up (server and test process) until the critical unit's is over: with
-    /// more workers than cores, a dozen start-ups at once slow the one the run waits on, and
-    /// the others have the slack to wait. No wait without a critical unit.
+    /// more workers than cores, a dozen start-ups at once slow the one the run waits on. Only
+    /// units the planner found slack enough for wait (`after_critical`).
     pub(super) async fn after_critical_startup(&self, index: usize, cancel: &Cancel) {
-        let Some(critical) = self.critical_unit().filter(|c| *c != index) else {
+        let waits = self
+            .dag
+            .workers
+            .get(index)
+            .is_some_and(|w| w.after_critical);
+        let Some(critical) = self.critical_unit().filter(|_| waits) else {
             return;
         };
         tokio::select! {

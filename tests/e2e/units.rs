@@ -297,7 +297,10 @@ fn with_more_workers_than_cores_the_longest_starts_first_and_the_others_yield_th
     );
     let dry = stdout(&f.run(&["dry-run", "plan.toml"]));
     assert!(
-        dry.contains(&format!("tests/{}.py  (~2.0s, nice 9)", stems[1])),
+        dry.contains(&format!(
+            "tests/{}.py  (~2.0s, nice 9, after the critical start-up)",
+            stems[1]
+        )),
         "{dry}"
     );
     assert!(
