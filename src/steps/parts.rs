@@ -2,7 +2,7 @@
 //! was given ran, once, and nothing else), and the file's row is merged from its parts' results:
 //! one JUnit suite with every case, the counts of all, the worst verdict, the failures of each.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
@@ -24,9 +24,10 @@ fn rank(v: Verdict) -> u8 {
 }
 
 /// The file's row from its parts' results (each with its failures already found): the worst
-/// part's verdict and logs, every part's attempts, failures and cases.
-pub fn merge(file: &WorkerPlan, results: &BTreeMap<usize, WorkerResult>) -> WorkerResult {
-    let parts: Vec<&WorkerResult> = file.parts.iter().filter_map(|p| results.get(p)).collect();
+/// part's verdict and logs, every part's attempts, failures and cases. A part that never
+/// started counts as one (`not_run`, CANCELLED): its tests did not run, so the file never passes.
+pub fn merge(file: &WorkerPlan, parts: &[WorkerResult]) -> WorkerResult {
+    let parts: Vec<&WorkerResult> = parts.iter().collect();
     let Some(worst) = parts.iter().copied().max_by_key(|r| rank(r.verdict)) else {
         return WorkerResult::not_run(file.index, &file.file, &file.stem, file.db_name());
     };
@@ -150,4 +151,33 @@ fn add_cases(suite: &mut TestSuite, report: &Report) {
         .map(|t| t.as_secs_f64())
         .sum();
     suite.set_time(std::time::Duration::from_secs_f64(time));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A part that never started (interrupted, `fail_fast`) leaves the file short of tests: the
+    /// row is never PASS, whatever the other parts did.
+    #[test]
+    fn a_part_that_never_started_keeps_the_file_from_passing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = WorkerPlan::bare(2, "tests/t.py", "t", dir.path().join("t"), "db_t".into());
+        file.parts = vec![0, 1];
+        let ran = WorkerPlan::bare(
+            0,
+            "tests/t.py [part 1/2]",
+            "t.part-1",
+            dir.path().join("t/part-1"),
+            "db_0".into(),
+        );
+        let mut a = Attempt::new(1, "db_0", &ran.log_dir);
+        a.verdict = Verdict::Pass;
+        let mut passed = WorkerResult::new(0, &ran.file, &ran.stem, &a);
+        passed.push_attempt(a);
+        let never = WorkerResult::not_run(1, "tests/t.py [part 2/2]", "t.part-2", "db_1");
+        let row = merge(&file, &[passed, never]);
+        assert_eq!(row.file, "tests/t.py");
+        assert_eq!(row.verdict, Verdict::Cancelled, "{row:?}");
+    }
 }

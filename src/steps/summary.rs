@@ -1,11 +1,11 @@
 //! The run's summary (`summary.json`), built from the run's context once the tests are over.
 
+use std::collections::BTreeMap;
+
 use crate::model::{
     ClusterUse, DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Verdict,
     WorkerResult,
 };
-use std::collections::BTreeMap;
-
 use crate::redact::scrub;
 
 use super::database::redact;
@@ -74,19 +74,30 @@ fn workers(cx: &RunCx) -> Vec<WorkerResult> {
             (i, w)
         })
         .collect();
-    let mut workers: Vec<WorkerResult> =
-        cx.dag
-            .files()
-            .map(|w| {
-                if !w.parts.is_empty() {
-                    return super::parts::merge(w, &results);
-                }
-                results.get(&w.index).cloned().unwrap_or_else(|| {
-                    WorkerResult::not_run(w.index, &w.file, &w.stem, w.db_name())
-                })
-            })
-            .map(scrub_worker)
-            .collect();
+    // A worker that never started (cancelled before its turn) has no result and no logs.
+    let result_of = |p: &crate::planner::WorkerPlan| {
+        results
+            .get(&p.index)
+            .cloned()
+            .unwrap_or_else(|| WorkerResult::not_run(p.index, &p.file, &p.stem, p.db_name()))
+    };
+    let mut workers: Vec<WorkerResult> = cx
+        .dag
+        .files()
+        .map(|w| {
+            if w.parts.is_empty() {
+                return result_of(w);
+            }
+            let parts: Vec<WorkerResult> = w
+                .parts
+                .iter()
+                .filter_map(|&p| cx.dag.workers.get(p))
+                .map(result_of)
+                .collect();
+            super::parts::merge(w, &parts)
+        })
+        .map(scrub_worker)
+        .collect();
     workers.sort_by(|a, b| a.file.cmp(&b.file));
     workers
 }
