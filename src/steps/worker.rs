@@ -223,17 +223,19 @@ pub async fn prefetch(cx: Arc<RunCx>, cancel: Cancel) {
         }
         let (cx2, cancel2) = (Arc::clone(&cx), cancel.clone());
         let clone = async move {
+            // Copies slow the whole server, the critical worker's own queries included: a unit
+            // with slack copies only once the critical start-up is over (in its own task, so
+            // that units without it are not held behind it).
+            cx2.after_critical_startup(index, &cancel2).await;
             let db = cx2.dag.workers[index].db_name().to_string();
             let result = clone_worker_db(&cx2, index, 1, &db, &cancel2).await;
             // send_replace: the worker may not be listening yet.
             cx2.prefetch.done[index].send_replace(Some(result));
         };
-        // The critical path's database is copied alone, and the others only once its start-up
-        // is over: copies slow the whole server, the critical worker's own queries included.
+        // The critical path's database is copied alone, before the others share the disk.
         if critical == Some(index) {
             clone.await;
         } else {
-            cx.after_critical_startup(index, &cancel).await;
             set.spawn(clone);
         }
     }
