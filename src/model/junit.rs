@@ -65,6 +65,12 @@ pub fn module_name(path: &str) -> &str {
     base.strip_suffix(".py").unwrap_or(base)
 }
 
+/// A file's path as a dotted module, as pytest's `classname` begins (`tests/e2e/test_x.py` →
+/// `tests.e2e.test_x`).
+pub fn dotted_module(path: &str) -> String {
+    path.trim_end_matches(".py").replace('/', ".")
+}
+
 /// A case's test id as pytest's collection prints it (`tests/test_x.py::TestA::test_b[1]`), from
 /// the file it belongs to and its JUnit `classname` (`tests.test_x.TestA`: the module, then any
 /// classes) and `name`; None when the classname does not name the file's module.

@@ -310,11 +310,10 @@ impl WorkerResult {
     /// duration; a split file's, its parts' tests plus one mean start-up. None when it did not
     /// run to its end, or ran packed with others (its time is then only its tests').
     pub fn time_alone(&self) -> Option<f64> {
-        let firsts: Vec<&Attempt> = self.attempts.iter().filter(|a| a.number == 1).collect();
-        let ran = |a: &&Attempt| matches!(a.verdict, Verdict::Pass | Verdict::Fail);
-        if firsts.is_empty() || !firsts.iter().all(ran) {
+        if !self.first_pass_ran() {
             return None;
         }
+        let firsts: Vec<&Attempt> = self.attempts.iter().filter(|a| a.number == 1).collect();
         if firsts[0].part.is_none() {
             return firsts[0]
                 .packed_with
@@ -324,6 +323,14 @@ impl WorkerResult {
         let tests: f64 = firsts.iter().map(|a| a.tests_secs).sum::<Option<f64>>()?;
         let startup = firsts.iter().map(|a| a.duration).sum::<f64>() - tests;
         Some(tests + (startup / firsts.len() as f64).max(0.0))
+    }
+
+    /// Its first pass (every part's, for a split file) ran to its end, passing or failing: only
+    /// then do its times say how long it takes.
+    pub fn first_pass_ran(&self) -> bool {
+        let mut firsts = self.attempts.iter().filter(|a| a.number == 1).peekable();
+        firsts.peek().is_some()
+            && firsts.all(|a| matches!(a.verdict, Verdict::Pass | Verdict::Fail))
     }
 
     /// The sum of its first attempts' test times (a split file's over its parts).

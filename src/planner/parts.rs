@@ -274,11 +274,6 @@ pub fn cut(secs: &[f64], shares: &[f64]) -> Vec<std::ops::Range<usize>> {
     parts
 }
 
-/// `k` runs of neighbouring tests of about equal time.
-pub fn balanced(secs: &[f64], k: usize) -> Vec<std::ops::Range<usize>> {
-    cut(secs, &vec![1.0; k])
-}
-
 /// The run's wall time: the longest chain of units on the slots (`jobs`, 0 = all at once), or
 /// every start-up spread over the cores (start-ups are CPU-bound; tests may wait on I/O),
 /// whichever is longer.
@@ -295,6 +290,11 @@ pub fn predict_wall(units: &[UnitCost], jobs: usize, cores: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `k` runs of neighbouring tests of about equal time.
+    fn balanced(secs: &[f64], k: usize) -> Vec<std::ops::Range<usize>> {
+        cut(secs, &vec![1.0; k])
+    }
 
     #[test]
     fn parts_are_runs_of_neighbours_of_about_equal_time() {

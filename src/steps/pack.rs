@@ -258,7 +258,7 @@ pub fn owner(module: &str, paths: &[&str]) -> Option<usize> {
         let name = module_name(p);
         parts.iter().enumerate().any(|(i, part)| {
             *part == name && {
-                let dotted = p.trim_end_matches(".py").replace('/', ".");
+                let dotted = crate::model::junit::dotted_module(p);
                 let prefix = parts[..=i].join(".");
                 // pytest's rootdir below the plan's root cuts the front of the path; above it
                 // (or `--junit-prefix`) adds to it.

@@ -109,7 +109,7 @@ pub fn check(part: &PartOf, junit: &Path, attempt: &mut Attempt) {
 fn problem_case(file: &str, id: &str, why: &str) -> TestCase {
     let mut rest = id.split("::").skip(1).collect::<Vec<_>>();
     let name = rest.pop().unwrap_or(id).to_string();
-    let mut class = file.trim_end_matches(".py").replace('/', ".");
+    let mut class = crate::model::junit::dotted_module(file);
     for c in rest {
         class.push('.');
         class.push_str(c);
@@ -121,27 +121,14 @@ fn problem_case(file: &str, id: &str, why: &str) -> TestCase {
     case
 }
 
-/// Writes the file's JUnit: one suite with every part's cases, in order.
+/// Writes the file's JUnit: one suite with every part's cases, in order, and their time.
 fn write_merged(file: &WorkerPlan, parts: &[&WorkerResult]) {
     let mut suite = TestSuite::new(file.file.as_str());
     for r in parts {
         if let Some(report) = r.junit.as_deref().and_then(|j| read(j).ok()) {
-            add_cases(&mut suite, &report);
-        }
-    }
-    let mut report = Report::new("e2e-plan");
-    report.add_test_suite(suite);
-    let _ = std::fs::create_dir_all(&file.log_dir);
-    if let Ok(xml) = report.to_string() {
-        let _ = std::fs::write(&file.junit, xml);
-    }
-}
-
-/// A part's cases into the file's suite, with their times.
-fn add_cases(suite: &mut TestSuite, report: &Report) {
-    for s in &report.test_suites {
-        for case in &s.test_cases {
-            suite.add_test_case(case.clone());
+            for case in report.test_suites.iter().flat_map(|s| &s.test_cases) {
+                suite.add_test_case(case.clone());
+            }
         }
     }
     let time: f64 = suite
@@ -151,6 +138,12 @@ fn add_cases(suite: &mut TestSuite, report: &Report) {
         .map(|t| t.as_secs_f64())
         .sum();
     suite.set_time(std::time::Duration::from_secs_f64(time));
+    let mut report = Report::new("e2e-plan");
+    report.add_test_suite(suite);
+    let _ = std::fs::create_dir_all(&file.log_dir);
+    if let Ok(xml) = report.to_string() {
+        let _ = std::fs::write(&file.junit, xml);
+    }
 }
 
 #[cfg(test)]

@@ -72,12 +72,7 @@ fn record_timings(dir: &std::path::Path, summary: &RunSummary) {
     let mut timings = Timings::load(dir);
     let secs = std::time::Duration::from_secs_f64;
     for w in &summary.workers {
-        let ran = w
-            .attempts
-            .iter()
-            .filter(|a| a.number == 1)
-            .all(|a| matches!(a.verdict, Verdict::Pass | Verdict::Fail));
-        if w.attempts.is_empty() || !ran {
+        if !w.first_pass_ran() {
             continue;
         }
         timings.record(&w.file, w.time_alone().map(secs), w.tests_time().map(secs));
