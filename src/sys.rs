@@ -11,6 +11,22 @@ pub fn start_time(pid: u32) -> Option<u64> {
     stat_fields(&stat).and_then(|f| f.get(19)?.parse().ok())
 }
 
+/// CPU seconds `pid` has used, its own and its reaped children's (fields 14–17 of
+/// /proc/PID/stat, readable until it is reaped); None once it is gone or its PID is another's.
+pub fn cpu_secs(pid: u32, started: u64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f = stat_fields(&stat)?;
+    if f.get(19).and_then(|s| s.parse::<u64>().ok()) != Some(started) {
+        return None;
+    }
+    let ticks: u64 = f
+        .get(11..15)?
+        .iter()
+        .filter_map(|s| s.parse::<u64>().ok())
+        .sum();
+    Some(ticks as f64 / rustix::param::clock_ticks_per_second().max(1) as f64)
+}
+
 /// Fields after the `(comm)` of a stat line: index 0 is field 3 (state).
 fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     let close = stat.rfind(')')?;

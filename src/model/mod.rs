@@ -190,6 +190,10 @@ pub struct Attempt {
     /// The sum of its tests' JUnit times: the attempt's duration minus this is start-up.
     #[serde(default)]
     pub tests_secs: Option<f64>,
+    /// The CPU seconds its server and test process used (with their reaped children): what
+    /// competes for the cores, unlike its wall time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_secs: Option<f64>,
     /// The other files this attempt's test process ran, one after another (a pack); empty when
     /// the file had its worker to itself.
     #[serde(default)]
@@ -223,6 +227,7 @@ impl Attempt {
             message: None,
             server_died: None,
             tests_secs: None,
+            cpu_secs: None,
             packed_with: Vec::new(),
             part: None,
         }
@@ -323,6 +328,14 @@ impl WorkerResult {
         let tests: f64 = firsts.iter().map(|a| a.tests_secs).sum::<Option<f64>>()?;
         let startup = firsts.iter().map(|a| a.duration).sum::<f64>() - tests;
         Some(tests + (startup / firsts.len() as f64).max(0.0))
+    }
+
+    /// The CPU its worker used, as the timings learn it: its first attempt's, when it ran alone
+    /// and whole (a pack's or a part's CPU is not the file's alone).
+    pub fn cpu_alone(&self) -> Option<f64> {
+        let first = self.attempts.iter().find(|a| a.number == 1)?;
+        let alone = first.part.is_none() && first.packed_with.is_empty();
+        (alone && self.first_pass_ran()).then_some(first.cpu_secs?)
     }
 
     /// Its first pass (every part's, for a split file) ran to its end, passing or failing: only

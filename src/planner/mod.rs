@@ -6,6 +6,7 @@
 //! only the run knows (ports, a throwaway cluster's URL) is filled by [`RunTime`].
 
 mod commands;
+pub mod cost;
 mod names;
 pub mod parts;
 mod shards;
@@ -364,32 +365,20 @@ fn choose(plan: &Plan, opts: &PlanOptions, ids: parts::IdsOf) -> Choice {
 }
 
 /// What each unit (a file alone, a pack) is predicted to cost, before any split.
-fn unit_costs(
-    choice: &Choice,
-    packing: &units::Packing,
-    timings: &Timings,
-) -> Vec<parts::UnitCost> {
-    let cost = |i: usize| match timings.split_of(&choice.ordered[i].path) {
-        Some((tests, startup)) => parts::Cost { startup, tests },
-        None => parts::Cost {
-            startup: 0.0,
-            tests: choice.predicted[i].unwrap_or_default().as_secs_f64(),
-        },
-    };
+fn unit_costs(choice: &Choice, packing: &units::Packing, timings: &Timings) -> Vec<cost::UnitCost> {
+    let cost =
+        |i: usize| cost::Cost::or_predicted(timings, &choice.ordered[i].path, choice.predicted[i]);
     let packed: Vec<usize> = packing.packs.iter().flatten().copied().collect();
-    let mut out: Vec<parts::UnitCost> = (0..choice.ordered.len())
+    let mut out: Vec<cost::UnitCost> = (0..choice.ordered.len())
         .filter(|i| !packed.contains(i))
-        .map(|i| parts::UnitCost {
+        .map(|i| cost::UnitCost {
             file: Some(i),
             cost: cost(i),
         })
         .collect();
-    out.extend(packing.packs.iter().map(|p| parts::UnitCost {
+    out.extend(packing.packs.iter().map(|p| cost::UnitCost {
         file: None,
-        cost: parts::Cost {
-            startup: p.iter().map(|&i| cost(i).startup).fold(0.0, f64::max),
-            tests: p.iter().map(|&i| cost(i).tests).sum(),
-        },
+        cost: cost::Cost::pack(&p.iter().map(|&i| cost(i)).collect::<Vec<_>>()),
     }));
     out
 }
@@ -1022,6 +1011,47 @@ retries = 1
                 ("tests/test_c.py", 4, false)
             ]
         );
+    }
+
+    /// Eleven short files whose start-ups were stretched to 10 s by running beside each other,
+    /// and a long file: judged by the 1.5 s of CPU each used, three packs of about the long
+    /// file's length leave it the critical path. Judged by the stretched start-ups (no CPU
+    /// recorded), packs look costly and only two are made, each longer than the long file.
+    #[test]
+    fn packs_are_chosen_by_the_cpu_start_ups_use_not_their_stretched_time() {
+        let (dir, _) = plan();
+        let shorts: Vec<String> = (1..=11).map(|i| format!("tests/test_s{i:02}.py")).collect();
+        for f in shorts.iter().chain([&"tests/test_long.py".to_string()]) {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        std::fs::remove_file(dir.path().join("tests/test_a.py")).unwrap();
+        let mut plan = load(&dir.path().join("plan.toml"), &LoadOptions::default()).unwrap();
+        plan.run.units = crate::plan::Units::Auto;
+        let packs = |cpu: bool| {
+            let mut timings = Timings::default();
+            let secs = Duration::from_secs_f64;
+            timings.record("tests/test_long.py", Some(secs(8.0)), Some(secs(4.2)));
+            for f in &shorts {
+                timings.record(f, Some(secs(11.0)), Some(secs(1.05)));
+            }
+            if cpu {
+                timings.record_cpu("tests/test_long.py", 1.6);
+                for f in &shorts {
+                    timings.record_cpu(f, 1.5);
+                }
+            }
+            let opts = PlanOptions {
+                timings,
+                cores: 2,
+                ..Default::default()
+            };
+            let dag = build(&plan, &opts);
+            let mut sizes: Vec<usize> = dag.units().map(|w| w.pack.len().max(1)).collect();
+            sizes.sort_unstable();
+            sizes
+        };
+        assert_eq!(packs(true), [1, 3, 4, 4]);
+        assert_eq!(packs(false), [1, 5, 6]);
     }
 
     #[test]

@@ -7,30 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::shards::{predict_makespan, Timings};
+pub use super::cost::{predict_wall, Cost, UnitCost};
+use super::shards::Timings;
 use super::units::packable;
 use crate::plan::{Plan, TestFile};
-
-/// What a unit is predicted to cost: its start-up (clone, server, test process start: CPU) and
-/// its tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Cost {
-    pub startup: f64,
-    pub tests: f64,
-}
-
-impl Cost {
-    pub fn total(self) -> f64 {
-        self.startup + self.tests
-    }
-}
-
-/// A unit before splitting: a file alone (its position in the ordered files) or a pack.
-#[derive(Debug, Clone, Copy)]
-pub struct UnitCost {
-    pub file: Option<usize>,
-    pub cost: Cost,
-}
 
 /// One part of a split file: its tests, in the file's order, and its predicted time.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,14 +88,14 @@ pub fn choose(
                 break;
             }
         };
-        let startup = units[longest].cost.startup;
+        let cost = units[longest].cost;
         let others: Vec<UnitCost> = units
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != longest)
             .map(|(_, u)| *u)
             .collect();
-        let Some((w, parts)) = best_parts(&others, &tests, startup, jobs, cores) else {
+        let Some((w, parts)) = best_parts(&others, &tests, cost, jobs, cores) else {
             break;
         };
         if w >= wall * WORTH {
@@ -128,10 +108,7 @@ pub fn choose(
         units = others;
         units.extend(parts.iter().map(|p| UnitCost {
             file: None,
-            cost: Cost {
-                startup,
-                tests: p.predicted.as_secs_f64() - startup,
-            },
+            cost: cost.part(p.predicted.as_secs_f64() - cost.startup),
         }));
         out.parts.insert(f, parts);
     }
@@ -188,10 +165,11 @@ fn why_not(
 fn best_parts(
     others: &[UnitCost],
     tests: &[(String, f64)],
-    startup: f64,
+    file: Cost,
     jobs: usize,
     cores: usize,
 ) -> Option<(f64, Vec<Part>)> {
+    let startup = file.startup;
     let most = tests
         .len()
         .min(MAX_PARTS)
@@ -211,10 +189,7 @@ fn best_parts(
         let mut all = others.to_vec();
         all.extend(parts.iter().map(|p| UnitCost {
             file: None,
-            cost: Cost {
-                startup,
-                tests: p.predicted.as_secs_f64() - startup,
-            },
+            cost: file.part(p.predicted.as_secs_f64() - startup),
         }));
         let wall = predict_wall(&all, jobs, cores);
         if best.as_ref().is_none_or(|(w, _)| wall < *w) {
@@ -274,19 +249,6 @@ pub fn cut(secs: &[f64], shares: &[f64]) -> Vec<std::ops::Range<usize>> {
     parts
 }
 
-/// The run's wall time: the longest chain of units on the slots (`jobs`, 0 = all at once), or
-/// every start-up spread over the cores (start-ups are CPU-bound; tests may wait on I/O),
-/// whichever is longer.
-pub fn predict_wall(units: &[UnitCost], jobs: usize, cores: usize) -> f64 {
-    let all: Vec<Duration> = units
-        .iter()
-        .map(|u| Duration::from_secs_f64(u.cost.total().max(0.0)))
-        .collect();
-    let chain = predict_makespan(&all, jobs).as_secs_f64();
-    let spread = units.iter().map(|u| u.cost.startup).sum::<f64>() / cores.max(1) as f64;
-    chain.max(spread)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +280,7 @@ mod tests {
                 cost: Cost {
                     startup: 0.3,
                     tests: 10.0,
+                    cpu: 0.3,
                 },
             })
             .collect();
@@ -326,11 +289,12 @@ mod tests {
             cost: Cost {
                 startup: 0.3,
                 tests: 40.0,
+                cpu: 0.3,
             },
         });
         let tests: Vec<(String, f64)> = (0..20).map(|i| (format!("t{i}"), 2.0)).collect();
         let others = &units[..9];
-        let (wall, parts) = best_parts(others, &tests, 0.3, 4, 2).unwrap();
+        let (wall, parts) = best_parts(others, &tests, units[9].cost, 4, 2).unwrap();
         assert_eq!(parts.len(), 3, "{parts:?}");
         assert!(wall < 35.0, "{wall}");
         assert!(predict_wall(&units, 4, 2) > 40.0);
@@ -348,11 +312,12 @@ mod tests {
             cost: Cost {
                 startup: 0.3,
                 tests,
+                cpu: 0.3,
             },
         };
         let others = vec![long(30.0), long(30.0), long(30.0)];
         let tests: Vec<(String, f64)> = (0..20).map(|i| (format!("t{i}"), 2.0)).collect();
-        let (wall, parts) = best_parts(&others, &tests, 0.3, 4, 4).unwrap();
+        let (wall, parts) = best_parts(&others, &tests, long(40.0).cost, 4, 4).unwrap();
         assert!(wall < 35.0, "{wall} {parts:?}");
         let sizes: Vec<usize> = parts.iter().map(|p| p.ids.len()).collect();
         assert!(sizes[0] >= 14, "one part takes the free slot: {sizes:?}");

@@ -154,6 +154,10 @@ pub struct FileTiming {
     /// split balances its parts by.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cases: BTreeMap<String, f64>,
+    /// The CPU seconds its worker's server and test process used when it ran alone: its cost
+    /// to the cores, which contention does not stretch as it does `secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
 }
 
 impl Timings {
@@ -194,6 +198,7 @@ impl Timings {
                         runs: 1,
                         tests,
                         cases: BTreeMap::new(),
+                        cpu: None,
                     },
                 );
             }
@@ -217,6 +222,13 @@ impl Timings {
                 (id.clone(), secs)
             })
             .collect();
+    }
+
+    /// Folds one run's CPU in (the same moving average).
+    pub fn record_cpu(&mut self, file: &str, cpu: f64) {
+        if let Some(t) = self.files.get_mut(file) {
+            t.cpu = Some(t.cpu.map_or(cpu, |o| o * 0.5 + cpu * 0.5));
+        }
     }
 
     /// A file's recorded tests and their times.

@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::shards::{predict_makespan, Timings};
+use super::cost::{cpu_spread, predict_wall, Cost, UnitCost};
+use super::shards::Timings;
 use crate::plan::template::Word;
 use crate::plan::{Plan, TestFile};
 
@@ -68,7 +69,9 @@ pub fn packable(plan: &Plan) -> Result<(), String> {
     Ok(())
 }
 
-/// Chooses packs for `files` (ordered as the run starts them) on `cores` cores with `jobs`.
+/// Chooses packs for `files` (ordered as the run starts them) on `cores` cores with `jobs`: every
+/// number of packs is tried, and the one with the shortest predicted wall time is kept; a near
+/// tie (within `NEAR`) goes to fewer workers, which leave more of the cores to the others.
 pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize) -> Packing {
     let none = |why: String| Packing {
         why,
@@ -77,8 +80,8 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
     if let Err(why) = packable(plan) {
         return none(format!("no packs: {why}"));
     }
-    let split: Vec<Option<(f64, f64)>> = files.iter().map(|f| timings.split_of(&f.path)).collect();
-    if split.iter().all(Option::is_none) {
+    let costs: Vec<Option<Cost>> = files.iter().map(|f| Cost::of(timings, &f.path)).collect();
+    if costs.iter().all(Option::is_none) {
         return none("no packs yet: no file's start-up and tests are recorded".into());
     }
     let mut module_count: HashMap<&str, usize> = HashMap::new();
@@ -91,7 +94,7 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
             let f = files[i];
             !plan.run.alone.contains(&f.path)
                 && module_count[module_name(&f.path)] == 1
-                && split[i].is_some_and(|(tests, startup)| tests < startup)
+                && costs[i].is_some_and(|c| c.tests < c.startup)
         })
         .collect();
     if candidates.len() < 2 {
@@ -101,35 +104,32 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
     }
     let owned: Vec<TestFile> = files.iter().map(|f| (*f).clone()).collect();
     let predicted = timings.predict(&owned);
-    let others: Vec<Duration> = (0..files.len())
+    let others: Vec<UnitCost> = (0..files.len())
         .filter(|i| !candidates.contains(i))
-        .map(|i| predicted[i].unwrap_or_default())
+        .map(|i| UnitCost {
+            file: Some(i),
+            cost: Cost::or_predicted(timings, &files[i].path, predicted[i]),
+        })
         .collect();
-    let options = candidates.len().min(cores.max(1));
-    let mut best: Option<(Duration, Vec<Vec<usize>>, Vec<Duration>)> = None;
-    for k in (1..=options).chain(std::iter::once(candidates.len())) {
-        let (bins, times) = bins(&candidates, &split, k);
-        let wall = predict_wall(&others, &times, plan.run.jobs, cores);
-        if best.as_ref().is_none_or(|(w, _, _)| wall <= *w) {
-            best = Some((wall, bins, times));
-        }
-    }
-    let Some((wall, bins, times)) = best else {
+    let Some(Binned {
+        wall, bins, packs, ..
+    }) = best_bins(&candidates, &costs, &others, plan.run.jobs, cores)
+    else {
         return none("no packs".into());
     };
     let (packs, predicted): (Vec<_>, Vec<_>) = bins
         .into_iter()
-        .zip(times)
+        .zip(packs)
         .filter(|(b, _)| b.len() > 1)
+        .map(|(b, c)| (b, Duration::from_secs_f64(c.total())))
         .unzip();
     let why = if packs.is_empty() {
         "no packs: a worker per file is predicted to be as fast".to_string()
     } else {
         format!(
-            "{} file(s) whose tests take less than their start-up packed into {} worker(s) on {cores} core(s): predicted wall {:.1}s",
+            "{} file(s) whose tests take less than their start-up packed into {} worker(s) on {cores} core(s): predicted wall {wall:.1}s",
             packs.iter().map(Vec::len).sum::<usize>(),
             packs.len(),
-            wall.as_secs_f64()
         )
     };
     Packing {
@@ -139,20 +139,57 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
     }
 }
 
+/// Predicted walls this close are a tie.
+const NEAR: f64 = 0.03;
+
+/// The candidates dealt into bins, and what the run is then predicted to take.
+struct Binned {
+    wall: f64,
+    spread: f64,
+    bins: Vec<Vec<usize>>,
+    packs: Vec<Cost>,
+}
+
+/// Every number of bins from one to one per candidate; the shortest predicted wall wins, and a
+/// near tie goes to the fewer workers (less CPU spread over the cores).
+fn best_bins(
+    candidates: &[usize],
+    costs: &[Option<Cost>],
+    others: &[UnitCost],
+    jobs: usize,
+    cores: usize,
+) -> Option<Binned> {
+    let mut best: Option<Binned> = None;
+    for k in 1..=candidates.len() {
+        let (bins, packs) = bins(candidates, costs, k);
+        let mut all = others.to_vec();
+        all.extend(packs.iter().map(|&cost| UnitCost { file: None, cost }));
+        let b = Binned {
+            wall: predict_wall(&all, jobs, cores),
+            spread: cpu_spread(&all, cores),
+            bins,
+            packs,
+        };
+        let better = best.as_ref().is_none_or(|o| {
+            b.wall < o.wall * (1.0 - NEAR)
+                || (b.wall <= o.wall * (1.0 + NEAR) && b.spread < o.spread)
+        });
+        if better {
+            best = Some(b);
+        }
+    }
+    best
+}
+
 /// Two files of one module name in a pack could not be told apart in its JUnit.
 pub use crate::model::junit::module_name;
 
-/// `k` bins of the candidates, longest tests first into the least-loaded bin; each bin's time
-/// is its longest start-up plus its tests.
-fn bins(
-    candidates: &[usize],
-    split: &[Option<(f64, f64)>],
-    k: usize,
-) -> (Vec<Vec<usize>>, Vec<Duration>) {
-    let tests = |i: usize| split[i].map(|s| s.0).unwrap_or_default();
-    let startup = |i: usize| split[i].map(|s| s.1).unwrap_or_default();
+/// `k` bins of the candidates, longest tests first into the least-loaded bin, and each bin's cost
+/// (one start-up, all its tests).
+fn bins(candidates: &[usize], costs: &[Option<Cost>], k: usize) -> (Vec<Vec<usize>>, Vec<Cost>) {
+    let cost = |i: usize| costs[i].unwrap_or_default();
     let mut order = candidates.to_vec();
-    order.sort_by(|&a, &b| tests(b).total_cmp(&tests(a)).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| cost(b).tests.total_cmp(&cost(a).tests).then(a.cmp(&b)));
     let mut bins: Vec<Vec<usize>> = vec![Vec::new(); k];
     let mut load = vec![0.0f64; k];
     for i in order {
@@ -160,27 +197,15 @@ fn bins(
             .min_by(|&a, &b| load[a].total_cmp(&load[b]).then(a.cmp(&b)))
             .unwrap_or(0);
         bins[slot].push(i);
-        load[slot] += tests(i);
+        load[slot] += cost(i).tests;
     }
     bins.retain(|b| !b.is_empty());
     for b in &mut bins {
         b.sort_unstable();
     }
-    let times = bins
+    let packs = bins
         .iter()
-        .map(|b| {
-            let start = b.iter().map(|&i| startup(i)).fold(0.0, f64::max);
-            Duration::from_secs_f64(start + b.iter().map(|&i| tests(i)).sum::<f64>())
-        })
+        .map(|b| Cost::pack(&b.iter().map(|&i| cost(i)).collect::<Vec<_>>()))
         .collect();
-    (bins, times)
-}
-
-/// The run's wall time: the longest chain of work on the slots, or all the work spread over the
-/// cores (start-ups are CPU-bound), whichever is longer.
-fn predict_wall(others: &[Duration], packs: &[Duration], jobs: usize, cores: usize) -> Duration {
-    let all: Vec<Duration> = others.iter().chain(packs).copied().collect();
-    let chain = predict_makespan(&all, jobs);
-    let spread = all.iter().sum::<Duration>() / cores.max(1) as u32;
-    chain.max(spread)
+    (bins, packs)
 }

@@ -48,6 +48,7 @@ pub struct Group {
     pub child: Child,
     pub pgid: u32,
     pub started: u64,
+    cpu: CpuMeter,
     entry: Entry,
     mark: String,
     /// The task copying a stamped process's output into its log.
@@ -167,10 +168,36 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
         child,
         pgid,
         started,
+        cpu: CpuMeter::watch(pgid, started),
         entry,
         mark,
         copier,
     })
+}
+
+/// The CPU a process group's leader has used (its own and its reaped children's), sampled every
+/// 50 ms while it runs: once it is reaped, /proc no longer says. What the planner learns a
+/// worker's CPU cost from, free of the contention that stretches its wall time.
+#[derive(Debug, Clone, Default)]
+pub struct CpuMeter(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl CpuMeter {
+    fn watch(pid: u32, started: u64) -> CpuMeter {
+        let meter = CpuMeter::default();
+        let ms = std::sync::Arc::clone(&meter.0);
+        tokio::spawn(async move {
+            while let Some(secs) = sys::cpu_secs(pid, started) {
+                ms.store((secs * 1000.0) as u64, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        meter
+    }
+
+    /// The last sample, in seconds.
+    pub fn secs(&self) -> f64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0
+    }
 }
 
 /// Copies both output streams into the log line by line, and notes each line's arrival.
@@ -225,6 +252,11 @@ async fn copy_lines(
 }
 
 impl Group {
+    /// Its leader's CPU meter, to read after the group is gone.
+    pub fn cpu(&self) -> CpuMeter {
+        self.cpu.clone()
+    }
+
     /// Stops the whole group: SIGTERM, then SIGKILL after `grace` (at once if `cancel.kill`
     /// fires); a final SIGKILL reaches grandchildren that outlived the leader.
     pub async fn stop(

@@ -76,6 +76,9 @@ fn record_timings(dir: &std::path::Path, summary: &RunSummary) {
             continue;
         }
         timings.record(&w.file, w.time_alone().map(secs), w.tests_time().map(secs));
+        if let Some(cpu) = w.cpu_alone() {
+            timings.record_cpu(&w.file, cpu);
+        }
         if let Some(report) = w.junit.as_deref().and_then(|j| read(j).ok()) {
             timings.record_cases(&w.file, &case_times(&w.file, &report));
         }

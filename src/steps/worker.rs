@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use super::process::{self, Group, Spec};
+use super::process::{self, CpuMeter, Group, Spec};
 use super::resource::Resource;
 use super::{database, lock, RunCx, StepError};
 use crate::engine::{Cancel, Outcome};
@@ -543,6 +543,7 @@ impl AttemptRun<'_> {
             }
         };
         let mut test = test;
+        let cpu = [Some(test.cpu()), server.as_ref().map(Group::cpu)];
         let timeout = tokio::time::sleep(self.timeout());
         tokio::pin!(timeout);
         let startup = critical_startup(cx, w, self.n, test.child.id());
@@ -567,6 +568,7 @@ impl AttemptRun<'_> {
         }
         self.attempt.counts = read_counts(&w.junit);
         self.attempt.tests_secs = crate::model::junit::tests_secs(&w.junit);
+        self.attempt.cpu_secs = Some(cpu.iter().flatten().map(CpuMeter::secs).sum());
         Ok(verdict)
     }
 

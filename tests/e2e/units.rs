@@ -603,3 +603,64 @@ def test_7_flaky():
     assert_eq!((counts.tests, counts.passed), (7, 7), "{long:?}");
     f.assert_clean();
 }
+
+/// The timings learn the CPU each file's worker used when it ran alone (its server and test
+/// process, whatever ran beside them), which packs are chosen by; a pack's CPU is not learnt as
+/// any one file's.
+#[test]
+fn the_timings_learn_the_cpu_a_file_uses_alone_and_not_from_a_pack() {
+    let f = short_project("units_cpu", "file");
+    // Every test process spends at least 1 s of CPU starting, like an app's imports: more than
+    // its tests take, so that `auto` packs the files.
+    let conftest = std::fs::read_to_string(f.root().join("tests/conftest.py")).unwrap();
+    f.write(
+        "tests/conftest.py",
+        &format!("{conftest}\nimport time as _t\nwhile _t.process_time() < 1.0:\n    pass\n"),
+    );
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let cpu_of = |s: &serde_json::Value| -> Vec<f64> {
+        s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["attempts"][0]["cpu_secs"].as_f64().unwrap_or(0.0))
+            .collect()
+    };
+    let cpu = cpu_of(&f.summary_json());
+    assert!(cpu.iter().all(|&c| c >= 1.0), "{cpu:?}");
+    let learnt = || -> Vec<f64> {
+        let t: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(f.root().join(".e2e-plan/timings.json")).unwrap(),
+        )
+        .unwrap();
+        let files = t["files"].as_object().unwrap();
+        files
+            .values()
+            .map(|v| v["cpu"].as_f64().unwrap_or(0.0))
+            .collect()
+    };
+    let alone = learnt();
+    assert_eq!(alone.len(), 4);
+    assert!(alone.iter().all(|&c| c >= 1.0), "{alone:?}");
+
+    f.edit_plan(&[("units = \"file\"", "units = \"auto\"")]);
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary_json();
+    let packed = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| {
+            !w["attempts"][0]["packed_with"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        })
+        .count();
+    assert!(packed >= 2, "nothing was packed: {s}");
+    assert!(cpu_of(&s).iter().all(|&c| c >= 1.0), "{s}");
+    assert_eq!(learnt(), alone, "a pack's CPU was learnt as a file's");
+    f.assert_clean();
+}
