@@ -383,12 +383,7 @@ fn load_with(path: &Path, jobs: Option<usize>, report_dir: Option<&Path>) -> Res
     Ok(plan)
 }
 
-/// The cores `units = "auto"` packs for.
-fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
+use crate::sys::cores;
 
 fn dry_run(a: DryRunArgs) -> Result<(), Error> {
     let plan = load_with(&a.plan, a.jobs, a.report_dir.as_deref())?;

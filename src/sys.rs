@@ -5,6 +5,13 @@ use std::path::Path;
 
 use rustix::process::{kill_process_group, Pid, Signal};
 
+/// The machine's cores, as `units = "auto"` plans for them and the timings judge contention.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
 /// A process's start time (clock ticks since boot, field 22 of /proc/PID/stat); None if gone.
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): short files with a heavy start-up. 7 test files, 63 quick tests in all
-# (each one query through psql); every test process first spends about 3 s of CPU importing
-# (a fixed amount of hashing in conftest.py, like importing a large app). Compared, on this
-# machine's cores:
+# (each one query through psql); every test process first spends a fixed amount of CPU importing
+# (hashing in conftest.py, like importing a large app: 3 s on the first machine measured, 5 s on
+# the last). Compared, on this machine's cores:
 #   - plain `pytest tests/` run once, serially, on one database cloned from the template (the
 #     fairest baseline: one import for the whole suite);
 #   - e2e-plan with `units = "file"` (a worker per file: seven imports);
-#   - e2e-plan with `units = "auto"` (packs chosen from the timings the runs before recorded).
+#   - e2e-plan with `units = "auto"` right after the `file` run (packs chosen from timings whose
+#     tests' times that run stretched), and in a second copy of the project that runs only
+#     `auto` (its timings as a team using `auto` has them).
 #
 #   scripts/bench/units.sh [--repeat R] [--json FILE]
 #
-# Each repetition runs the three back to back, after `sync`. e2e-plan runs against the local
+# Each repetition runs the four back to back, after `sync`. e2e-plan runs against the local
 # server (127.0.0.1:5432) with a fingerprinted template, so prepare is skipped after the first.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -23,6 +25,7 @@ TEMPLATE=bench_units_tmpl
 WORK=$(mktemp -d /tmp/e2e-plan-bench-units-XXXXXX)
 cleanup() {
   "$BIN" rollback "$WORK/plan.toml" >/dev/null 2>&1 || true
+  "$BIN" rollback "$WORK/steady/plan.toml" >/dev/null 2>&1 || true
   psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS bench_units_serial WITH (FORCE)" >/dev/null 2>&1 || true
   psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $TEMPLATE WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$WORK"
@@ -60,8 +63,8 @@ done
 cat >"$WORK/schema.sql" <<'EOF'
 create table items (v text);
 EOF
-write_plan() { # UNITS
-  cat >"$WORK/plan.toml" <<EOF
+write_plan() { # DIR UNITS
+  cat >"$1/plan.toml" <<EOF
 [tests]
 include = ["tests/test_*.py"]
 
@@ -76,7 +79,7 @@ command = ["$PY", "-m", "pytest", "{file}", "-q", "-p", "no:cacheprovider", "--j
 env = { DATABASE_URL = "{db_url}" }
 
 [run]
-units = "$1"
+units = "$2"
 
 [report]
 dir = "report"
@@ -94,27 +97,37 @@ serial() {
   secs "$t0" "$t1"
 }
 
-apply() { # UNITS
-  write_plan "$1"
+# apply DIR UNITS: prints the wall time and the number of packs the run used.
+apply() {
+  write_plan "$1" "$2"
   sync
   local t0 t1
   t0=$(date +%s.%N)
-  (cd "$WORK" && "$BIN" apply plan.toml >/dev/null 2>"$WORK/last.err")
+  (cd "$1" && "$BIN" apply plan.toml >/dev/null 2>"$WORK/last.err")
   t1=$(date +%s.%N)
-  secs "$t0" "$t1"
+  echo "$(secs "$t0" "$t1") $(python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print(len({w['attempts'][0]['db_name'] for w in s['workers'] if w['attempts'] and w['attempts'][0].get('packed_with')}))" "$1/report/summary.json")"
 }
 
+# A second copy of the project runs only `units = "auto"` after its first run, so its timings
+# are those a team using `auto` has (the tests' times recorded in packs); in the first copy,
+# every `auto` run follows a `file` run, whose tests' times were stretched by eleven start-ups.
+STEADY=$WORK/steady
+mkdir -p "$STEADY"
+cp -r "$WORK/tests" "$WORK/schema.sql" "$STEADY/"
 # Warm-up: the template is prepared and every file's start-up and tests are recorded.
-apply file >/dev/null
-apply file >/dev/null
+apply "$WORK" file >/dev/null
+apply "$WORK" file >/dev/null
+apply "$STEADY" file >/dev/null
+apply "$STEADY" auto >/dev/null
+apply "$STEADY" auto >/dev/null
 runs=()
 for r in $(seq 1 "$REPEAT"); do
   s=$(serial)
-  f=$(apply file)
-  a=$(apply auto)
-  packs=$(grep -c "files in one test process" <("$BIN" dry-run "$WORK/plan.toml") || true)
-  echo "#$r: plain pytest, serial ${s}s; units = file ${f}s; units = auto ${a}s ($packs pack(s))" >&2
-  runs+=("{\"serial\": $s, \"file\": $f, \"auto\": $a, \"packs\": $packs}")
+  read -r f _ <<<"$(apply "$WORK" file)"
+  read -r a packs <<<"$(apply "$WORK" auto)"
+  read -r st steady_packs <<<"$(apply "$STEADY" auto)"
+  echo "#$r: plain pytest, serial ${s}s; units = file ${f}s; units = auto after file ${a}s ($packs pack(s)); units = auto only ${st}s ($steady_packs pack(s))" >&2
+  runs+=("{\"serial\": $s, \"file\": $f, \"auto\": $a, \"packs\": $packs, \"steady\": $st, \"steady_packs\": $steady_packs}")
 done
 
 if [ -n "$JSON" ]; then
@@ -123,8 +136,10 @@ if [ -n "$JSON" ]; then
 import datetime, json, os, subprocess, sys
 pg = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atqc", "show server_version"],
                     capture_output=True, text=True).stdout.split()[0]
+rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 rec = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-       "pg": pg, "cores": os.cpu_count(), "files": 7, "tests": 63, "runs": json.loads(sys.argv[2])}
+       "rev": rev, "pg": pg, "cores": os.cpu_count(), "files": 7, "tests": 63,
+       "runs": json.loads(sys.argv[2])}
 with open(sys.argv[1], "a") as f:
     f.write(json.dumps(rec) + "\n")
 EOF

@@ -176,14 +176,26 @@ impl Timings {
     /// Folds one run's durations in (weight 0.5 for the newest, so a changed file adapts quickly):
     /// the worker's, when the file ran alone, and its tests' (from its JUnit).
     pub fn record(&mut self, file: &str, alone: Option<Duration>, tests: Option<Duration>) {
-        let ema = |old: Option<f64>, new: Option<Duration>| match (old, new) {
-            (Some(o), Some(n)) => Some(o * 0.5 + n.as_secs_f64() * 0.5),
+        self.record_weighted(file, alone, tests, 1.0);
+    }
+
+    /// As `record`, with the tests' time counting `weight` (0–1) of a full observation: tests
+    /// timed beside more busy workers than cores are stretched, and count for less.
+    pub fn record_weighted(
+        &mut self,
+        file: &str,
+        alone: Option<Duration>,
+        tests: Option<Duration>,
+        weight: f64,
+    ) {
+        let ema = |old: Option<f64>, new: Option<Duration>, w: f64| match (old, new) {
+            (Some(o), Some(n)) => Some(o * (1.0 - 0.5 * w) + n.as_secs_f64() * 0.5 * w),
             (o, n) => n.map(|n| n.as_secs_f64()).or(o),
         };
         match self.files.get_mut(file) {
             Some(t) => {
-                t.secs = ema(Some(t.secs), alone).unwrap_or(t.secs);
-                t.tests = ema(t.tests, tests);
+                t.secs = ema(Some(t.secs), alone, 1.0).unwrap_or(t.secs);
+                t.tests = ema(t.tests, tests, weight.clamp(0.0, 1.0));
                 t.runs += 1;
             }
             None => {
@@ -336,6 +348,19 @@ pub fn predict_makespan(durations: &[Duration], jobs: usize) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tests' time recorded beside more busy workers than cores moves the average less.
+    #[test]
+    fn stretched_tests_times_count_for_less() {
+        let mut t = Timings::default();
+        let secs = Duration::from_secs_f64;
+        t.record("a.py", Some(secs(3.0)), Some(secs(1.0)));
+        t.record_weighted("a.py", Some(secs(5.0)), Some(secs(3.0)), 0.25);
+        let a = &t.files["a.py"];
+        assert_eq!((a.secs, a.tests), (4.0, Some(1.25)));
+        t.record("a.py", None, Some(secs(3.0)));
+        assert_eq!(t.files["a.py"].tests, Some(2.125));
+    }
 
     /// This shard's files (sorted by path).
     fn shard_files(files: &[TestFile], timings: &Timings, shard: Shard) -> Vec<TestFile> {

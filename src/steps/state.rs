@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::junit::{case_times, read};
-use crate::model::{RunSummary, Verdict};
+use crate::model::{Attempt, Phase, RunSummary, Verdict, WorkerResult};
 use crate::plan::Plan;
 use crate::planner::Timings;
 
@@ -71,11 +71,15 @@ pub fn record_run(plan: &Plan, summary: &RunSummary) {
 fn record_timings(dir: &std::path::Path, summary: &RunSummary) {
     let mut timings = Timings::load(dir);
     let secs = std::time::Duration::from_secs_f64;
+    let cores = crate::sys::cores() as f64;
     for w in &summary.workers {
         if !w.first_pass_ran() {
             continue;
         }
-        timings.record(&w.file, w.time_alone().map(secs), w.tests_time().map(secs));
+        let weight =
+            busy_during_tests(&summary.workers, w).map_or(1.0, |busy| cores / busy.max(1.0));
+        let (alone, tests) = (w.time_alone().map(secs), w.tests_time().map(secs));
+        timings.record_weighted(&w.file, alone, tests, weight);
         if let Some(cpu) = w.cpu_alone() {
             timings.record_cpu(&w.file, cpu);
         }
@@ -85,5 +89,62 @@ fn record_timings(dir: &std::path::Path, summary: &RunSummary) {
     }
     if let Ok(text) = serde_json::to_string_pretty(&timings) {
         let _ = std::fs::write(Timings::path(dir), text);
+    }
+}
+
+/// How many workers were busy, on average, while `w`'s first attempt ran its tests (itself
+/// included; a pack's files count once, by their shared database). None without a testing span.
+fn busy_during_tests(workers: &[WorkerResult], w: &WorkerResult) -> Option<f64> {
+    let first = w.attempts.iter().find(|a| a.number == 1)?;
+    let t = first.phases.iter().find(|p| p.phase == Phase::Testing)?;
+    if t.end <= t.start {
+        return None;
+    }
+    let span = |a: &Attempt| Some((a.phases.first()?.start, a.phases.last()?.end));
+    let mut spans = std::collections::BTreeMap::new();
+    for a in workers.iter().flat_map(|w| &w.attempts) {
+        if let Some(s) = span(a) {
+            spans.entry(a.db_name.as_str()).or_insert(s);
+        }
+    }
+    let busy: f64 = spans
+        .values()
+        .map(|(s, e)| (e.min(t.end) - s.max(t.start)).max(0.0))
+        .sum();
+    Some(busy / (t.end - t.start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PhaseSpan;
+
+    fn worker(file: &str, db: &str, start: f64, testing: (f64, f64)) -> WorkerResult {
+        let mut a = Attempt::new(1, db, std::path::Path::new("/l"));
+        let span = |phase, start, end| PhaseSpan { phase, start, end };
+        a.phases = vec![
+            span(Phase::Cloning, start, testing.0),
+            span(Phase::Testing, testing.0, testing.1),
+        ];
+        a.verdict = Verdict::Pass;
+        let mut w = WorkerResult::new(0, file, file, &a);
+        w.push_attempt(a);
+        w
+    }
+
+    /// Tests timed beside three other busy workers saw four at once; a pack's files count once;
+    /// a worker done before the tests began does not count.
+    #[test]
+    fn the_workers_busy_beside_a_files_tests_are_counted_once_each() {
+        let long = worker("long.py", "db0", 0.0, (1.0, 5.0));
+        let workers = vec![
+            long.clone(),
+            worker("a.py", "db1", 0.0, (0.5, 5.0)),
+            worker("b.py", "db2", 0.0, (0.5, 3.0)),
+            worker("c.py", "db2", 0.0, (0.5, 3.0)),
+            worker("d.py", "db3", 0.0, (0.2, 0.9)),
+        ];
+        let busy = busy_during_tests(&workers, &long).unwrap();
+        assert!((busy - 2.5).abs() < 1e-9, "{busy}");
     }
 }
