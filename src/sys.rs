@@ -19,8 +19,9 @@ pub fn start_time(pid: u32) -> Option<u64> {
 }
 
 /// CPU seconds `pid` has used, its own and its reaped children's (fields 14–17 of
-/// /proc/PID/stat, readable until it is reaped); None once it is gone or its PID is another's.
-pub fn cpu_secs(pid: u32, started: u64) -> Option<f64> {
+/// /proc/PID/stat, readable until it is reaped), and its state (`R`, `S`…); None once it is gone
+/// or its PID is another's.
+pub fn cpu_and_state(pid: u32, started: u64) -> Option<(f64, char)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let f = stat_fields(&stat)?;
     if f.get(19).and_then(|s| s.parse::<u64>().ok()) != Some(started) {
@@ -31,7 +32,11 @@ pub fn cpu_secs(pid: u32, started: u64) -> Option<f64> {
         .iter()
         .filter_map(|s| s.parse::<u64>().ok())
         .sum();
-    Some(ticks as f64 / rustix::param::clock_ticks_per_second().max(1) as f64)
+    let state = f.first()?.chars().next()?;
+    Some((
+        ticks as f64 / rustix::param::clock_ticks_per_second().max(1) as f64,
+        state,
+    ))
 }
 
 /// Fields after the `(comm)` of a stat line: index 0 is field 3 (state).

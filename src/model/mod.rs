@@ -194,6 +194,10 @@ pub struct Attempt {
     /// competes for the cores, unlike its wall time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_secs: Option<f64>,
+    /// Of that, the CPU used before its tests: the server's until ready, the test process's
+    /// until it first waited (asleep three samples, 50 ms apart). None if it never waited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_cpu_secs: Option<f64>,
     /// The other files this attempt's test process ran, one after another (a pack); empty when
     /// the file had its worker to itself.
     #[serde(default)]
@@ -228,6 +232,7 @@ impl Attempt {
             server_died: None,
             tests_secs: None,
             cpu_secs: None,
+            startup_cpu_secs: None,
             packed_with: Vec::new(),
             part: None,
         }
@@ -330,12 +335,12 @@ impl WorkerResult {
         Some(tests + (startup / firsts.len() as f64).max(0.0))
     }
 
-    /// The CPU its worker used, as the timings learn it: its first attempt's, when it ran alone
-    /// and whole (a pack's or a part's CPU is not the file's alone).
-    pub fn cpu_alone(&self) -> Option<f64> {
+    /// The CPU its worker used and, of that, its start-up's, as the timings learn them: its first
+    /// attempt's, when it ran alone and whole (a pack's or a part's CPU is not the file's alone).
+    pub fn cpu_alone(&self) -> Option<(f64, Option<f64>)> {
         let first = self.attempts.iter().find(|a| a.number == 1)?;
         let alone = first.part.is_none() && first.packed_with.is_empty();
-        (alone && self.first_pass_ran()).then_some(first.cpu_secs?)
+        (alone && self.first_pass_ran()).then_some((first.cpu_secs?, first.startup_cpu_secs))
     }
 
     /// Its first pass (every part's, for a split file) ran to its end, passing or failing: only

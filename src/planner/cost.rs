@@ -26,15 +26,15 @@ impl Cost {
     }
 
     /// A file's cost from its recorded timings; None before its tests' time is recorded. The
-    /// start-up is its wall time minus its tests, or its CPU if less; without a recorded CPU,
-    /// the start-up is taken to be all CPU and the tests none.
+    /// start-up is its measured start-up CPU; or its wall time minus its tests, or its CPU if
+    /// less; without a recorded CPU, the start-up is taken to be all CPU and the tests none.
     pub fn of(timings: &Timings, file: &str) -> Option<Cost> {
         let t = timings.files.get(file)?;
         let tests = t.tests?;
         let wall = (t.secs - tests).max(0.0);
         Some(match t.cpu {
             Some(cpu) => Cost {
-                startup: cpu.min(wall),
+                startup: t.startup_cpu.unwrap_or(cpu).min(cpu).min(wall),
                 tests,
                 cpu,
             },
@@ -121,7 +121,7 @@ mod tests {
             Some(Duration::from_secs_f64(tests)),
         );
         if let Some(cpu) = cpu {
-            t.record_cpu("t.py", cpu);
+            t.record_cpu("t.py", cpu, None);
         }
         t
     }
@@ -134,6 +134,11 @@ mod tests {
         // Tests that use CPU: the start-up is the wall time before them, not all the CPU.
         let c = Cost::of(&timings(3.0, 2.0, Some(2.5)), "t.py").unwrap();
         assert_eq!((c.startup, c.cpu), (1.0, 2.5));
+        // The start-up's own CPU measured: the rest is the tests'.
+        let mut t = timings(11.0, 1.0, None);
+        t.record_cpu("t.py", 2.5, Some(2.0));
+        let c = Cost::of(&t, "t.py").unwrap();
+        assert_eq!((c.startup, c.cpu), (2.0, 2.5));
         // Nothing recorded about CPU: the start-up is all CPU.
         let c = Cost::of(&timings(5.0, 1.0, None), "t.py").unwrap();
         assert_eq!((c.startup, c.cpu), (4.0, 4.0));

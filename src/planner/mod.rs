@@ -1035,9 +1035,9 @@ retries = 1
                 timings.record(f, Some(secs(11.0)), Some(secs(1.05)));
             }
             if cpu {
-                timings.record_cpu("tests/test_long.py", 1.6);
+                timings.record_cpu("tests/test_long.py", 1.6, None);
                 for f in &shorts {
-                    timings.record_cpu(f, 1.5);
+                    timings.record_cpu(f, 1.5, None);
                 }
             }
             let opts = PlanOptions {

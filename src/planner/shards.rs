@@ -158,6 +158,9 @@ pub struct FileTiming {
     /// to the cores, which contention does not stretch as it does `secs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<f64>,
+    /// Of that, the CPU its start-up used (before its test process first waited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_cpu: Option<f64>,
 }
 
 impl Timings {
@@ -176,26 +179,14 @@ impl Timings {
     /// Folds one run's durations in (weight 0.5 for the newest, so a changed file adapts quickly):
     /// the worker's, when the file ran alone, and its tests' (from its JUnit).
     pub fn record(&mut self, file: &str, alone: Option<Duration>, tests: Option<Duration>) {
-        self.record_weighted(file, alone, tests, 1.0);
-    }
-
-    /// As `record`, with the tests' time counting `weight` (0–1) of a full observation: tests
-    /// timed beside more busy workers than cores are stretched, and count for less.
-    pub fn record_weighted(
-        &mut self,
-        file: &str,
-        alone: Option<Duration>,
-        tests: Option<Duration>,
-        weight: f64,
-    ) {
-        let ema = |old: Option<f64>, new: Option<Duration>, w: f64| match (old, new) {
-            (Some(o), Some(n)) => Some(o * (1.0 - 0.5 * w) + n.as_secs_f64() * 0.5 * w),
+        let ema = |old: Option<f64>, new: Option<Duration>| match (old, new) {
+            (Some(o), Some(n)) => Some(o * 0.5 + n.as_secs_f64() * 0.5),
             (o, n) => n.map(|n| n.as_secs_f64()).or(o),
         };
         match self.files.get_mut(file) {
             Some(t) => {
-                t.secs = ema(Some(t.secs), alone, 1.0).unwrap_or(t.secs);
-                t.tests = ema(t.tests, tests, weight.clamp(0.0, 1.0));
+                t.secs = ema(Some(t.secs), alone).unwrap_or(t.secs);
+                t.tests = ema(t.tests, tests);
                 t.runs += 1;
             }
             None => {
@@ -211,6 +202,7 @@ impl Timings {
                         tests,
                         cases: BTreeMap::new(),
                         cpu: None,
+                        startup_cpu: None,
                     },
                 );
             }
@@ -236,10 +228,14 @@ impl Timings {
             .collect();
     }
 
-    /// Folds one run's CPU in (the same moving average).
-    pub fn record_cpu(&mut self, file: &str, cpu: f64) {
+    /// Folds one run's CPU, and its start-up's when known, in (the same moving average).
+    pub fn record_cpu(&mut self, file: &str, cpu: f64, startup: Option<f64>) {
+        let ema = |old: Option<f64>, new: f64| Some(old.map_or(new, |o| o * 0.5 + new * 0.5));
         if let Some(t) = self.files.get_mut(file) {
-            t.cpu = Some(t.cpu.map_or(cpu, |o| o * 0.5 + cpu * 0.5));
+            t.cpu = ema(t.cpu, cpu);
+            if let Some(s) = startup {
+                t.startup_cpu = ema(t.startup_cpu, s);
+            }
         }
     }
 
@@ -348,19 +344,6 @@ pub fn predict_makespan(durations: &[Duration], jobs: usize) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A tests' time recorded beside more busy workers than cores moves the average less.
-    #[test]
-    fn stretched_tests_times_count_for_less() {
-        let mut t = Timings::default();
-        let secs = Duration::from_secs_f64;
-        t.record("a.py", Some(secs(3.0)), Some(secs(1.0)));
-        t.record_weighted("a.py", Some(secs(5.0)), Some(secs(3.0)), 0.25);
-        let a = &t.files["a.py"];
-        assert_eq!((a.secs, a.tests), (4.0, Some(1.25)));
-        t.record("a.py", None, Some(secs(3.0)));
-        assert_eq!(t.files["a.py"].tests, Some(2.125));
-    }
 
     /// This shard's files (sorted by path).
     fn shard_files(files: &[TestFile], timings: &Timings, shard: Shard) -> Vec<TestFile> {

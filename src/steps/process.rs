@@ -177,17 +177,32 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
 
 /// The CPU a process group's leader has used (its own and its reaped children's), sampled every
 /// 50 ms while it runs: once it is reaped, /proc no longer says. What the planner learns a
-/// worker's CPU cost from, free of the contention that stretches its wall time.
-#[derive(Debug, Clone, Default)]
-pub struct CpuMeter(std::sync::Arc<std::sync::atomic::AtomicU64>);
+/// worker's CPU cost from, free of the contention that stretches its wall time. It also notes
+/// the CPU at the end of the start-up: the first time the process is found asleep three samples
+/// in a row (waiting on its tests' I/O, no longer importing), as the critical start-up is judged.
+#[derive(Debug, Clone)]
+pub struct CpuMeter(std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>);
+
+/// Not known (yet): the start-up CPU of a process that never slept.
+const UNSET: u64 = u64::MAX;
 
 impl CpuMeter {
     fn watch(pid: u32, started: u64) -> CpuMeter {
-        let meter = CpuMeter::default();
-        let ms = std::sync::Arc::clone(&meter.0);
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        let meter = CpuMeter(std::sync::Arc::new([
+            AtomicU64::new(0),
+            AtomicU64::new(UNSET),
+        ]));
+        let m = std::sync::Arc::clone(&meter.0);
         tokio::spawn(async move {
-            while let Some(secs) = sys::cpu_secs(pid, started) {
-                ms.store((secs * 1000.0) as u64, std::sync::atomic::Ordering::Relaxed);
+            let mut asleep = 0;
+            while let Some((secs, state)) = sys::cpu_and_state(pid, started) {
+                let ms = (secs * 1000.0) as u64;
+                m[0].store(ms, Relaxed);
+                asleep = if state == 'S' { asleep + 1 } else { 0 };
+                if asleep == 3 && m[1].load(Relaxed) == UNSET {
+                    m[1].store(ms, Relaxed);
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         });
@@ -196,7 +211,13 @@ impl CpuMeter {
 
     /// The last sample, in seconds.
     pub fn secs(&self) -> f64 {
-        self.0.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0
+        self.0[0].load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    /// The CPU when its start-up ended; None if it never slept long enough to tell.
+    pub fn startup_secs(&self) -> Option<f64> {
+        let ms = self.0[1].load(std::sync::atomic::Ordering::Relaxed);
+        (ms != UNSET).then(|| ms as f64 / 1000.0)
     }
 }
 

@@ -544,6 +544,7 @@ impl AttemptRun<'_> {
         };
         let mut test = test;
         let cpu = [Some(test.cpu()), server.as_ref().map(Group::cpu)];
+        let server_ready_cpu = server.as_ref().map_or(0.0, |s| s.cpu().secs());
         let timeout = tokio::time::sleep(self.timeout());
         tokio::pin!(timeout);
         let startup = critical_startup(cx, w, self.n, test.child.id());
@@ -569,6 +570,10 @@ impl AttemptRun<'_> {
         self.attempt.counts = read_counts(&w.junit);
         self.attempt.tests_secs = crate::model::junit::tests_secs(&w.junit);
         self.attempt.cpu_secs = Some(cpu.iter().flatten().map(CpuMeter::secs).sum());
+        self.attempt.startup_cpu_secs = cpu[0]
+            .as_ref()
+            .and_then(CpuMeter::startup_secs)
+            .map(|t| t + server_ready_cpu);
         Ok(verdict)
     }
 

@@ -643,6 +643,17 @@ fn the_timings_learn_the_cpu_a_file_uses_alone_and_not_from_a_pack() {
     let alone = learnt();
     assert_eq!(alone.len(), 4);
     assert!(alone.iter().all(|&c| c >= 1.0), "{alone:?}");
+    // Of it, the start-up's (until the test process first waited on its tests): the 1 s import,
+    // not the CPU of the tests' own psql calls after it.
+    let s = f.summary_json();
+    for w in s["workers"].as_array().unwrap() {
+        let a = &w["attempts"][0];
+        let (cpu, startup) = (a["cpu_secs"].as_f64(), a["startup_cpu_secs"].as_f64());
+        assert!(
+            startup.is_some_and(|st| st >= 1.0 && st < cpu.unwrap_or(0.0)),
+            "{a}"
+        );
+    }
 
     f.edit_plan(&[("units = \"file\"", "units = \"auto\"")]);
     let out = f.run(&["apply", "plan.toml"]);
