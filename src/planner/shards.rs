@@ -161,6 +161,16 @@ pub struct FileTiming {
     /// Of that, the CPU its start-up used (before its test process first waited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_cpu: Option<f64>,
+    /// How many workers were busy per core, on average, while the last `tests` learnt ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_busy: Option<f64>,
+    /// Runs in a row whose tests' time was passed over, timed beside many more busy workers.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub passed_over: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Timings {
@@ -203,6 +213,8 @@ impl Timings {
                         cases: BTreeMap::new(),
                         cpu: None,
                         startup_cpu: None,
+                        tests_busy: None,
+                        passed_over: 0,
                     },
                 );
             }
@@ -226,6 +238,34 @@ impl Timings {
                 (id.clone(), secs)
             })
             .collect();
+    }
+
+    /// As `record`, knowing how busy the machine was during the file's tests (workers per core):
+    /// a tests' time timed beside half again as many busy workers as the one learnt, and more
+    /// than the cores, is stretched by them and does not replace it, for up to three runs in a
+    /// row (a file whose tests really changed is then learnt anyway).
+    pub fn record_busy(
+        &mut self,
+        file: &str,
+        alone: Option<Duration>,
+        tests: Option<Duration>,
+        busy: f64,
+    ) {
+        let pass_over = tests.is_some()
+            && busy > 1.0
+            && self
+                .files
+                .get(file)
+                .is_some_and(|t| t.passed_over < 3 && t.tests_busy.is_some_and(|b| busy > b * 1.5));
+        self.record(file, alone, if pass_over { None } else { tests });
+        if let (Some(t), Some(_)) = (self.files.get_mut(file), tests) {
+            if pass_over {
+                t.passed_over += 1;
+            } else {
+                t.passed_over = 0;
+                t.tests_busy = Some(busy);
+            }
+        }
     }
 
     /// Folds one run's CPU, and its start-up's when known, in (the same moving average).
@@ -344,6 +384,25 @@ pub fn predict_makespan(durations: &[Duration], jobs: usize) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tests' time timed beside many more busy workers than the one learnt is passed over,
+    /// three runs at most; one timed beside as many or fewer is learnt.
+    #[test]
+    fn tests_times_timed_beside_many_more_busy_workers_are_passed_over() {
+        let mut t = Timings::default();
+        let secs = Duration::from_secs_f64;
+        t.record_busy("a.py", Some(secs(3.0)), Some(secs(0.5)), 1.0);
+        for _ in 0..3 {
+            t.record_busy("a.py", Some(secs(9.0)), Some(secs(1.1)), 3.5);
+            assert_eq!(t.files["a.py"].tests, Some(0.5));
+        }
+        t.record_busy("a.py", Some(secs(9.0)), Some(secs(1.1)), 3.5);
+        assert_eq!(t.files["a.py"].tests, Some(0.8));
+        assert_eq!(t.files["a.py"].passed_over, 0);
+        t.record_busy("a.py", Some(secs(3.0)), Some(secs(0.4)), 1.0);
+        assert_eq!(t.files["a.py"].tests, Some(0.6000000000000001));
+        assert_eq!(t.files["a.py"].tests_busy, Some(1.0));
+    }
 
     /// This shard's files (sorted by path).
     fn shard_files(files: &[TestFile], timings: &Timings, shard: Shard) -> Vec<TestFile> {

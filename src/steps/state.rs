@@ -76,9 +76,11 @@ fn record_timings(dir: &std::path::Path, summary: &RunSummary) {
         if !w.first_pass_ran() {
             continue;
         }
-        let busy = busy_during_tests(&summary.workers, w);
-        let tests = tests_alone(w, busy, cores).map(secs);
-        timings.record(&w.file, w.time_alone().map(secs), tests);
+        let (alone, tests) = (w.time_alone().map(secs), w.tests_time().map(secs));
+        match busy_during_tests(&summary.workers, w) {
+            Some(busy) => timings.record_busy(&w.file, alone, tests, busy / cores),
+            None => timings.record(&w.file, alone, tests),
+        }
         if let Some((cpu, startup)) = w.cpu_alone() {
             timings.record_cpu(&w.file, cpu, startup);
         }
@@ -89,19 +91,6 @@ fn record_timings(dir: &std::path::Path, summary: &RunSummary) {
     if let Ok(text) = serde_json::to_string_pretty(&timings) {
         let _ = std::fs::write(Timings::path(dir), text);
     }
-}
-
-/// Its tests' time as if alone: the JUnit time less what waiting for the CPU added. With `busy`
-/// workers on `cores`, CPU work took busy/cores times as long; only the tests' own CPU (the
-/// worker's beyond its start-up's) was stretched so, and the tests take at least that CPU.
-fn tests_alone(w: &WorkerResult, busy: Option<f64>, cores: f64) -> Option<f64> {
-    let tests = w.tests_time()?;
-    let (Some(busy), Some((cpu, Some(startup)))) = (busy, w.cpu_alone()) else {
-        return Some(tests);
-    };
-    let own = (cpu - startup).max(0.0);
-    let stretch = (busy / cores).max(1.0);
-    Some((tests - own * (stretch - 1.0)).max(own.min(tests)))
 }
 
 /// How many workers were busy, on average, while `w`'s first attempt ran its tests (itself
@@ -158,29 +147,5 @@ mod tests {
         ];
         let busy = busy_during_tests(&workers, &long).unwrap();
         assert!((busy - 2.5).abs() < 1e-9, "{busy}");
-    }
-
-    /// Tests of 1.1 s recorded beside seven busy workers on two cores, 0.3 s of them CPU: alone
-    /// they would have waited 0.75 s less. Tests that only wait (no CPU of their own) keep their
-    /// time; without a known start-up CPU nothing is taken off.
-    #[test]
-    fn a_tests_time_is_taken_as_if_alone() {
-        let file = |cpu: f64, startup: Option<f64>| {
-            let mut w = worker("a.py", "db0", 0.0, (1.0, 2.1));
-            w.attempts[0].tests_secs = Some(1.1);
-            w.attempts[0].cpu_secs = Some(cpu);
-            w.attempts[0].startup_cpu_secs = startup;
-            w
-        };
-        let alone = tests_alone(&file(5.3, Some(5.0)), Some(7.0), 2.0).unwrap();
-        assert!((alone - 0.35).abs() < 1e-9, "{alone}");
-        assert_eq!(
-            tests_alone(&file(5.0, Some(5.0)), Some(7.0), 2.0),
-            Some(1.1)
-        );
-        assert_eq!(tests_alone(&file(5.3, None), Some(7.0), 2.0), Some(1.1));
-        // Never below the tests' own CPU.
-        let cpu_bound = tests_alone(&file(6.0, Some(5.0)), Some(7.0), 2.0).unwrap();
-        assert!((cpu_bound - 1.0).abs() < 1e-9, "{cpu_bound}");
     }
 }
