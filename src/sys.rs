@@ -39,6 +39,12 @@ pub fn cpu_and_state(pid: u32, started: u64) -> Option<(f64, char)> {
     ))
 }
 
+/// Whether `pid`'s main thread has a child process (`/proc/PID/task/PID/children`).
+pub fn has_children(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .is_ok_and(|c| !c.trim().is_empty())
+}
+
 /// Fields after the `(comm)` of a stat line: index 0 is field 3 (state).
 fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     let close = stat.rfind(')')?;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::shards::{predict_makespan, Timings};
 
-/// What a unit is predicted to cost: its start-up (clone, server, test process start, alone),
-/// its tests' time, and the CPU it uses in all (start-up and tests).
+/// What a unit is predicted to cost: its start-up (server and test process start, alone; the
+/// copy of its database is left out), its tests' time, and the CPU it uses in all.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Cost {
     pub startup: f64,
@@ -46,11 +46,16 @@ impl Cost {
         })
     }
 
-    /// A file's cost, or when its tests' time is not recorded, its predicted time taken as tests.
+    /// A file's cost, or when its tests' time is not recorded, its predicted time taken as tests
+    /// and, for want of better, as CPU.
     pub fn or_predicted(timings: &Timings, file: &str, predicted: Option<Duration>) -> Cost {
-        Cost::of(timings, file).unwrap_or_else(|| Cost {
-            tests: predicted.unwrap_or_default().as_secs_f64(),
-            ..Cost::default()
+        Cost::of(timings, file).unwrap_or_else(|| {
+            let secs = predicted.unwrap_or_default().as_secs_f64();
+            Cost {
+                startup: 0.0,
+                tests: secs,
+                cpu: secs,
+            }
         })
     }
 

@@ -141,6 +141,8 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
 
 /// Predicted walls this close are a tie.
 const NEAR: f64 = 0.03;
+/// The most packs tried, per core.
+const MOST_PACKS_PER_CORE: usize = 8;
 
 /// The candidates dealt into bins, and what the run is then predicted to take.
 struct Binned {
@@ -160,7 +162,10 @@ fn best_bins(
     cores: usize,
 ) -> Option<Binned> {
     let mut best: Option<Binned> = None;
-    for k in 1..=candidates.len() {
+    // More packs than a few per core only add start-ups; the bound keeps planning quick.
+    let most = candidates.len().min(MOST_PACKS_PER_CORE * cores.max(1));
+    let none = (candidates.len() > most).then_some(candidates.len());
+    for k in (1..=most).chain(none) {
         let (bins, packs) = bins(candidates, costs, k);
         let mut all = others.to_vec();
         all.extend(packs.iter().map(|&cost| UnitCost { file: None, cost }));

@@ -176,32 +176,33 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
 }
 
 /// The CPU a process group's leader has used (its own and its reaped children's), sampled every
-/// 50 ms while it runs: once it is reaped, /proc no longer says. What the planner learns a
-/// worker's CPU cost from, free of the contention that stretches its wall time. It also notes
-/// the CPU at the end of the start-up: the first time the process is found asleep three samples
-/// in a row (waiting on its tests' I/O, no longer importing), as the critical start-up is judged.
+/// 50 ms while it runs and read once more when it has exited, before it is reaped (`Group::wait`):
+/// what the planner learns a worker's CPU cost from, free of the contention that stretches its
+/// wall time. It also notes the CPU at the end of the start-up: the first time the process is
+/// found asleep three samples in a row with no child of its own (a process waiting on a child,
+/// such as a wrapper like `sh -c` or `uv run`, is not done starting), as the critical start-up
+/// is judged.
 #[derive(Debug, Clone)]
 pub struct CpuMeter(std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>);
 
-/// Not known (yet): the start-up CPU of a process that never slept.
+/// Not known (yet): never sampled, or a start-up never seen to end.
 const UNSET: u64 = u64::MAX;
 
 impl CpuMeter {
     fn watch(pid: u32, started: u64) -> CpuMeter {
         use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
         let meter = CpuMeter(std::sync::Arc::new([
-            AtomicU64::new(0),
+            AtomicU64::new(UNSET),
             AtomicU64::new(UNSET),
         ]));
-        let m = std::sync::Arc::clone(&meter.0);
+        let m = meter.clone();
         tokio::spawn(async move {
             let mut asleep = 0;
-            while let Some((secs, state)) = sys::cpu_and_state(pid, started) {
-                let ms = (secs * 1000.0) as u64;
-                m[0].store(ms, Relaxed);
-                asleep = if state == 'S' { asleep + 1 } else { 0 };
-                if asleep == 3 && m[1].load(Relaxed) == UNSET {
-                    m[1].store(ms, Relaxed);
+            while let Some(state) = m.sample(pid, started) {
+                let waiting = state == 'S' && !sys::has_children(pid);
+                asleep = if waiting { asleep + 1 } else { 0 };
+                if asleep == 3 && m.0[1].load(Relaxed) == UNSET {
+                    m.0[1].store(m.0[0].load(Relaxed), Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -209,14 +210,25 @@ impl CpuMeter {
         meter
     }
 
-    /// The last sample, in seconds.
-    pub fn secs(&self) -> f64 {
-        self.0[0].load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0
+    /// Reads the CPU now; the process's state, or None once it is gone.
+    fn sample(&self, pid: u32, started: u64) -> Option<char> {
+        let (secs, state) = sys::cpu_and_state(pid, started)?;
+        let ms = (secs * 1000.0) as u64;
+        self.0[0].store(ms, std::sync::atomic::Ordering::Relaxed);
+        Some(state)
     }
 
-    /// The CPU when its start-up ended; None if it never slept long enough to tell.
+    /// The last reading, in seconds; None if it was never read.
+    pub fn secs(&self) -> Option<f64> {
+        Self::known(self.0[0].load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The CPU when its start-up ended; None if it was never seen to end.
     pub fn startup_secs(&self) -> Option<f64> {
-        let ms = self.0[1].load(std::sync::atomic::Ordering::Relaxed);
+        Self::known(self.0[1].load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn known(ms: u64) -> Option<f64> {
         (ms != UNSET).then(|| ms as f64 / 1000.0)
     }
 }
@@ -278,6 +290,25 @@ impl Group {
         self.cpu.clone()
     }
 
+    /// Waits for the leader to exit and reaps it, reading its CPU in between: the exited
+    /// leader's /proc entry holds its final CPU and its reaped children's, which the last sample
+    /// may have missed (a wrapper reaps the real process just before it exits).
+    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
+        let (pid, started) = (self.pgid, self.started);
+        if let Some(p) = Pid::from_raw(pid as i32) {
+            let exited = tokio::task::spawn_blocking(move || {
+                waitid(
+                    WaitId::Pid(p),
+                    WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+                )
+            });
+            let _ = exited.await;
+            self.cpu.sample(pid, started);
+        }
+        self.child.wait().await
+    }
+
     /// Stops the whole group: SIGTERM, then SIGKILL after `grace` (at once if `cancel.kill`
     /// fires); a final SIGKILL reaches grandchildren that outlived the leader.
     pub async fn stop(
@@ -291,7 +322,7 @@ impl Group {
         } else {
             sys::signal_group(self.pgid, Signal::TERM);
             tokio::select! {
-                s = self.child.wait() => s.ok().and_then(|s| s.code()),
+                s = self.wait() => s.ok().and_then(|s| s.code()),
                 _ = tokio::time::sleep(grace) => None,
                 _ = cancel.kill.cancelled() => None,
             }

@@ -101,7 +101,11 @@ fn busy_during_tests(workers: &[WorkerResult], w: &WorkerResult) -> Option<f64> 
     if t.end <= t.start {
         return None;
     }
-    let span = |a: &Attempt| Some((a.phases.first()?.start, a.phases.last()?.end));
+    // Busy from its server's start: waiting for a copy of the database takes no CPU.
+    let span = |a: &Attempt| {
+        let start = a.phases.iter().find(|p| p.phase != Phase::Cloning)?.start;
+        Some((start, a.phases.last()?.end))
+    };
     let mut spans = std::collections::BTreeMap::new();
     for a in workers.iter().flat_map(|w| &w.attempts) {
         if let Some(s) = span(a) {
@@ -124,7 +128,8 @@ mod tests {
         let mut a = Attempt::new(1, db, std::path::Path::new("/l"));
         let span = |phase, start, end| PhaseSpan { phase, start, end };
         a.phases = vec![
-            span(Phase::Cloning, start, testing.0),
+            span(Phase::Cloning, 0.0, start),
+            span(Phase::Starting, start, testing.0),
             span(Phase::Testing, testing.0, testing.1),
         ];
         a.verdict = Verdict::Pass;
@@ -133,8 +138,8 @@ mod tests {
         w
     }
 
-    /// Tests timed beside three other busy workers saw four at once; a pack's files count once;
-    /// a worker done before the tests began does not count.
+    /// A pack's files count once; a worker done before the tests began does not count, nor one
+    /// while it waited for its copy.
     #[test]
     fn the_workers_busy_beside_a_files_tests_are_counted_once_each() {
         let long = worker("long.py", "db0", 0.0, (1.0, 5.0));
@@ -144,8 +149,10 @@ mod tests {
             worker("b.py", "db2", 0.0, (0.5, 3.0)),
             worker("c.py", "db2", 0.0, (0.5, 3.0)),
             worker("d.py", "db3", 0.0, (0.2, 0.9)),
+            // Waited for its copy until 4.0: busy only for the last second.
+            worker("e.py", "db4", 4.0, (4.5, 6.0)),
         ];
         let busy = busy_during_tests(&workers, &long).unwrap();
-        assert!((busy - 2.5).abs() < 1e-9, "{busy}");
+        assert!((busy - 2.75).abs() < 1e-9, "{busy}");
     }
 }

@@ -544,7 +544,7 @@ impl AttemptRun<'_> {
         };
         let mut test = test;
         let cpu = [Some(test.cpu()), server.as_ref().map(Group::cpu)];
-        let server_ready_cpu = server.as_ref().map_or(0.0, |s| s.cpu().secs());
+        let server_ready_cpu = server.as_ref().map_or(Some(0.0), |s| s.cpu().secs());
         let timeout = tokio::time::sleep(self.timeout());
         tokio::pin!(timeout);
         let startup = critical_startup(cx, w, self.n, test.child.id());
@@ -552,7 +552,7 @@ impl AttemptRun<'_> {
         let mut starting = true;
         let end = loop {
             tokio::select! {
-                s = test.child.wait() => break End::Exited(s.ok().and_then(|s| s.code())),
+                s = test.wait() => break End::Exited(s.ok().and_then(|s| s.code())),
                 how = server_exit(server.as_mut()) => break End::ServerDied(how),
                 _ = &mut timeout => break End::Timeout,
                 _ = cancel.stop.cancelled() => break End::Cancelled,
@@ -569,11 +569,9 @@ impl AttemptRun<'_> {
         }
         self.attempt.counts = read_counts(&w.junit);
         self.attempt.tests_secs = crate::model::junit::tests_secs(&w.junit);
-        self.attempt.cpu_secs = Some(cpu.iter().flatten().map(CpuMeter::secs).sum());
-        self.attempt.startup_cpu_secs = cpu[0]
-            .as_ref()
-            .and_then(CpuMeter::startup_secs)
-            .map(|t| t + server_ready_cpu);
+        self.attempt.cpu_secs = cpu.iter().flatten().map(CpuMeter::secs).sum();
+        let test_startup = cpu[0].as_ref().and_then(CpuMeter::startup_secs);
+        self.attempt.startup_cpu_secs = test_startup.zip(server_ready_cpu).map(|(t, s)| t + s);
         Ok(verdict)
     }
 

@@ -675,3 +675,30 @@ fn the_timings_learn_the_cpu_a_file_uses_alone_and_not_from_a_pack() {
     assert_eq!(learnt(), alone, "a pack's CPU was learnt as a file's");
     f.assert_clean();
 }
+
+/// A test command behind a wrapper (`sh -c '…; exit $?'`, like `uv run`): the wrapper sleeps
+/// while its child works and reaps it only as it exits, yet the CPU is counted in full (read
+/// after the wrapper exits, before it is reaped), and its start-up is left unknown rather than
+/// taken as the wrapper's own few milliseconds.
+#[test]
+fn a_wrapped_test_command_is_measured_in_full_and_its_start_up_left_unknown() {
+    let f = short_project("units_cpu_wrap", "file");
+    let conftest = std::fs::read_to_string(f.root().join("tests/conftest.py")).unwrap();
+    f.write(
+        "tests/conftest.py",
+        &format!("{conftest}\nimport time as _t\nwhile _t.process_time() < 1.0:\n    pass\n"),
+    );
+    let py = python().display().to_string();
+    f.edit_plan(&[(
+        &format!("command = [\"{py}\", \"-m\", \"pytest\""),
+        &format!("command = [\"sh\", \"-c\", \"\\\"$0\\\" \\\"$@\\\"; exit $?\", \"{py}\", \"-m\", \"pytest\""),
+    )]);
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    for w in f.summary_json()["workers"].as_array().unwrap() {
+        let a = &w["attempts"][0];
+        assert!(a["cpu_secs"].as_f64().is_some_and(|c| c >= 1.0), "{a}");
+        assert!(a["startup_cpu_secs"].is_null(), "{a}");
+    }
+    f.assert_clean();
+}
