@@ -604,19 +604,23 @@ def test_7_flaky():
     f.assert_clean();
 }
 
+/// Every test process spends at least 1 s of CPU starting, like an app's imports: more than its
+/// tests take, so that `auto` packs the files.
+fn heavy_start_up(f: &Fixture) {
+    let conftest = std::fs::read_to_string(f.root().join("tests/conftest.py")).unwrap();
+    f.write(
+        "tests/conftest.py",
+        &format!("{conftest}\nimport time as _t\nwhile _t.process_time() < 1.0:\n    pass\n"),
+    );
+}
+
 /// The timings learn the CPU each file's worker used when it ran alone (its server and test
 /// process, whatever ran beside them), which packs are chosen by; a pack's CPU is not learnt as
 /// any one file's.
 #[test]
 fn the_timings_learn_the_cpu_a_file_uses_alone_and_not_from_a_pack() {
     let f = short_project("units_cpu", "file");
-    // Every test process spends at least 1 s of CPU starting, like an app's imports: more than
-    // its tests take, so that `auto` packs the files.
-    let conftest = std::fs::read_to_string(f.root().join("tests/conftest.py")).unwrap();
-    f.write(
-        "tests/conftest.py",
-        &format!("{conftest}\nimport time as _t\nwhile _t.process_time() < 1.0:\n    pass\n"),
-    );
+    heavy_start_up(&f);
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let cpu_of = |s: &serde_json::Value| -> Vec<f64> {
@@ -683,11 +687,7 @@ fn the_timings_learn_the_cpu_a_file_uses_alone_and_not_from_a_pack() {
 #[test]
 fn a_wrapped_test_command_is_measured_in_full_and_its_start_up_left_unknown() {
     let f = short_project("units_cpu_wrap", "file");
-    let conftest = std::fs::read_to_string(f.root().join("tests/conftest.py")).unwrap();
-    f.write(
-        "tests/conftest.py",
-        &format!("{conftest}\nimport time as _t\nwhile _t.process_time() < 1.0:\n    pass\n"),
-    );
+    heavy_start_up(&f);
     let py = python().display().to_string();
     f.edit_plan(&[(
         &format!("command = [\"{py}\", \"-m\", \"pytest\""),
