@@ -633,37 +633,40 @@ fn the_timings_learn_the_cpu_a_file_uses_alone_and_not_from_a_pack() {
     };
     let cpu = cpu_of(&f.summary_json());
     assert!(cpu.iter().all(|&c| c >= 1.0), "{cpu:?}");
-    let learnt = || -> Vec<f64> {
+    let learnt = || -> std::collections::BTreeMap<String, f64> {
         let t: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(f.root().join(".e2e-plan/timings.json")).unwrap(),
         )
         .unwrap();
         let files = t["files"].as_object().unwrap();
         files
-            .values()
-            .map(|v| v["cpu"].as_f64().unwrap_or(0.0))
+            .iter()
+            .map(|(k, v)| (k.clone(), v["cpu"].as_f64().unwrap_or(0.0)))
             .collect()
     };
     let alone = learnt();
     assert_eq!(alone.len(), 4);
-    assert!(alone.iter().all(|&c| c >= 1.0), "{alone:?}");
+    assert!(alone.values().all(|&c| c >= 1.0), "{alone:?}");
     // Of it, the start-up's (until the test process first waited on its tests): the 1 s import,
-    // not the CPU of the tests' own psql calls after it.
+    // not the CPU of the tests' own psql calls after it. A 0.3 s wait gives the 50 ms samples
+    // little room on a loaded machine, so one file may go unmeasured, never mismeasured.
     let s = f.summary_json();
+    let mut measured = 0;
     for w in s["workers"].as_array().unwrap() {
         let a = &w["attempts"][0];
         let (cpu, startup) = (a["cpu_secs"].as_f64(), a["startup_cpu_secs"].as_f64());
-        assert!(
-            startup.is_some_and(|st| st >= 1.0 && st < cpu.unwrap_or(0.0)),
-            "{a}"
-        );
+        if let Some(st) = startup {
+            assert!(st >= 1.0 && st < cpu.unwrap_or(0.0), "{a}");
+            measured += 1;
+        }
     }
+    assert!(measured >= 3, "{s}");
 
     f.edit_plan(&[("units = \"file\"", "units = \"auto\"")]);
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let s = f.summary_json();
-    let packed = s["workers"]
+    let packed: Vec<String> = s["workers"]
         .as_array()
         .unwrap()
         .iter()
@@ -673,10 +676,18 @@ fn the_timings_learn_the_cpu_a_file_uses_alone_and_not_from_a_pack() {
                 .unwrap()
                 .is_empty()
         })
-        .count();
-    assert!(packed >= 2, "nothing was packed: {s}");
+        .map(|w| w["file"].as_str().unwrap().to_string())
+        .collect();
+    assert!(packed.len() >= 2, "nothing was packed: {s}");
     assert!(cpu_of(&s).iter().all(|&c| c >= 1.0), "{s}");
-    assert_eq!(learnt(), alone, "a pack's CPU was learnt as a file's");
+    // A file that ran alone this time learns its CPU again; a packed one keeps what it had.
+    let now = learnt();
+    for file in &packed {
+        assert_eq!(
+            now[file], alone[file],
+            "a pack's CPU was learnt as {file}'s"
+        );
+    }
     f.assert_clean();
 }
 
