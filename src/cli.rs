@@ -16,6 +16,7 @@ use crate::report::dryrun::{self, DryRunFormat};
 use crate::report::failures::FailureOutput;
 use crate::report::terminal::{ColorChoice, DisplayEnv, Reporter, SummaryFormat};
 use crate::steps::{self, resource::Resource, RunCx};
+use crate::sys::cores;
 
 use crate::model::ExitCode;
 
@@ -382,8 +383,6 @@ fn load_with(path: &Path, jobs: Option<usize>, report_dir: Option<&Path>) -> Res
     }
     Ok(plan)
 }
-
-use crate::sys::cores;
 
 fn dry_run(a: DryRunArgs) -> Result<(), Error> {
     let plan = load_with(&a.plan, a.jobs, a.report_dir.as_deref())?;

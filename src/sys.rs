@@ -39,6 +39,13 @@ pub fn cpu_and_state(pid: u32, started: u64) -> Option<(f64, char)> {
     ))
 }
 
+/// Process `pid`'s state (`R` running or queued for the CPU, `S` asleep, `D` on the disk…);
+/// None when it is gone or unreadable.
+pub fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_fields(&stat)?.first()?.chars().next()
+}
+
 /// Whether `pid`'s main thread has a child process (`/proc/PID/task/PID/children`).
 pub fn has_children(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))

@@ -55,14 +55,6 @@ pub struct Group {
     copier: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Process `pid`'s state (`R` running or queued for the CPU, `S` asleep, `D` on the disk…), from
-/// `/proc/<pid>/stat`; None when it is gone or unreadable.
-pub fn state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: the state follows its last `)`.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
 /// The runner's environment without `PYTEST_*` (a parent pytest's state must not leak into
 /// workers), plus `extra`.
 pub fn worker_env(extra: &[(String, String)]) -> Vec<(String, String)> {

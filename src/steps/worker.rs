@@ -550,15 +550,20 @@ impl AttemptRun<'_> {
         let startup = critical_startup(cx, w, self.n, test.child.id());
         tokio::pin!(startup);
         let mut starting = true;
-        let end = loop {
-            tokio::select! {
-                s = test.wait() => break End::Exited(s.ok().and_then(|s| s.code())),
-                how = server_exit(server.as_mut()) => break End::ServerDied(how),
-                _ = &mut timeout => break End::Timeout,
-                _ = cancel.stop.cancelled() => break End::Cancelled,
-                _ = &mut startup, if starting => {
-                    starting = false;
-                    cx.past_startup(w.index);
+        let end = {
+            // One wait for the whole loop: each holds a blocking thread until the process exits.
+            let exited = test.wait();
+            tokio::pin!(exited);
+            loop {
+                tokio::select! {
+                    s = &mut exited => break End::Exited(s.ok().and_then(|s| s.code())),
+                    how = server_exit(server.as_mut()) => break End::ServerDied(how),
+                    _ = &mut timeout => break End::Timeout,
+                    _ = cancel.stop.cancelled() => break End::Cancelled,
+                    _ = &mut startup, if starting => {
+                        starting = false;
+                        cx.past_startup(w.index);
+                    }
                 }
             }
         };
@@ -735,7 +740,7 @@ async fn critical_startup(cx: &RunCx, w: &WorkerPlan, n: u32, pid: Option<u32>) 
     let mut asleep = 0;
     while started.elapsed() < cap && asleep < 3 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        match process::state(pid) {
+        match crate::sys::state(pid) {
             Some('S') => asleep += 1,
             Some(_) => asleep = 0,
             None => return,
