@@ -543,14 +543,23 @@ fn start_order(
         for (&u, nice) in units.iter().zip(&nice) {
             workers[u].nice = *nice;
         }
-        if let Some(first) =
-            (0..units.len()).max_by(|&a, &b| basis[a].cmp(&basis[b]).then(b.cmp(&a)))
-        {
+        if let Some(first) = critical_of(&basis) {
             wait_for_critical(workers, &units, &basis, first);
             units[..=first].rotate_right(1);
         }
     }
     units
+}
+
+/// The critical unit among units in start order, by their tests' times (else predicted totals):
+/// the first within 5 % of the longest. A pack is sized to the longest file, so a near tie is
+/// common; the unit started first (the longest predicted, start-up included) takes it, rather
+/// than whichever tests' sum came out a hair longer.
+fn critical_of(basis: &[Option<Duration>]) -> Option<usize> {
+    let longest = basis.iter().flatten().max()?;
+    basis
+        .iter()
+        .position(|b| b.is_some_and(|b| b.as_secs_f64() >= 0.95 * longest.as_secs_f64()))
 }
 
 /// Waiting for the critical unit's start-up costs a unit about that start-up: only units whose
@@ -590,10 +599,13 @@ fn unit_tests(w: &WorkerPlan, workers: &[WorkerPlan], timings: &Timings) -> Opti
     Some(Duration::from_secs_f64(secs))
 }
 
-/// With more workers than cores, every start-up competes for the CPU, and the longest file's
-/// delays the whole run. Each worker's priority follows its slack (how much shorter than the
-/// longest it is predicted to be): none below 20 %, then up to nice 10 for the shortest. Without
-/// a prediction for every worker, all run at the same priority.
+/// With more workers than cores, every start-up competes for the CPU, and the longest unit's
+/// delays the whole run. It keeps the runner's priority and every other unit yields to it: nice 5,
+/// plus its slack in tenths (how much shorter than the longest it is predicted to be), up to 15.
+/// Priority to the longest keeps every core busy, so the others' start-ups end about when they
+/// would have under fair sharing; a unit nearly as long (a pack, sized to the longest) yields
+/// too, or its start-up halves the critical one's CPU. Without a prediction for every worker,
+/// all run at the same priority.
 pub fn slack_priorities(predicted: &[Option<Duration>]) -> Vec<i32> {
     let known: Option<Vec<f64>> = predicted
         .iter()
@@ -606,14 +618,16 @@ pub fn slack_priorities(predicted: &[Option<Duration>]) -> Vec<i32> {
     if longest <= 0.0 {
         return vec![0; predicted.len()];
     }
+    let critical = critical_of(predicted);
     known
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             let slack = (longest - p) / longest;
-            if slack < 0.2 {
+            if Some(i) == critical {
                 0
             } else {
-                (slack * 10.0).ceil().min(10.0) as i32
+                5 + (slack * 10.0).ceil().min(10.0) as i32
             }
         })
         .collect()
@@ -1007,8 +1021,8 @@ retries = 1
             units,
             [
                 ("tests/test_b.py", 0, false),
-                ("tests/test_a.py", 7, true),
-                ("tests/test_c.py", 4, false)
+                ("tests/test_a.py", 12, true),
+                ("tests/test_c.py", 9, false)
             ]
         );
     }
@@ -1061,12 +1075,18 @@ retries = 1
         };
         assert_eq!(
             slack_priorities(&secs(&[40, 36, 20, 10, 1])),
-            vec![0, 0, 5, 8, 10]
+            vec![0, 6, 10, 13, 15]
         );
         assert_eq!(
             slack_priorities(&[Some(Duration::from_secs(4)), None]),
             vec![0, 0]
         );
         assert_eq!(slack_priorities(&secs(&[0, 0])), vec![0, 0]);
+        // A near tie (within 5 %) goes to the unit started first: a pack sized to the longest
+        // file does not take its place by a hair.
+        assert_eq!(
+            slack_priorities(&secs(&[40, 41, 20])),
+            vec![0, 5, 11]
+        );
     }
 }
