@@ -27,16 +27,21 @@ pub fn cpu_and_state(pid: u32, started: u64) -> Option<(f64, char)> {
     if f.get(19).and_then(|s| s.parse::<u64>().ok()) != Some(started) {
         return None;
     }
-    let ticks: u64 = f
-        .get(11..15)?
+    let state = f.first()?.chars().next()?;
+    Some((ticks_to_secs(cpu_ticks(&f)), state))
+}
+
+/// Fields 14–17 (utime, stime, cutime, cstime) of the fields after `(comm)`.
+fn cpu_ticks(f: &[&str]) -> u64 {
+    f.get(11..15)
+        .unwrap_or_default()
         .iter()
         .filter_map(|s| s.parse::<u64>().ok())
-        .sum();
-    let state = f.first()?.chars().next()?;
-    Some((
-        ticks as f64 / rustix::param::clock_ticks_per_second().max(1) as f64,
-        state,
-    ))
+        .sum()
+}
+
+fn ticks_to_secs(ticks: u64) -> f64 {
+    ticks as f64 / rustix::param::clock_ticks_per_second().max(1) as f64
 }
 
 /// Process `pid`'s state (`R` running or queued for the CPU, `S` asleep, `D` on the disk…);
@@ -73,25 +78,48 @@ pub fn is_same_process(pid: u32, started: u64) -> bool {
 /// PIDs (not zombies) whose process group is `pgid` and that started no earlier than `since`:
 /// the members of a group we created, even after its leader exited.
 pub fn group_members(pgid: u32, since: u64) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for_each_in_group(pgid, since, |pid, f| {
+        if f.first() != Some(&"Z") {
+            pids.push(pid);
+        }
+    });
+    pids
+}
+
+/// CPU seconds the processes of group `pgid` (started no earlier than `since`) have used, their
+/// own and their reaped children's. Zombies count: no parent's figure holds them yet. A server's
+/// workers (gunicorn's) are in it, which their leader's figure lacks until it reaps them.
+pub fn group_cpu(pgid: u32, since: u64) -> f64 {
+    let mut ticks = 0;
+    for_each_in_group(pgid, since, |_, f| ticks += cpu_ticks(f));
+    ticks_to_secs(ticks)
+}
+
+/// Calls `each` with the PID and stat fields of every process of group `pgid` that started no
+/// earlier than `since` (a group id reused after ours emptied has only later members).
+fn for_each_in_group(pgid: u32, since: u64, mut each: impl FnMut(u32, &[&str])) {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+        return;
     };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let Some(f) = stat_fields(&stat) else {
-                return false;
-            };
-            f.first() != Some(&"Z")
-                && f.get(2).and_then(|s| s.parse::<u32>().ok()) == Some(pgid)
-                && f.get(19)
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .is_some_and(|t| t >= since)
-        })
-        .collect()
+    let pids = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok());
+    for pid in pids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(f) = stat_fields(&stat) else {
+            continue;
+        };
+        let ours = f.get(2).and_then(|s| s.parse::<u32>().ok()) == Some(pgid)
+            && f.get(19)
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|t| t >= since);
+        if ours {
+            each(pid, &f);
+        }
+    }
 }
 
 /// The environment variable every child of a run carries: `<run id>.<journal entry>`. It survives

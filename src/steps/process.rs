@@ -175,7 +175,7 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
 /// such as a wrapper like `sh -c` or `uv run`, is not done starting), as the critical start-up
 /// is judged.
 #[derive(Debug, Clone)]
-pub struct CpuMeter(std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>);
+pub struct CpuMeter(std::sync::Arc<[std::sync::atomic::AtomicU64; 3]>);
 
 /// Not known (yet): never sampled, or a start-up never seen to end.
 const UNSET: u64 = u64::MAX;
@@ -184,6 +184,7 @@ impl CpuMeter {
     fn watch(pid: u32, started: u64) -> CpuMeter {
         use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
         let meter = CpuMeter(std::sync::Arc::new([
+            AtomicU64::new(UNSET),
             AtomicU64::new(UNSET),
             AtomicU64::new(UNSET),
         ]));
@@ -210,9 +211,22 @@ impl CpuMeter {
         Some(state)
     }
 
-    /// The last reading, in seconds; None if it was never read.
+    /// Reads the whole group's CPU now (a scan of /proc, so only at a few moments: the server
+    /// ready, a group about to be stopped): what its leader's figure lacks of members it has not
+    /// reaped.
+    fn read_group(&self, pgid: u32, started: u64) {
+        let ms = (sys::group_cpu(pgid, started) * 1000.0) as u64;
+        self.0[2].store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The last reading, in seconds: the leader's or the whole group's, whichever is more (both
+    /// fall short of the truth, in different ways); None if it was never read.
     pub fn secs(&self) -> Option<f64> {
-        Self::known(self.0[0].load(std::sync::atomic::Ordering::Relaxed))
+        let [leader, group] = [0, 2].map(|i| self.0[i].load(std::sync::atomic::Ordering::Relaxed));
+        match (Self::known(leader), Self::known(group)) {
+            (Some(l), Some(g)) => Some(l.max(g)),
+            (l, g) => l.or(g),
+        }
     }
 
     /// The CPU when its start-up ended; None if it was never seen to end.
@@ -282,6 +296,12 @@ impl Group {
         self.cpu.clone()
     }
 
+    /// The whole group's CPU so far (its leader's, or every member's if more), read now.
+    pub fn cpu_now(&self) -> Option<f64> {
+        self.cpu.read_group(self.pgid, self.started);
+        self.cpu.secs()
+    }
+
     /// Waits for the leader to exit and reaps it, reading its CPU in between: the exited
     /// leader's /proc entry holds its final CPU and its reaped children's, which the last sample
     /// may have missed (a wrapper reaps the real process just before it exits).
@@ -312,6 +332,8 @@ impl Group {
         let code = if let Ok(Some(status)) = self.child.try_wait() {
             status.code()
         } else {
+            // Members the leader would not reap before it dies are counted now or never.
+            self.cpu.read_group(self.pgid, self.started);
             sys::signal_group(self.pgid, Signal::TERM);
             tokio::select! {
                 s = self.wait() => s.ok().and_then(|s| s.code()),

@@ -713,3 +713,46 @@ fn a_wrapped_test_command_is_measured_in_full_and_its_start_up_left_unknown() {
     }
     f.assert_clean();
 }
+
+/// A server that starts like gunicorn: its worker process imports and serves while the leader
+/// only waits, and is killed with it unreaped. The worker's CPU is counted all the same, in the
+/// start-up too (the whole group is read when the server is ready and before it is stopped).
+#[test]
+fn a_server_s_worker_processes_count_in_its_cpu_and_start_up() {
+    let f = short_project("units_cpu_group", "file");
+    f.write(
+        "busy_server.py",
+        r#"import os, sys, time
+
+pid = os.fork()
+if pid == 0:
+    while time.process_time() < 1.0:
+        pass
+    server = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py")
+    os.execv(sys.executable, [sys.executable, server])
+while True:
+    time.sleep(3600)
+"#,
+    );
+    f.edit_plan(&[("{root}/server.py\"]", "{root}/busy_server.py\"]")]);
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary_json();
+    let attempts: Vec<&serde_json::Value> = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| &w["attempts"][0])
+        .collect();
+    assert!(
+        attempts.iter().all(|a| a["cpu_secs"].as_f64().is_some_and(|c| c >= 1.0)),
+        "a server worker's CPU was missed: {s}"
+    );
+    let startups: Vec<f64> = attempts
+        .iter()
+        .filter_map(|a| a["startup_cpu_secs"].as_f64())
+        .collect();
+    assert!(startups.len() >= 3, "start-ups unmeasured: {s}");
+    assert!(startups.iter().all(|&c| c >= 1.0), "{startups:?}");
+    f.assert_clean();
+}
