@@ -98,15 +98,45 @@ pub struct UnitCost {
     pub cost: Cost,
 }
 
-/// The run's wall time: the longest chain of units on the slots (`jobs`, 0 = all at once), or
-/// the CPU of every unit spread over the cores, whichever is longer.
+/// The run's wall time: the longest chain of units on the slots (`jobs`, 0 = all at once), the
+/// CPU of every unit spread over the cores, or the start-ups spread over the cores before each
+/// unit's tests, whichever is longest.
 pub fn predict_wall(units: &[UnitCost], jobs: usize, cores: usize) -> f64 {
     let all: Vec<Duration> = units
         .iter()
         .map(|u| Duration::from_secs_f64(u.cost.total().max(0.0)))
         .collect();
     let chain = predict_makespan(&all, jobs).as_secs_f64();
-    chain.max(cpu_spread(units, cores))
+    chain
+        .max(cpu_spread(units, cores))
+        .max(startups_spread(units, jobs, cores))
+}
+
+/// With more units at once than cores, their start-ups share the cores. The critical unit (the
+/// most tests' time) yields to none and starts at its own pace, which the chain counts; every
+/// other unit's tests start about when all the start-ups' CPU has been spread over the cores.
+/// Without this, packs were sized as if each had a core to start on, and ended after the file
+/// they were sized to.
+fn startups_spread(units: &[UnitCost], jobs: usize, cores: usize) -> f64 {
+    let cores = cores.max(1);
+    let at_once = if jobs == 0 { units.len() } else { jobs };
+    if at_once < units.len() || units.len() <= cores {
+        return 0.0;
+    }
+    let spread = units.iter().map(|u| u.cost.startup).sum::<f64>() / cores as f64;
+    let critical = (0..units.len()).max_by(|&a, &b| {
+        units[a]
+            .cost
+            .tests
+            .total_cmp(&units[b].cost.tests)
+            .then(b.cmp(&a))
+    });
+    units
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| Some(i) != critical)
+        .map(|(_, u)| spread.max(u.cost.startup) + u.cost.tests)
+        .fold(0.0, f64::max)
 }
 
 /// The CPU of every unit spread over the cores: how long the cores are busy at the least.
@@ -166,5 +196,42 @@ mod tests {
         let twelve = vec![unit(file); 12];
         assert_eq!(predict_wall(&twelve, 0, 2), 18.0);
         assert_eq!(predict_wall(&[unit(pack)], 0, 2), 14.0);
+    }
+
+    /// More units than cores: the others' tests wait for every start-up to be spread over the
+    /// cores, so packs as long as the critical file end after it, and shorter ones win.
+    #[test]
+    fn start_ups_at_once_delay_every_unit_but_the_critical_one() {
+        let unit = |startup, tests| UnitCost {
+            file: None,
+            cost: Cost {
+                startup,
+                tests,
+                cpu: startup + 0.05,
+            },
+        };
+        let long = unit(1.3, 4.2);
+        let three = [long, unit(1.3, 4.2), unit(1.3, 4.2), unit(1.3, 3.15)];
+        let four = [
+            long,
+            unit(1.3, 3.15),
+            unit(1.3, 3.15),
+            unit(1.3, 3.15),
+            unit(1.3, 2.1),
+        ];
+        let (w3, w4) = (predict_wall(&three, 0, 2), predict_wall(&four, 0, 2));
+        assert!((w3 - (2.6 + 4.2)).abs() < 1e-9, "{w3}");
+        assert!((w4 - (3.25 + 3.15)).abs() < 1e-9, "{w4}");
+        // Slots for fewer at once, or as many cores as units: each starts on its own.
+        assert!((predict_wall(&three, 0, 4) - 5.5).abs() < 1e-9);
+        assert!((predict_wall(&three, 2, 2) - startups_free(&three, 2)).abs() < 1e-9);
+    }
+
+    fn startups_free(units: &[UnitCost], jobs: usize) -> f64 {
+        let all: Vec<Duration> = units
+            .iter()
+            .map(|u| Duration::from_secs_f64(u.cost.total()))
+            .collect();
+        predict_makespan(&all, jobs).as_secs_f64()
     }
 }

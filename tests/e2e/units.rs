@@ -298,7 +298,7 @@ fn with_more_workers_than_cores_the_longest_starts_first_and_the_others_yield_th
     let dry = stdout(&f.run(&["dry-run", "plan.toml"]));
     assert!(
         dry.contains(&format!(
-            "tests/{}.py  (~2.0s, nice 9, after the critical start-up)",
+            "tests/{}.py  (~2.0s, nice 14, after the critical start-up)",
             stems[1]
         )),
         "{dry}"
@@ -318,7 +318,7 @@ fn with_more_workers_than_cores_the_longest_starts_first_and_the_others_yield_th
     };
     let base = nice(&stems[0]);
     for stem in &stems[1..] {
-        assert_eq!(nice(stem), (base + 9).min(19), "{stem}");
+        assert_eq!(nice(stem), (base + 14).min(19), "{stem}");
     }
     // The others' start-ups (server, test process) waited until the critical one's test process
     // was done starting.
@@ -745,7 +745,9 @@ while True:
         .map(|w| &w["attempts"][0])
         .collect();
     assert!(
-        attempts.iter().all(|a| a["cpu_secs"].as_f64().is_some_and(|c| c >= 1.0)),
+        attempts
+            .iter()
+            .all(|a| a["cpu_secs"].as_f64().is_some_and(|c| c >= 1.0)),
         "a server worker's CPU was missed: {s}"
     );
     let startups: Vec<f64> = attempts
