@@ -271,6 +271,7 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
         split,
         packing,
         parting,
+        chosen_wall,
     } = worker_plans(plan, opts, &template);
     let mut nodes = Nodes::default();
     let prepare = setup_nodes(&mut nodes, plan, opts, &template);
@@ -289,8 +290,11 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
         .collect();
     teardown_nodes(&mut nodes, plan, worker_ids);
     let known: Vec<Duration> = units.iter().filter_map(|&u| workers[u].predicted).collect();
-    let predicted_wall = (known.len() == units.len() && !known.is_empty())
-        .then(|| predict_makespan(&known, plan.run.jobs));
+    // One prediction per run: where `auto` packed or split, the one it chose them by.
+    let predicted_wall = chosen_wall.or_else(|| {
+        (known.len() == units.len() && !known.is_empty())
+            .then(|| predict_makespan(&known, plan.run.jobs))
+    });
     Dag {
         run_id: opts.run_id.clone(),
         nodes: nodes.0,
@@ -314,6 +318,8 @@ struct Workers {
     split: Option<Split>,
     packing: Option<String>,
     parting: Option<String>,
+    /// With packs or parts, the run's wall as `units = "auto"` predicted it when choosing them.
+    chosen_wall: Option<Duration>,
 }
 
 /// The files of a run, longest predicted first, and how `units = "auto"` groups them.
@@ -499,12 +505,18 @@ fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
         plan,
         opts,
     );
+    let chosen_wall = choice
+        .parting
+        .as_ref()
+        .filter(|_| !packs.is_empty() || !splits.is_empty())
+        .map(|p| Duration::from_secs_f64(p.wall.max(0.0)));
     Workers {
         workers,
         units,
         split: choice.split,
         packing: choice.packing.map(|p| p.why),
         parting: choice.parting.map(|p| p.why),
+        chosen_wall,
     }
 }
 
@@ -1062,6 +1074,14 @@ retries = 1
                 ..Default::default()
             };
             let dag = build(&plan, &opts);
+            // The run's one prediction is the one the packs were chosen by (here the start-ups
+            // spread over the cores, not the longest recorded total, 8 s).
+            let why = dag.packing.clone().unwrap_or_default();
+            let chosen = why.rsplit("predicted wall ").next().unwrap_or_default();
+            let closing = dag
+                .predicted_wall
+                .map(|d| format!("{:.1}s", d.as_secs_f64()));
+            assert_eq!(Some(chosen.to_string()), closing, "{why}");
             let mut sizes: Vec<usize> = dag.units().map(|w| w.pack.len().max(1)).collect();
             sizes.sort_unstable();
             sizes

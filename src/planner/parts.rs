@@ -24,6 +24,8 @@ pub struct Part {
 pub struct Parting {
     pub parts: BTreeMap<usize, Vec<Part>>,
     pub why: String,
+    /// The run's predicted wall with these parts and the packs (`cost::predict_wall`), seconds.
+    pub wall: f64,
 }
 
 /// A file's test ids, as collected for this run (`Err`: the collect command failed).
@@ -62,15 +64,16 @@ pub fn choose(
     ids: IdsOf,
     cores: usize,
 ) -> Parting {
-    if let Err(why) = splittable(plan) {
-        return Parting {
-            why: format!("no splits: {why}"),
-            ..Parting::default()
-        };
-    }
     let jobs = plan.run.jobs;
     let mut units: Vec<UnitCost> = units.to_vec();
     let mut wall = predict_wall(&units, jobs, cores);
+    if let Err(why) = splittable(plan) {
+        return Parting {
+            why: format!("no splits: {why}"),
+            wall,
+            ..Parting::default()
+        };
+    }
     let mut out = Parting::default();
     let mut notes: Vec<String> = Vec::new();
     while let Some(longest) = (0..units.len()).max_by(|&a, &b| {
@@ -112,6 +115,7 @@ pub fn choose(
         }));
         out.parts.insert(f, parts);
     }
+    out.wall = wall;
     out.why = if out.parts.is_empty() {
         format!("no splits: {}", notes.join("; "))
     } else {

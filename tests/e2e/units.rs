@@ -73,6 +73,26 @@ fn traces(f: &Fixture) -> Vec<(String, String, f64, f64)> {
     out
 }
 
+/// The dry-run's closing prediction is the one `auto` chose its packs and parts by (the last
+/// `predicted wall` of its notes), not a second figure.
+fn one_predicted_wall(text: &str) {
+    let after = |key: &str| -> Vec<String> {
+        text.match_indices(key)
+            .map(|(i, _)| {
+                text[i + key.len()..]
+                    .split(|c: char| c == 's' || c.is_whitespace())
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    };
+    let chosen = after("predicted wall ").into_iter().rfind(|w| w != "time");
+    let closing = after("predicted wall time ").pop();
+    assert!(chosen.is_some(), "no prediction for the units: {text}");
+    assert_eq!(chosen, closing, "two predicted walls: {text}");
+}
+
 #[test]
 fn packed_files_keep_their_rows_and_never_share_a_database_at_the_same_time() {
     let f = short_project("units_pack", "auto");
@@ -83,6 +103,7 @@ fn packed_files_keep_their_rows_and_never_share_a_database_at_the_same_time() {
         text.contains("files in one test process, one after another"),
         "{text}"
     );
+    one_predicted_wall(&text);
 
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
@@ -461,6 +482,7 @@ fn a_long_file_is_split_into_parts_in_their_own_databases_and_merged_into_one_ro
         text.contains("tests/test_long.py [part 1/"),
         "dry-run shows the parts: {text}"
     );
+    one_predicted_wall(&text);
 
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
