@@ -118,7 +118,8 @@ if [ -n "$JSON" ]; then
 import datetime, json, os, subprocess, sys
 pg = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atqc", "show server_version"],
                     capture_output=True, text=True).stdout.split()[0]
-rec = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+rec = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "rev": rev,
        "pg": pg, "cores": os.cpu_count(), "jobs": 4, "files": 10, "tests": 65,
        "ideal": 32.5, "runs": json.loads(sys.argv[2])}
 with open(sys.argv[1], "a") as f:
