@@ -89,11 +89,15 @@ pub fn group_members(pgid: u32, since: u64) -> Vec<u32> {
 
 /// CPU seconds the processes of group `pgid` (started no earlier than `since`) have used, their
 /// own and their reaped children's. Zombies count: no parent's figure holds them yet. A server's
-/// workers (gunicorn's) are in it, which their leader's figure lacks until it reaps them.
-pub fn group_cpu(pgid: u32, since: u64) -> f64 {
-    let mut ticks = 0;
-    for_each_in_group(pgid, since, |_, f| ticks += cpu_ticks(f));
-    ticks_to_secs(ticks)
+/// workers (gunicorn's) are in it, which their leader's figure lacks until it reaps them. None
+/// when no member was found.
+pub fn group_cpu(pgid: u32, since: u64) -> Option<f64> {
+    let (mut ticks, mut members) = (0, 0);
+    for_each_in_group(pgid, since, |_, f| {
+        ticks += cpu_ticks(f);
+        members += 1;
+    });
+    (members > 0).then(|| ticks_to_secs(ticks))
 }
 
 /// Calls `each` with the PID and stat fields of every process of group `pgid` that started no

@@ -115,26 +115,27 @@ pub fn predict_wall(units: &[UnitCost], jobs: usize, cores: usize) -> f64 {
 /// With more units at once than cores, their start-ups share the cores. The critical unit (the
 /// most tests' time) yields to none and starts at its own pace, which the chain counts; every
 /// other unit's tests start about when all the start-ups' CPU has been spread over the cores.
-/// Without this, packs were sized as if each had a core to start on, and ended after the file
-/// they were sized to.
+/// With `jobs` slots, the first wave (the longest units, as the run starts them) is judged. A
+/// unit within 5 % of the most tests' time may be the one the run puts first instead
+/// (`planner::critical_of`), so with a near tie none is spared. Without this, packs were sized
+/// as if each had a core to start on, and ended after the file they were sized to.
 fn startups_spread(units: &[UnitCost], jobs: usize, cores: usize) -> f64 {
     let cores = cores.max(1);
-    let at_once = if jobs == 0 { units.len() } else { jobs };
-    if at_once < units.len() || units.len() <= cores {
+    let mut wave: Vec<&UnitCost> = units.iter().collect();
+    wave.sort_by(|a, b| b.cost.total().total_cmp(&a.cost.total()));
+    if jobs > 0 {
+        wave.truncate(jobs);
+    }
+    if wave.len() <= cores {
         return 0.0;
     }
-    let spread = units.iter().map(|u| u.cost.startup).sum::<f64>() / cores as f64;
-    let critical = (0..units.len()).max_by(|&a, &b| {
-        units[a]
-            .cost
-            .tests
-            .total_cmp(&units[b].cost.tests)
-            .then(b.cmp(&a))
-    });
-    units
-        .iter()
+    let spread = wave.iter().map(|u| u.cost.startup).sum::<f64>() / cores as f64;
+    let most = wave.iter().map(|u| u.cost.tests).fold(0.0, f64::max);
+    let near = wave.iter().filter(|u| u.cost.tests >= 0.95 * most).count();
+    let spared = (near == 1).then(|| wave.iter().position(|u| u.cost.tests >= most));
+    wave.iter()
         .enumerate()
-        .filter(|&(i, _)| Some(i) != critical)
+        .filter(|&(i, _)| spared.flatten() != Some(i))
         .map(|(_, u)| spread.max(u.cost.startup) + u.cost.tests)
         .fold(0.0, f64::max)
 }
@@ -222,9 +223,15 @@ mod tests {
         let (w3, w4) = (predict_wall(&three, 0, 2), predict_wall(&four, 0, 2));
         assert!((w3 - (2.6 + 4.2)).abs() < 1e-9, "{w3}");
         assert!((w4 - (3.25 + 3.15)).abs() < 1e-9, "{w4}");
-        // Slots for fewer at once, or as many cores as units: each starts on its own.
+        // As many cores as units, or slots for no more: each starts on its own.
         assert!((predict_wall(&three, 0, 4) - 5.5).abs() < 1e-9);
         assert!((predict_wall(&three, 2, 2) - startups_free(&three, 2)).abs() < 1e-9);
+        // Slots for three of the four on two cores: the first wave's start-ups share them.
+        let wave: f64 = (3.0 * 1.3) / 2.0 + 4.2;
+        assert!((predict_wall(&three, 3, 2) - wave.max(startups_free(&three, 3))).abs() < 1e-9);
+        // A near tie for the most tests' time: either may be put first, so neither is spared.
+        let tied = [long, unit(1.3, 4.1), unit(1.3, 1.0)];
+        assert!((predict_wall(&tied, 0, 2) - (1.95 + 4.2)).abs() < 1e-9);
     }
 
     fn startups_free(units: &[UnitCost], jobs: usize) -> f64 {

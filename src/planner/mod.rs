@@ -555,7 +555,9 @@ fn start_order(
         for (&u, nice) in units.iter().zip(&nice) {
             workers[u].nice = *nice;
         }
-        if let Some(first) = critical_of(&basis) {
+        // Only a critical unit the others yield to is waited for (`RunCx::critical_unit`).
+        let lowered = nice.iter().any(|&n| n > 0);
+        if let Some(first) = critical_of(&basis).filter(|_| lowered) {
             wait_for_critical(workers, &units, &basis, first);
             units[..=first].rotate_right(1);
         }

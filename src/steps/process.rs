@@ -175,27 +175,29 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
 /// such as a wrapper like `sh -c` or `uv run`, is not done starting), as the critical start-up
 /// is judged.
 #[derive(Debug, Clone)]
-pub struct CpuMeter(std::sync::Arc<[std::sync::atomic::AtomicU64; 3]>);
+pub struct CpuMeter(std::sync::Arc<[std::sync::atomic::AtomicU64; 4]>);
 
 /// Not known (yet): never sampled, or a start-up never seen to end.
 const UNSET: u64 = u64::MAX;
+/// The meter's slots: the leader's last reading, its reading when its start-up ended, the whole
+/// group's last reading, and the leader's at that moment.
+const LEADER: usize = 0;
+const STARTUP: usize = 1;
+const GROUP: usize = 2;
+const LEADER_AT_GROUP: usize = 3;
 
 impl CpuMeter {
     fn watch(pid: u32, started: u64) -> CpuMeter {
         use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-        let meter = CpuMeter(std::sync::Arc::new([
-            AtomicU64::new(UNSET),
-            AtomicU64::new(UNSET),
-            AtomicU64::new(UNSET),
-        ]));
+        let meter = CpuMeter(std::sync::Arc::new([UNSET; 4].map(AtomicU64::new)));
         let m = meter.clone();
         tokio::spawn(async move {
             let mut asleep = 0;
             while let Some(state) = m.sample(pid, started) {
                 let waiting = state == 'S' && !sys::has_children(pid);
                 asleep = if waiting { asleep + 1 } else { 0 };
-                if asleep == 3 && m.0[1].load(Relaxed) == UNSET {
-                    m.0[1].store(m.0[0].load(Relaxed), Relaxed);
+                if asleep == 3 && m.0[STARTUP].load(Relaxed) == UNSET {
+                    m.0[STARTUP].store(m.0[LEADER].load(Relaxed), Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -206,32 +208,41 @@ impl CpuMeter {
     /// Reads the CPU now; the process's state, or None once it is gone.
     fn sample(&self, pid: u32, started: u64) -> Option<char> {
         let (secs, state) = sys::cpu_and_state(pid, started)?;
-        let ms = (secs * 1000.0) as u64;
-        self.0[0].store(ms, std::sync::atomic::Ordering::Relaxed);
+        self.store(LEADER, secs);
         Some(state)
     }
 
-    /// Reads the whole group's CPU now (a scan of /proc, so only at a few moments: the server
-    /// ready, a group about to be stopped): what its leader's figure lacks of members it has not
-    /// reaped.
+    /// Reads the whole group's CPU now, with its leader's (a scan of /proc, so only at a few
+    /// moments: the server ready, a group about to be stopped): what the leader's figure lacks
+    /// of members it has not reaped. Nothing is stored when no member was found.
     fn read_group(&self, pgid: u32, started: u64) {
-        let ms = (sys::group_cpu(pgid, started) * 1000.0) as u64;
-        self.0[2].store(ms, std::sync::atomic::Ordering::Relaxed);
+        self.sample(pgid, started);
+        if let Some(group) = sys::group_cpu(pgid, started) {
+            let leader = self.0[LEADER].load(std::sync::atomic::Ordering::Relaxed);
+            self.0[LEADER_AT_GROUP].store(leader, std::sync::atomic::Ordering::Relaxed);
+            self.store(GROUP, group);
+        }
     }
 
-    /// The last reading, in seconds: the leader's or the whole group's, whichever is more (both
-    /// fall short of the truth, in different ways); None if it was never read.
+    fn store(&self, slot: usize, secs: f64) {
+        let ms = (secs * 1000.0) as u64;
+        self.0[slot].store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The last reading, in seconds: the whole group's when it was read, plus what the leader
+    /// (with the children it reaped) used since; else the leader's. None if it was never read.
     pub fn secs(&self) -> Option<f64> {
-        let [leader, group] = [0, 2].map(|i| self.0[i].load(std::sync::atomic::Ordering::Relaxed));
-        match (Self::known(leader), Self::known(group)) {
-            (Some(l), Some(g)) => Some(l.max(g)),
-            (l, g) => l.or(g),
+        let [leader, group, base] = [LEADER, GROUP, LEADER_AT_GROUP]
+            .map(|i| Self::known(self.0[i].load(std::sync::atomic::Ordering::Relaxed)));
+        match (leader, group, base) {
+            (Some(l), Some(g), Some(b)) => Some(g + (l - b).max(0.0)),
+            (l, g, _) => l.or(g),
         }
     }
 
     /// The CPU when its start-up ended; None if it was never seen to end.
     pub fn startup_secs(&self) -> Option<f64> {
-        Self::known(self.0[1].load(std::sync::atomic::Ordering::Relaxed))
+        Self::known(self.0[STARTUP].load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn known(ms: u64) -> Option<f64> {
@@ -296,10 +307,16 @@ impl Group {
         self.cpu.clone()
     }
 
-    /// The whole group's CPU so far (its leader's, or every member's if more), read now.
-    pub fn cpu_now(&self) -> Option<f64> {
-        self.cpu.read_group(self.pgid, self.started);
+    /// The whole group's CPU so far, read now.
+    pub async fn cpu_now(&self) -> Option<f64> {
+        self.read_group().await;
         self.cpu.secs()
+    }
+
+    /// Reads the whole group's CPU (a scan of /proc, off the async threads).
+    async fn read_group(&self) {
+        let (cpu, pgid, started) = (self.cpu.clone(), self.pgid, self.started);
+        let _ = tokio::task::spawn_blocking(move || cpu.read_group(pgid, started)).await;
     }
 
     /// Waits for the leader to exit and reaps it, reading its CPU in between: the exited
@@ -333,7 +350,7 @@ impl Group {
             status.code()
         } else {
             // Members the leader would not reap before it dies are counted now or never.
-            self.cpu.read_group(self.pgid, self.started);
+            self.read_group().await;
             sys::signal_group(self.pgid, Signal::TERM);
             tokio::select! {
                 s = self.wait() => s.ok().and_then(|s| s.code()),

@@ -544,7 +544,10 @@ impl AttemptRun<'_> {
         };
         let mut test = test;
         let cpu = [Some(test.cpu()), server.as_ref().map(Group::cpu)];
-        let server_ready_cpu = server.as_ref().map_or(Some(0.0), Group::cpu_now);
+        let server_ready_cpu = match &server {
+            Some(s) => s.cpu_now().await,
+            None => Some(0.0),
+        };
         let timeout = tokio::time::sleep(self.timeout());
         tokio::pin!(timeout);
         let startup = critical_startup(cx, w, self.n, test.child.id());

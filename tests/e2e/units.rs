@@ -736,25 +736,55 @@ fn a_wrapped_test_command_is_measured_in_full_and_its_start_up_left_unknown() {
     f.assert_clean();
 }
 
-/// A server that starts like gunicorn: its worker process imports and serves while the leader
-/// only waits, and is killed with it unreaped. The worker's CPU is counted all the same, in the
-/// start-up too (the whole group is read when the server is ready and before it is stopped).
+/// A server that starts like gunicorn: its workers import and serve while the leader only
+/// waits, and are killed with it unreaped. One worker burns 1 s of CPU before the server is ready,
+/// another 1 s once it is (the tests end only after that). Both count (the whole group is read
+/// when the server is ready and before it is stopped), the first in the start-up too.
 #[test]
 fn a_server_s_worker_processes_count_in_its_cpu_and_start_up() {
     let f = short_project("units_cpu_group", "file");
     f.write(
         "busy_server.py",
-        r#"import os, sys, time
+        r#"import os, sys, time, urllib.request
 
-pid = os.fork()
-if pid == 0:
+here = os.path.dirname(os.path.abspath(__file__))
+if os.fork() == 0:
     while time.process_time() < 1.0:
         pass
-    server = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py")
-    os.execv(sys.executable, [sys.executable, server])
+    os.execv(sys.executable, [sys.executable, os.path.join(here, "server.py")])
+if os.fork() == 0:
+    url = "http://127.0.0.1:" + os.environ["PORT"] + "/healthz"
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            break
+        except Exception:
+            time.sleep(0.05)
+    end = time.process_time() + 1.0
+    while time.process_time() < end:
+        pass
+    open(os.path.join(here, "trace", "busy_after_" + os.environ["PORT"]), "w").close()
 while True:
     time.sleep(3600)
 "#,
+    );
+    let conftest = std::fs::read_to_string(f.root().join("tests/conftest.py")).unwrap();
+    f.write(
+        "tests/conftest.py",
+        &format!(
+            r#"{conftest}
+
+@pytest.fixture(autouse=True, scope="session")
+def _busy_worker_done():
+    yield
+    import os, time
+    port = os.environ["BASE_URL"].rsplit(":", 1)[1]
+    path = os.path.join(os.environ["ROOT"], "trace", "busy_after_" + port)
+    end = time.time() + 30
+    while not os.path.exists(path) and time.time() < end:
+        time.sleep(0.05)
+"#
+        ),
     );
     f.edit_plan(&[("{root}/server.py\"]", "{root}/busy_server.py\"]")]);
     let out = f.run(&["apply", "plan.toml"]);
@@ -769,8 +799,16 @@ while True:
     assert!(
         attempts
             .iter()
-            .all(|a| a["cpu_secs"].as_f64().is_some_and(|c| c >= 1.0)),
+            .all(|a| a["cpu_secs"].as_f64().is_some_and(|c| c >= 2.0)),
         "a server worker's CPU was missed: {s}"
+    );
+    let traces = std::fs::read_dir(f.root().join("trace")).unwrap().flatten();
+    let busy = traces
+        .filter(|e| e.file_name().to_string_lossy().starts_with("busy_after_"))
+        .count();
+    assert_eq!(
+        busy, 4,
+        "a busy worker did not finish before its tests ended"
     );
     let startups: Vec<f64> = attempts
         .iter()
