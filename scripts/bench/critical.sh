@@ -169,7 +169,7 @@ pg = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atqc", "show
 rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 rec = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
        "pg": pg, "cores": os.cpu_count(), "files": 12, "template_bytes": int(sys.argv[3]),
-       "old_rev": sys.argv[4], "gate": "spread", "rev": rev, "runs": json.loads(sys.argv[2])}
+       "old_rev": sys.argv[4], "gate": "wave", "rev": rev, "runs": json.loads(sys.argv[2])}
 with open(sys.argv[1], "a") as f:
     f.write(json.dumps(rec) + "\n")
 EOF
