@@ -18,22 +18,27 @@ pub fn start_time(pid: u32) -> Option<u64> {
     stat_fields(&stat).and_then(|f| f.get(19)?.parse().ok())
 }
 
-/// CPU seconds `pid` has used, its own and its reaped children's (fields 14–17 of
-/// /proc/PID/stat, readable until it is reaped), and its state (`R`, `S`…); None once it is gone
-/// or its PID is another's.
-pub fn cpu_and_state(pid: u32, started: u64) -> Option<(f64, char)> {
+/// CPU seconds `pid` has used: its own, and with its reaped children's (fields 14–15 and 14–17
+/// of /proc/PID/stat, readable until it is reaped); and its state (`R`, `S`…). None once it is
+/// gone or its PID is another's.
+pub fn cpu_and_state(pid: u32, started: u64) -> Option<(f64, f64, char)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let f = stat_fields(&stat)?;
     if f.get(19).and_then(|s| s.parse::<u64>().ok()) != Some(started) {
         return None;
     }
     let state = f.first()?.chars().next()?;
-    Some((ticks_to_secs(cpu_ticks(&f)), state))
+    let own = ticks_to_secs(sum_fields(&f, 11..13));
+    Some((own, ticks_to_secs(cpu_ticks(&f)), state))
 }
 
 /// Fields 14–17 (utime, stime, cutime, cstime) of the fields after `(comm)`.
 fn cpu_ticks(f: &[&str]) -> u64 {
-    f.get(11..15)
+    sum_fields(f, 11..15)
+}
+
+fn sum_fields(f: &[&str], range: std::ops::Range<usize>) -> u64 {
+    f.get(range)
         .unwrap_or_default()
         .iter()
         .filter_map(|s| s.parse::<u64>().ok())

@@ -175,21 +175,23 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
 /// such as a wrapper like `sh -c` or `uv run`, is not done starting), as the critical start-up
 /// is judged.
 #[derive(Debug, Clone)]
-pub struct CpuMeter(std::sync::Arc<[std::sync::atomic::AtomicU64; 4]>);
+pub struct CpuMeter(std::sync::Arc<[std::sync::atomic::AtomicU64; 5]>);
 
 /// Not known (yet): never sampled, or a start-up never seen to end.
 const UNSET: u64 = u64::MAX;
-/// The meter's slots: the leader's last reading, its reading when its start-up ended, the whole
-/// group's last reading, and the leader's at that moment.
+/// The meter's slots: the leader's last reading (with its reaped children), its reading when its
+/// start-up ended, the whole group's last reading, and the leader's own CPU (without children)
+/// now and at that moment.
 const LEADER: usize = 0;
 const STARTUP: usize = 1;
 const GROUP: usize = 2;
-const LEADER_AT_GROUP: usize = 3;
+const OWN: usize = 3;
+const OWN_AT_GROUP: usize = 4;
 
 impl CpuMeter {
     fn watch(pid: u32, started: u64) -> CpuMeter {
         use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-        let meter = CpuMeter(std::sync::Arc::new([UNSET; 4].map(AtomicU64::new)));
+        let meter = CpuMeter(std::sync::Arc::new([UNSET; 5].map(AtomicU64::new)));
         let m = meter.clone();
         tokio::spawn(async move {
             let mut asleep = 0;
@@ -207,8 +209,9 @@ impl CpuMeter {
 
     /// Reads the CPU now; the process's state, or None once it is gone.
     fn sample(&self, pid: u32, started: u64) -> Option<char> {
-        let (secs, state) = sys::cpu_and_state(pid, started)?;
+        let (own, secs, state) = sys::cpu_and_state(pid, started)?;
         self.store(LEADER, secs);
+        self.store(OWN, own);
         Some(state)
     }
 
@@ -218,8 +221,8 @@ impl CpuMeter {
     fn read_group(&self, pgid: u32, started: u64) {
         self.sample(pgid, started);
         if let Some(group) = sys::group_cpu(pgid, started) {
-            let leader = self.0[LEADER].load(std::sync::atomic::Ordering::Relaxed);
-            self.0[LEADER_AT_GROUP].store(leader, std::sync::atomic::Ordering::Relaxed);
+            let own = self.0[OWN].load(std::sync::atomic::Ordering::Relaxed);
+            self.0[OWN_AT_GROUP].store(own, std::sync::atomic::Ordering::Relaxed);
             self.store(GROUP, group);
         }
     }
@@ -229,14 +232,18 @@ impl CpuMeter {
         self.0[slot].store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The last reading, in seconds: the whole group's when it was read, plus what the leader
-    /// (with the children it reaped) used since; else the leader's. None if it was never read.
+    /// The last reading, in seconds: the whole group's when it was read plus the leader's own
+    /// CPU since, or the leader's with the children it reaped, whichever is more. Both fall
+    /// short, never count a process twice: a leader that reaps its workers as it stops (as
+    /// gunicorn's does) has them in its children's figure, which the group reading holds too.
+    /// None if it was never read.
     pub fn secs(&self) -> Option<f64> {
-        let [leader, group, base] = [LEADER, GROUP, LEADER_AT_GROUP]
+        let [leader, group, own, base] = [LEADER, GROUP, OWN, OWN_AT_GROUP]
             .map(|i| Self::known(self.0[i].load(std::sync::atomic::Ordering::Relaxed)));
-        match (leader, group, base) {
-            (Some(l), Some(g), Some(b)) => Some(g + (l - b).max(0.0)),
-            (l, g, _) => l.or(g),
+        let since = own.zip(base).map_or(0.0, |(o, b)| (o - b).max(0.0));
+        match (leader, group) {
+            (Some(l), Some(g)) => Some(l.max(g + since)),
+            (l, g) => l.or(g),
         }
     }
 

@@ -737,22 +737,40 @@ fn a_wrapped_test_command_is_measured_in_full_and_its_start_up_left_unknown() {
 }
 
 /// A server that starts like gunicorn: its workers import and serve while the leader only
-/// waits, and are killed with it unreaped. One worker burns 1 s of CPU before the server is ready,
+/// waits, and reaps them as it stops, or is killed with them unreaped. One worker burns 1 s of CPU before the server is ready,
 /// another 1 s once it is (the tests end only after that). Both count (the whole group is read
-/// when the server is ready and before it is stopped), the first in the start-up too.
+/// when the server is ready and before it is stopped), the first in the start-up too, and once
+/// only, although a leader's own figure holds them too once it has reaped them.
 #[test]
 fn a_server_s_worker_processes_count_in_its_cpu_and_start_up() {
     let f = short_project("units_cpu_group", "file");
     f.write(
         "busy_server.py",
-        r#"import os, sys, time, urllib.request
+        r#"import os, signal, sys, time, urllib.request
 
 here = os.path.dirname(os.path.abspath(__file__))
-if os.fork() == 0:
+workers = []
+
+
+def stop(*_):
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    for pid in workers:
+        os.waitpid(pid, 0)
+    sys.exit(0)
+
+
+if os.environ["REAP"] == "1":
+    signal.signal(signal.SIGTERM, stop)
+pid = os.fork()
+if pid == 0:
     while time.process_time() < 1.0:
         pass
     os.execv(sys.executable, [sys.executable, os.path.join(here, "server.py")])
-if os.fork() == 0:
+workers.append(pid)
+pid = os.fork()
+if pid == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     url = "http://127.0.0.1:" + os.environ["PORT"] + "/healthz"
     while True:
         try:
@@ -764,6 +782,9 @@ if os.fork() == 0:
     while time.process_time() < end:
         pass
     open(os.path.join(here, "trace", "busy_after_" + os.environ["PORT"]), "w").close()
+    while True:
+        time.sleep(3600)
+workers.append(pid)
 while True:
     time.sleep(3600)
 "#,
@@ -786,35 +807,52 @@ def _busy_worker_done():
 "#
         ),
     );
-    f.edit_plan(&[("{root}/server.py\"]", "{root}/busy_server.py\"]")]);
-    let out = f.run(&["apply", "plan.toml"]);
-    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
-    let s = f.summary_json();
-    let attempts: Vec<&serde_json::Value> = s["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| &w["attempts"][0])
-        .collect();
-    assert!(
-        attempts
+    f.edit_plan(&[
+        ("{root}/server.py\"]", "{root}/busy_server.py\"]"),
+        ("GRANDCHILD = ", "REAP = \"1\", GRANDCHILD = "),
+    ]);
+    // As gunicorn does (reaped as it stops), and killed with the group unreaped.
+    for reap in ["1", "0"] {
+        f.edit_plan(&[("REAP = \"1\"", &format!("REAP = \"{reap}\""))]);
+        for e in std::fs::read_dir(f.root().join("trace")).unwrap().flatten() {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+        let out = f.run(&["apply", "plan.toml"]);
+        assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+        let s = f.summary_json();
+        let attempts: Vec<&serde_json::Value> = s["workers"]
+            .as_array()
+            .unwrap()
             .iter()
-            .all(|a| a["cpu_secs"].as_f64().is_some_and(|c| c >= 2.0)),
-        "a server worker's CPU was missed: {s}"
-    );
-    let traces = std::fs::read_dir(f.root().join("trace")).unwrap().flatten();
-    let busy = traces
-        .filter(|e| e.file_name().to_string_lossy().starts_with("busy_after_"))
-        .count();
-    assert_eq!(
-        busy, 4,
-        "a busy worker did not finish before its tests ended"
-    );
-    let startups: Vec<f64> = attempts
-        .iter()
-        .filter_map(|a| a["startup_cpu_secs"].as_f64())
-        .collect();
-    assert!(startups.len() >= 3, "start-ups unmeasured: {s}");
-    assert!(startups.iter().all(|&c| c >= 1.0), "{startups:?}");
+            .map(|w| &w["attempts"][0])
+            .collect();
+        assert!(
+            attempts
+                .iter()
+                .all(|a| a["cpu_secs"].as_f64().is_some_and(|c| c >= 2.0)),
+            "a server worker's CPU was missed: {s}"
+        );
+        // The tests and the server's own work take well under a second more.
+        assert!(
+            attempts
+                .iter()
+                .all(|a| a["cpu_secs"].as_f64().is_some_and(|c| c < 3.5)),
+            "a reaped worker's CPU was counted twice: {s}"
+        );
+        let traces = std::fs::read_dir(f.root().join("trace")).unwrap().flatten();
+        let busy = traces
+            .filter(|e| e.file_name().to_string_lossy().starts_with("busy_after_"))
+            .count();
+        assert_eq!(
+            busy, 4,
+            "a busy worker did not finish before its tests ended"
+        );
+        let startups: Vec<f64> = attempts
+            .iter()
+            .filter_map(|a| a["startup_cpu_secs"].as_f64())
+            .collect();
+        assert!(startups.len() >= 3, "start-ups unmeasured: {s}");
+        assert!(startups.iter().all(|&c| c >= 1.0), "{startups:?}");
+    }
     f.assert_clean();
 }
