@@ -4,18 +4,17 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::engine::{self, journal, Cancel};
-use crate::plan::{self, Keep, Plan, PlanError};
+use crate::engine::journal;
+use crate::plan::{self, Keep, Plan, PlanError, Units};
 use crate::planner::{self, PlanOptions, ShardArg, Timings};
 use crate::report::dryrun::{self, DryRunFormat};
 use crate::report::failures::FailureOutput;
 use crate::report::terminal::{ColorChoice, DisplayEnv, Reporter, SummaryFormat};
-use crate::steps::{self, resource::Resource, RunCx};
+use crate::steps::{self, resource::Resource, RunConfig};
 use crate::sys::cores;
 
 use crate::model::ExitCode;
@@ -190,22 +189,27 @@ pub enum ClusterAction {
     },
 }
 
+/// What shapes the DAG: shared by `apply` and `dry-run`, so that `dry-run` shows what `apply`
+/// with the same flags runs.
 #[derive(Args, Debug)]
-pub struct ApplyArgs {
+pub struct PlanArgs {
+    /// The plan file.
     #[arg(default_value = plan::DEFAULT_PLAN)]
     pub plan: PathBuf,
     /// Most workers at once (0 = every file at once); overrides [run] jobs.
     #[arg(long, short)]
     pub jobs: Option<usize>,
-    /// Stop everything at the first failing file.
-    #[arg(long)]
-    pub fail_fast: bool,
-    /// Which worker databases survive: failed, all-on-failure, always, never.
+    /// Which worker databases survive: failed, all-on-failure, always, never; overrides
+    /// [database] keep.
     #[arg(long, value_parser = parse_keep)]
     pub keep: Option<Keep>,
-    /// Run a failed file again up to N times, each in fresh isolation.
+    /// Run a failed file again up to N times, each in fresh isolation; overrides [run] retries.
     #[arg(long)]
     pub retries: Option<u32>,
+    /// What one worker runs: file (a worker per file) or auto (short files packed, long ones
+    /// split); overrides [run] units.
+    #[arg(long, value_parser = parse_units)]
+    pub units: Option<Units>,
     /// Only shard K of N (e.g. 2/4), balanced by recorded timings; `auto` (or `auto/N`) reads
     /// the CI's parallelism variables (GitLab, CircleCI, Buildkite, Kubernetes).
     #[arg(long)]
@@ -217,15 +221,6 @@ pub struct ApplyArgs {
     /// Only the files that failed or were flaky in the previous run.
     #[arg(long)]
     pub last_failed: bool,
-    /// Prepare the template even when its fingerprint matches.
-    #[arg(long)]
-    pub reprepare: bool,
-    /// human: a table and a closing line; json: summary.json on stdout.
-    #[arg(long, value_enum, default_value_t = SummaryFormat::Human)]
-    pub format: SummaryFormat,
-    /// How much of the failures to show after the table: short, full or none.
-    #[arg(long, value_enum, default_value_t = FailureOutput::Short)]
-    pub failure_output: FailureOutput,
     /// Write reports and logs to DIR for this run (overrides [report] dir).
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
@@ -235,23 +230,34 @@ pub struct ApplyArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub planning: PlanArgs,
+    /// Stop everything at the first failing file.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Prepare the template even when its fingerprint matches.
+    #[arg(long)]
+    pub reprepare: bool,
+    /// human: a table and a closing line; json: summary.json on stdout.
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Human)]
+    pub format: SummaryFormat,
+    /// How much of the failures to show after the table: short, full or none.
+    #[arg(long, value_enum, default_value_t = FailureOutput::Short)]
+    pub failure_output: FailureOutput,
+}
+
+#[derive(Args, Debug)]
 pub struct DryRunArgs {
-    #[arg(default_value = plan::DEFAULT_PLAN)]
-    pub plan: PathBuf,
+    #[command(flatten)]
+    pub planning: PlanArgs,
     #[arg(long, value_enum, default_value_t = DryRunFormat::Text)]
     pub format: DryRunFormat,
-    #[arg(long, short)]
-    pub jobs: Option<usize>,
-    #[arg(long)]
-    pub shard: Option<ShardArg>,
-    /// Durations to balance shards by (a timings.json or a JUnit file).
-    #[arg(long, value_name = "FILE")]
-    pub timings: Option<PathBuf>,
-    /// Show the log paths under DIR (as `apply --report-dir DIR` would use).
-    #[arg(long, value_name = "DIR")]
-    pub report_dir: Option<PathBuf>,
-    #[arg(last = true)]
-    pub args: Vec<String>,
+}
+
+fn parse_units(s: &str) -> Result<Units, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("`{s}` is not a kind of unit: use file or auto"))
 }
 
 fn parse_keep(s: &str) -> Result<Keep, String> {
@@ -372,34 +378,49 @@ async fn run(cli: Cli, started: std::time::Instant) -> Result<(), Error> {
     }
 }
 
-/// Loads the plan with the overrides `dry-run` and `apply` share (`--jobs`, `--report-dir`).
-fn load_with(path: &Path, jobs: Option<usize>, report_dir: Option<&Path>) -> Result<Plan, Error> {
-    let mut plan = load(path)?;
-    if let Some(j) = jobs {
+/// The one planning path of `apply` and `dry-run`: the plan with the command line's overrides,
+/// and the DAG built from it (with `units = "auto"`, after collecting the files it may split).
+fn planned(a: PlanArgs, run_id: String) -> Result<(Plan, planner::Dag), Error> {
+    let mut plan = load(&a.plan)?;
+    if let Some(j) = a.jobs {
         plan.run.jobs = j;
     }
-    if let Some(dir) = report_dir {
+    if let Some(dir) = &a.report_dir {
         plan.set_report_dir(dir);
     }
-    Ok(plan)
-}
-
-fn dry_run(a: DryRunArgs) -> Result<(), Error> {
-    let plan = load_with(&a.plan, a.jobs, a.report_dir.as_deref())?;
+    if let Some(k) = a.keep {
+        plan.database.keep = k;
+    }
+    if let Some(r) = a.retries {
+        plan.run.retries = r;
+    }
+    if let Some(u) = a.units {
+        plan.run.units = u;
+    }
+    let only = if a.last_failed {
+        last_failed(&plan)
+    } else {
+        None
+    };
     let (shard, timings) = shard_and_timings(&plan, a.shard, a.timings.as_deref())?;
     let opts = with_collected(
         &plan,
         PlanOptions {
-            run_id: dryrun::RUN_ID.into(),
+            run_id,
             args: a.args,
             shard,
-            only: None,
+            only,
             timings,
             cores: cores(),
             collected: Default::default(),
         },
     );
     let dag = planner::build(&plan, &opts);
+    Ok((plan, dag))
+}
+
+fn dry_run(a: DryRunArgs) -> Result<(), Error> {
+    let (plan, dag) = planned(a.planning, dryrun::RUN_ID.into())?;
     print!(
         "{}",
         crate::redact::scrub(&dryrun::render(&plan, &dag, a.format))
@@ -488,7 +509,7 @@ fn shard_and_timings(
 /// `--last-failed`: the files of this plan that failed or were flaky last time; None (all files)
 /// when there is no previous run, nothing failed, or none of them exists any more.
 fn last_failed(plan: &Plan) -> Option<Vec<String>> {
-    let Some(last) = crate::steps::state::last_run(plan) else {
+    let Some(last) = crate::report::state::last_run(plan) else {
         eprintln!("--last-failed: no previous run of this plan recorded; running every file");
         return None;
     };
@@ -530,40 +551,6 @@ fn warn_leftovers(plan: &Plan) {
     }
 }
 
-/// The plan and the DAG `apply` runs, with the command line's overrides.
-fn apply_plan(a: &mut ApplyArgs) -> Result<(Plan, planner::Dag), Error> {
-    let mut plan = load_with(&a.plan, a.jobs, a.report_dir.as_deref())?;
-    if a.fail_fast {
-        plan.run.fail_fast = true;
-    }
-    if let Some(k) = a.keep {
-        plan.database.keep = k;
-    }
-    if let Some(r) = a.retries {
-        plan.run.retries = r;
-    }
-    let only = if a.last_failed {
-        last_failed(&plan)
-    } else {
-        None
-    };
-    let (shard, timings) = shard_and_timings(&plan, a.shard, a.timings.as_deref())?;
-    let opts = with_collected(
-        &plan,
-        PlanOptions {
-            run_id: planner::new_run_id(),
-            args: std::mem::take(&mut a.args),
-            shard,
-            only,
-            timings,
-            cores: cores(),
-            collected: Default::default(),
-        },
-    );
-    let dag = planner::build(&plan, &opts);
-    Ok((plan, dag))
-}
-
 /// A shard (or `--last-failed`) with no files: CI merges every shard's junit.xml, so it still
 /// writes one, with its split, and no stale summary of an earlier run stays beside it.
 fn empty_run(plan: &Plan, dag: &planner::Dag) -> Result<(), Error> {
@@ -588,31 +575,31 @@ fn empty_run(plan: &Plan, dag: &planner::Dag) -> Result<(), Error> {
     Ok(())
 }
 
-async fn apply(
-    mut a: ApplyArgs,
-    color: ColorChoice,
-    started: std::time::Instant,
-) -> Result<(), Error> {
-    let (plan, dag) = apply_plan(&mut a)?;
+async fn apply(a: ApplyArgs, color: ColorChoice, started: std::time::Instant) -> Result<(), Error> {
+    let (mut plan, dag) = planned(a.planning, planner::new_run_id())?;
+    if a.fail_fast {
+        plan.run.fail_fast = true;
+    }
     if dag.workers.is_empty() {
         return empty_run(&plan, &dag);
     }
-    let run_id = dag.run_id.clone();
     // This run's setup and prepare logs start empty.
     for log in ["setup.log", "prepare.log"] {
         let _ = std::fs::remove_file(plan.report_dir.join(log));
     }
     warn_leftovers(&plan);
-    let journal =
-        journal::Journal::create(&plan.state_dir(), &run_id, &plan.path.display().to_string())
-            .map_err(|e| {
-                Error::setup(format!(
-                    "cannot write the run journal under {}: {e}",
-                    plan.state_dir().display()
-                ))
-            })?;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let reporter = Reporter::new(
+    let journal = journal::Journal::create(
+        &plan.state_dir(),
+        &dag.run_id,
+        &plan.path.display().to_string(),
+    )
+    .map_err(|e| {
+        Error::setup(format!(
+            "cannot write the run journal under {}: {e}",
+            plan.state_dir().display()
+        ))
+    })?;
+    let display = Reporter::new(
         DisplayEnv::detect(color),
         a.format,
         a.failure_output,
@@ -621,62 +608,39 @@ async fn apply(
         Box::new(std::io::stdout()),
         Box::new(std::io::stderr()),
     );
-    let reporter_task = tokio::spawn(reporter.run(rx));
-    let opts = engine::Options {
-        jobs: plan.run.jobs,
-        fail_fast: plan.run.fail_fast,
-    };
-    let cx = Arc::new(RunCx::new(plan, dag, journal, tx, a.reprepare, started));
-    let cancel = Cancel::default();
-    let signals = tokio::spawn(forward_signals(Arc::clone(&cx), cancel.clone()));
-
-    let nodes = steps::nodes(&cx);
-    let panic_cx = Arc::clone(&cx);
-    engine::run(nodes, opts, cancel, move |ev| {
-        if let engine::EngineEvent::Panicked(_, msg) = ev {
-            panic_cx.set_fatal(&steps::StepError::new(format!(
-                "internal error (please report it): {msg}"
-            )));
-        }
-    })
-    .await;
-    signals.abort();
-    // The signal task holds the context (and so the event sender): let it go first.
-    let _ = signals.await;
-
-    let exit = cx.final_exit_code();
-    cx.finish_journal();
-    // Dropping the last context closes the event channel; the reporter then prints what is left.
-    drop(cx);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reporter_task).await;
+    let mut sinks: Vec<Box<dyn crate::events::Sink>> = vec![Box::new(display)];
+    sinks.extend(crate::report::files::sinks());
+    sinks.push(Box::new(crate::report::state::State::new(&plan)));
+    let (signals, rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::spawn(forward_signals(signals));
+    let config = RunConfig::new(plan, dag, a.reprepare, started);
+    let exit = steps::run(config, journal, sinks, rx).await;
+    listener.abort();
     let _ = std::io::stdout().flush();
-    match ExitCode::of(exit) {
+    match exit {
         ExitCode::Ok => Ok(()),
         // The display has told the user why.
         code => Err(Error::Ended(code)),
     }
 }
 
-/// Ctrl-C or SIGTERM: stop every worker gracefully; a second one skips the grace period. Workers
-/// run in their own process groups, so the terminal's signal reaches only us and we forward it.
-async fn forward_signals(cx: Arc<RunCx>, cancel: Cancel) {
+/// Ctrl-C or SIGTERM: each goes to the run's owner, which stops every worker gracefully (a
+/// second one skips the grace period). Workers run in their own process groups, so the
+/// terminal's signal reaches only us.
+async fn forward_signals(to: tokio::sync::mpsc::UnboundedSender<()>) {
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
     ) else {
         return;
     };
-    let mut seen = 0;
     loop {
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
-        seen += 1;
-        cx.interrupt(seen > 1);
-        cancel.stop.cancel();
-        if seen > 1 {
-            cancel.kill.cancel();
+        if to.send(()).is_err() {
+            return;
         }
     }
 }

@@ -1,5 +1,6 @@
-//! What steps report while they work. Steps only send events; the reporter alone turns them into
-//! terminal output and report files.
+//! What a run tells its sinks. The run's owner (`steps::owner`) feeds every sink the same stream
+//! of [`Event`]s, then [`Sink::finish`] with the summary; sinks alone write to the terminal and to
+//! report files. Steps never print.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 pub use crate::model::Phase;
 use crate::model::{RunSummary, WorkerResult};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Event {
     /// A setup or teardown step began.
     StepStarted {
@@ -25,19 +26,31 @@ pub enum Event {
         attempt: u32,
         phase: Phase,
     },
+    /// A file's attempt ended: its result over every attempt so far.
     WorkerFinished(Box<WorkerResult>),
     /// A pack's test process is over (its files are reported one by one).
     PackFinished {
         worker: usize,
     },
     Warning(String),
-    /// The run's results are final: print the summary and write the report files, then answer.
-    RunFinished {
-        summary: Box<RunSummary>,
-        written: tokio::sync::oneshot::Sender<Vec<PathBuf>>,
-    },
     /// The signal handler got a signal.
     Interrupted {
         second: bool,
     },
+    /// Every sink has finished: what each wrote (or could not write), in sink order.
+    Written(Vec<Written>),
+}
+
+/// A file a sink wrote when the run finished, or could not write (and why).
+pub type Written = Result<PathBuf, (PathBuf, String)>;
+
+/// Where a run's story goes: the terminal, JUnit, summary.json, the HTML page, the state kept for
+/// the next run. Every sink gets every event, in order, then the summary once.
+pub trait Sink: Send {
+    fn event(&mut self, event: &Event);
+    /// The run's results are final: write what this sink makes of them. Returns the files it
+    /// wrote or failed to write (a sink that writes none returns none).
+    fn finish(&mut self, summary: &RunSummary) -> Vec<Written>;
+    /// The command is about to end: nothing more will come.
+    fn close(&mut self) {}
 }

@@ -10,6 +10,28 @@ use std::time::Instant;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The names of what a worker attempt writes in its folder: spelled here once, planned per
+/// attempt by the planner (`planner::AttemptPaths`), read back by the reports.
+pub mod files {
+    /// The server's output, byte for byte.
+    pub const SERVER_LOG: &str = "server.log";
+    /// When each line of a stamped log arrived: `<unix seconds> <byte offset>` a line, in
+    /// `<log>.times` beside it (`server.log.times`).
+    pub fn times_of(log: &std::path::Path) -> std::path::PathBuf {
+        let mut name = log.as_os_str().to_owned();
+        name.push(".times");
+        std::path::PathBuf::from(name)
+    }
+    /// The test process's output.
+    pub const TEST_LOG: &str = "test.log";
+    /// The JUnit the test command writes (`{junit}`).
+    pub const JUNIT: &str = "junit.xml";
+    /// The folder of an earlier attempt of a retried file: `attempt-<n>`.
+    pub fn attempt_dir(n: u32) -> String {
+        format!("attempt-{n}")
+    }
+}
+
 /// How a command ends. The only place the exit codes are written down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
@@ -36,6 +58,11 @@ impl ExitCode {
         }
     }
 
+    /// Whether the run failed in any way.
+    pub fn is_ok(self) -> bool {
+        self == ExitCode::Ok
+    }
+
     /// The exit code a summary records, back as what it means (anything unknown is a setup
     /// failure: never a success).
     pub fn of(code: i32) -> Self {
@@ -46,6 +73,26 @@ impl ExitCode {
             130 => ExitCode::Interrupted,
             _ => ExitCode::Setup,
         }
+    }
+}
+
+/// An exit code is its number to anyone who reads `summary.json`.
+impl PartialEq<i32> for ExitCode {
+    fn eq(&self, code: &i32) -> bool {
+        self.code() == *code
+    }
+}
+
+/// `summary.json` records the exit code as its number.
+impl Serialize for ExitCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i32(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for ExitCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        i32::deserialize(d).map(ExitCode::of)
     }
 }
 
@@ -308,9 +355,9 @@ impl WorkerResult {
     /// Points the log paths at `dir` (the worker's folder, or where a kept database's logs went).
     pub fn set_log_dir(&mut self, dir: &std::path::Path) {
         self.log_dir = Some(dir.to_path_buf());
-        self.server_log = Some(dir.join("server.log"));
-        self.test_log = Some(dir.join("test.log"));
-        self.junit = Some(dir.join("junit.xml"));
+        self.server_log = Some(dir.join(files::SERVER_LOG));
+        self.test_log = Some(dir.join(files::TEST_LOG));
+        self.junit = Some(dir.join(files::JUNIT));
         for a in &mut self.attempts {
             a.log_dir = dir.to_path_buf();
         }
@@ -413,7 +460,7 @@ pub struct RunSummary {
     pub wall_secs: f64,
     /// Sum of the workers' durations.
     pub work_secs: f64,
-    pub exit_code: i32,
+    pub exit_code: ExitCode,
     pub error: Option<RunError>,
     pub interrupted: bool,
     pub flaky_policy: FlakyPolicy,

@@ -134,6 +134,13 @@ impl Template {
         Template { parts }
     }
 
+    /// A template that is exactly one placeholder, `{name}`.
+    pub fn var(name: &str) -> Template {
+        Template {
+            parts: vec![Part::Var(name.to_string())],
+        }
+    }
+
     /// A template with no placeholders.
     pub fn literal(text: &str) -> Template {
         Template {

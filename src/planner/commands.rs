@@ -101,6 +101,7 @@ pub(super) struct WorkerVars<'a> {
     pub stem: &'a str,
     pub db_name: &'a str,
     pub log_dir: &'a Path,
+    pub junit: &'a Path,
     /// A pack's files: a test command word that is exactly `{file}` becomes all of them.
     pub files: Option<&'a [String]>,
 }
@@ -114,10 +115,7 @@ impl WorkerVars<'_> {
             ("file", self.file.to_string()),
             ("file_stem", self.stem.to_string()),
             ("db_name", self.db_name.to_string()),
-            (
-                "junit",
-                self.log_dir.join("junit.xml").display().to_string(),
-            ),
+            ("junit", self.junit.display().to_string()),
             ("log_dir", self.log_dir.display().to_string()),
         ])
     }
@@ -146,9 +144,15 @@ fn run_vars(plan: &Plan, run_id: &str, db_name: &str) -> HashMap<&'static str, S
     ])
 }
 
-/// Prepare's commands and env, resolved for database `db` (all but `{db_url}`).
+/// Prepare's commands and env, resolved for database `db` (all but `{db_url}`): `DATABASE_URL`
+/// names the database prepared, unless `[database] env` sets it.
 pub fn prepare_commands(plan: &Plan, run_id: &str, db: &str) -> PrepareCommands {
     let vars = run_vars(plan, run_id, db);
+    let mut env = Vec::new();
+    if !plan.database.env.iter().any(|(k, _)| k == "DATABASE_URL") {
+        env.push(("DATABASE_URL".to_string(), Template::var("db_url")));
+    }
+    env.extend(resolve_env(&plan.database.env, &vars));
     PrepareCommands {
         commands: plan
             .database
@@ -156,7 +160,7 @@ pub fn prepare_commands(plan: &Plan, run_id: &str, db: &str) -> PrepareCommands 
             .iter()
             .map(|c| resolve_command(c, &vars, &[]))
             .collect(),
-        env: resolve_env(&plan.database.env, &vars),
+        env,
     }
 }
 

@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::model::files;
 pub use crate::model::Split;
-use crate::plan::{Plan, TestFile};
+use crate::plan::{Keep, Plan, TestFile};
 use commands::WorkerVars;
 pub use commands::{
     collect_command, prepare_commands, PrepareCommands, RunTime, ServerCommands, WorkerCommands,
@@ -53,14 +54,17 @@ pub enum Action {
     StartCluster { keep: bool },
     /// Create the template if missing, run `prepare` (unless the fingerprint matches).
     PrepareTemplate(PreparePlan),
-    /// One file's worker: clone, server, tests, stop.
+    /// One file's worker (or one part of a split file): clone, server, tests, stop.
     Worker { index: usize },
+    /// A pack (`units = "auto"`): one worker whose test process runs several files one after
+    /// another; each file gets its own row, and a failed one is retried alone.
+    Pack { index: usize },
     /// Second pass over failed files, each attempt in fresh isolation.
     RetryFailed { retries: u32 },
     /// Merge JUnit, write summary.json and report.html.
     Report,
     /// Drop or keep worker databases by the keep policy; remove passing workers' logs.
-    Cleanup,
+    Cleanup { keep: Keep },
     /// Bring the template's pool of ready copies back to `size` for the next run.
     RefillPool { size: usize },
     /// Stop the embedded cluster (unless databases are kept); a throwaway one is deleted, the
@@ -143,12 +147,39 @@ impl PreparePlan {
 pub struct AttemptPlan {
     pub db_name: String,
     pub commands: WorkerCommands,
+    pub paths: AttemptPaths,
+}
+
+/// Where an attempt writes: its folder and the files in it that e2e-plan reads back. Whatever
+/// else the worker writes there (a trace, a screenshot) travels with the folder: a retry moves
+/// the folder's whole content aside, a pack links it into each of its files' folders.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptPaths {
+    pub dir: PathBuf,
+    pub server_log: PathBuf,
+    pub server_times: PathBuf,
+    pub test_log: PathBuf,
+    pub junit: PathBuf,
+}
+
+impl AttemptPaths {
+    /// The paths of an attempt that writes into `dir`. Every attempt of a worker writes into its
+    /// folder; before a retry, the earlier attempt's files move to `attempt-<n>/` below it.
+    pub fn in_dir(dir: &std::path::Path) -> Self {
+        AttemptPaths {
+            dir: dir.to_path_buf(),
+            server_log: dir.join(files::SERVER_LOG),
+            server_times: files::times_of(&dir.join(files::SERVER_LOG)),
+            test_log: dir.join(files::TEST_LOG),
+            junit: dir.join(files::JUNIT),
+        }
+    }
 }
 
 impl AttemptPlan {
     #[cfg(test)]
     /// An attempt with no commands (a worker built by hand, as the reporters' tests do).
-    pub fn named(db_name: impl Into<String>) -> Self {
+    pub fn named(db_name: impl Into<String>, dir: &std::path::Path) -> Self {
         AttemptPlan {
             db_name: db_name.into(),
             commands: WorkerCommands {
@@ -156,6 +187,7 @@ impl AttemptPlan {
                 test: Vec::new(),
                 test_env: Vec::new(),
             },
+            paths: AttemptPaths::in_dir(dir),
         }
     }
 }
@@ -168,14 +200,14 @@ impl WorkerPlan {
             index,
             file: file.into(),
             stem: stem.into(),
-            attempts: vec![AttemptPlan::named(db)],
+            attempts: vec![AttemptPlan::named(db, &log_dir)],
             pack: Vec::new(),
             in_pack: None,
             part: None,
             parts: Vec::new(),
             nice: 0,
             after_critical: false,
-            junit: log_dir.join("junit.xml"),
+            junit: log_dir.join(files::JUNIT),
             log_dir,
             predicted: None,
         }
@@ -215,7 +247,7 @@ impl Dag {
     /// What the engine runs as workers (files alone and packs), in start order.
     pub fn units(&self) -> impl Iterator<Item = &WorkerPlan> {
         self.nodes.iter().filter_map(|n| match n.action {
-            Action::Worker { index } => self.workers.get(index),
+            Action::Worker { index } | Action::Pack { index } => self.workers.get(index),
             _ => None,
         })
     }
@@ -279,12 +311,17 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
         .iter()
         .map(|&u| {
             let w = &workers[u];
+            let action = if w.pack.is_empty() {
+                Action::Worker { index: w.index }
+            } else {
+                Action::Pack { index: w.index }
+            };
             nodes.push(
                 format!("worker-{}", w.stem),
                 Stage::Worker,
                 vec![prepare],
                 false,
-                Action::Worker { index: w.index },
+                action,
             )
         })
         .collect();
@@ -685,6 +722,7 @@ fn file_plan(
     let attempts = (0..=plan.run.retries)
         .map(|retry| {
             let db_name = worker_db_name(template, &opts.run_id, index, retry);
+            let paths = AttemptPaths::in_dir(&log_dir);
             let vars = WorkerVars {
                 plan,
                 run_id: &opts.run_id,
@@ -693,17 +731,22 @@ fn file_plan(
                 stem: &stem,
                 db_name: &db_name,
                 log_dir: &log_dir,
+                junit: &paths.junit,
                 files: part.as_ref().map(|p| p.tests.as_slice()),
             };
             let commands = vars.commands(&opts.args);
-            AttemptPlan { db_name, commands }
+            AttemptPlan {
+                db_name,
+                commands,
+                paths,
+            }
         })
         .collect();
     WorkerPlan {
         index,
         file,
         stem,
-        junit: log_dir.join("junit.xml"),
+        junit: log_dir.join(files::JUNIT),
         log_dir,
         predicted,
         attempts,
@@ -734,6 +777,7 @@ fn pack_plan(
     let log_dir = plan.report_dir.join("workers").join(&stem);
     let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
     let db_name = worker_db_name(template, &opts.run_id, index, 0);
+    let planned = AttemptPaths::in_dir(&log_dir);
     let vars = WorkerVars {
         plan,
         run_id: &opts.run_id,
@@ -742,6 +786,7 @@ fn pack_plan(
         stem: &stem,
         db_name: &db_name,
         log_dir: &log_dir,
+        junit: &planned.junit,
         files: Some(&paths),
     };
     let commands = vars.commands(&opts.args);
@@ -749,10 +794,14 @@ fn pack_plan(
         index,
         file: paths.join(", "),
         stem,
-        junit: log_dir.join("junit.xml"),
+        junit: log_dir.join(files::JUNIT),
         log_dir,
         predicted,
-        attempts: vec![AttemptPlan { db_name, commands }],
+        attempts: vec![AttemptPlan {
+            db_name,
+            commands,
+            paths: planned,
+        }],
         pack: members,
         in_pack: None,
         part: None,
@@ -854,7 +903,9 @@ fn teardown_nodes(nodes: &mut Nodes, plan: &Plan, worker_ids: Vec<usize>) {
         Stage::Teardown,
         vec![report],
         true,
-        Action::Cleanup,
+        Action::Cleanup {
+            keep: plan.database.keep,
+        },
     );
     // The cluster stops after the refill: the pool is cloned into it.
     let mut last = cleanup;

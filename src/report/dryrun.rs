@@ -47,8 +47,18 @@ struct WorkerView<'a> {
     /// Its copy and start-up wait for the critical worker's start-up.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     after_critical: bool,
+    /// The attempts a failure brings (`retries`), each in a fresh database; a pack's files are
+    /// retried alone, each in its own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    retries: Vec<RetryView<'a>>,
     #[serde(flatten)]
     commands: WorkerCommands<String>,
+}
+
+#[derive(Serialize)]
+struct RetryView<'a> {
+    attempt: usize,
+    database: &'a str,
 }
 
 fn worker_views<'a>(plan: &'a Plan, dag: &'a Dag) -> Vec<WorkerView<'a>> {
@@ -86,6 +96,16 @@ fn worker_views<'a>(plan: &'a Plan, dag: &'a Dag) -> Vec<WorkerView<'a>> {
                     .iter()
                     .flat_map(|p| &p.tests)
                     .map(String::as_str)
+                    .collect(),
+                retries: w
+                    .attempts
+                    .iter()
+                    .enumerate()
+                    .skip(1)
+                    .map(|(i, a)| RetryView {
+                        attempt: i + 1,
+                        database: &a.db_name,
+                    })
                     .collect(),
                 commands,
             }
@@ -239,9 +259,8 @@ fn text_setup(o: &mut String, plan: &Plan, dag: &Dag) -> usize {
                     "{branch} prepare template {} at {url} ({how})",
                     p.template
                 );
-                let shown_url = redact(&with_database(&template_url(plan, dag), p.target()));
                 let filled = shown_prepare(plan, dag, p);
-                let env = format!("DATABASE_URL={shown_url} {}", env_prefix(&filled.env));
+                let env = env_prefix(&filled.env);
                 for (j, c) in filled.commands.iter().enumerate() {
                     let b = if j + 1 == filled.commands.len() {
                         "└─"
@@ -264,9 +283,14 @@ fn text_workers(o: &mut String, plan: &Plan, dag: &Dag) {
     } else {
         format!("{} at once", dag.jobs)
     };
+    let order = if dag.units().all(|w| w.predicted.is_none()) {
+        "in path order: no timings recorded yet"
+    } else {
+        "longest first"
+    };
     let _ = writeln!(
         o,
-        "workers ({} files, {jobs}, longest first)",
+        "workers ({} files, {jobs}, {order})",
         dag.files().count()
     );
     for why in dag.packing.iter().chain(&dag.parting) {
@@ -364,10 +388,27 @@ fn worker_steps(o: &mut String, plan: &Plan, dag: &Dag, w: &WorkerView, cont: &s
     } else {
         "stop tests"
     };
+    let retries = plan.run.retries;
+    let last = if retries > 0 { "├─" } else { "└─" };
     let _ = writeln!(
         o,
-        "{cont}└─ {stop} (SIGTERM to the process group, SIGKILL after {grace})"
+        "{cont}{last} {stop} (SIGTERM to the process group, SIGKILL after {grace})"
     );
+    if retries == 0 {
+        return;
+    }
+    let again = if w.files.is_empty() {
+        let dbs: Vec<&str> = w.retries.iter().map(|r| r.database).collect();
+        format!(
+            "if it fails: up to {retries} more attempt(s), each with a fresh database ({}), server and port",
+            dbs.join(", ")
+        )
+    } else {
+        format!(
+            "a file of it that fails: retried alone, up to {retries} more attempt(s), each with a fresh database, server and port"
+        )
+    };
+    let _ = writeln!(o, "{cont}└─ {again}");
 }
 
 /// The teardown steps; returns how many.
@@ -387,7 +428,7 @@ fn text_teardown(o: &mut String, plan: &Plan, dag: &Dag) -> usize {
         let what = match &n.action {
             Action::RetryFailed { retries } => format!("retry failed files up to {retries} time(s), each in a fresh database (at most {} failed files)", plan.run.max_retry_files),
             Action::Report => format!("merge reports into {}/junit.xml, summary.json, report.html", plan.report_dir.display()),
-            Action::Cleanup => format!("drop worker databases (keep = {})", keep_name(plan)),
+            Action::Cleanup { keep } => format!("drop worker databases (keep = {})", keep_name(*keep)),
             Action::RefillPool { size } => {
                 format!("refill the pool to {size} ready copies for the next run")
             }
@@ -400,8 +441,8 @@ fn text_teardown(o: &mut String, plan: &Plan, dag: &Dag) -> usize {
     teardown.len()
 }
 
-fn keep_name(plan: &Plan) -> String {
-    serde_json::to_value(plan.database.keep)
+fn keep_name(keep: crate::plan::Keep) -> String {
+    serde_json::to_value(keep)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
@@ -440,7 +481,7 @@ fn json(plan: &Plan, dag: &Dag) -> String {
         run_id: &dag.run_id,
         template: redact(&template_url(plan, dag)),
         jobs: dag.jobs,
-        keep: keep_name(plan),
+        keep: keep_name(plan.database.keep),
         predicted_wall_secs: dag.predicted_wall.map(|d| d.as_secs_f64()),
         units: dag
             .packing
@@ -501,12 +542,12 @@ fn dot(plan: &Plan, dag: &Dag) -> String {
     let label = |n: &crate::planner::Node| -> String {
         match &n.action {
             Action::Setup { command, .. } => format!("setup: {}", shell_words::join(command)),
-            Action::Worker { .. } => String::new(),
+            Action::Worker { .. } | Action::Pack { .. } => String::new(),
             other => crate::steps::step_label(other),
         }
     };
     for n in &dag.nodes {
-        if let Action::Worker { index } = n.action {
+        if let Action::Worker { index } | Action::Pack { index } = n.action {
             let w = &dag.workers[index];
             let _ = writeln!(
                 o,
@@ -549,11 +590,11 @@ fn dot(plan: &Plan, dag: &Dag) -> String {
         }
     }
     let entry = |n: &crate::planner::Node| match n.action {
-        Action::Worker { .. } => format!("{}/clone", n.id),
+        Action::Worker { .. } | Action::Pack { .. } => format!("{}/clone", n.id),
         _ => n.id.clone(),
     };
     let exit = |n: &crate::planner::Node| match n.action {
-        Action::Worker { .. } => format!("{}/stop", n.id),
+        Action::Worker { .. } | Action::Pack { .. } => format!("{}/stop", n.id),
         _ => n.id.clone(),
     };
     for n in &dag.nodes {

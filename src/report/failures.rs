@@ -69,18 +69,12 @@ fn file_block(o: &mut String, w: &WorkerResult, full: bool) {
         );
         return;
     }
-    let logs = w.log_dir.clone().unwrap_or_default();
+    let path = |p: &Option<std::path::PathBuf>| p.clone().unwrap_or_default();
+    let (test_log, server_log, junit) = (path(&w.test_log), path(&w.server_log), path(&w.junit));
     let cap = |n: usize| if full { usize::MAX } else { n };
     for f in w.failures.iter().take(cap(TESTS)) {
         let _ = writeln!(o, "   ✗ {}", f.id);
-        lines(
-            o,
-            &f.detail,
-            "     ",
-            cap(DETAIL),
-            false,
-            &logs.join("test.log"),
-        );
+        lines(o, &f.detail, "     ", cap(DETAIL), false, &test_log);
         if !f.server_lines.is_empty() {
             let _ = writeln!(o, "     server, while it ran:");
             lines(
@@ -89,7 +83,7 @@ fn file_block(o: &mut String, w: &WorkerResult, full: bool) {
                 "       │ ",
                 cap(SERVER),
                 true,
-                &logs.join("server.log"),
+                &server_log,
             );
         }
     }
@@ -98,20 +92,20 @@ fn file_block(o: &mut String, w: &WorkerResult, full: bool) {
             o,
             "   … {} more failing test(s) in {}",
             w.failures.len() - TESTS,
-            logs.join("junit.xml").display()
+            junit.display()
         );
     }
     let died = w.attempts.last().is_some_and(|a| a.server_died.is_some());
     if died {
         let _ = writeln!(o, "   the server's last lines:");
-        tail_of(o, &logs.join("server.log"), cap(SERVER));
+        tail_of(o, &server_log, cap(SERVER));
     }
     if w.failures.is_empty() && !died {
         let _ = writeln!(
             o,
             "   no failing test in its JUnit; the end of its test log:"
         );
-        tail_of(o, &logs.join("test.log"), cap(LOG_TAIL));
+        tail_of(o, &test_log, cap(LOG_TAIL));
     }
 }
 

@@ -1,13 +1,14 @@
-//! The report files, as sinks of the run's end: `junit.xml`, `summary.json` and `report.html`.
+//! The report files, each a sink of the run: `junit.xml`, `summary.json` and `report.html`.
 //! Written on every ending (a setup failure and Ctrl-C too), never deleted by cleanup. Each says
 //! whether it was written; the display reports every one that was not.
 
 use std::path::{Path, PathBuf};
 
+use crate::events::{Event, Sink, Written};
 use crate::model::RunSummary;
 
-/// A report file made from the run's summary.
-pub trait FileSink: Send {
+/// A report file made from the run's summary, in the report folder.
+pub trait ReportFile: Send {
     /// Its name in the report folder.
     fn file_name(&self) -> &'static str;
     fn write(&self, s: &RunSummary, path: &Path) -> Result<(), String>;
@@ -20,7 +21,7 @@ pub struct SummaryJson;
 /// The self-contained timeline page.
 pub struct Html;
 
-impl FileSink for Junit {
+impl ReportFile for Junit {
     fn file_name(&self) -> &'static str {
         "junit.xml"
     }
@@ -29,7 +30,7 @@ impl FileSink for Junit {
     }
 }
 
-impl FileSink for SummaryJson {
+impl ReportFile for SummaryJson {
     fn file_name(&self) -> &'static str {
         "summary.json"
     }
@@ -40,7 +41,7 @@ impl FileSink for SummaryJson {
     }
 }
 
-impl FileSink for Html {
+impl ReportFile for Html {
     fn file_name(&self) -> &'static str {
         "report.html"
     }
@@ -53,25 +54,47 @@ impl FileSink for Html {
     }
 }
 
-/// Every report file a run writes.
-pub fn sinks() -> Vec<Box<dyn FileSink>> {
-    vec![Box::new(Junit), Box::new(SummaryJson), Box::new(Html)]
+/// A report file as a sink: it needs no event but the end.
+pub struct FileSink(pub Box<dyn ReportFile>);
+
+impl Sink for FileSink {
+    fn event(&mut self, _: &Event) {}
+
+    fn finish(&mut self, s: &RunSummary) -> Vec<Written> {
+        let _ = std::fs::create_dir_all(&s.report_dir);
+        let path = s.report_dir.join(self.0.file_name());
+        vec![match self.0.write(s, &path) {
+            Ok(()) => Ok(path),
+            Err(e) => Err((path, e)),
+        }]
+    }
 }
 
-/// Writes each sink's file into the report folder: what was written, and what could not be
-/// (with why).
+/// Every report file a run writes, as sinks.
+pub fn sinks() -> Vec<Box<dyn Sink>> {
+    [
+        Box::new(Junit) as Box<dyn ReportFile>,
+        Box::new(SummaryJson),
+        Box::new(Html),
+    ]
+    .into_iter()
+    .map(|f| Box::new(FileSink(f)) as Box<dyn Sink>)
+    .collect()
+}
+
+/// Finishes each sink: what was written, and what could not be (with why).
 pub fn write_all(
     s: &RunSummary,
-    sinks: &[Box<dyn FileSink>],
+    sinks: &mut [Box<dyn Sink>],
 ) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
-    let _ = std::fs::create_dir_all(&s.report_dir);
     let mut written = Vec::new();
     let mut failed = Vec::new();
     for sink in sinks {
-        let path = s.report_dir.join(sink.file_name());
-        match sink.write(s, &path) {
-            Ok(()) => written.push(path),
-            Err(e) => failed.push((path, e)),
+        for w in sink.finish(s) {
+            match w {
+                Ok(path) => written.push(path),
+                Err(e) => failed.push(e),
+            }
         }
     }
     (written, failed)
@@ -99,7 +122,7 @@ mod tests {
             ended: String::new(),
             wall_secs: 0.0,
             work_secs: 0.0,
-            exit_code: 0,
+            exit_code: crate::model::ExitCode::Ok,
             error: None,
             interrupted: false,
             flaky_policy: crate::model::FlakyPolicy::Pass,
@@ -109,7 +132,7 @@ mod tests {
             shard: None,
             workers: Vec::new(),
         };
-        let (written, failed) = write_all(&s, &sinks());
+        let (written, failed) = write_all(&s, &mut sinks());
         assert!(written.is_empty());
         let names: Vec<_> = failed.iter().map(|(p, _)| p.clone()).collect();
         assert_eq!(

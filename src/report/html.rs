@@ -76,7 +76,7 @@ h1{{font-size:18px}} .meta{{color:#555;margin-bottom:12px}}
 </body></html>
 "#,
         run = esc(&s.run_id),
-        exit = s.exit_code,
+        exit = s.exit_code.code(),
         n = s.workers.len(),
         p = s.count(Verdict::Pass),
         f = s.count(Verdict::Fail) + s.count(Verdict::Error),

@@ -191,8 +191,8 @@ fn own_suites(w: &WorkerResult) -> Vec<TestSuite> {
                 .filter_map(|a| {
                     read(
                         &a.log_dir
-                            .join(format!("attempt-{}", a.number))
-                            .join("junit.xml"),
+                            .join(crate::model::files::attempt_dir(a.number))
+                            .join(crate::model::files::JUNIT),
                     )
                     .ok()
                 })

@@ -1,18 +1,19 @@
-//! The one reporter: turns events into terminal output (a live progress bar on a terminal, plain
-//! lines otherwise, never both) and, when the run finishes, the report files and the summary.
+//! The display: a sink that turns the run's events into terminal output (a live progress bar on a
+//! terminal, plain lines otherwise, never both) and, when the run finishes, the summary: the
+//! table, the failures, the closing lines. It writes only to the writers it is given.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use comfy_table::{presets, Cell, CellAlignment, Color, Table};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use owo_colors::OwoColorize;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::failures::FailureOutput;
-use crate::events::{Event, Phase};
+use crate::events::{Event, Phase, Written};
 use crate::model::{RunSummary, Verdict, WorkerResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -57,6 +58,8 @@ pub struct DisplayEnv {
     pub github: bool,
     /// Annotations name files relative to this folder.
     pub cwd: PathBuf,
+    /// The terminal's width, for the live bar.
+    pub width: u16,
 }
 
 impl DisplayEnv {
@@ -69,6 +72,11 @@ impl DisplayEnv {
             color_out: color.enabled(supports_color::Stream::Stdout),
             github: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
             cwd: std::env::current_dir().unwrap_or_default(),
+            width: rustix::termios::tcgetwinsize(std::io::stderr())
+                .map(|w| w.ws_col)
+                .ok()
+                .filter(|w| *w > 0)
+                .unwrap_or(80),
         }
     }
 }
@@ -76,12 +84,64 @@ impl DisplayEnv {
 /// Where the display writes: stdout (the table, the closing line) and stderr (progress).
 pub type Sink = Box<dyn Write + Send>;
 
+/// The display's stderr as the live bar's terminal: the bar draws with ANSI sequences into the
+/// same writer the plain lines go to.
+#[derive(Clone)]
+struct Term {
+    out: Arc<Mutex<Sink>>,
+    width: u16,
+}
+
+impl std::fmt::Debug for Term {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Term")
+    }
+}
+
+impl Term {
+    fn write(&self, text: &str) -> std::io::Result<()> {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        out.write_all(text.as_bytes())
+    }
+}
+
+impl TermLike for Term {
+    fn width(&self) -> u16 {
+        self.width
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        self.write(&format!("\x1b[{n}A"))
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        self.write(&format!("\x1b[{n}B"))
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        self.write(&format!("\x1b[{n}C"))
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        self.write(&format!("\x1b[{n}D"))
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.write(&format!("{s}\n"))
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.write(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.write("\r\x1b[2K")
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        out.flush()
+    }
+}
+
 pub struct Reporter {
     env: DisplayEnv,
     format: SummaryFormat,
     bar: Option<ProgressBar>,
     out: Sink,
-    err: Sink,
+    err: Term,
     start: Instant,
     finished: usize,
     running: BTreeMap<usize, (String, Phase, Instant)>,
@@ -101,9 +161,13 @@ impl Reporter {
         out: Sink,
         err: Sink,
     ) -> Self {
+        let err = Term {
+            out: Arc::new(Mutex::new(err)),
+            width: env.width,
+        };
         let bar = env.live.then(|| {
-            let bar =
-                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            let target = ProgressDrawTarget::term_like(Box::new(err.clone()));
+            let bar = ProgressBar::with_draw_target(Some(total as u64), target);
             bar.set_style(
                 ProgressStyle::with_template(
                     "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files  {wide_msg}",
@@ -127,16 +191,8 @@ impl Reporter {
         }
     }
 
-    /// Handles events until the channel closes.
-    pub async fn run(mut self, mut rx: UnboundedReceiver<Event>) {
-        while let Some(ev) = rx.recv().await {
-            self.handle(ev);
-        }
-        self.finish();
-    }
-
     /// The end of the command: what ran after the summary, and how long it took.
-    fn finish(&mut self) {
+    fn end(&mut self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -149,7 +205,7 @@ impl Reporter {
             self.line(text);
         }
         let _ = self.out.flush();
-        let _ = self.err.flush();
+        let _ = TermLike::flush(&self.err);
     }
 
     fn line(&mut self, text: String) {
@@ -157,9 +213,14 @@ impl Reporter {
         match &self.bar {
             Some(bar) => bar.println(text),
             None => {
-                let _ = writeln!(self.err, "{text}");
+                let _ = self.err.write_line(&text);
             }
         }
+    }
+
+    /// Writes straight to stderr (the summary's error lines).
+    fn err_line(&self, text: &str) {
+        let _ = self.err.write_line(text);
     }
 
     fn stamp(&self) -> String {
@@ -198,8 +259,8 @@ impl Reporter {
         }
     }
 
-    fn handle(&mut self, ev: Event) {
-        match ev {
+    fn handle(&mut self, ev: &Event) {
+        match ev.clone() {
             Event::StepStarted { what } => {
                 if self.bar.is_none() {
                     self.line(format!("{} {what} …", self.stamp()));
@@ -255,10 +316,7 @@ impl Reporter {
                     )
                 });
             }
-            Event::RunFinished { summary, written } => {
-                let paths = self.run_finished(&summary);
-                let _ = written.send(paths);
-            }
+            Event::Written(written) => self.written(&written),
         }
     }
 
@@ -283,15 +341,25 @@ impl Reporter {
         self.refresh();
     }
 
-    /// The run is over: the report files, then the summary; a report that could not be written
-    /// is said, never dropped. Returns what was written.
-    fn run_finished(&mut self, summary: &RunSummary) -> Vec<PathBuf> {
+    /// The run is over: the summary (the table, the failures, the closing lines).
+    fn run_finished(&mut self, summary: &RunSummary) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        let (paths, failed) = super::files::write_all(summary, &super::files::sinks());
-        self.print_summary(summary, &paths);
-        for (path, e) in failed {
+        self.print_summary(summary);
+        self.summary_at = Some(Instant::now());
+    }
+
+    /// Every sink has written its files: each one written is named, and one that could not be
+    /// written is said, never dropped.
+    fn written(&mut self, written: &[Written]) {
+        if self.format == SummaryFormat::Human {
+            for path in written.iter().filter_map(|w| w.as_ref().ok()) {
+                let _ = writeln!(self.out, "report: {}", path.display());
+            }
+            let _ = self.out.flush();
+        }
+        for (path, e) in written.iter().filter_map(|w| w.as_ref().err()) {
             let head = if self.env.color_err {
                 "warning:".yellow().bold().to_string()
             } else {
@@ -299,21 +367,19 @@ impl Reporter {
             };
             self.line(format!("{head} cannot write {}: {e}", path.display()));
         }
-        self.summary_at = Some(Instant::now());
-        paths
     }
 
-    fn print_summary(&mut self, s: &RunSummary, paths: &[PathBuf]) {
+    fn print_summary(&mut self, s: &RunSummary) {
         if let Some(e) = &s.error {
             let head = if self.env.color_err {
                 "error:".red().bold().to_string()
             } else {
                 "error:".into()
             };
-            let _ = writeln!(self.err, "\n{head} {}", crate::redact::scrub(&e.message));
+            self.err_line(&format!("\n{head} {}", crate::redact::scrub(&e.message)));
             if let Some(d) = e.detail.as_deref().filter(|d| !d.trim().is_empty()) {
                 for l in d.lines() {
-                    let _ = writeln!(self.err, "  │ {}", crate::redact::scrub(l));
+                    self.err_line(&format!("  │ {}", crate::redact::scrub(l)));
                 }
             }
         }
@@ -321,12 +387,11 @@ impl Reporter {
             // Workflow commands are read from both streams; keep stdout pure JSON under --format json.
             for line in annotations(s, &self.env.cwd) {
                 let line = crate::redact::scrub(&line).into_owned();
-                let to = if self.format == SummaryFormat::Json {
-                    &mut self.err
+                if self.format == SummaryFormat::Json {
+                    self.err_line(&line);
                 } else {
-                    &mut self.out
-                };
-                let _ = writeln!(to, "{line}");
+                    let _ = writeln!(self.out, "{line}");
+                }
             }
         }
         if self.format == SummaryFormat::Json {
@@ -362,10 +427,23 @@ impl Reporter {
         if let Some(cmd) = &s.cleanup_command {
             let _ = writeln!(out, "drop kept databases with: {cmd}");
         }
-        for p in paths {
-            let _ = writeln!(out, "report: {}", p.display());
-        }
         let _ = out.flush();
+    }
+}
+
+impl crate::events::Sink for Reporter {
+    fn event(&mut self, event: &Event) {
+        self.handle(event);
+    }
+
+    /// Prints the summary; the display writes no file.
+    fn finish(&mut self, summary: &RunSummary) -> Vec<Written> {
+        self.run_finished(summary);
+        Vec::new()
+    }
+
+    fn close(&mut self) {
+        self.end();
     }
 }
 
@@ -556,6 +634,7 @@ mod tests {
     }
 
     fn summary(workers: Vec<WorkerResult>, exit_code: i32, error: Option<RunError>) -> RunSummary {
+        let exit_code = crate::model::ExitCode::of(exit_code);
         RunSummary {
             cluster: None,
             prepared: false,
@@ -570,7 +649,7 @@ mod tests {
             work_secs: workers.iter().map(|w| w.duration).sum(),
             exit_code,
             error,
-            interrupted: exit_code == 130,
+            interrupted: exit_code == crate::model::ExitCode::Interrupted,
             flaky_policy: FlakyPolicy::Pass,
             kept_databases: Vec::new(),
             cleanup_command: None,
@@ -590,6 +669,7 @@ mod tests {
             color_out: false,
             github: false,
             cwd: "/project".into(),
+            width: 80,
         };
         let mut r = Reporter::new(
             env,
@@ -600,13 +680,16 @@ mod tests {
             Box::new(out.clone()),
             Box::new(err.clone()),
         );
+        // As the run's owner feeds it: every event, the summary, what the sinks wrote, the end.
+        use crate::events::Sink as _;
         for e in events {
-            r.handle(e);
+            r.event(&e);
         }
-        // The summary only, not the report files: print it as RunFinished does.
-        r.print_summary(&s, &[PathBuf::from("/project/target/e2e/junit.xml")]);
-        r.summary_at = Some(Instant::now());
-        r.finish();
+        r.finish(&s);
+        r.event(&Event::Written(vec![Ok(PathBuf::from(
+            "/project/target/e2e/junit.xml",
+        ))]));
+        r.close();
         let stamp = regex_lite(&err.text());
         format!("--- stdout\n{}--- stderr\n{stamp}", out.text())
     }

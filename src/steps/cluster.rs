@@ -695,7 +695,7 @@ pub async fn stop_fast(pid: u32, started: u64) -> Result<(), String> {
         rustix::process::Pid::from_raw(pid as i32).ok_or("bad pid")?,
         rustix::process::Signal::INT,
     );
-    super::resource::wait_gone(
+    super::process::wait_gone(
         || sys::is_same_process(pid, started),
         Duration::from_secs(30),
     )

@@ -172,12 +172,12 @@ pub(super) fn suite_start(stamp: &str, test_started: f64) -> Option<f64> {
     Some(naive - offset)
 }
 
-/// A stamped log's lines with their arrival times (see `process::times_path`).
+/// A stamped log's lines with their arrival times (see `model::files::times_of`).
 fn stamped_lines(log: &Path) -> Vec<(f64, String)> {
     let Ok(bytes) = std::fs::read(log) else {
         return Vec::new();
     };
-    let times = std::fs::read_to_string(super::process::times_path(log)).unwrap_or_default();
+    let times = std::fs::read_to_string(crate::model::files::times_of(log)).unwrap_or_default();
     times
         .lines()
         .filter_map(|l| {

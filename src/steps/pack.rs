@@ -8,7 +8,7 @@ use std::path::Path;
 use quick_junit::{Report, TestSuite};
 
 use super::worker::{record, run_attempt};
-use super::{lock, RunCx, StepError};
+use super::{RunCx, StepError};
 use crate::engine::{Cancel, Outcome};
 use crate::events::Event;
 use crate::model::junit::{read, read_counts, tests_secs};
@@ -17,11 +17,9 @@ use crate::planner::units::module_name;
 use crate::planner::WorkerPlan;
 
 /// The pack's one attempt, then a row for each of its files.
-pub async fn run_pack(
-    cx: &RunCx,
-    pack: &WorkerPlan,
-    cancel: &Cancel,
-) -> Result<Outcome, StepError> {
+pub async fn run_pack(cx: &RunCx, index: usize, cancel: &Cancel) -> Result<Outcome, StepError> {
+    let pack = &cx.dag().workers[index];
+    cx.after_critical_startup(index, cancel).await;
     let (attempt, error) = match run_attempt(cx, pack, 1, cancel).await {
         Ok(a) => (a, None),
         Err(failed) => {
@@ -29,9 +27,9 @@ pub async fn run_pack(
             (a, Some(e))
         }
     };
-    lock(&cx.prefetch.window).remove(&pack.index);
-    cx.emit(Event::PackFinished { worker: pack.index });
-    let files: Vec<&WorkerPlan> = pack.pack.iter().map(|&f| &cx.dag.workers[f]).collect();
+    cx.prefetch.release(pack.index);
+    cx.say(Event::PackFinished { worker: pack.index });
+    let files: Vec<&WorkerPlan> = pack.pack.iter().map(|&f| &cx.dag().workers[f]).collect();
     let attempts = split_attempt(cx, pack, &files, attempt);
     let mut outcome = Outcome::Ok;
     for (w, a) in files.iter().zip(attempts) {
@@ -59,6 +57,7 @@ fn split_attempt(
     attempt: Attempt,
 ) -> Vec<Attempt> {
     let report = read(&pack.junit).ok();
+    let dir = attempt.log_dir.clone();
     let paths: Vec<&str> = files.iter().map(|w| w.file.as_str()).collect();
     let test_started = tests_started(cx, &attempt);
     let suites = report
@@ -66,12 +65,12 @@ fn split_attempt(
         .map(|r| suites_by_file(r, &paths, test_started));
     if let Some((_, unclaimed)) = &suites {
         if !unclaimed.is_empty() {
-            cx.emit(Event::Warning(format!(
+            cx.warn(format!(
                 "{} test case(s) in the JUnit of {} belong to none of its files (e.g. {}); they are left out of the report",
                 unclaimed.len(),
                 pack.stem,
                 unclaimed[0]
-            )));
+            ));
         }
     }
     let mut out: Vec<Attempt> = files
@@ -79,7 +78,7 @@ fn split_attempt(
         .enumerate()
         .map(|(i, w)| {
             let suite = suites.as_ref().map(|(s, _)| s[i].clone());
-            file_attempt(pack, w, &paths, &attempt, suite)
+            file_attempt(pack, &dir, w, &paths, &attempt, suite)
         })
         .collect();
     // The test process passed but its JUnit cannot be read: nothing says which file ran what.
@@ -108,30 +107,36 @@ fn split_attempt(
     out
 }
 
+/// A file's attempt from its pack's: its own folder with everything the pack's attempt wrote
+/// (linked), but the JUnit, which holds only its own cases.
 fn file_attempt(
     pack: &WorkerPlan,
+    pack_dir: &Path,
     w: &WorkerPlan,
     paths: &[&str],
     attempt: &Attempt,
     suite: Option<TestSuite>,
 ) -> Attempt {
     let mut a = attempt.clone();
-    a.log_dir = w.log_dir.clone();
+    let mine = w.attempt(1).map(|p| p.paths.clone());
+    let (dir, junit) = match &mine {
+        Some(p) => (p.dir.clone(), p.junit.clone()),
+        None => (w.log_dir.clone(), w.junit.clone()),
+    };
+    a.log_dir = dir.clone();
     a.packed_with = paths
         .iter()
         .filter(|p| **p != w.file)
         .map(|p| p.to_string())
         .collect();
-    let _ = std::fs::remove_dir_all(&w.log_dir);
-    let _ = std::fs::create_dir_all(&w.log_dir);
-    for name in ["server.log", "server.log.times", "test.log"] {
-        link_or_copy(&pack.log_dir.join(name), &w.log_dir.join(name));
-    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::create_dir_all(&dir);
+    link_tree(pack_dir, &dir, &pack.junit);
     if let Some(suite) = suite {
-        write_junit(&w.junit, suite);
+        write_junit(&junit, suite);
     }
-    a.counts = read_counts(&w.junit);
-    a.tests_secs = tests_secs(&w.junit);
+    a.counts = read_counts(&junit);
+    a.tests_secs = tests_secs(&junit);
     if let Some(t) = a.tests_secs {
         a.duration = t;
     }
@@ -168,11 +173,7 @@ fn file_attempt(
 
 /// When the pack's test process started (Unix seconds).
 fn tests_started(cx: &RunCx, attempt: &Attempt) -> f64 {
-    let run = cx
-        .started_wall
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default();
+    let run = cx.config().started_unix();
     let testing = attempt
         .phases
         .iter()
@@ -278,9 +279,19 @@ fn write_junit(path: &Path, suite: TestSuite) {
     }
 }
 
-fn link_or_copy(from: &Path, to: &Path) {
-    if from.exists() && std::fs::hard_link(from, to).is_err() {
-        let _ = std::fs::copy(from, to);
+/// Links (or copies, across file systems) every file under `from` into the same place under
+/// `to`, folders made as needed; `skip` (the pack's JUnit) is left out.
+fn link_tree(from: &Path, to: &Path, skip: &Path) {
+    for entry in walkdir::WalkDir::new(from).into_iter().flatten() {
+        let Ok(rel) = entry.path().strip_prefix(from) else {
+            continue;
+        };
+        let dest = to.join(rel);
+        if entry.file_type().is_dir() {
+            let _ = std::fs::create_dir_all(&dest);
+        } else if entry.path() != skip && std::fs::hard_link(entry.path(), &dest).is_err() {
+            let _ = std::fs::copy(entry.path(), &dest);
+        }
     }
 }
 

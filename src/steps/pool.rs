@@ -7,106 +7,150 @@
 //! comment is set: from then on it belongs to the pool, not to the run. `e2e-plan pool drain`
 //! removes a pool.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use super::resource::Resource;
-use super::{database, lock, RunCx, StepError, CLONE_CONCURRENCY};
-use crate::engine::Cancel;
-use crate::planner::pool_db_name;
+use tokio::sync::Semaphore;
 
-/// Whether this run uses a pool: configured, and on a server that outlives the run.
-pub fn enabled(cx: &RunCx) -> bool {
-    // A plan that keeps its local cluster has no pool in the throwaway one it falls back to.
-    cx.plan.has_pool() && (cx.plan.database.template.is_some() || cx.cluster_is_kept())
+use super::owner::RunEvent;
+use super::per_worker::{database::hold, Held};
+use super::resource::Resource;
+use super::{database, RunCx, StepError, CLONE_CONCURRENCY};
+use crate::engine::Cancel;
+use crate::planner::{pool_db_name, WorkerPlan};
+
+/// The pool as one run sees it: the copies it may claim (oldest first), the fingerprint they must
+/// match, and the refill started during the run. Its own bookkeeping, behind its methods.
+pub struct Pool {
+    enabled: OnceLock<bool>,
+    ready: Mutex<VecDeque<String>>,
+    fingerprint: OnceLock<String>,
+    refill: Mutex<Option<tokio::task::JoinHandle<Result<String, StepError>>>>,
+    refill_slots: Arc<Semaphore>,
+    /// The session that claims pooled copies, opened at the first claim.
+    claim_session: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            enabled: OnceLock::new(),
+            ready: Mutex::new(VecDeque::new()),
+            fingerprint: OnceLock::new(),
+            refill: Mutex::new(None),
+            refill_slots: Arc::new(Semaphore::new(1)),
+            claim_session: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn err(e: impl std::fmt::Display) -> StepError {
     StepError::new(e.to_string())
 }
 
-/// After the template is known to be current: which fresh copies this run may claim. `prepared`:
-/// the template was just (re)built, so every existing copy is stale and is marked so (the refill
-/// drops it, off the critical path).
-pub async fn load(
-    cx: &RunCx,
-    admin: &tokio_postgres::Client,
-    fingerprint: &str,
-    prepared: bool,
-) -> Result<usize, StepError> {
-    let template = &cx.dag.template_name;
-    let _ = cx.pool.fingerprint.set(fingerprint.to_string());
-    if prepared {
-        // Its own session: the lock waits for another run's refill, so that no copy of the old
-        // template lands afterwards, and ends with the session.
-        let session = database::connect(&cx.admin_url()).await.map_err(err)?;
-        database::lock_pool(&session, template).await.map_err(err)?;
-        let copies = database::list_pool(&session, template, None)
-            .await
-            .map_err(err)?;
-        for c in copies {
-            database::mark_pooled(
-                &session,
-                &c.name,
-                &database::pool_comment(template, "stale"),
-            )
-            .await
-            .map_err(err)?;
-        }
-        return Ok(0);
+impl Pool {
+    /// Decided once the cluster (if any) runs: see [`super::setup::pool_enabled`].
+    pub fn set_enabled(&self, cx: &RunCx) {
+        let _ = self.enabled.set(super::setup::pool_enabled(cx));
     }
-    let fresh: Vec<String> = database::list_pool(admin, template, Some(fingerprint))
-        .await
-        .map_err(err)?
-        .into_iter()
-        .filter(|c| c.fresh)
-        .map(|c| c.name)
-        .collect();
-    let n = fresh.len();
-    *lock(&cx.pool.ready) = fresh.into();
-    Ok(n)
-}
 
-/// Takes a ready copy for a worker attempt, under the run's journal. Ok(false): the pool is empty.
-pub async fn claim(
-    cx: &RunCx,
-    worker: usize,
-    attempt: u32,
-    db_name: &str,
-) -> Result<bool, StepError> {
-    if lock(&cx.pool.ready).is_empty() {
-        return Ok(false);
+    /// Whether this run uses a pool: configured, and on a server that outlives the run.
+    pub fn enabled(&self) -> bool {
+        self.enabled.get() == Some(&true)
     }
-    let admin_url = cx.admin_url();
-    // One session claims for the whole run: a rename takes milliseconds, a new backend for every
-    // worker costs more than that on a small machine. Claims go in the order workers asked.
-    let mut session = cx.pool.claim_session.lock().await;
-    if session.is_none() {
-        let client = database::connect(&admin_url).await.map_err(err)?;
-        // A claim is a catalog rename: nothing to lose in a crash but the claim itself.
-        let _ = client.batch_execute("SET synchronous_commit = off").await;
-        *session = Some(client);
-    }
-    let Some(client) = session.as_ref() else {
-        return Ok(false);
-    };
-    loop {
-        let Some(pooled) = lock(&cx.pool.ready).pop_front() else {
-            return Ok(false);
-        };
-        let entry = super::journal_worker_db(cx, worker, attempt, db_name)?;
-        if database::claim_pooled(client, &pooled, db_name)
+
+    /// After the template is known to be current: which fresh copies this run may claim. `prepared`:
+    /// the template was just (re)built, so every existing copy is stale and is marked so (the refill
+    /// drops it, off the critical path).
+    pub async fn load(
+        &self,
+        cx: &RunCx,
+        admin: &tokio_postgres::Client,
+        fingerprint: &str,
+        prepared: bool,
+    ) -> Result<usize, StepError> {
+        let template = &cx.dag().template_name;
+        let _ = self.fingerprint.set(fingerprint.to_string());
+        if prepared {
+            // Its own session: the lock waits for another run's refill, so that no copy of the old
+            // template lands afterwards, and ends with the session.
+            let session = database::connect(&cx.admin_url().await?)
+                .await
+                .map_err(err)?;
+            database::lock_pool(&session, template).await.map_err(err)?;
+            let copies = database::list_pool(&session, template, None)
+                .await
+                .map_err(err)?;
+            for c in copies {
+                database::mark_pooled(
+                    &session,
+                    &c.name,
+                    &database::pool_comment(template, "stale"),
+                )
+                .await
+                .map_err(err)?;
+            }
+            return Ok(0);
+        }
+        let fresh: Vec<String> = database::list_pool(admin, template, Some(fingerprint))
             .await
             .map_err(err)?
-        {
-            let _ = cx.journal.done::<Resource>(entry, None);
-            cx.pool.claimed.fetch_add(1, Ordering::SeqCst);
-            return Ok(true);
+            .into_iter()
+            .filter(|c| c.fresh)
+            .map(|c| c.name)
+            .collect();
+        let n = fresh.len();
+        *lock(&self.ready) = fresh.into();
+        Ok(n)
+    }
+
+    /// Takes a ready copy for a worker attempt, under the run's journal. Ok(None): the pool is
+    /// empty (or off).
+    pub async fn claim(
+        &self,
+        cx: &RunCx,
+        w: &WorkerPlan,
+        attempt: u32,
+        db_name: &str,
+    ) -> Result<Option<Held>, StepError> {
+        if !self.enabled() || lock(&self.ready).is_empty() {
+            return Ok(None);
         }
-        // Another run claimed it first: nothing was created.
-        lock(&cx.state.databases).retain(|d| d.entry != entry);
-        let _ = cx.journal.undone(entry);
+        let admin_url = cx.admin_url().await?;
+        // One session claims for the whole run: a rename takes milliseconds, a new backend for every
+        // worker costs more than that on a small machine. Claims go in the order workers asked.
+        let mut session = self.claim_session.lock().await;
+        if session.is_none() {
+            let client = database::connect(&admin_url).await.map_err(err)?;
+            // A claim is a catalog rename: nothing to lose in a crash but the claim itself.
+            let _ = client.batch_execute("SET synchronous_commit = off").await;
+            *session = Some(client);
+        }
+        let Some(client) = session.as_ref() else {
+            return Ok(None);
+        };
+        loop {
+            let Some(pooled) = lock(&self.ready).pop_front() else {
+                return Ok(None);
+            };
+            let held = hold(cx, w, attempt, db_name).await?;
+            if database::claim_pooled(client, &pooled, db_name)
+                .await
+                .map_err(err)?
+            {
+                let _ = cx.journal.done::<Resource>(held.entry, None);
+                cx.send(RunEvent::DatabaseFrom { pool: true });
+                return Ok(Some(held));
+            }
+            // Another run claimed it first: nothing was created.
+            cx.send(RunEvent::Gone(vec![held.entry]));
+            let _ = cx.journal.undone(held.entry);
+        }
     }
 }
 
@@ -124,10 +168,13 @@ impl Copy {
     /// half-made one is dropped at once, or left to rollback.
     async fn make(self) -> Result<bool, database::DbError> {
         let (cx, name) = (&self.cx, &self.name);
-        let admin_url = cx.admin_url();
         let made = async {
-            let patience = cx.plan.database.busy_timeout;
-            let template = &cx.dag.template_name;
+            let admin_url = cx
+                .admin_url()
+                .await
+                .map_err(|e| database::DbError::Other(e.message))?;
+            let patience = cx.plan().database.busy_timeout;
+            let template = &cx.dag().template_name;
             database::clone_database(&admin_url, template, name, self.file_copy, patience).await?;
             let client = database::connect(&admin_url).await?;
             database::mark_pooled(&client, name, &self.comment).await
@@ -139,8 +186,10 @@ impl Copy {
                 Ok(true)
             }
             Err(e) => {
-                if database::drop_database(&admin_url, name).await.is_ok() {
-                    let _ = cx.journal.undone(self.entry);
+                if let Ok(admin_url) = cx.admin_url().await {
+                    if database::drop_database(&admin_url, name).await.is_ok() {
+                        let _ = cx.journal.undone(self.entry);
+                    }
                 }
                 Err(e)
             }
@@ -152,12 +201,12 @@ impl Copy {
 /// clone at a time, so the tests keep the machine; the refill node widens that once the run is
 /// over. For suites of long files the refill is done before the summary.
 pub fn start_refill(cx: &Arc<RunCx>, cancel: &Cancel) {
-    if !enabled(cx) || cancel.is_stopping() {
+    if !cx.pool.enabled() || cancel.is_stopping() {
         return;
     }
     let task = tokio::spawn(refill(
         Arc::clone(cx),
-        cx.plan.database.pool,
+        cx.plan().database.pool,
         cancel.clone(),
     ));
     *lock(&cx.pool.refill) = Some(task);
@@ -186,7 +235,7 @@ async fn refill(cx: Arc<RunCx>, size: usize, cancel: Cancel) -> Result<String, S
     let Some(fingerprint) = cx.pool.fingerprint.get().cloned() else {
         return Ok("skipped: the template was not ready".into());
     };
-    let ended = crate::model::ExitCode::of(cx.exit_code());
+    let ended = cx.exit_so_far().await;
     let unfinished = matches!(
         ended,
         crate::model::ExitCode::Setup | crate::model::ExitCode::Interrupted
@@ -195,8 +244,8 @@ async fn refill(cx: Arc<RunCx>, size: usize, cancel: Cancel) -> Result<String, S
         return Ok("skipped: the run did not finish".into());
     }
     let start = Instant::now();
-    let template = cx.dag.template_name.clone();
-    let admin_url = cx.admin_url();
+    let template = cx.dag().template_name.clone();
+    let admin_url = cx.admin_url().await?;
     let admin = database::connect(&admin_url).await.map_err(err)?;
     database::lock_pool(&admin, &template).await.map_err(err)?;
     let copies = database::list_pool(&admin, &template, Some(&fingerprint))
@@ -256,9 +305,11 @@ async fn start_copies(
     missing: usize,
     cancel: &Cancel,
 ) -> Vec<String> {
-    let template = &cx.dag.template_name;
-    let admin_url = cx.admin_url();
-    let file_copy = cx.infra.file_copy.get().copied().unwrap_or(false);
+    let template = &cx.dag().template_name;
+    let (admin_url, file_copy) = match cx.template().await {
+        Ok(t) => (database::admin_url(&t.url), t.file_copy),
+        Err(e) => return vec![e.message],
+    };
     let comment = database::pool_comment(template, fingerprint);
     for i in 0..missing {
         let permit = tokio::select! {
@@ -266,7 +317,7 @@ async fn start_copies(
             _ = cancel.stop.cancelled() => None,
         };
         let Some(permit) = permit else { break };
-        let name = pool_db_name(template, &cx.dag.run_id, i);
+        let name = pool_db_name(template, &cx.dag().run_id, i);
         let entry = match cx.journal.intent(&Resource::Database {
             admin_url: admin_url.clone(),
             name: name.clone(),

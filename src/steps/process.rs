@@ -8,7 +8,7 @@ use std::time::Duration;
 use rustix::process::Signal;
 use tokio::process::{Child, Command};
 
-use super::resource::{wait_gone, Resource};
+use super::resource::Resource;
 use crate::engine::journal::{Entry, Journal};
 use crate::engine::Cancel;
 use crate::sys;
@@ -27,20 +27,12 @@ pub struct Spec<'a> {
     pub cwd: &'a Path,
     pub log: &'a Path,
     pub run_as: Option<RunAs>,
-    /// Read the output through pipes and note when each line arrived (in [`times_path`]), so
-    /// that a failing test can be shown what the server printed while it ran. The log itself
-    /// stays exactly what the process wrote.
-    pub stamp: bool,
+    /// Read the output through pipes and note in this file when each line arrived (`<unix
+    /// seconds> <byte offset>` a line), so that a failing test can be shown what the server
+    /// printed while it ran. The log itself stays exactly what the process wrote.
+    pub times: Option<&'a Path>,
     /// A lower CPU priority (nice, 0 = the runner's): work with slack yields to the longest.
     pub nice: i32,
-}
-
-/// Where the arrival times of a stamped log's lines go: `<log>.times`, one `<unix seconds>
-/// <byte offset>` line per log line.
-pub fn times_path(log: &Path) -> PathBuf {
-    let mut name = log.as_os_str().to_owned();
-    name.push(".times");
-    PathBuf::from(name)
 }
 
 /// A running process group of ours.
@@ -124,16 +116,14 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
         .stdin(Stdio::null())
         .process_group(0);
     // Opened before the process starts: a child must never run without its group being ours.
-    let times = if spec.stamp {
-        let path = times_path(spec.log);
-        Some(
-            std::fs::File::create(&path)
+    let times = match spec.times {
+        Some(path) => Some(
+            std::fs::File::create(path)
                 .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
-        )
-    } else {
-        None
+        ),
+        None => None,
     };
-    if spec.stamp {
+    if times.is_some() {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     } else {
         cmd.stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -398,6 +388,28 @@ impl Group {
             .await;
         }
         let _ = journal.undone(self.entry);
+    }
+}
+
+/// Terminates a group we started, if its members are still ours (started no earlier than the
+/// leader): SIGTERM, then SIGKILL after `grace`. False: nothing of it was left to stop.
+pub async fn kill_group_verified(pgid: u32, started: u64, grace: Duration) -> bool {
+    let leader_reused = sys::start_time(pgid).is_some_and(|t| t != started);
+    if leader_reused || !sys::group_alive(pgid, started) {
+        return false;
+    }
+    sys::signal_group(pgid, Signal::TERM);
+    wait_gone(|| sys::group_alive(pgid, started), grace).await;
+    sys::signal_group(pgid, Signal::KILL);
+    wait_gone(|| sys::group_alive(pgid, started), Duration::from_secs(5)).await;
+    true
+}
+
+/// Polls `alive` every 20 ms until it is false or `limit` passes.
+pub async fn wait_gone(alive: impl Fn() -> bool, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while alive() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

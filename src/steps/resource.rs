@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::journal::{self, Undo};
 use crate::engine::BoxFuture;
+use crate::steps::process::{kill_group_verified, wait_gone};
 use crate::sys;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,27 +140,5 @@ impl journal::Resource for Resource {
                 format!("{what} (pid {pid}, {})", data_dir.display())
             }
         }
-    }
-}
-
-/// Terminates a group we started, if its members are still ours (started no earlier than the
-/// leader): SIGTERM, then SIGKILL after `grace`. False: nothing of it was left to stop.
-pub async fn kill_group_verified(pgid: u32, started: u64, grace: Duration) -> bool {
-    let leader_reused = sys::start_time(pgid).is_some_and(|t| t != started);
-    if leader_reused || !sys::group_alive(pgid, started) {
-        return false;
-    }
-    sys::signal_group(pgid, Signal::TERM);
-    wait_gone(|| sys::group_alive(pgid, started), grace).await;
-    sys::signal_group(pgid, Signal::KILL);
-    wait_gone(|| sys::group_alive(pgid, started), Duration::from_secs(5)).await;
-    true
-}
-
-/// Polls `alive` every 20 ms until it is false or `limit` passes.
-pub async fn wait_gone(alive: impl Fn() -> bool, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while alive() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -1,74 +1,77 @@
-//! The run's summary (`summary.json`), built from the run's context once the tests are over.
+//! The run's summary (`summary.json`), built by the run's owner from its state once the tests
+//! are over.
 
 use std::collections::BTreeMap;
 
 use crate::model::{
-    ClusterUse, DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Verdict,
-    WorkerResult,
+    DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Verdict, WorkerResult,
 };
 use crate::redact::scrub;
 
 use super::database::redact;
-use super::{lock, RunCx};
+use super::owner::ClusterInfo;
+use super::{RunConfig, StepError};
 
-/// The summary of the run so far, with `exit_code`; every text scrubbed of secrets.
-pub fn build(cx: &RunCx, exit_code: i32) -> RunSummary {
-    let workers = workers(cx);
-    let kept_databases = kept(cx);
+/// What the owner knows of the run that the summary reports.
+pub struct Facts<'a> {
+    pub exit: ExitCode,
+    pub results: &'a BTreeMap<usize, WorkerResult>,
+    pub fatal: Option<&'a StepError>,
+    pub template_url: &'a str,
+    pub cluster: Option<&'a ClusterInfo>,
+    pub prepared: bool,
+    pub from_pool: usize,
+    pub cloned: usize,
+}
+
+/// The summary of the run so far; every text scrubbed of secrets.
+pub fn build(config: &RunConfig, facts: Facts) -> RunSummary {
+    let workers = workers(config, facts.results);
+    let kept_databases = kept(&facts);
     let cleanup_command = (!kept_databases.is_empty())
-        .then(|| format!("e2e-plan rollback {}", cx.plan.path.display()));
+        .then(|| format!("e2e-plan rollback {}", config.plan.path.display()));
     let now = std::time::SystemTime::now();
     RunSummary {
         version: 1,
-        run_id: cx.dag.run_id.clone(),
-        plan: cx.plan.path.clone(),
-        root: cx.plan.root.clone(),
-        report_dir: cx.plan.report_dir.clone(),
-        started: humantime::format_rfc3339_millis(cx.started_wall).to_string(),
+        run_id: config.dag.run_id.clone(),
+        plan: config.plan.path.clone(),
+        root: config.plan.root.clone(),
+        report_dir: config.plan.report_dir.clone(),
+        started: humantime::format_rfc3339_millis(config.started_wall).to_string(),
         ended: humantime::format_rfc3339_millis(now).to_string(),
-        wall_secs: cx.started_at.elapsed().as_secs_f64(),
+        wall_secs: config.started_at.elapsed().as_secs_f64(),
         work_secs: workers.iter().map(|w| w.duration).sum(),
-        exit_code,
-        error: lock(&cx.state.fatal).as_ref().map(|e| RunError {
+        exit_code: facts.exit,
+        error: facts.fatal.map(|e| RunError {
             message: scrub(&e.message).into_owned(),
             detail: e.detail.as_deref().map(|d| scrub(d).into_owned()),
         }),
-        interrupted: ExitCode::of(exit_code) == ExitCode::Interrupted,
-        flaky_policy: cx.plan.run.flaky,
+        interrupted: facts.exit == ExitCode::Interrupted,
+        flaky_policy: config.plan.run.flaky,
         kept_databases,
         cleanup_command,
         databases: DatabaseSources {
-            cloned: cx.pool.cloned.load(std::sync::atomic::Ordering::SeqCst),
-            from_pool: cx.pool.claimed.load(std::sync::atomic::Ordering::SeqCst),
+            cloned: facts.cloned,
+            from_pool: facts.from_pool,
         },
-        cluster: cx.infra.cluster.try_lock().ok().and_then(|c| {
-            c.as_ref().map(|c| ClusterUse {
-                kept: c.kept.is_some(),
-                initdb: c.fresh,
-                dir: c.dir.clone(),
-            })
-        }),
-        prepared: cx.state.prepared.load(std::sync::atomic::Ordering::SeqCst),
-        shard: cx.dag.split.clone(),
+        cluster: facts.cluster.map(|c| c.used.clone()),
+        prepared: facts.prepared,
+        shard: config.dag.split.clone(),
         workers,
     }
 }
 
 /// Every planned file's result (a file that never started too, a split file's merged from its
 /// parts), sorted by path, with why the failing ones failed; scrubbed of secrets.
-fn workers(cx: &RunCx) -> Vec<WorkerResult> {
-    let run_started = cx
-        .started_wall
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default();
+fn workers(config: &RunConfig, results: &BTreeMap<usize, WorkerResult>) -> Vec<WorkerResult> {
+    let run_started = config.started_unix();
     // Failures are found per worker: a part's tests are timed against its own server's log.
-    let results: BTreeMap<usize, WorkerResult> = lock(&cx.state.results)
+    let results: BTreeMap<usize, WorkerResult> = results
         .iter()
         .map(|(&i, w)| {
             let mut w = w.clone();
             if matches!(w.verdict, Verdict::Fail | Verdict::Timeout | Verdict::Error) {
-                let file = cx.dag.file_of(i).unwrap_or(&w.file).to_string();
+                let file = config.dag.file_of(i).unwrap_or(&w.file).to_string();
                 w.failures = super::failures::failed_tests(&w, &file, tests_ran(&w, run_started));
             }
             (i, w)
@@ -81,7 +84,7 @@ fn workers(cx: &RunCx) -> Vec<WorkerResult> {
             .cloned()
             .unwrap_or_else(|| WorkerResult::not_run(p.index, &p.file, &p.stem, p.db_name()))
     };
-    let mut workers: Vec<WorkerResult> = cx
+    let mut workers: Vec<WorkerResult> = config
         .dag
         .files()
         .map(|w| {
@@ -91,7 +94,7 @@ fn workers(cx: &RunCx) -> Vec<WorkerResult> {
             let parts: Vec<WorkerResult> = w
                 .parts
                 .iter()
-                .filter_map(|&p| cx.dag.workers.get(p))
+                .filter_map(|&p| config.dag.workers.get(p))
                 .map(result_of)
                 .collect();
             super::parts::merge(w, &parts)
@@ -131,22 +134,19 @@ fn scrub_worker(mut w: WorkerResult) -> WorkerResult {
 
 /// How to reach each kept database: its URL (password hidden), logs, and where the password is.
 /// Each part of a split file has its own.
-fn kept(cx: &RunCx) -> Vec<KeptDatabase> {
-    let mut workers: Vec<WorkerResult> = lock(&cx.state.results).values().cloned().collect();
+fn kept(facts: &Facts) -> Vec<KeptDatabase> {
+    let mut workers: Vec<&WorkerResult> = facts.results.values().collect();
     workers.sort_by(|a, b| a.file.cmp(&b.file));
-    let template_url = cx.template_url();
-    let password_file = cx
-        .infra
-        .cluster
-        .try_lock()
-        .ok()
-        .and_then(|c| c.as_ref().map(|c| c.password_file()));
+    let password_file = facts.cluster.map(|c| c.password_file.clone());
     workers
         .iter()
         .filter(|w| w.db_kept)
         .map(|w| KeptDatabase {
             name: w.db_name.clone(),
-            url: redact(&crate::planner::with_database(&template_url, &w.db_name)),
+            url: redact(&crate::planner::with_database(
+                facts.template_url,
+                &w.db_name,
+            )),
             file: w.file.clone(),
             log_dir: w.log_dir.clone().unwrap_or_default(),
             password_file: password_file.clone(),

@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
+use super::owner::{Question, RunEvent};
+use super::per_worker::WorkerResource;
 use super::process::{self, CpuMeter, Group, Spec};
-use super::resource::Resource;
-use super::{database, lock, RunCx, StepError};
+use super::{RunCx, StepError};
 use crate::engine::{Cancel, Outcome};
 use crate::events::{Event, Phase};
+use crate::model::files;
 use crate::model::junit::read_counts;
-use crate::model::{Attempt, PhaseSpan, Verdict, WorkerResult};
+use crate::model::{Attempt, PhaseSpan, Verdict};
 use crate::planner::{AttemptPlan, RunTime, WorkerCommands, WorkerPlan};
 
 /// How a server's wait for readiness ended.
@@ -24,13 +26,10 @@ enum Ready {
     Cancelled,
 }
 
-/// The first pass of one file, or of a pack of files.
+/// The first pass of one file (or one part of a split file).
 pub async fn run_worker(cx: &RunCx, index: usize, cancel: &Cancel) -> Result<Outcome, StepError> {
-    let w = cx.dag.workers[index].clone();
+    let w = cx.dag().workers[index].clone();
     cx.after_critical_startup(index, cancel).await;
-    if !w.pack.is_empty() {
-        return super::pack::run_pack(cx, &w, cancel).await;
-    }
     let attempt = run_attempt(cx, &w, 1, cancel).await;
     let attempt = match attempt {
         Ok(a) => a,
@@ -42,7 +41,7 @@ pub async fn run_worker(cx: &RunCx, index: usize, cancel: &Cancel) -> Result<Out
     };
     let verdict = attempt.verdict;
     // Its database slot in the prefetch window is free again.
-    lock(&cx.prefetch.window).remove(&index);
+    cx.prefetch.release(index);
     record(cx, &w, attempt);
     Ok(match verdict {
         Verdict::Pass => Outcome::Ok,
@@ -51,17 +50,12 @@ pub async fn run_worker(cx: &RunCx, index: usize, cancel: &Cancel) -> Result<Out
     })
 }
 
-/// Folds an attempt into the worker's result and tells the reporter.
+/// Tells the owner an attempt of `w` ended (it folds it into the file's result).
 pub(super) fn record(cx: &RunCx, w: &WorkerPlan, attempt: Attempt) {
-    let result = {
-        let mut results = lock(&cx.state.results);
-        let r = results
-            .entry(w.index)
-            .or_insert_with(|| WorkerResult::new(w.index, &w.file, &w.stem, &attempt));
-        r.push_attempt(attempt);
-        r.clone()
-    };
-    cx.emit(Event::WorkerFinished(Box::new(result)));
+    cx.send(RunEvent::Attempt {
+        worker: w.index,
+        attempt: Box::new(attempt),
+    });
 }
 
 /// Runs failed files again, each attempt in a fresh database, port and server.
@@ -70,34 +64,32 @@ pub async fn retry_failed(
     retries: u32,
     cancel: &Cancel,
 ) -> Result<Outcome, StepError> {
-    if cancel.is_stopping() || lock(&cx.state.fatal).is_some() {
+    if cancel.is_stopping() {
         return Ok(Outcome::Cancelled);
     }
-    let failed: Vec<usize> = lock(&cx.state.results)
-        .values()
-        .filter(|r| matches!(r.verdict, Verdict::Fail | Verdict::Timeout))
-        .map(|r| r.index)
-        .collect();
+    let Some(failed) = cx.ask(Question::ToRetry).await.flatten() else {
+        return Ok(Outcome::Cancelled);
+    };
     if failed.is_empty() {
         return Ok(Outcome::Ok);
     }
-    let max = cx.plan.run.max_retry_files;
+    let max = cx.plan().run.max_retry_files;
     if failed.len() > max {
-        cx.emit(Event::Warning(format!(
+        cx.warn(format!(
             "{} files failed on the first pass (more than max_retry_files = {max}): not retrying; this looks like a real break, not flakiness",
             failed.len()
-        )));
+        ));
         return Ok(Outcome::Failed);
     }
-    let jobs = if cx.plan.run.jobs == 0 {
+    let jobs = if cx.plan().run.jobs == 0 {
         failed.len()
     } else {
-        cx.plan.run.jobs
+        cx.plan().run.jobs
     };
     let slots = Arc::new(Semaphore::new(jobs));
     let mut set = tokio::task::JoinSet::new();
     for index in failed {
-        let w = cx.dag.workers[index].clone();
+        let w = cx.dag().workers[index].clone();
         let slots = Arc::clone(&slots);
         let cancel = cancel.clone();
         let cx = Arc::clone(cx);
@@ -107,7 +99,9 @@ pub async fn retry_failed(
                 if cancel.is_stopping() {
                     break;
                 }
-                stash_attempt_logs(&w.log_dir, n - 1);
+                if let Some(previous) = w.attempt(n - 1) {
+                    stash_attempt(&previous.paths.dir, n - 1);
+                }
                 let outcome = run_attempt(&cx, &w, n, &cancel).await;
                 // A retry that cannot be set up (its server never became ready) is one more failed
                 // attempt of this file, not a reason to stop the whole run.
@@ -116,7 +110,7 @@ pub async fn retry_failed(
                     Err(failed) => failed.0,
                 };
                 // Retry databases are always dropped, at once.
-                drop_attempt_db(&cx, w.index, n).await;
+                release_attempt(&cx, w.index, n).await;
                 let passed = attempt.verdict == Verdict::Pass;
                 record(&cx, &w, attempt);
                 if passed {
@@ -129,132 +123,47 @@ pub async fn retry_failed(
     Ok(Outcome::Ok)
 }
 
-async fn drop_attempt_db(cx: &RunCx, worker: usize, attempt: u32) {
-    let db = {
-        let mut dbs = lock(&cx.state.databases);
-        let pos = dbs
-            .iter()
-            .position(|d| d.worker == worker && d.attempt == attempt);
-        pos.map(|p| dbs.remove(p))
-    };
-    if let Some(db) = db {
-        if database::drop_database(&cx.admin_url(), &db.name)
-            .await
-            .is_ok()
-        {
-            let _ = cx.journal.undone(db.entry);
-        } else {
-            lock(&cx.state.databases).push(db);
+/// Releases what a retry attempt held, at once (a retry's resources are never kept); what cannot
+/// be released goes back to the owner for cleanup to try again.
+async fn release_attempt(cx: &RunCx, worker: usize, attempt: u32) {
+    let held = cx
+        .ask(|reply| Question::Take {
+            worker,
+            attempt,
+            reply,
+        })
+        .await
+        .unwrap_or_default();
+    for h in held {
+        let kind = cx.resources().into_iter().find(|r| r.key() == h.key);
+        let released = match kind {
+            Some(kind) => kind.release(cx, &h).await.is_ok(),
+            None => false,
+        };
+        if !released {
+            cx.send(RunEvent::Held(h));
         }
     }
 }
 
-/// Moves the previous attempt's logs to `attempt-<n>/`.
-fn stash_attempt_logs(log_dir: &Path, n: u32) {
-    let dest = log_dir.join(format!("attempt-{n}"));
+/// Moves everything the previous attempt left in the worker's folder (its logs, its JUnit, and
+/// whatever else it wrote) to `attempt-<n>/`.
+fn stash_attempt(log_dir: &Path, n: u32) {
+    let dest = log_dir.join(files::attempt_dir(n));
     if std::fs::create_dir_all(&dest).is_err() {
         return;
     }
-    for name in ["server.log", "server.log.times", "test.log", "junit.xml"] {
-        let _ = std::fs::rename(log_dir.join(name), dest.join(name));
-    }
-}
-
-/// Clones one worker database, bounded by the run's clone slots and recorded in the journal
-/// first. Ok(false): cancelled before it began.
-pub async fn clone_worker_db(
-    cx: &RunCx,
-    worker: usize,
-    attempt: u32,
-    db_name: &str,
-    cancel: &Cancel,
-) -> Result<bool, StepError> {
-    if super::pool::enabled(cx) && super::pool::claim(cx, worker, attempt, db_name).await? {
-        return Ok(true);
-    }
-    let _permit = tokio::select! {
-        p = cx.infra.clone_slots.acquire() => match p {
-            Ok(p) => p,
-            Err(_) => return Ok(false),
-        },
-        _ = cancel.stop.cancelled() => return Ok(false),
+    let Ok(entries) = std::fs::read_dir(log_dir) else {
+        return;
     };
-    let admin = cx.admin_url();
-    let entry = super::journal_worker_db(cx, worker, attempt, db_name)?;
-    let file_copy = cx.infra.file_copy.get().copied().unwrap_or(false);
-    database::clone_database(
-        &admin,
-        &cx.dag.template_name,
-        db_name,
-        file_copy,
-        cx.plan.database.busy_timeout,
-    )
-    .await
-    .map_err(|e| StepError::new(e.to_string()))?;
-    let _ = cx.journal.done::<Resource>(entry, None);
-    cx.pool
-        .cloned
-        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    Ok(true)
-}
-
-/// Clones the first attempt's databases ahead of their workers, in the planner's order
-/// (longest first), at most `jobs + CLONE_CONCURRENCY` ahead of the workers that finished: a worker
-/// waiting for a `--jobs` slot finds its database ready, and a large suite does not clone every
-/// database at once.
-pub async fn prefetch(cx: Arc<RunCx>, cancel: Cancel) {
-    let units: Vec<usize> = cx.dag.units().map(|w| w.index).collect();
-    let jobs = cx.plan.run.jobs;
-    let window = (jobs > 0 && jobs < units.len())
-        .then(|| Arc::new(Semaphore::new(jobs + super::CLONE_CONCURRENCY)));
-    let critical = cx.critical_unit();
-    let mut set = tokio::task::JoinSet::new();
-    for index in units {
-        if let Some(window) = &window {
-            let permit = tokio::select! {
-                p = Arc::clone(window).acquire_owned() => p.ok(),
-                _ = cancel.stop.cancelled() => None,
-            };
-            let Some(permit) = permit else { break };
-            lock(&cx.prefetch.window).insert(index, permit);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let earlier = name
+            .to_str()
+            .is_some_and(|n| n.starts_with("attempt-") && n[8..].parse::<u32>().is_ok());
+        if !earlier {
+            let _ = std::fs::rename(entry.path(), dest.join(&name));
         }
-        if cancel.is_stopping() {
-            break;
-        }
-        let (cx2, cancel2) = (Arc::clone(&cx), cancel.clone());
-        let clone = async move {
-            // Copies slow the whole server, the critical worker's own queries included: a unit
-            // with slack copies only once the critical start-up is over (in its own task, so
-            // that units without it are not held behind it).
-            cx2.after_critical_startup(index, &cancel2).await;
-            let db = cx2.dag.workers[index].db_name().to_string();
-            let result = clone_worker_db(&cx2, index, 1, &db, &cancel2).await;
-            // send_replace: the worker may not be listening yet.
-            cx2.prefetch.done[index].send_replace(Some(result));
-        };
-        // The critical path's database is copied alone, before the others share the disk.
-        if critical == Some(index) {
-            clone.await;
-        } else {
-            set.spawn(clone);
-        }
-    }
-    while set.join_next().await.is_some() {}
-    // Every first attempt has its database; once every start-up is over too (copies slow the
-    // server, and a start-up is what the critical path waits on), the pool can be refilled while
-    // the tests run.
-    cx.startups_over(cx.dag.units().count()).await;
-    super::pool::start_refill(&cx, &cancel);
-    // Workers not reached: tell them (they are cancelled).
-    for tx in &cx.prefetch.done {
-        tx.send_if_modified(|v| {
-            if v.is_none() {
-                *v = Some(Ok(false));
-                true
-            } else {
-                false
-            }
-        });
     }
 }
 
@@ -301,7 +210,7 @@ pub async fn run_attempt(
         return Err(Box::new((Attempt::new(n, "", &w.log_dir), e)));
     };
     let db_name = planned.db_name.clone();
-    let mut attempt = Attempt::new(n, &db_name, &w.log_dir);
+    let mut attempt = Attempt::new(n, &db_name, &planned.paths.dir);
     attempt.part = w.part.as_ref().map(|p| crate::model::PartNumber {
         number: p.number,
         count: p.count,
@@ -329,10 +238,10 @@ impl AttemptRun<'_> {
         if !self.database().await? {
             return Ok(Verdict::Cancelled);
         }
-        let mut launch = self.launch()?;
+        let mut launch = self.launch().await?;
         let mut server = self.server(&launch, true).await?;
         if let Started::PortTaken = server {
-            launch = self.launch()?;
+            launch = self.launch().await?;
             server = self.server(&launch, false).await?;
         }
         match server {
@@ -346,7 +255,7 @@ impl AttemptRun<'_> {
         mut self,
         outcome: Result<Verdict, StepError>,
     ) -> Result<Attempt, Box<(Attempt, StepError)>> {
-        let now = self.cx.started_at.elapsed().as_secs_f64();
+        let now = self.cx.config().started_at.elapsed().as_secs_f64();
         if let Some(last) = self.phases.last_mut() {
             last.end = now;
         }
@@ -358,7 +267,7 @@ impl AttemptRun<'_> {
             Ok(verdict) => {
                 let mut attempt = self.attempt.finish(verdict, &mut self.start, phases);
                 if let Some(part) = &self.w.part {
-                    super::parts::check(part, &self.w.junit, &mut attempt);
+                    super::parts::check(part, &self.planned.paths.junit, &mut attempt);
                 }
                 Ok(attempt)
             }
@@ -371,7 +280,7 @@ impl AttemptRun<'_> {
     }
 
     fn enter(&mut self, phase: Phase) {
-        let now = self.cx.started_at.elapsed().as_secs_f64();
+        let now = self.cx.config().started_at.elapsed().as_secs_f64();
         if let Some(last) = self.phases.last_mut() {
             last.end = now;
         }
@@ -382,11 +291,11 @@ impl AttemptRun<'_> {
         });
         // The critical unit's start-up ends when its test process is done starting, which
         // `critical_startup` watches for.
-        let critical = self.cx.critical_unit() == Some(self.w.index);
+        let critical = self.cx.config().critical_unit() == Some(self.w.index);
         if phase == Phase::Testing && self.n == 1 && !critical {
             self.cx.past_startup(self.w.index);
         }
-        self.cx.emit(Event::Phase {
+        self.cx.say(Event::Phase {
             worker: self.w.index,
             file: self.w.file.clone(),
             attempt: self.n,
@@ -396,12 +305,12 @@ impl AttemptRun<'_> {
 
     /// `[test] timeout` is per file: a pack's test process runs its files one after another.
     fn timeout(&self) -> Duration {
-        self.cx.plan.test.timeout * self.w.pack.len().max(1) as u32
+        self.cx.plan().test.timeout * self.w.pack.len().max(1) as u32
     }
 
     /// A first attempt starts from an empty log folder; a retry's predecessor was stashed.
     fn logs(&self) -> Result<(), StepError> {
-        let dir = &self.w.log_dir;
+        let dir = &self.planned.paths.dir;
         if self.n == 1 {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -409,31 +318,29 @@ impl AttemptRun<'_> {
             .map_err(|e| StepError::new(format!("cannot create {}: {e}", dir.display())))
     }
 
-    /// The attempt's database. The first attempt's was cloned ahead by the prefetcher; retries
-    /// clone their own. Ok(false): cancelled first.
+    /// The attempt's database. The first attempt's was made ahead by the prefetcher; retries
+    /// make their own. Ok(false): cancelled first.
     async fn database(&self) -> Result<bool, StepError> {
         let (cx, cancel) = (self.cx, self.cancel);
         if self.n > 1 {
-            return clone_worker_db(cx, self.w.index, self.n, &self.db_name, cancel).await;
+            let held = cx.databases.acquire(cx, self.w, self.n, cancel).await?;
+            return Ok(held.is_some());
         }
-        let mut rx = cx.prefetch.done[self.w.index].subscribe();
-        tokio::select! {
-            r = rx.wait_for(Option::is_some) => r.ok().and_then(|v| v.clone()).unwrap_or(Ok(false)),
-            _ = cancel.stop.cancelled() => Ok(false),
-        }
+        cx.prefetch.wait(self.w.index, cancel).await
     }
 
     /// A fresh port, and the commands filled for it.
-    fn launch(&mut self) -> Result<Launch, StepError> {
+    async fn launch(&mut self) -> Result<Launch, StepError> {
         let cx = self.cx;
         let port = cx
             .take_port()
+            .await
             .map_err(|e| StepError::new(format!("no free port: {e}")))?;
         self.attempt.port = Some(port);
-        let (port_s, template_url) = (port.to_string(), cx.template_url());
+        let (port_s, template) = (port.to_string(), cx.template().await?);
         let rt = RunTime {
             port: &port_s,
-            template_url: &template_url,
+            template_url: &template.url,
         };
         Ok(Launch {
             port,
@@ -447,17 +354,17 @@ impl AttemptRun<'_> {
         argv: &[String],
         env: &[(String, String)],
         log: &Path,
-        stamp: bool,
+        times: Option<&Path>,
     ) -> Result<Group, StepError> {
         let spec = Spec {
             nice: self.w.nice,
             what,
             argv,
             env,
-            cwd: &self.cx.plan.root,
+            cwd: &self.cx.plan().root,
             log,
             run_as: None,
-            stamp,
+            times,
         };
         process::spawn(&self.cx.journal, spec).map_err(StepError::new)
     }
@@ -469,13 +376,14 @@ impl AttemptRun<'_> {
             return Ok(Started::Ready(None));
         };
         let (cx, w, cancel) = (self.cx, self.w, self.cancel);
-        let grace = cx.plan.stop_timeout();
+        let grace = cx.plan().stop_timeout();
         self.enter(Phase::Starting);
-        let log = w.log_dir.join("server.log");
+        let paths = &self.planned.paths;
+        let log = paths.server_log.clone();
         let what = format!("server for {} on port {}", w.file, launch.port);
-        let mut group = self.spawn(what, &s.command, &s.env, &log, true)?;
+        let mut group = self.spawn(what, &s.command, &s.env, &log, Some(&paths.server_times))?;
         let timeout = cx
-            .plan
+            .plan()
             .server
             .as_ref()
             .map(|s| s.ready_timeout)
@@ -523,17 +431,12 @@ impl AttemptRun<'_> {
         mut server: Option<Group>,
     ) -> Result<Verdict, StepError> {
         let (cx, w, cancel) = (self.cx, self.w, self.cancel);
-        let grace = cx.plan.stop_timeout();
+        let grace = cx.plan().stop_timeout();
         self.enter(Phase::Testing);
         let what = format!("tests of {} (port {})", w.file, launch.port);
         let c = &launch.commands;
-        let test = match self.spawn(
-            what,
-            &c.test,
-            &c.test_env,
-            &w.log_dir.join("test.log"),
-            false,
-        ) {
+        let test_log = self.planned.paths.test_log.clone();
+        let test = match self.spawn(what, &c.test, &c.test_env, &test_log, None) {
             Ok(g) => g,
             Err(e) => {
                 if let Some(s) = server {
@@ -575,8 +478,9 @@ impl AttemptRun<'_> {
         if let Some(s) = server {
             stop_server(cx, s, grace, cancel, verdict == Verdict::Timeout).await;
         }
-        self.attempt.counts = read_counts(&w.junit);
-        self.attempt.tests_secs = crate::model::junit::tests_secs(&w.junit);
+        let junit = &self.planned.paths.junit;
+        self.attempt.counts = read_counts(junit);
+        self.attempt.tests_secs = crate::model::junit::tests_secs(junit);
         self.attempt.cpu_secs = cpu.iter().flatten().map(CpuMeter::secs).sum();
         let test_startup = cpu[0].as_ref().and_then(CpuMeter::startup_secs);
         self.attempt.startup_cpu_secs = test_startup.zip(server_ready_cpu).map(|(t, s)| t + s);
@@ -586,7 +490,7 @@ impl AttemptRun<'_> {
     /// What the way the tests ended means, once their process group is gone.
     async fn stop_tests(&mut self, test: Group, end: End) -> Verdict {
         let (cx, cancel) = (self.cx, self.cancel);
-        let grace = cx.plan.stop_timeout();
+        let grace = cx.plan().stop_timeout();
         match end {
             End::ServerDied(how) => {
                 self.attempt.exit_code = wind_down(cx, test, grace, cancel).await;
@@ -597,7 +501,7 @@ impl AttemptRun<'_> {
             End::Exited(code) => {
                 test.finish(&cx.journal).await;
                 self.attempt.exit_code = code;
-                if code.is_some_and(|c| cx.plan.test.ok_exit_codes.contains(&c)) {
+                if code.is_some_and(|c| cx.plan().test.ok_exit_codes.contains(&c)) {
                     Verdict::Pass
                 } else {
                     Verdict::Fail
@@ -730,7 +634,7 @@ async fn wait_ready(group: &mut Group, ready: &str, timeout: Duration, cancel: &
 /// CPU, which a starting process is always either using or queued for), or after half its
 /// predicted time, or at once if it cannot be watched. Never ends for any other worker.
 async fn critical_startup(cx: &RunCx, w: &WorkerPlan, n: u32, pid: Option<u32>) {
-    if n != 1 || cx.critical_unit() != Some(w.index) {
+    if n != 1 || cx.config().critical_unit() != Some(w.index) {
         return std::future::pending().await;
     }
     let cap = w
