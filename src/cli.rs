@@ -95,6 +95,8 @@ impl From<Box<PlanError>> for Error {
 )]
 pub struct Cli {
     /// When to use colours: auto (a terminal without NO_COLOR), always, never.
+    ///
+    /// `auto` colours output on a terminal unless `NO_COLOR` is set to a non-empty value.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
     #[command(subcommand)]
@@ -104,8 +106,21 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the plan: clone databases, start servers, run tests, merge reports, clean up.
+    ///
+    /// The table and the closing lines go to stdout; progress goes to stderr: a live bar on a
+    /// terminal when `CI` is unset, plain lines otherwise (`CI` set to anything but empty, `false`
+    /// or `0` counts as CI). The exit code says how the run ended (0 passed, 1 tests failed, 2 a
+    /// plan or usage error, 3 setup failed, 130 interrupted).
     Apply(ApplyArgs),
     /// Show the DAG the plan would run, fully resolved; touches nothing.
+    ///
+    /// Every worker is fully resolved, with its database name, commands, environment (passwords
+    /// redacted), predicted duration and retry attempts, and the run's predicted wall time.
+    /// `xxxxxxxx` (the run id), `<port>` and `<cluster-port>` stand in for values that only exist
+    /// at run time. It never connects to a database and never starts a server or a test; with
+    /// `units = "auto"` it runs `[test] collect` for the files it may split, as `apply` does, so
+    /// that both show the same parts. `--format dot` is Graphviz:
+    /// `e2e-plan dry-run --format dot | dot -Tsvg > plan.svg`.
     DryRun(DryRunArgs),
     /// Write a first plan for this repository from what it finds (tests, migrations, server).
     Init {
@@ -120,7 +135,13 @@ pub enum Command {
         plan: PathBuf,
     },
     /// Undo what earlier runs of this plan left: kept databases, and everything of a dead runner.
+    ///
+    /// It removes kept databases and their logs, a throwaway cluster kept for them, and every
+    /// resource of a runner that died, and prints `undid …` for what it removed and
+    /// `…: already gone` for what it found removed already. Runs that are still going are left
+    /// alone. It works even if the plan no longer fully loads.
     Rollback {
+        /// The plan file.
         #[arg(default_value = plan::DEFAULT_PLAN)]
         plan: PathBuf,
     },
@@ -131,13 +152,29 @@ pub enum Command {
     },
     /// Show or remove the local PostgreSQL kept between runs (plans with a fingerprint and no
     /// [database] template).
+    ///
+    /// `cluster status` shows its folder, its size on disk, and whether it is stopped, in use by
+    /// a run, or still running from an earlier run. `cluster remove` deletes it (refused while a
+    /// run uses it or while it holds kept databases: `rollback` first); the next run makes it
+    /// again.
     Cluster {
         #[command(subcommand)]
         action: ClusterAction,
     },
-    /// Print the plan format's JSON Schema (draft-07).
-    Schema,
+    /// Print the plan format's JSON Schema (draft-07), or its reference as markdown.
+    Schema {
+        /// json: the JSON Schema editors validate plans against; markdown: the plan reference
+        /// (docs/plan.md), from the same doc comments.
+        #[arg(long, value_enum, default_value_t = SchemaFormat::Json)]
+        format: SchemaFormat,
+    },
     /// Merge JUnit files (from several runs or CI shards) into one.
+    ///
+    /// It reads one input at a time. If any input is unusable, it names every bad one, writes
+    /// nothing and exits with 2. Inputs written by `apply --shard` carry their split; merge then
+    /// checks that they cover it exactly once and, if not, names every file that ran in no shard
+    /// or in two, and the files that shards of different splits placed differently, writes
+    /// nothing and exits with 2 (`--allow-partial` merges anyway).
     Merge {
         /// Output file.
         #[arg(short, long)]
@@ -155,21 +192,32 @@ pub enum Command {
         timings: Option<PathBuf>,
     },
     /// Print shell completions.
+    ///
+    /// For bash: `e2e-plan completions bash > ~/.local/share/bash-completion/completions/e2e-plan`.
     Completions {
+        /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaFormat {
+    Json,
+    Markdown,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum PoolAction {
     /// How many copies are ready, how many are stale, and their size on disk.
     Status {
+        /// The plan file.
         #[arg(default_value = plan::DEFAULT_PLAN)]
         plan: PathBuf,
     },
     /// Drop every pooled copy of the plan's template (the next run clones again).
     Drain {
+        /// The plan file.
         #[arg(default_value = plan::DEFAULT_PLAN)]
         plan: PathBuf,
     },
@@ -179,11 +227,13 @@ pub enum PoolAction {
 pub enum ClusterAction {
     /// Where the kept cluster is, its size on disk, and whether it is running or in use.
     Status {
+        /// The plan file.
         #[arg(default_value = plan::DEFAULT_PLAN)]
         plan: PathBuf,
     },
     /// Delete the kept cluster (the next run makes it again).
     Remove {
+        /// The plan file.
         #[arg(default_value = plan::DEFAULT_PLAN)]
         plan: PathBuf,
     },
@@ -212,6 +262,17 @@ pub struct PlanArgs {
     pub units: Option<Units>,
     /// Only shard K of N (e.g. 2/4), balanced by recorded timings; `auto` (or `auto/N`) reads
     /// the CI's parallelism variables (GitLab, CircleCI, Buildkite, Kubernetes).
+    ///
+    /// `auto` reads GitLab's `CI_NODE_INDEX`/`CI_NODE_TOTAL` (1-based), CircleCI's
+    /// `CIRCLE_NODE_INDEX`/`CIRCLE_NODE_TOTAL` and Buildkite's
+    /// `BUILDKITE_PARALLEL_JOB`/`BUILDKITE_PARALLEL_JOB_COUNT` (0-based), or a Kubernetes indexed
+    /// Job's `JOB_COMPLETION_INDEX` with the total given as `auto/N`; with none of them set it
+    /// exits 2 and names them (GitHub Actions has none: use a matrix). Files are split by the
+    /// durations in `.e2e-plan/timings.json` (greedy, longest first), or round-robin over sorted
+    /// paths when nothing is recorded. The split is a pure function of the file list, N and that
+    /// timings snapshot, and sharded runs never change the snapshot, so shards run one after
+    /// another in one checkout, or on runners with the same snapshot, cover every file once. Each
+    /// shard records its split in its `junit.xml` and `summary.json`, and `merge` checks it.
     #[arg(long)]
     pub shard: Option<ShardArg>,
     /// Balance shards and order workers by these durations: a timings.json, or a JUnit file
@@ -219,6 +280,10 @@ pub struct PlanArgs {
     #[arg(long, value_name = "FILE")]
     pub timings: Option<PathBuf>,
     /// Only the files that failed or were flaky in the previous run.
+    ///
+    /// The files of this plan that failed, timed out, errored or were flaky in its previous run
+    /// whose tests ran (setup failures and interruptions don't count); every file when there is
+    /// no such run or none of those files is left.
     #[arg(long)]
     pub last_failed: bool,
     /// Write reports and logs to DIR for this run (overrides [report] dir).
@@ -251,6 +316,7 @@ pub struct ApplyArgs {
 pub struct DryRunArgs {
     #[command(flatten)]
     pub planning: PlanArgs,
+    /// text: a tree; json: the DAG as a document; dot: Graphviz.
     #[arg(long, value_enum, default_value_t = DryRunFormat::Text)]
     pub format: DryRunFormat,
 }
@@ -332,8 +398,11 @@ async fn run(cli: Cli, started: std::time::Instant) -> Result<(), Error> {
         Command::Rollback { plan } => rollback(&plan).await,
         Command::Pool { action } => pool(action).await,
         Command::Cluster { action } => cluster(action),
-        Command::Schema => {
-            print!("{}", plan::schema_json());
+        Command::Schema { format } => {
+            match format {
+                SchemaFormat::Json => print!("{}", plan::schema_json()),
+                SchemaFormat::Markdown => print!("{}", plan::reference::markdown()),
+            }
             Ok(())
         }
         Command::Merge {
@@ -780,5 +849,115 @@ async fn rollback(plan_path: &Path) -> Result<(), Error> {
             ),
             detail: failed,
         })
+    }
+}
+
+/// The command-line reference, `docs/cli.md`, generated from the definitions above (the same
+/// text `e2e-plan help COMMAND` shows), so that it cannot drift.
+pub fn reference() -> String {
+    use std::fmt::Write as _;
+    let mut root = Cli::command();
+    root.build();
+    let mut o = String::from("# Command-line reference\n\n");
+    o.push_str("<!-- Generated from the clap definitions in src/cli.rs by the test `docs::cli_reference_is_current`; do not edit. -->\n\n");
+    let _ = writeln!(
+        o,
+        "Every command and option; `e2e-plan help [COMMAND]` prints the same. Every `PLAN` defaults to `{}`; the plan file is described in the [plan reference](plan.md), the exit codes in the [README](../README.md#exit-codes).\n",
+        plan::DEFAULT_PLAN
+    );
+    let _ = writeln!(o, "```\n{}\n```\n", root.render_usage().to_string().trim());
+    let _ = writeln!(o, "Global options:\n");
+    args_of(&mut o, &root);
+    for sub in root.get_subcommands() {
+        command_section(&mut o, sub, "e2e-plan");
+    }
+    o
+}
+
+fn command_section(o: &mut String, cmd: &clap::Command, parent: &str) {
+    use std::fmt::Write as _;
+    if cmd.get_name() == "help" {
+        return;
+    }
+    let path = format!("{parent} {}", cmd.get_name());
+    let _ = writeln!(o, "## `{path}`\n");
+    let about = cmd
+        .get_long_about()
+        .or(cmd.get_about())
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let _ = writeln!(o, "{}\n", about.trim());
+    if cmd.has_subcommands() {
+        for sub in cmd.get_subcommands() {
+            command_section(o, sub, &path);
+        }
+        return;
+    }
+    let usage = cmd.clone().render_usage().to_string();
+    let usage = usage.trim().trim_start_matches("Usage: ");
+    let _ = writeln!(o, "```\n{usage}\n```\n");
+    args_of(o, cmd);
+}
+
+fn args_of(o: &mut String, cmd: &clap::Command) {
+    use std::fmt::Write as _;
+    let mut any = false;
+    for a in cmd.get_arguments() {
+        let id = a.get_id().as_str();
+        if matches!(id, "help" | "version") || (a.is_global_set() && cmd.get_name() != "e2e-plan") {
+            continue;
+        }
+        let value = a
+            .get_value_names()
+            .map(|v| {
+                v.iter()
+                    .map(|n| format!("<{n}>"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_else(|| format!("<{}>", id.to_uppercase()));
+        let takes = a.get_num_args().is_some_and(|n| n.takes_values());
+        let name = match (a.get_short(), a.get_long()) {
+            (Some(s), Some(l)) if takes => format!("-{s}, --{l} {value}"),
+            (Some(s), Some(l)) => format!("-{s}, --{l}"),
+            (None, Some(l)) if takes => format!("--{l} {value}"),
+            (None, Some(l)) => format!("--{l}"),
+            (Some(s), None) => format!("-{s}"),
+            (None, None) if a.is_last_set() => format!("-- {value}..."),
+            (None, None) => value,
+        };
+        let help = a
+            .get_long_help()
+            .or(a.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        let mut extra = Vec::new();
+        let possible: Vec<String> = a
+            .get_possible_values()
+            .iter()
+            .map(|p| format!("`{}`", p.get_name()))
+            .collect();
+        if !possible.is_empty() && takes {
+            extra.push(format!("one of {}", possible.join(", ")));
+        }
+        let defaults: Vec<String> = a
+            .get_default_values()
+            .iter()
+            .map(|d| format!("`{}`", d.to_string_lossy()))
+            .collect();
+        if !defaults.is_empty() && takes {
+            extra.push(format!("default {}", defaults.join(", ")));
+        }
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", extra.join("; "))
+        };
+        let help = help.trim().replace("\n\n", "\n\n  ");
+        let _ = writeln!(o, "- `{name}`{extra}: {help}");
+        any = true;
+    }
+    if any {
+        o.push('\n');
     }
 }

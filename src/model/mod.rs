@@ -100,7 +100,9 @@ impl<'de> Deserialize<'de> for ExitCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FlakyPolicy {
+    /// A flaky file does not fail the run.
     Pass,
+    /// A flaky file fails the run (exit 1).
     Fail,
 }
 

@@ -10,6 +10,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
+/// How durations are written (the reference, `docs/plan.md`).
+pub const DURATIONS: &str = "Durations are strings: `\"500ms\"`, `\"30s\"`, `\"15m\"`, `\"1h\"`, or combined, like `\"1m30s\"`. A number without a unit is an error.";
+
 /// Parses `<number><unit>` where unit is ms, s, m or h; several parts may follow each other ("1m30s").
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();

@@ -13,30 +13,36 @@ use toml::Spanned;
 
 use super::duration::HumanDuration;
 
-/// A whole plan file.
+/// A plan is one TOML file, usually `plans/default.toml` in your repository. Only `[tests] include` and `[test] command` are required. Write `#:schema ../schemas/plan.schema.json` as its first line and editors with TOML schema support (Taplo, Even Better TOML) validate and complete its keys; `e2e-plan schema > schemas/plan.schema.json` writes the schema.
+///
+/// **Commands.** Every command (setup, prepare, server, test) runs in `root`, its output going to a log file. It inherits e2e-plan's environment without the runner's `PYTEST_*` variables, plus the plan's `env` for it. A program path that is relative and contains a `/` (like `.venv/bin/pytest`) is resolved against `root`. A command is an array of words, or one string split into words like a shell would; e2e-plan never runs a shell (write `["sh", "-c", "…"]` to get one). So a command that starts with `NAME=value` is refused when the plan is loaded, with its line and column: put the variable in the `env` table beside the command. `validate`, `dry-run` and `apply` all refuse it.
+///
+/// **Process groups.** Every command runs in its own process group with `E2E_PLAN_RUN=<run id>` and `E2E_PLAN_MARK=<run id>.<n>` in its environment. Stopping one sends SIGTERM to the group and SIGKILL after the grace period (`[server] stop_timeout`); the mark is how e2e-plan finds descendants that left the group (a daemon that called `setsid`) and stops them too.
+///
+/// **Caches in the project are shared by every worker.** pytest writes `.pytest_cache` under root (`--lf` data, and whatever a conftest stores with `config.cache`); workers that run at once would all write the same files. Give each worker its own, `-o cache_dir={log_dir}/.pytest_cache` (it stays with the worker's logs), or turn it off, `-p no:cacheprovider` (the bundled plan does).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "e2e-plan plan file (version 1)")]
 pub struct RawPlan {
-    /// Format version; only 1 exists.
+    /// The format's version; 1 is the only one.
     #[schemars(with = "Option<u32>")]
     pub version: Option<Spanned<i64>>,
-    /// Folder every command runs in, relative to the plan file's folder. Default ".".
+    /// The folder every command runs in, relative to this file's folder. Default ".".
     #[schemars(with = "Option<String>")]
     pub root: Option<Spanned<String>>,
-    /// Which test files to run; every matching file is one worker.
+    /// Which test files to run: every matching file gets a worker of its own.
     pub tests: RawTests,
-    /// Commands run once in `root` before the template is prepared (e.g. creating a virtualenv).
+    /// Commands run once, in order, before anything else (creating a virtualenv, installing dependencies). Only `{root}` and `{run}` may appear.
     #[serde(default)]
     pub setup: Vec<RawSetup>,
-    /// The template database every worker's database is cloned from.
+    /// The template every worker's database is copied from.
     #[serde(default)]
     pub database: RawDatabase,
-    /// The server each worker starts against its own database. Optional.
+    /// The server each worker starts against its own database, on its own port. Optional: leave it out when the tests start what they need, or drive the app in-process.
     pub server: Option<RawServer>,
-    /// The test command run once per file.
+    /// The test command, run once per worker.
     pub test: RawTest,
-    /// Scheduling.
+    /// How the workers are scheduled.
     #[serde(default)]
     pub run: RawRun,
     /// Where reports and logs go.
@@ -47,10 +53,10 @@ pub struct RawPlan {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTests {
-    /// Globs relative to root; every matching file is one worker.
+    /// Globs relative to root; one worker per matching file. Each glob must match at least one file.
     #[schemars(with = "Vec<String>")]
     pub include: Spanned<Vec<Spanned<String>>>,
-    /// Globs removed from the match.
+    /// Globs of files left out of `include`'s matches. Default [].
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub exclude: Vec<Spanned<String>>,
@@ -59,88 +65,111 @@ pub struct RawTests {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSetup {
-    /// An argv array, or a string split into words like a shell would (no shell is run).
+    /// The command: an argv array, or one string split into words like a shell would (no shell is run).
     #[schemars(with = "CommandSpec")]
     pub command: Spanned<CommandSpec>,
-    /// Skip the command when this path (relative to root) exists.
+    /// Skip the command when this path (relative to root) exists, e.g. `.venv/bin/python`.
     #[schemars(with = "Option<String>")]
     pub creates: Option<Spanned<String>>,
-    /// Environment variables for this command; may use {root} and {run}.
+    /// Environment variables for this command; may use `{root}` and `{run}`. Default {}.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     pub env: BTreeMap<String, Spanned<String>>,
 }
 
+/// Admin work (create, clone, drop) goes through the `postgres` maintenance database on the template's server, so its user needs `CREATEDB`. e2e-plan's own connections do not use TLS. Drops use `DROP DATABASE … WITH (FORCE)`, so the server must be PostgreSQL 13 or newer. Worker databases are named `<template>_<run id>_<worker>` (`r<N>` appended for retries), at most 63 bytes of `[a-z0-9_]`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDatabase {
-    /// The template database's URL. Absent or empty: an ephemeral PostgreSQL cluster is started.
+    /// The template database's URL, `postgres://` or `postgresql://`, naming a database of your own (`postgres`, `template0` and `template1` are refused); e2e-plan creates it if it does not exist. The template is not a per-run resource: on your own server it stays after the run and the next run reuses it. `template = "${E2E_DATABASE_URL:-}"` gives you both a local cluster on your machine and a real server wherever the variable is set.
+    ///
+    /// **Absent or empty: a local cluster of e2e-plan's own**: `initdb`, a free port, fsync off. No other local account gets in: the folder and its socket are owner-only, and TCP needs a random password (scram-sha-256) that the URLs the commands get carry, that every output shows as `****`, and that is kept in the owner-only file `password` in the cluster's folder. The template there is called `e2e_template`.
+    ///
+    /// - **With a `fingerprint`, the cluster is kept between runs** in `.e2e-plan/cluster/`. The first run makes it (initdb, prepare); it is stopped when the command returns, and the next run starts it (a fraction of a second) instead: the fingerprint works as on a server, so an unchanged project skips `prepare`, and `pool` keeps ready copies locally too. A folder made by another PostgreSQL major version, half-made (a runner killed during initdb), that does not start, or that was running when the machine went down (it runs with fsync off) is made again without asking. Each start drops any other database left in it (a dead runner's, or kept ones whose cluster stopped since) and names them. As root, the `postgres` account must be able to reach the project's folder; if it cannot, runs use a throwaway cluster.
+    ///
+    /// - **One run at a time uses it.** A second run of the same checkout while one is going, or any run while the cluster still runs from an earlier run (for its kept databases, or because its runner died), uses a throwaway cluster instead and says so.
+    ///
+    /// - **Without a `fingerprint`**, nothing can tell whether a kept template is current, so the cluster is a throwaway one, made in `.e2e-plan/clusters/<run>/` and deleted at the end of the run.
+    ///
+    /// - Either cluster is left running while it holds kept databases, until `rollback`, which stops the kept cluster (its data stays) and deletes a throwaway one. `e2e-plan cluster status` shows the kept cluster and its size on disk; `e2e-plan cluster remove` deletes it.
     #[schemars(with = "Option<String>")]
     pub template: Option<Spanned<String>>,
-    /// Commands run once, in order, before cloning, with DATABASE_URL set to the template's URL.
+    /// Commands run once, in order, before any copy is made, with `DATABASE_URL` set to the database they prepare (plus `[database] env`); they may use `{root}`, `{run}`, `{db_name}` and `{db_url}`, which name that database. Use those, never the template's literal name. Default [].
+    ///
+    /// With a `fingerprint`, `prepare` is skipped when the template's stored fingerprint matches. When it does not (or with `--reprepare`), the template is **rebuilt from nothing**: `prepare` runs in a fresh, empty database `<template>_next_<run>`, and only when every command succeeded is that database swapped in for the template, in one transaction that also stores the new fingerprint (the old template is then dropped). Migration tools that record what they applied (alembic, Django) would otherwise skip a migration edited after it was applied, and the tests would get the old schema under the new fingerprint. A prepare that fails leaves the old template and its fingerprint as they were, and the run exits 3 with the command's output. The swap waits for other sessions on the template (never terminating them) for `busy_timeout`.
+    ///
+    /// Without a `fingerprint`, nothing says whether the template is current, so `prepare` runs in the template itself on every run: the commands must be safe to re-run, as most migration tools are. Preparation holds a PostgreSQL advisory lock per template, so two runs never prepare one template at once; the one that waited then finds the new fingerprint and skips. A throwaway cluster's template is new every run, so it is always prepared.
     #[serde(default)]
     #[schemars(with = "Vec<CommandSpec>")]
     pub prepare: Vec<Spanned<CommandSpec>>,
-    /// Environment variables for the prepare commands (besides DATABASE_URL); may use {root},
-    /// {run}, {db_name} and {db_url}, e.g. POSTGRES_DB = "{db_name}".
+    /// Environment variables for the prepare commands, besides `DATABASE_URL` (which this table may set itself); the same placeholders as `prepare`, e.g. `POSTGRES_DB = "{db_name}"`. Default {}.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     pub env: BTreeMap<String, Spanned<String>>,
-    /// Which worker databases survive the run.
+    /// Which worker databases survive the run. A kept database is the one the file's first attempt used; retries' databases are always dropped straight away. After a setup failure (exit 3) or an interruption (exit 130), nothing is kept. A kept database's logs move to `{report.dir}/kept/<database>/`, where the next run does not touch them, and `e2e-plan rollback` removes them together with the database. A database the tests dropped themselves is not reported as kept (the run warns instead). A pack's database is kept when any of its files failed; each part of a split file has its own. `apply --keep` overrides it for one run.
     #[schemars(with = "Option<Keep>")]
     pub keep: Option<Spanned<Keep>>,
-    /// How PostgreSQL copies the template: file_copy (default on 15+) or wal_log.
+    /// How PostgreSQL copies the template. `file_copy` (the default on PostgreSQL 15+) copies the template's files, which is fast, but makes the whole server checkpoint before and after every copy; on a busy shared server, `wal_log` writes the copy through the WAL, with no checkpoints. Servers before 15 get no `STRATEGY` clause. At most 4 copies are made at once.
     pub strategy: Option<Strategy>,
-    /// Globs (relative to root) whose contents, with the prepare commands, decide whether the
-    /// template must be prepared again.
+    /// Globs (relative to root) whose paths and contents, hashed with the prepare commands as written, decide whether the template must be prepared again (see `prepare`). The hash is stored on the template with `COMMENT ON DATABASE`. Default []: prepare runs every time.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub fingerprint: Vec<Spanned<String>>,
-    /// How long a clone waits for other sessions to leave the template (they are never
-    /// terminated) before failing with their names. Default "30s".
+    /// How long a copy (or the template's swap) waits for other sessions to leave the template (they are never terminated) before failing with their names. Default "30s".
     #[schemars(with = "Option<String>")]
     pub busy_timeout: Option<HumanDuration>,
-    /// Copies of the template kept cloned between runs (needs `fingerprint`): the next run claims
-    /// them at once instead of cloning, and refills the pool after its summary. 0 (default): off.
-    /// Ignored on an ephemeral cluster.
+    /// Ready copies of the template kept between runs (needs `fingerprint`). Default 0: no pool. Copying is what a run waits for; a pool moves it off the next run's critical path, as IntegreSQL does for Go tests: a worker *claims* a copy, which is a rename (milliseconds at any template size), and copies only when the pool runs dry. The run refills the pool while its tests run, once every worker's start-up is over, one copy at a time; what is left is copied 4 at once after the summary (Ctrl-C skips it; the next run copies what is missing).
+    ///
+    /// - A copy carries the fingerprint of the template it was copied from (as its `COMMENT ON DATABASE`), and only copies of the current template are claimed; stale ones are dropped by the next refill. When `prepare` runs, every existing copy counts as stale.
+    ///
+    /// - Claiming renames the copy to the worker's name and clears its comment in one transaction, so two runs never claim the same copy. One run at a time refills a template's pool (an advisory lock), so concurrent runs never grow it past N.
+    ///
+    /// - A copy is made under the run's journal and joins the pool only once whole: a runner killed while refilling leaves nothing half-made, and `rollback` drops what was in flight. `rollback` never touches finished copies: a pool is state you asked for.
+    ///
+    /// - Each copy is a full copy on disk: N × the template's size. `e2e-plan pool status` shows it, `e2e-plan pool drain` drops them all. On the kept local cluster the pool lives inside it; a throwaway cluster has none. On CI, where every job starts from an empty server, a pool does not help; it pays off on developer machines and long-lived runners. Size it to the files a run starts, plus some for retries.
     #[schemars(with = "Option<usize>")]
     pub pool: Option<Spanned<usize>>,
 }
 
+/// The server starts against the worker's database and is polled at `ready`. If it exits before it is ready, or is not ready within `ready_timeout`, the run fails with exit 3 and the tail of its log is printed; if it exited because another process took its port meanwhile, the worker tries once more on another port. A server that exits while the tests run fails the file ("server exited with code N during the tests"): the tests get 2 s, then SIGINT (pytest still writes its JUnit), then the usual stop. Its output goes to `server.log`, each line's arrival time to `server.log.times`, so that a failing test is shown what the server printed while it ran.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
+    /// The server's command; every placeholder, typically `{port}` and `{db_url}`.
     #[schemars(with = "CommandSpec")]
     pub command: Spanned<CommandSpec>,
+    /// Environment variables for the server, e.g. `PORT = "{port}"`, `DATABASE_URL = "{db_url}"`. Default {}.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     pub env: BTreeMap<String, Spanned<String>>,
-    /// http(s)://… polled until 2xx/3xx, or tcp://host:port.
+    /// `http://…` or `https://…`, polled every 100 ms until it answers 2xx or 3xx (any certificate is accepted); or `tcp://host:port`, until it accepts a connection.
     #[schemars(with = "String")]
     pub ready: Spanned<String>,
-    /// Default "30s".
+    /// How long the server may take to be ready. Default "30s".
     #[schemars(with = "Option<String>")]
     pub ready_timeout: Option<HumanDuration>,
-    /// SIGTERM to the process group, then SIGKILL after this. Default "2s".
+    /// The grace period of every process group the run stops (servers, tests, setup and prepare commands): SIGTERM to the group, then SIGKILL this much later; a second Ctrl-C skips it. Default "2s" (also without a `[server]`).
     #[schemars(with = "Option<String>")]
     pub stop_timeout: Option<HumanDuration>,
 }
 
+/// The test command passes when its exit code is in `ok_exit_codes`; its counts and failures come from the JUnit it writes to `{junit}`. A test command that runs past `timeout` is killed with no grace period and reported `TIMEOUT`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTest {
+    /// The test command; every placeholder. It must write JUnit to `{junit}`, e.g. `[".venv/bin/pytest", "{file}", "-q", "--junitxml={junit}", "{args}"]`. With `units = "auto"`, `{file}` as a whole word becomes a pack's files (or a part's test ids), each its own word.
     #[schemars(with = "CommandSpec")]
     pub command: Spanned<CommandSpec>,
+    /// Environment variables for the tests, e.g. `BASE_URL = "http://127.0.0.1:{port}"`, `DATABASE_URL = "{db_url}"`. Default {}.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     pub env: BTreeMap<String, Spanned<String>>,
-    /// Per worker; past it the worker is killed and reported TIMEOUT. Default "15m".
+    /// How long one file's tests may run (a pack gets it once per file). Default "15m".
     #[schemars(with = "Option<String>")]
     pub timeout: Option<HumanDuration>,
-    /// Exit codes that count as passing. Default [0, 5].
+    /// Exit codes that count as passing. Default [0, 5] (pytest's 5: no tests collected).
     pub ok_exit_codes: Option<Vec<i32>>,
-    /// Lists one file's test ids, one per line (`units = "auto"` splits a long file by them);
-    /// may use {root}, {file} and {args}. pytest: ["pytest", "--collect-only", "-q", "{file}"].
+    /// Lists one file's test ids, one per line, for `units = "auto"` to split a long file by them; may use `{root}`, `{file}` (required, as a whole word) and `{args}`. pytest: `["pytest", "--collect-only", "-q", "{file}"]`. It runs before `[[setup]]`, with only the `[test] env` entries that need no worker (no `{port}`, `{db_url}`…); one that fails, times out (2 minutes) or lists no test of the file leaves it whole, and `dry-run` says why.
     #[schemars(with = "Option<CommandSpec>")]
     pub collect: Option<Spanned<CommandSpec>>,
 }
@@ -148,25 +177,35 @@ pub struct RawTest {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRun {
-    /// Most workers at once; 0 = every file at once.
+    /// Most workers at once; 0 = every file at once (the default). `apply -j N` overrides it.
     pub jobs: Option<usize>,
+    /// Stop everything at the first failing file. Default false.
     pub fail_fast: Option<bool>,
-    /// Attempts after a failure, each in a fresh database, port and server.
+    /// Attempts after a failure, each in a fresh database, port and server. Default 0. Files that failed or timed out on the first pass run again up to this many times, once every file has finished; a file that failed, then passed, is `FLAKY`.
     pub retries: Option<u32>,
-    /// Whether a file that failed then passed fails the run. Default: fail when CI is set.
+    /// Whether a `FLAKY` file fails the run: `fail` or `pass`. Default: `fail` when the `CI` environment variable is set to something other than empty, `false` or `0`, else `pass`.
     pub flaky: Option<FlakyPolicy>,
-    /// More first-pass failures than this and nothing is retried. Default 10.
+    /// More first-pass failures than this and nothing is retried: that looks like a real break, not flakiness. Default 10.
     pub max_retry_files: Option<usize>,
-    /// What one worker runs: "file" (default), one worker per file; "auto", short files with a
-    /// heavy start-up packed into a few workers, one test process each, and a long file split by
-    /// its test ids over several, chosen from the timings.
+    /// What one worker runs. `file` (the default): a worker per file, each with its own database, server and port. `auto`: short files whose test process spends more starting up (importing the app and its conftest) than testing are **packed**, several run one after another by one test process, in one database with one server, as plain pytest runs them; a long file that would hold up the run is **split** by its test ids over several workers. Chosen from `.e2e-plan/timings.json`; `dry-run` shows what was packed and split, and why. `apply --units` overrides it.
+    ///
+    /// - Packs are judged by the CPU each worker used (a wall time is stretched by whatever ran beside it). Files whose tests take less than their start-up are candidates; the planner weighs every number of packs against a worker per file and keeps the one predicted fastest (a near tie goes to fewer workers). Files with no timings yet, or in `alone`, run alone.
+    ///
+    /// - `{file}` as a whole word of the test command becomes the pack's files. A plan that names one file elsewhere (inside a word, an environment value, the server) is never packed, and `dry-run` says so.
+    ///
+    /// - Each file keeps its own row, verdict, counts, duration (its tests' time), JUnit suite and log folder (linked from the pack's); cases are matched to files by pytest's `classname`, so two files of one module name are never packed together. `summary.json` lists a file's pack mates in `packed_with`.
+    ///
+    /// - What a pack trades: files of one pack share a database one after another, so they must tolerate what the file before them left, exactly as under plain pytest; one file's crash or hang ends its pack mates' run too. Put such files in `alone`. A failed file of a pack is retried **alone**, in a fresh database with its own server; a file whose pack's test process stopped before its tests is `FAIL` with `did not run: …`, never `PASS`; a pack whose JUnit cannot be read makes its files `ERROR`.
+    ///
+    /// - **The critical path first.** With more workers at once than cores, the planner starts the unit with the most recorded tests' time first, and every other worker yields the CPU to it: nice 5 plus its slack in tenths, up to 15 (shown by `dry-run`). Its database is copied alone; the workers whose tests take at most half its time wait until its test process is done starting ("after the critical start-up" in `dry-run`).
+    ///
+    /// - **Splitting a long file** needs `[test] collect`. The planner splits the longest unit while that shortens the predicted wall by 5 % or more, into 2 up to `jobs` parts (16 at most) of neighbouring tests, each a worker with its own database, server and port, and merges their results into the file's one row. Every part is checked against what it was given: each of its tests in its JUnit, once, and no other, or the part fails, naming the test. What a split breaks: module- and class-scoped fixtures run once per part, and tests that depend on running in order fail when the cut falls between them. Put such files in `whole`.
     pub units: Option<Units>,
-    /// Globs of test files never packed with others (they always get a worker of their own).
+    /// Globs of test files never packed with others: they always get a worker of their own. Default [].
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub alone: Vec<Spanned<String>>,
-    /// Globs of test files never split (their tests depend on running in order, or share costly
-    /// module fixtures).
+    /// Globs of test files never split (their tests depend on running in order, or share costly module fixtures). Default [].
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub whole: Vec<Spanned<String>>,
@@ -175,7 +214,7 @@ pub struct RawRun {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawReport {
-    /// Default "target/e2e", relative to root.
+    /// The folder of the reports (`junit.xml`, `summary.json`, `report.html`) and of the workers' logs, relative to root. Default "target/e2e". `apply --report-dir DIR` overrides it for one run.
     #[schemars(with = "Option<String>")]
     pub dir: Option<Spanned<String>>,
 }
@@ -184,18 +223,23 @@ pub struct RawReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Keep {
-    /// Only the databases of failed workers (when tests failed).
+    /// The default: the databases of files that failed or timed out.
     Failed,
-    /// Every worker's database when any test failed.
+    /// When the run failed, every worker's database (but workers cancelled before they finished).
     AllOnFailure,
+    /// Every worker's database (but cancelled workers), even after a green run.
     Always,
+    /// None.
     Never,
 }
 
+/// How PostgreSQL copies the template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
+    /// Copy the template's files (the default on PostgreSQL 15+): fast, with a checkpoint before and after.
     FileCopy,
+    /// Write the copy through the WAL: no checkpoints.
     WalLog,
 }
 
@@ -203,11 +247,10 @@ pub enum Strategy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Units {
-    /// One worker per file.
+    /// The default: one worker per file.
     #[default]
     File,
-    /// Short files with a heavy start-up packed into a few workers, a file that would hold up
-    /// the run split by its test ids (from recorded timings).
+    /// Short files with a heavy start-up packed into a few workers, a file that would hold up the run split by its test ids.
     Auto,
 }
 

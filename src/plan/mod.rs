@@ -5,6 +5,7 @@ pub mod duration;
 pub mod format;
 pub mod init;
 pub mod load;
+pub mod reference;
 pub mod template;
 
 use std::path::PathBuf;

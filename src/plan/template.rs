@@ -17,6 +17,37 @@ pub const PLACEHOLDERS: &[&str] = &[
     "args",
 ];
 
+/// What each placeholder stands for (the reference's table, `docs/plan.md`).
+pub const PLACEHOLDER_DOCS: &[(&str, &str)] = &[
+    ("root", "the absolute root folder"),
+    ("run", "the run id (8 hex characters)"),
+    ("worker", "the worker's index (0 is the file predicted to take longest)"),
+    ("file", "the test file, relative to root (in a pack's test command: each of its files, as words of their own; in a part's: each of its test ids)"),
+    ("file_stem", "the file name without its extension, prefixed with parent folders when two files share a name"),
+    ("port", "a free port on 127.0.0.1, kept for this worker"),
+    ("db_name", "the worker's database (in `prepare`: the database being prepared)"),
+    ("db_url", "the template's URL with the database swapped for the worker's; user, password, host, port and query are kept (in `prepare`: that of the database being prepared)"),
+    ("junit", "`{log_dir}/junit.xml`. The test command must write JUnit here: the counts and the merged report come from it"),
+    ("log_dir", "`{report.dir}/workers/{file_stem}`: the worker's folder, kept when it fails"),
+    ("args", "the words after `--` on the command line, each as its own word (none without `--`)"),
+];
+
+/// The reference's words before the placeholders' table.
+pub const PLACEHOLDERS_INTRO: &str = "Commands and environment values are templates: `{name}` is filled for each worker (or, in `[[setup]]` and `[database]`, for the run). Write `{{` and `}}` for literal braces. An unknown placeholder is a load error that suggests the closest name; a placeholder used where it is not available is a load error that lists the ones that are.";
+
+/// Which fields take which placeholders (what `load.rs` enforces).
+pub const WHERE_PLACEHOLDERS: &str = "Which placeholders a field accepts:
+
+- `[server]` `command`, `env` and `ready`, and `[test]` `command` and `env`: every placeholder.
+- `[test] collect`: only `{root}`, `{file}` (required, as a whole word) and `{args}`.
+- `{args}`: only as a whole word of `[server] command`, `[test] command` or `[test] collect`: an array element `\"{args}\"`, or a separate word of a string command. Writing `\"--x={args}\"` is an error.
+- `[[setup]]` `command` and `env`: only `{root}` and `{run}`.
+- `[database]` `prepare` and `env`: only `{root}`, `{run}`, `{db_name}` and `{db_url}`, which name the database being prepared.
+- Other strings (`root`, globs, `creates`, `template`, `report.dir`) take no placeholders.";
+
+/// How `${VAR}` is read when a plan is loaded.
+pub const INTERPOLATION: &str = "`${VAR}` and `${VAR:-default}` are replaced with the environment variable's value when the plan is loaded, in any string. A variable that is unset and has no default is an error, and `$$` is a literal `$`. `$VAR` without braces is left as it is. Braces that come from a variable's value stay literal (a JSON value in a variable is not a placeholder). Durations and words such as `keep` take `${VAR}` too: `keep = \"${E2E_KEEP:-failed}\"`.";
+
 /// What a worker's fields may use: every placeholder; `{args}` only as a whole command word.
 pub const WORKER_PLACEHOLDERS: &[&str] = PLACEHOLDERS.split_at(PLACEHOLDERS.len() - 1).0;
 

@@ -831,4 +831,116 @@ mod tests {
         );
         insta::assert_snapshot!(show(events, s));
     }
+
+    /// A sink that writes down every call it gets.
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    impl crate::events::Sink for Recorder {
+        fn event(&mut self, e: &Event) {
+            self.0.lock().unwrap().push(format!("{e:?}"));
+        }
+        fn finish(&mut self, s: &RunSummary) -> Vec<crate::events::Written> {
+            self.0.lock().unwrap().push(format!("finish {}", s.run_id));
+            Vec::new()
+        }
+        fn close(&mut self) {
+            self.0.lock().unwrap().push("close".into());
+        }
+    }
+
+    /// The owner feeds every sink the same stream: two recorders on either side of the display
+    /// see the same calls, in the same order, and the display shows them.
+    #[tokio::test]
+    async fn a_new_sink_beside_the_display_gets_the_same_events() {
+        use crate::steps::owner::{self, Question, RunEvent};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tests")).unwrap();
+        std::fs::write(dir.path().join("tests/test_a.py"), "").unwrap();
+        let plan_path = dir.path().join("plan.toml");
+        std::fs::write(
+            &plan_path,
+            "[tests]\ninclude = [\"tests/test_*.py\"]\n[test]\ncommand = [\"pytest\", \"{file}\"]\n",
+        )
+        .unwrap();
+        let plan = crate::plan::load(&plan_path, &Default::default()).unwrap();
+        let dag = crate::planner::build(
+            &plan,
+            &crate::planner::PlanOptions {
+                run_id: "ab12cd34".into(),
+                ..Default::default()
+            },
+        );
+        let config = Arc::new(crate::steps::RunConfig::new(
+            plan,
+            dag,
+            false,
+            Instant::now(),
+        ));
+        let (a, b) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(Mutex::new(Vec::new())),
+        );
+        let (out, err) = (Buffer::default(), Buffer::default());
+        let env = DisplayEnv {
+            live: false,
+            color_err: false,
+            color_out: false,
+            github: false,
+            cwd: "/project".into(),
+            width: 80,
+        };
+        let display = Reporter::new(
+            env,
+            SummaryFormat::Human,
+            FailureOutput::Short,
+            1,
+            Instant::now(),
+            Box::new(out.clone()),
+            Box::new(err.clone()),
+        );
+        let sinks: Vec<Box<dyn crate::events::Sink>> = vec![
+            Box::new(Recorder(a.clone())),
+            Box::new(display),
+            Box::new(Recorder(b.clone())),
+        ];
+        let cancel = crate::engine::Cancel::default();
+        let (owner, handle, rx) = owner::new(config.clone(), sinks, cancel.clone());
+        let task = tokio::spawn(owner.run(rx));
+        handle.say(Event::Warning("a warning".into()));
+        let w = &config.dag.workers[0];
+        let mut attempt = crate::model::Attempt::new(1, w.db_name(), &w.log_dir);
+        attempt.verdict = Verdict::Pass;
+        handle.send(RunEvent::Attempt {
+            worker: 0,
+            attempt: Box::new(attempt),
+        });
+        handle.send(RunEvent::Signal);
+        handle.ask(Question::Finish).await;
+        drop(handle);
+        let code = task.await.unwrap();
+        assert_eq!(code, crate::model::ExitCode::Interrupted);
+        assert!(cancel.stop.is_cancelled(), "a signal stops the run");
+        let (a, b) = (a.lock().unwrap().clone(), b.lock().unwrap().clone());
+        assert_eq!(a, b);
+        let kinds: Vec<&str> = a
+            .iter()
+            .map(|l| l.split(['(', ' ', '{']).next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "Warning",
+                "WorkerFinished",
+                "Interrupted",
+                "finish",
+                "Written",
+                "close"
+            ]
+        );
+        let shown = err.text();
+        assert!(shown.contains("warning: a warning"), "{shown}");
+        assert!(shown.contains("PASS tests/test_a.py"), "{shown}");
+        assert!(shown.contains("interrupted: stopping"), "{shown}");
+        assert!(out.text().contains("1 files: 1 passed"), "{}", out.text());
+    }
 }

@@ -223,6 +223,15 @@ dir = "report"
         self.cmd(args).output().expect("e2e-plan runs")
     }
 
+    /// Runs e2e-plan with these environment variables set too.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = self.cmd(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("e2e-plan runs")
+    }
+
     /// Worker databases of this fixture's template that exist now.
     pub fn worker_databases(&self) -> Vec<String> {
         let out = psql(&format!(

@@ -114,6 +114,50 @@ fn schema_file_is_current() {
     );
 }
 
+/// The plan reference is generated from the code's doc comments; the committed one must match.
+#[test]
+fn plan_reference_is_current() {
+    let out = std::process::Command::new(bin())
+        .args(["schema", "--format", "markdown"])
+        .output()
+        .unwrap();
+    let checked_in = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/plan.md"),
+    )
+    .unwrap();
+    assert!(
+        stdout(&out) == checked_in,
+        "docs/plan.md is stale: run `cargo run -- schema --format markdown > docs/plan.md`"
+    );
+}
+
+/// The reference's plan that uses every key loads as written: `validate` and `dry-run` accept
+/// it, in a project that has the files it names.
+#[test]
+fn the_every_key_plan_loads_as_written() {
+    let f = Fixture::new("everykey");
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/every-key.toml"),
+    )
+    .unwrap();
+    f.write("plans/every.toml", &text);
+    f.write("tests/e2e/test_order.py", "");
+    f.write("tests/e2e/test_other.py", "");
+    f.write("migrations/0001_init.py", "");
+    f.write("requirements.txt", "");
+    for cmd in ["validate", "dry-run"] {
+        let out = f.run_env(&[cmd, "plans/every.toml"], &[("E2E_DATABASE_URL", "")]);
+        assert_eq!(code(&out), 0, "{cmd}: {}", stderr(&out));
+    }
+    let out = f.run_env(
+        &["dry-run", "plans/every.toml"],
+        &[("E2E_DATABASE_URL", "")],
+    );
+    let shown = stdout(&out);
+    assert!(shown.contains("tests/e2e/test_order.py"), "{shown}");
+    assert!(!shown.contains("test_wip"), "{shown}");
+}
+
 #[test]
 fn bundled_plans_start_with_a_schema_line_and_validate() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

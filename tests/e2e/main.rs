@@ -5,6 +5,7 @@
 mod common;
 
 mod apply;
+mod docs;
 mod dry_run;
 mod failures;
 mod kept_cluster;
