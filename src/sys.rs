@@ -49,6 +49,15 @@ fn ticks_to_secs(ticks: u64) -> f64 {
     ticks as f64 / rustix::param::clock_ticks_per_second().max(1) as f64
 }
 
+/// Seconds `pid`'s main thread has waited on a run queue (runnable, but another task had the
+/// CPU): field 2 of /proc/PID/schedstat. Its wall time minus this is about what it would have
+/// taken alone, however many processes shared the cores. None when gone or unreadable.
+pub fn runqueue_wait(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    let ns: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some(ns as f64 / 1e9)
+}
+
 /// Process `pid`'s state (`R` running or queued for the CPU, `S` asleep, `D` on the disk…);
 /// None when it is gone or unreadable.
 pub fn state(pid: u32) -> Option<char> {

@@ -244,9 +244,28 @@ pub struct Attempt {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_secs: Option<f64>,
     /// Of that, the CPU used before its tests: the server's until ready, the test process's
-    /// until it first waited (asleep three samples, 50 ms apart). None if it never waited.
+    /// until its tests began (their JUnit times before it ended). None if unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_cpu_secs: Option<f64>,
+    /// Its start-up (the server until ready, the test process until its tests began) as it
+    /// would have taken alone: its wall time minus the time its processes waited on a run queue
+    /// while others had the cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_alone_secs: Option<f64>,
+    /// Its tests' time alone: their JUnit times minus the test process's run-queue wait meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_alone_secs: Option<f64>,
+    /// The CPU its tests used: the test process's after its start-up, the server's after it
+    /// was ready, and its database's backends' (their active time, timed alone as the tests are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_cpu_secs: Option<f64>,
+    /// Sessions opened on its database, and the seconds its backends spent executing statements
+    /// (PostgreSQL 14+'s `pg_stat_database`), read once they are gone. No session: the tests
+    /// never used the worker's database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_sessions: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_active_secs: Option<f64>,
     /// The other files this attempt's test process ran, one after another (a pack); empty when
     /// the file had its worker to itself.
     #[serde(default)]
@@ -282,6 +301,11 @@ impl Attempt {
             tests_secs: None,
             cpu_secs: None,
             startup_cpu_secs: None,
+            startup_alone_secs: None,
+            tests_alone_secs: None,
+            tests_cpu_secs: None,
+            db_sessions: None,
+            db_active_secs: None,
             packed_with: Vec::new(),
             part: None,
         }
@@ -400,6 +424,24 @@ impl WorkerResult {
             && firsts.all(|a| matches!(a.verdict, Verdict::Pass | Verdict::Fail))
     }
 
+    /// Its costs timed alone, as the timings learn them: its first attempt's start-up and tests
+    /// (a packed file's start-up is its pack's; a split file's is its parts' mean, its tests
+    /// their sum). None when a figure is missing.
+    pub fn costs_alone(&self) -> Option<Alone> {
+        let firsts: Vec<&Attempt> = self.attempts.iter().filter(|a| a.number == 1).collect();
+        if firsts.is_empty() || !self.first_pass_ran() {
+            return None;
+        }
+        let n = firsts.len() as f64;
+        let sum = |f: fn(&Attempt) -> Option<f64>| firsts.iter().map(|a| f(a)).sum::<Option<f64>>();
+        Some(Alone {
+            startup: sum(|a| a.startup_alone_secs)? / n,
+            startup_cpu: sum(|a| a.startup_cpu_secs)? / n,
+            tests: sum(|a| a.tests_alone_secs)?,
+            tests_cpu: sum(|a| a.tests_cpu_secs)?,
+        })
+    }
+
     /// The sum of its first attempts' test times (a split file's over its parts).
     pub fn tests_time(&self) -> Option<f64> {
         self.attempts
@@ -430,6 +472,30 @@ impl WorkerResult {
         self.message = a.message.clone();
         self.attempts.push(a);
     }
+}
+
+/// A file's costs timed alone: seconds alone and CPU seconds, of its start-up and of its tests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Alone {
+    pub startup: f64,
+    pub startup_cpu: f64,
+    pub tests: f64,
+    pub tests_cpu: f64,
+}
+
+/// How much of the workers' CPU went to starting up (servers, test processes before their
+/// tests), and, when that is most of it, what `units = "auto"` would do about it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Startups {
+    pub cpu_secs: f64,
+    /// Of the workers' CPU.
+    pub share: f64,
+    /// With `units = "file"` and start-ups most of the CPU: the wall `units = "auto"` predicts
+    /// for this suite, from this run's costs, and its units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_wall_secs: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_units: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -479,6 +545,12 @@ pub struct RunSummary {
     pub prepared: bool,
     /// `--shard K/N`: the split this run was one shard of (null when unsharded).
     pub shard: Option<Split>,
+    /// The wall time the planner predicted (null without timings), against `wall_secs`.
+    #[serde(default)]
+    pub predicted_wall_secs: Option<f64>,
+    /// The start-ups' share of the workers' CPU (null when unknown).
+    #[serde(default)]
+    pub startups: Option<Startups>,
     pub workers: Vec<WorkerResult>,
 }
 

@@ -1,22 +1,27 @@
 //! What a unit of work is predicted to cost, and the run's predicted wall time: the one model by
-//! which `units = "auto"` chooses packs and splits.
+//! which `units = "auto"` weighs every option (a worker per file, every number of packs, splits).
 //!
-//! A recorded wall time is stretched by whatever ran beside it: on two cores, a dozen start-ups
-//! at once each take several times as long as one alone. So where the worker's CPU is recorded,
-//! a start-up is judged by it (a CPU-bound start-up alone takes about its CPU), and the CPU of
-//! all units is what competes for the cores.
+//! A unit has two phases, its start-up (the server until ready, the test process until its tests
+//! begin) and its tests, each known by the time it takes alone and the CPU it uses (the tests'
+//! with their share of the database's backends). Both are learnt free of contention: a time
+//! alone is a wall time minus the time the process waited on a run queue, so twelve start-ups
+//! stretched by sharing two cores are still learnt as one each. The run is then simulated: the
+//! units start in the planner's order, at most `jobs` at once, and while more CPU is wanted than
+//! the cores have, each unit's phase goes as much slower as its share of the cores is short of
+//! what it wants (the critical unit, which the others yield to, weighing nine times as much).
 
 use std::time::Duration;
 
-use super::shards::{predict_makespan, Timings};
+use super::shards::Timings;
 
-/// What a unit is predicted to cost: its start-up (server and test process start, alone; the
-/// copy of its database is left out), its tests' time, and the CPU it uses in all.
+/// What a unit is predicted to cost: its start-up and its tests, each as the seconds it takes
+/// alone and the CPU seconds it uses (the copy of its database is left out).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Cost {
     pub startup: f64,
+    pub startup_cpu: f64,
     pub tests: f64,
-    pub cpu: f64,
+    pub tests_cpu: f64,
 }
 
 impl Cost {
@@ -25,23 +30,47 @@ impl Cost {
         self.startup + self.tests
     }
 
-    /// A file's cost from its recorded timings; None before its tests' time is recorded. The
-    /// start-up is its measured start-up CPU; or its wall time minus its tests, or its CPU if
-    /// less; without a recorded CPU, the start-up is taken to be all CPU and the tests none.
+    /// The CPU it uses in all.
+    pub fn cpu(self) -> f64 {
+        self.startup_cpu + self.tests_cpu
+    }
+
+    /// A file's cost from its recorded timings; None before its tests' time is recorded.
+    /// Timings learnt before start-ups were timed alone have the start-up as the worker's time
+    /// less its tests, judged by its CPU where recorded (a CPU-bound start-up alone takes about
+    /// its CPU).
     pub fn of(timings: &Timings, file: &str) -> Option<Cost> {
         let t = timings.files.get(file)?;
         let tests = t.tests?;
+        if let Some(startup) = t.startup {
+            let startup_cpu = t.startup_cpu.unwrap_or(startup);
+            let tests_cpu = t
+                .tests_cpu
+                .or_else(|| t.cpu.map(|c| (c - startup_cpu).max(0.0)))
+                .unwrap_or(tests);
+            return Some(Cost {
+                startup,
+                startup_cpu,
+                tests,
+                tests_cpu,
+            });
+        }
         let wall = (t.secs - tests).max(0.0);
         Some(match t.cpu {
-            Some(cpu) => Cost {
-                startup: t.startup_cpu.unwrap_or(cpu).min(cpu).min(wall),
-                tests,
-                cpu,
-            },
+            Some(cpu) => {
+                let startup = t.startup_cpu.unwrap_or(cpu).min(cpu).min(wall);
+                Cost {
+                    startup,
+                    startup_cpu: startup,
+                    tests,
+                    tests_cpu: (cpu - startup).max(0.0),
+                }
+            }
             None => Cost {
                 startup: wall,
+                startup_cpu: wall,
                 tests,
-                cpu: wall,
+                tests_cpu: 0.0,
             },
         })
     }
@@ -53,20 +82,21 @@ impl Cost {
             let secs = predicted.unwrap_or_default().as_secs_f64();
             Cost {
                 startup: 0.0,
+                startup_cpu: 0.0,
                 tests: secs,
-                cpu: secs,
+                tests_cpu: secs,
             }
         })
     }
 
-    /// Files run one after another in one worker: one start-up (the heaviest), all their tests,
-    /// and the CPU of that start-up and of every file's tests.
+    /// Files run one after another in one worker: one start-up (the heaviest), all their tests.
     pub fn pack(costs: &[Cost]) -> Cost {
-        let startup = costs.iter().map(|c| c.startup).fold(0.0, f64::max);
+        let max = |f: fn(&Cost) -> f64| costs.iter().map(f).fold(0.0, f64::max);
         Cost {
-            startup,
+            startup: max(|c| c.startup),
+            startup_cpu: max(|c| c.startup_cpu),
             tests: costs.iter().map(|c| c.tests).sum(),
-            cpu: startup + costs.iter().map(Cost::tests_cpu).sum::<f64>(),
+            tests_cpu: costs.iter().map(|c| c.tests_cpu).sum(),
         }
     }
 
@@ -79,15 +109,25 @@ impl Cost {
             0.0
         };
         Cost {
-            startup: self.startup,
             tests,
-            cpu: self.startup + self.tests_cpu() * share,
+            tests_cpu: self.tests_cpu * share,
+            ..self
         }
     }
 
-    /// The CPU its tests use beyond the start-up.
-    fn tests_cpu(&self) -> f64 {
-        (self.cpu - self.startup).max(0.0)
+    /// Its two phases: seconds alone, and the cores it keeps busy meanwhile.
+    fn phases(self, cores: f64) -> [(f64, f64); 2] {
+        let rate = |cpu: f64, secs: f64| {
+            if secs > 0.0 {
+                (cpu / secs).clamp(0.0, cores)
+            } else {
+                0.0
+            }
+        };
+        [
+            (self.startup, rate(self.startup_cpu, self.startup)),
+            (self.tests, rate(self.tests_cpu, self.tests)),
+        ]
     }
 }
 
@@ -98,51 +138,123 @@ pub struct UnitCost {
     pub cost: Cost,
 }
 
-/// The run's wall time: the longest chain of units on the slots (`jobs`, 0 = all at once), the
-/// CPU of every unit spread over the cores, or the start-ups spread over the cores before each
-/// unit's tests, whichever is longest.
+/// How much more of the cores the critical unit gets than a unit that yields to it (nice 0
+/// against nice 5 and up: CFS weighs them about 3 to 9 times; the lower end, to be safe).
+const CRITICAL_WEIGHT: f64 = 3.0;
+
+/// The run's predicted wall time: the units started longest first (the one with the most tests'
+/// time first when more run at once than there are cores, as the planner starts them), at most
+/// `jobs` at once (0: all), simulated on `cores` cores.
 pub fn predict_wall(units: &[UnitCost], jobs: usize, cores: usize) -> f64 {
-    let all: Vec<Duration> = units
-        .iter()
-        .map(|u| Duration::from_secs_f64(u.cost.total().max(0.0)))
-        .collect();
-    let chain = predict_makespan(&all, jobs).as_secs_f64();
-    chain
-        .max(cpu_spread(units, cores))
-        .max(startups_spread(units, jobs, cores))
+    let mut order: Vec<Cost> = units.iter().map(|u| u.cost).collect();
+    order.sort_by(|a, b| b.total().total_cmp(&a.total()));
+    let at_once = if jobs == 0 {
+        order.len()
+    } else {
+        jobs.min(order.len())
+    };
+    let critical = at_once > cores.max(1) && {
+        let most = order.iter().map(|c| c.tests).fold(0.0, f64::max);
+        match order.iter().position(|c| c.tests >= 0.95 * most) {
+            Some(i) => {
+                order[..=i].rotate_right(1);
+                true
+            }
+            None => false,
+        }
+    };
+    simulate(&order, jobs, cores, critical)
 }
 
-/// With more units at once than cores, their start-ups share the cores. The critical unit (the
-/// most tests' time) yields to none and starts at its own pace, which the chain counts; every
-/// other unit's tests start about when all the start-ups' CPU has been spread over the cores.
-/// With `jobs` slots, the first wave (the longest units, as the run starts them) is judged. A
-/// unit within 5 % of the most tests' time may be the one the run puts first instead
-/// (`planner::critical_of`), so with a near tie none is spared. Without this, packs were sized
-/// as if each had a core to start on, and ended after the file they were sized to.
-fn startups_spread(units: &[UnitCost], jobs: usize, cores: usize) -> f64 {
-    let cores = cores.max(1);
-    let mut wave: Vec<&UnitCost> = units.iter().collect();
-    wave.sort_by(|a, b| b.cost.total().total_cmp(&a.cost.total()));
-    if jobs > 0 {
-        wave.truncate(jobs);
+/// Runs `units` in order on `cores` cores, at most `jobs` at once, and returns when the last
+/// ends. While the running phases want more cores than there are, the cores are shared by
+/// water-filling (each unit gets what it wants, up to an equal share by weight; what others
+/// leave is shared again), and a phase goes at the share it got of what it wants. `critical`:
+/// the first unit weighs `CRITICAL_WEIGHT`.
+pub fn simulate(units: &[Cost], jobs: usize, cores: usize, critical: bool) -> f64 {
+    let cores = cores.max(1) as f64;
+    let slots = if jobs == 0 { units.len() } else { jobs };
+    // (unit, phase, seconds alone left in it)
+    let mut running: Vec<(usize, usize, f64)> = Vec::new();
+    let (mut next, mut t) = (0, 0.0);
+    // Phases with nothing left move on; units with nothing left end.
+    let settle = |running: &mut Vec<(usize, usize, f64)>| {
+        running.retain_mut(|(u, phase, left)| {
+            while *left <= 1e-9 && *phase < 1 {
+                *phase += 1;
+                *left = units[*u].phases(cores)[*phase].0;
+            }
+            *left > 1e-9
+        })
+    };
+    loop {
+        settle(&mut running);
+        while running.len() < slots && next < units.len() {
+            running.push((next, 0, units[next].phases(cores)[0].0));
+            next += 1;
+            settle(&mut running);
+        }
+        if running.is_empty() {
+            return t;
+        }
+        let wants: Vec<(f64, f64)> = running
+            .iter()
+            .map(|&(u, phase, _)| {
+                let weight = if critical && u == 0 {
+                    CRITICAL_WEIGHT
+                } else {
+                    1.0
+                };
+                (units[u].phases(cores)[phase].1, weight)
+            })
+            .collect();
+        let got = share(&wants, cores);
+        let speed: Vec<f64> = wants
+            .iter()
+            .zip(&got)
+            .map(|(&(want, _), &g)| if want > 0.0 { (g / want).min(1.0) } else { 1.0 })
+            .collect();
+        let dt = running
+            .iter()
+            .zip(&speed)
+            .map(|(&(_, _, left), &s)| left / s.max(1e-6))
+            .fold(f64::INFINITY, f64::min);
+        t += dt;
+        for ((_, _, left), s) in running.iter_mut().zip(&speed) {
+            *left -= dt * s;
+        }
     }
-    if wave.len() <= cores {
-        return 0.0;
+}
+
+/// Water-filling: each claimant `(wants, weight)` gets what it wants, up to its weight's share
+/// of what is left; what those below their share leave goes to the others.
+fn share(wants: &[(f64, f64)], capacity: f64) -> Vec<f64> {
+    let mut got = vec![0.0; wants.len()];
+    let mut open: Vec<usize> = (0..wants.len()).collect();
+    let mut left = capacity;
+    while !open.is_empty() {
+        let weights: f64 = open.iter().map(|&i| wants[i].1).sum();
+        let per = left / weights.max(1e-9);
+        let (sated, hungry): (Vec<usize>, Vec<usize>) =
+            open.iter().partition(|&&i| wants[i].0 <= wants[i].1 * per);
+        if sated.is_empty() {
+            for &i in &hungry {
+                got[i] = wants[i].1 * per;
+            }
+            break;
+        }
+        for &i in &sated {
+            got[i] = wants[i].0;
+            left -= wants[i].0;
+        }
+        open = hungry;
     }
-    let spread = wave.iter().map(|u| u.cost.startup).sum::<f64>() / cores as f64;
-    let most = wave.iter().map(|u| u.cost.tests).fold(0.0, f64::max);
-    let near = wave.iter().filter(|u| u.cost.tests >= 0.95 * most).count();
-    let spared = (near == 1).then(|| wave.iter().position(|u| u.cost.tests >= most));
-    wave.iter()
-        .enumerate()
-        .filter(|&(i, _)| spared.flatten() != Some(i))
-        .map(|(_, u)| spread.max(u.cost.startup) + u.cost.tests)
-        .fold(0.0, f64::max)
+    got
 }
 
 /// The CPU of every unit spread over the cores: how long the cores are busy at the least.
 pub fn cpu_spread(units: &[UnitCost], cores: usize) -> f64 {
-    units.iter().map(|u| u.cost.cpu).sum::<f64>() / cores.max(1) as f64
+    units.iter().map(|u| u.cost.cpu()).sum::<f64>() / cores.max(1) as f64
 }
 
 #[cfg(test)]
@@ -162,83 +274,115 @@ mod tests {
         t
     }
 
-    /// A start-up stretched to 10 s by contention is judged by the 2 s of CPU it used.
+    fn cost(startup: f64, startup_cpu: f64, tests: f64, tests_cpu: f64) -> Cost {
+        Cost {
+            startup,
+            startup_cpu,
+            tests,
+            tests_cpu,
+        }
+    }
+
+    fn unit(c: Cost) -> UnitCost {
+        UnitCost {
+            file: None,
+            cost: c,
+        }
+    }
+
+    /// Timings from before start-ups were timed alone: a start-up stretched to 10 s by
+    /// contention is judged by the 2 s of CPU it used.
     #[test]
-    fn a_start_up_is_judged_by_its_cpu_when_recorded() {
+    fn an_old_start_up_is_judged_by_its_cpu_when_recorded() {
         let c = Cost::of(&timings(11.0, 1.0, Some(2.0)), "t.py").unwrap();
-        assert_eq!((c.startup, c.tests, c.cpu), (2.0, 1.0, 2.0));
+        assert_eq!((c.startup, c.tests, c.cpu()), (2.0, 1.0, 2.0));
         // Tests that use CPU: the start-up is the wall time before them, not all the CPU.
         let c = Cost::of(&timings(3.0, 2.0, Some(2.5)), "t.py").unwrap();
-        assert_eq!((c.startup, c.cpu), (1.0, 2.5));
-        // The start-up's own CPU measured: the rest is the tests'.
-        let mut t = timings(11.0, 1.0, None);
-        t.record_cpu("t.py", 2.5, Some(2.0));
-        let c = Cost::of(&t, "t.py").unwrap();
-        assert_eq!((c.startup, c.cpu), (2.0, 2.5));
+        assert_eq!((c.startup, c.cpu()), (1.0, 2.5));
         // Nothing recorded about CPU: the start-up is all CPU.
         let c = Cost::of(&timings(5.0, 1.0, None), "t.py").unwrap();
-        assert_eq!((c.startup, c.cpu), (4.0, 4.0));
+        assert_eq!((c.startup, c.cpu()), (4.0, 4.0));
+    }
+
+    /// Start-ups and tests timed alone are taken as they are.
+    #[test]
+    fn costs_timed_alone_are_taken_as_they_are() {
+        let mut t = Timings::default();
+        t.record_alone("t.py", 3.0, 2.8, 0.5, 0.7);
+        let c = Cost::of(&t, "t.py").unwrap();
+        assert_eq!(c, cost(3.0, 2.8, 0.5, 0.7));
     }
 
     /// Packing pays one start-up; splitting pays one per part.
     #[test]
     fn packs_share_a_start_up_and_parts_each_pay_one() {
-        let file = Cost {
-            startup: 2.0,
-            tests: 4.0,
-            cpu: 3.0,
-        };
+        let file = cost(2.0, 2.0, 4.0, 1.0);
         let pack = Cost::pack(&[file, file, file]);
-        assert_eq!((pack.startup, pack.tests, pack.cpu), (2.0, 12.0, 5.0));
-        let half = file.part(2.0);
-        assert_eq!((half.startup, half.tests, half.cpu), (2.0, 2.0, 2.5));
-        let unit = |cost| UnitCost { file: None, cost };
-        // Twelve 2 s start-ups on two cores keep them busy 12 s, whatever the chain.
-        let twelve = vec![unit(file); 12];
-        assert_eq!(predict_wall(&twelve, 0, 2), 18.0);
-        assert_eq!(predict_wall(&[unit(pack)], 0, 2), 14.0);
+        assert_eq!(pack, cost(2.0, 2.0, 12.0, 3.0));
+        assert_eq!(file.part(2.0), cost(2.0, 2.0, 2.0, 0.5));
     }
 
-    /// More units than cores: the others' tests wait for every start-up to be spread over the
-    /// cores, so packs as long as the critical file end after it, and shorter ones win.
+    /// Alone, a unit takes its time; CPU-bound units share the cores; sleeping ones do not.
     #[test]
-    fn start_ups_at_once_delay_every_unit_but_the_critical_one() {
-        let unit = |startup, tests| UnitCost {
-            file: None,
-            cost: Cost {
-                startup,
-                tests,
-                cpu: startup + 0.05,
-            },
-        };
-        let long = unit(1.3, 4.2);
-        let three = [long, unit(1.3, 4.2), unit(1.3, 4.2), unit(1.3, 3.15)];
-        let four = [
-            long,
-            unit(1.3, 3.15),
-            unit(1.3, 3.15),
-            unit(1.3, 3.15),
-            unit(1.3, 2.1),
-        ];
-        let (w3, w4) = (predict_wall(&three, 0, 2), predict_wall(&four, 0, 2));
-        assert!((w3 - (2.6 + 4.2)).abs() < 1e-9, "{w3}");
-        assert!((w4 - (3.25 + 3.15)).abs() < 1e-9, "{w4}");
-        // As many cores as units, or slots for no more: each starts on its own.
-        assert!((predict_wall(&three, 0, 4) - 5.5).abs() < 1e-9);
-        assert!((predict_wall(&three, 2, 2) - startups_free(&three, 2)).abs() < 1e-9);
-        // Slots for three of the four on two cores: the first wave's start-ups share them.
-        let wave: f64 = (3.0 * 1.3) / 2.0 + 4.2;
-        assert!((predict_wall(&three, 3, 2) - wave.max(startups_free(&three, 3))).abs() < 1e-9);
-        // A near tie for the most tests' time: either may be put first, so neither is spared.
-        let tied = [long, unit(1.3, 4.1), unit(1.3, 1.0)];
-        assert!((predict_wall(&tied, 0, 2) - (1.95 + 4.2)).abs() < 1e-9);
+    fn the_simulation_shares_the_cores_by_what_each_unit_wants() {
+        let busy = cost(2.0, 2.0, 4.0, 4.0);
+        assert!((predict_wall(&[unit(busy)], 0, 2) - 6.0).abs() < 1e-9);
+        // Four CPU-bound units on two cores: twice as long as one.
+        assert!((predict_wall(&[unit(busy); 4], 0, 2) - 12.0).abs() < 1e-9);
+        // Four that sleep through their tests: only the start-ups share the cores.
+        let sleepy = cost(2.0, 2.0, 4.0, 0.0);
+        assert!((predict_wall(&[unit(sleepy); 4], 0, 2) - 8.0).abs() < 1e-9);
+        // Two slots: two waves.
+        assert!((predict_wall(&[unit(sleepy); 4], 2, 2) - 12.0).abs() < 1e-9);
+        // Tests that keep 1.5 cores busy (their database's backends too): two at once on two
+        // cores go at 2/3 of their speed.
+        let heavy = cost(1.0, 1.0, 6.0, 9.0);
+        assert!((predict_wall(&[unit(heavy); 2], 0, 2) - 10.0).abs() < 1e-9);
     }
 
-    fn startups_free(units: &[UnitCost], jobs: usize) -> f64 {
-        let all: Vec<Duration> = units
-            .iter()
-            .map(|u| Duration::from_secs_f64(u.cost.total()))
-            .collect();
-        predict_makespan(&all, jobs).as_secs_f64()
+    /// One process against two packs of the same files on two cores: two packs pay one more
+    /// start-up and save half the tests.
+    #[test]
+    fn two_packs_beat_one_process_when_the_tests_outweigh_a_start_up() {
+        let files: Vec<Cost> = (0..40).map(|_| cost(4.5, 4.5, 0.45, 0.45)).collect();
+        let one = predict_wall(&[unit(Cost::pack(&files))], 0, 2);
+        let two = predict_wall(
+            &[
+                unit(Cost::pack(&files[..20])),
+                unit(Cost::pack(&files[20..])),
+            ],
+            0,
+            2,
+        );
+        let each = predict_wall(&files.iter().map(|&c| unit(c)).collect::<Vec<_>>(), 0, 2);
+        assert!((one - 22.5).abs() < 1e-9, "{one}");
+        assert!((two - 13.5).abs() < 1e-9, "{two}");
+        assert!(
+            each > 90.0,
+            "a worker per file: every start-up at once: {each}"
+        );
+    }
+
+    /// More units at once than cores: the critical one (the most tests) gets more of the cores
+    /// and ends sooner than under fair sharing.
+    #[test]
+    fn the_critical_unit_gets_more_of_the_cores() {
+        let long = cost(1.3, 1.3, 4.2, 0.1);
+        let short = cost(1.3, 1.3, 1.0, 0.1);
+        let mut units = vec![unit(long)];
+        units.extend(std::iter::repeat_n(unit(short), 11));
+        let with = predict_wall(&units, 0, 2);
+        let order: Vec<Cost> = units.iter().map(|u| u.cost).collect();
+        let fair = simulate(&order, 0, 2, false);
+        assert!(with < fair, "{with} < {fair}");
+        assert!(with < 9.0, "{with}");
+    }
+
+    #[test]
+    fn water_filling_gives_what_is_wanted_then_shares_the_rest() {
+        let got = share(&[(0.2, 1.0), (1.0, 1.0), (1.0, 1.0)], 2.0);
+        assert_eq!(got, vec![0.2, 0.9, 0.9]);
+        let got = share(&[(1.0, 3.0), (1.0, 1.0), (1.0, 1.0), (1.0, 1.0)], 2.0);
+        assert_eq!(got, vec![1.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0]);
     }
 }

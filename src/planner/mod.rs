@@ -59,6 +59,9 @@ pub enum Action {
     /// A pack (`units = "auto"`): one worker whose test process runs several files one after
     /// another; each file gets its own row, and a failed one is retried alone.
     Pack { index: usize },
+    /// Files no run has timed yet, run a few at a time (`lanes`, a core each at first): the first
+    /// ones alone, the rest packed once their start-ups are seen to outweigh their tests.
+    Queue { files: Vec<usize>, lanes: usize },
     /// Second pass over failed files, each attempt in fresh isolation.
     RetryFailed { retries: u32 },
     /// Merge JUnit, write summary.json and report.html.
@@ -241,9 +244,77 @@ pub struct Dag {
     pub packing: Option<String>,
     /// `units = "auto"`: what was split, and why (or why not).
     pub parting: Option<String>,
+    /// `units = "auto"`: every number of packs weighed, with its predicted wall.
+    pub weighed: Vec<units::Weighed>,
 }
 
 impl Dag {
+    /// Whether worker `index` is a unit of the DAG (a node of its own, its first database made
+    /// ahead by the prefetcher); a queued file or a pack made during the run is not.
+    pub fn is_unit(&self, index: usize) -> bool {
+        self.nodes.iter().any(|n| {
+            matches!(n.action, Action::Worker { index: i } | Action::Pack { index: i } if i == index)
+        })
+    }
+
+    /// The files of the queue (worker indexes), none without one.
+    pub fn queued(&self) -> &[usize] {
+        self.nodes
+            .iter()
+            .find_map(|n| match &n.action {
+                Action::Queue { files, .. } => Some(files.as_slice()),
+                _ => None,
+            })
+            .unwrap_or(&[])
+    }
+
+    /// A pack the queue makes during the run, `k` counting from 1: planned as the planner plans
+    /// packs, with the index, database and log folder that follow the planned workers'.
+    pub fn queue_pack(&self, plan: &Plan, k: usize, files: &[usize]) -> WorkerPlan {
+        let index = self.workers.len() + k - 1;
+        let opts = PlanOptions {
+            run_id: self.run_id.clone(),
+            args: self.args.clone(),
+            ..Default::default()
+        };
+        let members: Vec<TestFile> = files
+            .iter()
+            .filter_map(|&f| self.workers.get(f))
+            .map(|w| TestFile {
+                path: w.file.clone(),
+                stem: w.stem.clone(),
+            })
+            .collect();
+        let refs: Vec<&TestFile> = members.iter().collect();
+        let mut w = pack_plan(
+            plan,
+            &opts,
+            &self.template_name,
+            (index, k - 1),
+            &refs,
+            files.to_vec(),
+            None,
+        );
+        w.stem = format!("queue-{}", w.stem);
+        w.log_dir = plan.report_dir.join("workers").join(&w.stem);
+        let planned = AttemptPaths::in_dir(&w.log_dir);
+        w.junit = planned.junit.clone();
+        let vars = WorkerVars {
+            plan,
+            run_id: &self.run_id,
+            index,
+            file: &w.file,
+            stem: &w.stem,
+            db_name: &w.attempts[0].db_name,
+            log_dir: &w.log_dir,
+            junit: &planned.junit,
+            files: Some(&members.iter().map(|m| m.path.clone()).collect::<Vec<_>>()),
+        };
+        w.attempts[0].commands = vars.commands(&self.args);
+        w.attempts[0].paths = planned;
+        w
+    }
+
     /// What the engine runs as workers (files alone and packs), in start order.
     pub fn units(&self) -> impl Iterator<Item = &WorkerPlan> {
         self.nodes.iter().filter_map(|n| match n.action {
@@ -300,9 +371,11 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
     let Workers {
         workers,
         units,
+        queue,
         split,
         packing,
         parting,
+        weighed,
         chosen_wall,
     } = worker_plans(plan, opts, &template);
     let mut nodes = Nodes::default();
@@ -325,6 +398,14 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
             )
         })
         .collect();
+    let mut worker_ids = worker_ids;
+    if !queue.is_empty() {
+        let action = Action::Queue {
+            files: queue,
+            lanes: units::queue_lanes(plan.run.jobs, opts.cores),
+        };
+        worker_ids.push(nodes.push("queue".into(), Stage::Worker, vec![prepare], false, action));
+    }
     teardown_nodes(&mut nodes, plan, worker_ids);
     let known: Vec<Duration> = units.iter().filter_map(|&u| workers[u].predicted).collect();
     // One prediction per run: where `auto` packed or split, the one it chose them by.
@@ -343,6 +424,7 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
         split,
         packing,
         parting,
+        weighed,
     }
 }
 
@@ -352,9 +434,12 @@ struct Workers {
     workers: Vec<WorkerPlan>,
     /// Indexes into `workers` of what runs as a worker (files alone, packs, parts), longest first.
     units: Vec<usize>,
+    /// Indexes of the files the queue runs.
+    queue: Vec<usize>,
     split: Option<Split>,
     packing: Option<String>,
     parting: Option<String>,
+    weighed: Vec<units::Weighed>,
     /// With packs or parts, the run's wall as `units = "auto"` predicted it when choosing them.
     chosen_wall: Option<Duration>,
 }
@@ -460,9 +545,14 @@ fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
         .as_ref()
         .map(|p| p.parts.clone())
         .unwrap_or_default();
+    let queued: Vec<usize> = choice
+        .packing
+        .as_ref()
+        .map(|p| p.queue.clone())
+        .unwrap_or_default();
     let packed: Vec<usize> = packs.iter().flatten().copied().collect();
     let alone: Vec<usize> = (0..choice.ordered.len())
-        .filter(|i| !packed.contains(i) && !splits.contains_key(i))
+        .filter(|i| !packed.contains(i) && !splits.contains_key(i) && !queued.contains(i))
         .collect();
     let n_parts: usize = splits.values().map(Vec::len).sum();
     // Worker index of each ordered file.
@@ -473,7 +563,7 @@ fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
         next += 1;
     }
     next += packs.len() + n_parts;
-    for &i in packed.iter().chain(splits.keys()) {
+    for &i in packed.iter().chain(splits.keys()).chain(&queued) {
         index_of[i] = next;
         next += 1;
     }
@@ -536,6 +626,8 @@ fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
             .collect();
         workers.push(w);
     }
+    let queue: Vec<usize> = queued.iter().map(|&i| index_of[i]).collect();
+    workers.extend(queued.iter().map(|&i| file(i)));
     let units = start_order(
         &mut workers,
         alone.len() + packs.len() + n_parts,
@@ -547,12 +639,19 @@ fn worker_plans(plan: &Plan, opts: &PlanOptions, template: &str) -> Workers {
         .as_ref()
         .filter(|_| !packs.is_empty() || !splits.is_empty())
         .map(|p| Duration::from_secs_f64(p.wall.max(0.0)));
+    let weighed = choice
+        .packing
+        .as_ref()
+        .map(|p| p.weighed.clone())
+        .unwrap_or_default();
     Workers {
         workers,
         units,
+        queue,
         split: choice.split,
         packing: choice.packing.map(|p| p.why),
         parting: choice.parting.map(|p| p.why),
+        weighed,
         chosen_wall,
     }
 }

@@ -283,8 +283,9 @@ mod tests {
                 file: None,
                 cost: Cost {
                     startup: 0.3,
+                    startup_cpu: 0.3,
                     tests: 10.0,
-                    cpu: 0.3,
+                    tests_cpu: 0.0,
                 },
             })
             .collect();
@@ -292,14 +293,15 @@ mod tests {
             file: Some(0),
             cost: Cost {
                 startup: 0.3,
+                startup_cpu: 0.3,
                 tests: 40.0,
-                cpu: 0.3,
+                tests_cpu: 0.0,
             },
         });
         let tests: Vec<(String, f64)> = (0..20).map(|i| (format!("t{i}"), 2.0)).collect();
         let others = &units[..9];
         let (wall, parts) = best_parts(others, &tests, units[9].cost, 4, 2).unwrap();
-        assert_eq!(parts.len(), 3, "{parts:?}");
+        assert!((3..=4).contains(&parts.len()), "{parts:?}");
         assert!(wall < 35.0, "{wall}");
         assert!(predict_wall(&units, 4, 2) > 40.0);
         let every: Vec<&String> = parts.iter().flat_map(|p| &p.ids).collect();
@@ -315,8 +317,9 @@ mod tests {
             file: None,
             cost: Cost {
                 startup: 0.3,
+                startup_cpu: 0.3,
                 tests,
-                cpu: 0.3,
+                tests_cpu: 0.0,
             },
         };
         let others = vec![long(30.0), long(30.0), long(30.0)];

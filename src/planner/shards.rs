@@ -140,6 +140,22 @@ impl std::str::FromStr for Shard {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timings {
     pub files: BTreeMap<String, FileTiming>,
+    /// How many packs the last unsharded run had: `units = "auto"` keeps that number while it is
+    /// predicted nearly as fast as the best, so that the choice settles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packs: Option<usize>,
+    /// The last runs' predicted and measured wall times (newest last, at most ten).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunWall>,
+}
+
+/// A run's predicted wall time against the one it took.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunWall {
+    pub run_id: String,
+    pub predicted: Option<f64>,
+    pub measured: f64,
+    pub units: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,19 +174,18 @@ pub struct FileTiming {
     /// to the cores, which contention does not stretch as it does `secs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<f64>,
-    /// Of that, the CPU its start-up used (before its test process first waited).
+    /// Of that, the CPU its start-up used (before its tests began).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_cpu: Option<f64>,
-    /// How many workers were busy per core, on average, while the last `tests` learnt ran.
+    /// Its start-up as it takes alone (the server until ready, the test process until its tests
+    /// began; wall time less the time spent waiting for a core), whether it ran alone or packed:
+    /// a pack's files share its start-up. With `tests` (then also timed alone) and the CPU of
+    /// each, the cost `units = "auto"` weighs; missing in timings of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tests_busy: Option<f64>,
-    /// Runs in a row whose tests' time was passed over, timed beside many more busy workers.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub passed_over: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
+    pub startup: Option<f64>,
+    /// The CPU its tests used, with their database's backends'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_cpu: Option<f64>,
 }
 
 impl Timings {
@@ -213,8 +228,8 @@ impl Timings {
                         cases: BTreeMap::new(),
                         cpu: None,
                         startup_cpu: None,
-                        tests_busy: None,
-                        passed_over: 0,
+                        startup: None,
+                        tests_cpu: None,
                     },
                 );
             }
@@ -240,30 +255,60 @@ impl Timings {
             .collect();
     }
 
-    /// As `record`, knowing how busy the machine was during the file's tests (workers per core):
-    /// a tests' time timed beside half again as many busy workers as the one learnt, and more
-    /// than the cores, is stretched by them and does not replace it, for up to three runs in a
-    /// row (a file whose tests really changed is then learnt anyway).
-    pub fn record_busy(
+    /// Folds in a file's costs timed alone (seconds alone and CPU, of its start-up and of its
+    /// tests), with the same moving average; its time alone is then their sum.
+    pub fn record_alone(
         &mut self,
         file: &str,
-        alone: Option<Duration>,
-        tests: Option<Duration>,
-        busy: f64,
+        startup: f64,
+        startup_cpu: f64,
+        tests: f64,
+        tests_cpu: f64,
     ) {
-        let pass_over = tests.is_some()
-            && busy > 1.0
-            && self
-                .files
-                .get(file)
-                .is_some_and(|t| t.passed_over < 3 && t.tests_busy.is_some_and(|b| busy > b * 1.5));
-        self.record(file, alone, if pass_over { None } else { tests });
-        if let (Some(t), Some(_)) = (self.files.get_mut(file), tests) {
-            if pass_over {
-                t.passed_over += 1;
-            } else {
-                t.passed_over = 0;
-                t.tests_busy = Some(busy);
+        let ema = |old: Option<f64>, new: f64| Some(old.map_or(new, |o| o * 0.5 + new * 0.5));
+        let t = self
+            .files
+            .entry(file.to_string())
+            .or_insert_with(|| FileTiming {
+                secs: startup + tests,
+                runs: 0,
+                tests: None,
+                cases: BTreeMap::new(),
+                cpu: None,
+                startup_cpu: None,
+                startup: None,
+                tests_cpu: None,
+            });
+        // Older timings' start-ups were stretched: they are not averaged in.
+        let fresh = t.startup.is_none();
+        let fold = |old: Option<f64>, new: f64| if fresh { Some(new) } else { ema(old, new) };
+        t.startup = fold(t.startup, startup);
+        t.startup_cpu = fold(t.startup_cpu, startup_cpu);
+        t.tests = fold(t.tests, tests);
+        t.tests_cpu = fold(t.tests_cpu, tests_cpu);
+        t.secs = t.startup.unwrap_or_default() + t.tests.unwrap_or_default();
+        t.cpu = Some(t.startup_cpu.unwrap_or_default() + t.tests_cpu.unwrap_or_default());
+        t.runs += 1;
+    }
+
+    /// Learns a run's files that ran to their end: their costs timed alone where measured; else
+    /// their times and CPU as older versions measured them.
+    pub fn learn_run(&mut self, workers: &[crate::model::WorkerResult]) {
+        let secs = Duration::from_secs_f64;
+        let ran: Vec<&crate::model::WorkerResult> =
+            workers.iter().filter(|w| w.first_pass_ran()).collect();
+        for w in ran {
+            match w.costs_alone() {
+                Some(c) => {
+                    self.record_alone(&w.file, c.startup, c.startup_cpu, c.tests, c.tests_cpu);
+                }
+                None => {
+                    let (alone, tests) = (w.time_alone().map(secs), w.tests_time().map(secs));
+                    self.record(&w.file, alone, tests);
+                    if let Some((cpu, startup)) = w.cpu_alone() {
+                        self.record_cpu(&w.file, cpu, startup);
+                    }
+                }
             }
         }
     }
@@ -385,23 +430,23 @@ pub fn predict_makespan(durations: &[Duration], jobs: usize) -> Duration {
 mod tests {
     use super::*;
 
-    /// A tests' time timed beside many more busy workers than the one learnt is passed over,
-    /// three runs at most; one timed beside as many or fewer is learnt.
+    /// Costs timed alone replace what older versions learnt, then average like any timing.
     #[test]
-    fn tests_times_timed_beside_many_more_busy_workers_are_passed_over() {
+    fn costs_timed_alone_average_and_make_the_time_alone() {
         let mut t = Timings::default();
         let secs = Duration::from_secs_f64;
-        t.record_busy("a.py", Some(secs(3.0)), Some(secs(0.5)), 1.0);
-        for _ in 0..3 {
-            t.record_busy("a.py", Some(secs(9.0)), Some(secs(1.1)), 3.5);
-            assert_eq!(t.files["a.py"].tests, Some(0.5));
-        }
-        t.record_busy("a.py", Some(secs(9.0)), Some(secs(1.1)), 3.5);
-        assert_eq!(t.files["a.py"].tests, Some(0.8));
-        assert_eq!(t.files["a.py"].passed_over, 0);
-        t.record_busy("a.py", Some(secs(3.0)), Some(secs(0.4)), 1.0);
-        assert_eq!(t.files["a.py"].tests, Some(0.6000000000000001));
-        assert_eq!(t.files["a.py"].tests_busy, Some(1.0));
+        t.record("a.py", Some(secs(9.0)), Some(secs(1.1)));
+        t.record_alone("a.py", 3.0, 2.5, 0.5, 0.4);
+        let a = &t.files["a.py"];
+        assert_eq!((a.startup, a.tests, a.secs), (Some(3.0), Some(0.5), 3.5));
+        t.record_alone("a.py", 2.0, 2.0, 1.5, 1.0);
+        let a = &t.files["a.py"];
+        assert_eq!(
+            (a.startup, a.tests, a.tests_cpu),
+            (Some(2.5), Some(1.0), Some(0.7))
+        );
+        assert_eq!((a.secs, a.cpu), (3.5, Some(2.25 + 0.7)));
+        assert_eq!(a.runs, 3);
     }
 
     /// This shard's files (sorted by path).

@@ -19,6 +19,20 @@ pub struct Packing {
     /// Each pack's predicted time: its longest start-up plus its files' tests.
     pub predicted: Vec<Duration>,
     pub why: String,
+    /// Files no run has timed yet, too many to start at once: the run packs them as it learns
+    /// what they cost (positions in the ordered file list).
+    pub queue: Vec<usize>,
+    /// Every number of packs weighed, with its predicted wall (seconds).
+    pub weighed: Vec<Weighed>,
+}
+
+/// One option `units = "auto"` weighed: so many packs (0: a worker per file), so many workers in
+/// all, and the run's predicted wall.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Weighed {
+    pub packs: usize,
+    pub units: usize,
+    pub wall: f64,
 }
 
 /// Whether the plan's commands can run several files in one worker: `{file}` only as whole words
@@ -81,6 +95,33 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
         return none(format!("no packs: {why}"));
     }
     let costs: Vec<Option<Cost>> = files.iter().map(|f| Cost::of(timings, &f.path)).collect();
+    // More files than cores that no run has timed: starting them all at once would run as many
+    // start-ups as files on a few cores. They go to the run's queue, which runs them a core at a
+    // time, the first ones alone, and packs the rest once start-ups are seen to dominate.
+    let untimed: Vec<usize> = (0..files.len())
+        .filter(|&i| costs[i].is_none() && !plan.run.alone.contains(&files[i].path))
+        .collect();
+    if untimed.len() > cores.max(1) {
+        let mut p = choose(plan, &timed_only(files, &untimed), timings, cores);
+        let timed: Vec<usize> = (0..files.len()).filter(|i| !untimed.contains(i)).collect();
+        p.packs = p
+            .packs
+            .iter()
+            .map(|pack| pack.iter().map(|&i| timed[i]).collect())
+            .collect();
+        p.queue = untimed;
+        p.why = format!(
+            "{} file(s) with no timings yet go to the queue: {} at a time, the first alone, then packed once their start-ups are seen to outweigh their tests{}",
+            p.queue.len(),
+            queue_lanes(plan.run.jobs, cores),
+            if timed.is_empty() {
+                String::new()
+            } else {
+                format!("; the others: {}", p.why)
+            }
+        );
+        return p;
+    }
     if costs.iter().all(Option::is_none) {
         return none("no packs yet: no file's start-up and tests are recorded".into());
     }
@@ -111,9 +152,17 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
             cost: Cost::or_predicted(timings, &files[i].path, predicted[i]),
         })
         .collect();
+    let (best, weighed) = best_bins(
+        &candidates,
+        &costs,
+        &others,
+        plan.run.jobs,
+        cores,
+        timings.packs,
+    );
     let Some(Binned {
         wall, bins, packs, ..
-    }) = best_bins(&candidates, &costs, &others, plan.run.jobs, cores)
+    }) = best
     else {
         return none("no packs".into());
     };
@@ -123,11 +172,12 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
         .filter(|(b, _)| b.len() > 1)
         .map(|(b, c)| (b, Duration::from_secs_f64(c.total())))
         .unzip();
+    let shown = weighed_text(&weighed, packs.len());
     let why = if packs.is_empty() {
-        "no packs: a worker per file is predicted to be as fast".to_string()
+        format!("no packs: a worker per file is predicted to be as fast ({shown})")
     } else {
         format!(
-            "{} file(s) whose tests take less than their start-up packed into {} worker(s) on {cores} core(s): predicted wall {wall:.1}s",
+            "{} file(s) whose tests take less than their start-up packed into {} worker(s) on {cores} core(s) ({shown}): predicted wall {wall:.1}s",
             packs.iter().map(Vec::len).sum::<usize>(),
             packs.len(),
         )
@@ -136,7 +186,49 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
         packs,
         predicted,
         why,
+        queue: Vec::new(),
+        weighed,
     }
+}
+
+/// The files but `queued`, in order.
+fn timed_only<'a>(files: &[&'a TestFile], queued: &[usize]) -> Vec<&'a TestFile> {
+    (0..files.len())
+        .filter(|i| !queued.contains(i))
+        .map(|i| files[i])
+        .collect()
+}
+
+/// How many units the queue runs at once at first: a core each (fewer with fewer `jobs`).
+pub fn queue_lanes(jobs: usize, cores: usize) -> usize {
+    let cores = cores.max(1);
+    if jobs == 0 {
+        cores
+    } else {
+        jobs.min(cores)
+    }
+}
+
+/// The options weighed, as `dry-run` says them: a worker per file, the fewest packs, and the
+/// ones around the chosen number.
+fn weighed_text(weighed: &[Weighed], chosen: usize) -> String {
+    let mut shown: Vec<&Weighed> = weighed
+        .iter()
+        .filter(|w| w.packs == 0 || w.packs <= 3 || w.packs.abs_diff(chosen) <= 1)
+        .collect();
+    shown.sort_by_key(|w| (w.packs == 0, w.packs));
+    let words: Vec<String> = shown
+        .iter()
+        .map(|w| {
+            let what = match w.packs {
+                0 => "a worker per file".to_string(),
+                1 => "1 pack".to_string(),
+                n => format!("{n} packs"),
+            };
+            format!("{what} {:.1}s", w.wall)
+        })
+        .collect();
+    format!("weighed: {}", words.join(", "))
 }
 
 /// Predicted walls this close are a tie.
@@ -152,16 +244,21 @@ struct Binned {
     packs: Vec<Cost>,
 }
 
-/// Every number of bins from one to one per candidate; the shortest predicted wall wins, and a
-/// near tie goes to the fewer workers (less CPU spread over the cores).
+/// Every number of bins from one (one process) to one per candidate (a worker per file); the
+/// shortest predicted wall wins, and a near tie goes to the fewer workers (less CPU spread over
+/// the cores). The number of packs the last run chose (`last`) keeps its place while within
+/// `STAY` of the best, so that timings that wobble from run to run do not flip the choice.
 fn best_bins(
     candidates: &[usize],
     costs: &[Option<Cost>],
     others: &[UnitCost],
     jobs: usize,
     cores: usize,
-) -> Option<Binned> {
+    last: Option<usize>,
+) -> (Option<Binned>, Vec<Weighed>) {
     let mut best: Option<Binned> = None;
+    let mut weighed = Vec::new();
+    let mut kept: Option<Binned> = None;
     // More packs than a few per core only add start-ups; the bound keeps planning quick.
     let most = candidates.len().min(MOST_PACKS_PER_CORE * cores.max(1));
     let none = (candidates.len() > most).then_some(candidates.len());
@@ -175,6 +272,19 @@ fn best_bins(
             bins,
             packs,
         };
+        let n_packs = b.bins.iter().filter(|b| b.len() > 1).count();
+        weighed.push(Weighed {
+            packs: n_packs,
+            units: others.len() + b.bins.len(),
+            wall: b.wall,
+        });
+        if last == Some(n_packs) && n_packs > 0 {
+            kept = Some(Binned {
+                bins: b.bins.clone(),
+                packs: b.packs.clone(),
+                ..b
+            });
+        }
         let better = best.as_ref().is_none_or(|o| {
             b.wall < o.wall * (1.0 - NEAR)
                 || (b.wall <= o.wall * (1.0 + NEAR) && b.spread < o.spread)
@@ -183,8 +293,16 @@ fn best_bins(
             best = Some(b);
         }
     }
-    best
+    if let (Some(k), Some(b)) = (&kept, &best) {
+        if k.wall <= b.wall * (1.0 + STAY) {
+            best = kept;
+        }
+    }
+    (best, weighed)
 }
+
+/// The last run's number of packs stays while predicted within this share of the best.
+const STAY: f64 = 0.05;
 
 /// Two files of one module name in a pack could not be told apart in its JUnit.
 pub use crate::model::junit::module_name;

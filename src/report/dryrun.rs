@@ -184,7 +184,7 @@ fn text(plan: &Plan, dag: &Dag) -> String {
         .predicted_wall
         .map(|d| format!("; predicted wall time {:.1}s", d.as_secs_f64()))
         .unwrap_or_else(|| "; no timings recorded yet".into());
-    let units = dag.units().count();
+    let units = dag.units().count() + dag.queued().len();
     let files = if units == dag.files().count() {
         format!("{units} files")
     } else {
@@ -297,8 +297,9 @@ fn text_workers(o: &mut String, plan: &Plan, dag: &Dag) {
         let _ = writeln!(o, "units = \"auto\": {why}");
     }
     let views = worker_views(plan, dag);
+    let queued = dag.queued();
     for (i, w) in views.iter().enumerate() {
-        let last = i + 1 == views.len();
+        let last = i + 1 == views.len() && queued.is_empty();
         let (branch, cont) = if last {
             ("└─", "   ")
         } else {
@@ -337,6 +338,39 @@ fn text_workers(o: &mut String, plan: &Plan, dag: &Dag) {
             );
         }
         worker_steps(o, plan, dag, w, cont);
+    }
+    text_queue(o, dag);
+}
+
+/// The queue's files: no timings yet, so the run decides their units as it learns them.
+fn text_queue(o: &mut String, dag: &Dag) {
+    let queued = dag.queued();
+    let Some(lanes) = dag.nodes.iter().find_map(|n| match n.action {
+        Action::Queue { lanes, .. } => Some(lanes),
+        _ => None,
+    }) else {
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "└─ [queue] {} files with no timings yet, {lanes} at a time: each alone until start-ups are seen to outweigh tests, then the rest packed, a share per lane; each file its own database while alone, one per pack",
+        queued.len()
+    );
+    for (i, &f) in queued.iter().enumerate() {
+        let Some(w) = dag.workers.get(f) else {
+            continue;
+        };
+        let branch = if i + 1 == queued.len() {
+            "└─"
+        } else {
+            "├─"
+        };
+        let _ = writeln!(
+            o,
+            "   {branch} {} (alone: database {})",
+            w.file,
+            w.db_name()
+        );
     }
 }
 
@@ -471,6 +505,12 @@ fn json(plan: &Plan, dag: &Dag) -> String {
         /// `units = "auto"`: what was packed and split, and why (or why not).
         #[serde(skip_serializing_if = "Vec::is_empty")]
         units: Vec<&'a str>,
+        /// `units = "auto"`: every number of packs weighed (0: a worker per file).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        weighed: Vec<WeighedView>,
+        /// Files with no timings yet, whose units the run decides as it learns them.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        queue: Vec<&'a str>,
         steps: Vec<Step<'a>>,
         workers: Vec<WorkerView<'a>>,
     }
@@ -489,6 +529,21 @@ fn json(plan: &Plan, dag: &Dag) -> String {
             .chain(&dag.parting)
             .map(String::as_str)
             .collect(),
+        weighed: dag
+            .weighed
+            .iter()
+            .map(|w| WeighedView {
+                packs: w.packs,
+                workers: w.units,
+                predicted_wall_secs: w.wall,
+            })
+            .collect(),
+        queue: dag
+            .queued()
+            .iter()
+            .filter_map(|&f| dag.workers.get(f))
+            .map(|w| w.file.as_str())
+            .collect(),
         steps: dag
             .nodes
             .iter()
@@ -503,6 +558,13 @@ fn json(plan: &Plan, dag: &Dag) -> String {
         workers: worker_views(plan, dag),
     };
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+}
+
+#[derive(Serialize)]
+struct WeighedView {
+    packs: usize,
+    workers: usize,
+    predicted_wall_secs: f64,
 }
 
 /// An action as JSON; the preparation filled as it will run, like the text view shows it.

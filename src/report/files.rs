@@ -130,6 +130,8 @@ mod tests {
             cleanup_command: None,
             databases: Default::default(),
             shard: None,
+            predicted_wall_secs: None,
+            startups: None,
             workers: Vec::new(),
         };
         let (written, failed) = write_all(&s, &mut sinks());

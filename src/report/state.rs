@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::junit::{case_times, read};
-use crate::model::{Attempt, Phase, RunSummary, Verdict, WorkerResult};
+use crate::model::{RunSummary, Verdict};
 use crate::plan::Plan;
 use crate::planner::Timings;
 
@@ -89,20 +89,8 @@ pub fn record_run(plan: &Plan, summary: &RunSummary) {
 
 fn record_timings(dir: &std::path::Path, summary: &RunSummary) {
     let mut timings = Timings::load(dir);
-    let secs = std::time::Duration::from_secs_f64;
-    let cores = crate::sys::cores() as f64;
-    for w in &summary.workers {
-        if !w.first_pass_ran() {
-            continue;
-        }
-        let (alone, tests) = (w.time_alone().map(secs), w.tests_time().map(secs));
-        match busy_during_tests(&summary.workers, w) {
-            Some(busy) => timings.record_busy(&w.file, alone, tests, busy / cores),
-            None => timings.record(&w.file, alone, tests),
-        }
-        if let Some((cpu, startup)) = w.cpu_alone() {
-            timings.record_cpu(&w.file, cpu, startup);
-        }
+    timings.learn_run(&summary.workers);
+    for w in summary.workers.iter().filter(|w| w.first_pass_ran()) {
         if let Some(report) = w.junit.as_deref().and_then(|j| read(j).ok()) {
             timings.record_cases(&w.file, &case_times(&w.file, &report));
         }
@@ -110,32 +98,6 @@ fn record_timings(dir: &std::path::Path, summary: &RunSummary) {
     if let Ok(text) = serde_json::to_string_pretty(&timings) {
         let _ = std::fs::write(Timings::path(dir), text);
     }
-}
-
-/// How many workers were busy, on average, while `w`'s first attempt ran its tests (itself
-/// included; a pack's files count once, by their shared database). None without a testing span.
-fn busy_during_tests(workers: &[WorkerResult], w: &WorkerResult) -> Option<f64> {
-    let first = w.attempts.iter().find(|a| a.number == 1)?;
-    let t = first.phases.iter().find(|p| p.phase == Phase::Testing)?;
-    if t.end <= t.start {
-        return None;
-    }
-    // Busy from its server's start: waiting for a copy of the database takes no CPU.
-    let span = |a: &Attempt| {
-        let start = a.phases.iter().find(|p| p.phase != Phase::Cloning)?.start;
-        Some((start, a.phases.last()?.end))
-    };
-    let mut spans = std::collections::BTreeMap::new();
-    for a in workers.iter().flat_map(|w| &w.attempts) {
-        if let Some(s) = span(a) {
-            spans.entry(a.db_name.as_str()).or_insert(s);
-        }
-    }
-    let busy: f64 = spans
-        .values()
-        .map(|(s, e)| (e.min(t.end) - s.max(t.start)).max(0.0))
-        .sum();
-    Some(busy / (t.end - t.start))
 }
 
 /// `--timings FILE`: durations from a `timings.json`, or from a JUnit file (the merged
@@ -202,37 +164,67 @@ fn module_file(classname: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::PhaseSpan;
+    use crate::model::{Attempt, ExitCode, WorkerResult};
 
-    fn worker(file: &str, db: &str, start: f64, testing: (f64, f64)) -> WorkerResult {
-        let mut a = Attempt::new(1, db, std::path::Path::new("/l"));
-        let span = |phase, start, end| PhaseSpan { phase, start, end };
-        a.phases = vec![
-            span(Phase::Cloning, 0.0, start),
-            span(Phase::Starting, start, testing.0),
-            span(Phase::Testing, testing.0, testing.1),
-        ];
+    fn attempt(file_tests: f64, packed: bool) -> Attempt {
+        let mut a = Attempt::new(1, "db", std::path::Path::new("/l"));
         a.verdict = Verdict::Pass;
-        let mut w = WorkerResult::new(0, file, file, &a);
-        w.push_attempt(a);
-        w
+        a.tests_secs = Some(file_tests);
+        a.startup_alone_secs = Some(3.0);
+        a.startup_cpu_secs = Some(2.5);
+        a.tests_alone_secs = Some(file_tests);
+        a.tests_cpu_secs = Some(file_tests / 2.0);
+        if packed {
+            a.packed_with = vec!["other.py".into()];
+        }
+        a
     }
 
-    /// A pack's files count once; a worker done before the tests began does not count, nor one
-    /// while it waited for its copy.
+    /// Every file that ran learns its start-up and tests timed alone (a packed file its pack's
+    /// start-up) and their CPU.
     #[test]
-    fn the_workers_busy_beside_a_files_tests_are_counted_once_each() {
-        let long = worker("long.py", "db0", 0.0, (1.0, 5.0));
-        let workers = vec![
-            long.clone(),
-            worker("a.py", "db1", 0.0, (0.5, 5.0)),
-            worker("b.py", "db2", 0.0, (0.5, 3.0)),
-            worker("c.py", "db2", 0.0, (0.5, 3.0)),
-            worker("d.py", "db3", 0.0, (0.2, 0.9)),
-            // Waited for its copy until 4.0: busy only for the last second.
-            worker("e.py", "db4", 4.0, (4.5, 6.0)),
-        ];
-        let busy = busy_during_tests(&workers, &long).unwrap();
-        assert!((busy - 2.75).abs() < 1e-9, "{busy}");
+    fn files_learn_their_costs_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let workers: Vec<WorkerResult> = [("a.py", 1.0, false), ("b.py", 3.0, true)]
+            .iter()
+            .enumerate()
+            .map(|(i, (f, t, packed))| {
+                let a = attempt(*t, *packed);
+                let mut w = WorkerResult::new(i, f, f, &a);
+                w.push_attempt(a);
+                w
+            })
+            .collect();
+        let summary = RunSummary {
+            cluster: None,
+            prepared: false,
+            version: 1,
+            run_id: "r".into(),
+            plan: "p.toml".into(),
+            root: dir.path().into(),
+            report_dir: dir.path().into(),
+            started: String::new(),
+            ended: String::new(),
+            wall_secs: 0.0,
+            work_secs: 0.0,
+            exit_code: ExitCode::Ok,
+            error: None,
+            interrupted: false,
+            flaky_policy: crate::model::FlakyPolicy::Pass,
+            kept_databases: Vec::new(),
+            cleanup_command: None,
+            databases: Default::default(),
+            shard: None,
+            predicted_wall_secs: None,
+            startups: None,
+            workers,
+        };
+        record_timings(dir.path(), &summary);
+        let t = Timings::load(dir.path());
+        let (a, b) = (&t.files["a.py"], &t.files["b.py"]);
+        assert_eq!((a.startup, b.startup), (Some(3.0), Some(3.0)));
+        assert_eq!((a.tests, b.tests), (Some(1.0), Some(3.0)));
+        assert_eq!((a.tests_cpu, b.tests_cpu), (Some(0.5), Some(1.5)));
+        assert_eq!((a.startup_cpu, b.startup_cpu), (Some(2.5), Some(2.5)));
     }
 }

@@ -655,6 +655,8 @@ mod tests {
             cleanup_command: None,
             databases: DatabaseSources::default(),
             shard: None,
+            predicted_wall_secs: None,
+            startups: None,
             workers,
         }
     }

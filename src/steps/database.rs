@@ -151,6 +151,47 @@ pub async fn existing(client: &Client, names: &[String]) -> Result<Vec<String>, 
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// What a database's sessions did, from `pg_stat_database` (PostgreSQL 14+).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    /// Sessions opened on it.
+    pub sessions: i64,
+    /// Seconds its backends spent executing statements.
+    pub active_secs: f64,
+}
+
+/// How database `name` was used, read once its backends are gone (a backend reports its
+/// figures as it exits; at most `patience` is waited for them). None before PostgreSQL 14.
+pub async fn usage(
+    admin_url: &str,
+    name: &str,
+    patience: std::time::Duration,
+) -> Result<Option<Usage>, DbError> {
+    let client = connect(admin_url).await?;
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let row = client
+            .query_opt(
+                "SELECT numbackends, sessions, active_time FROM pg_stat_database WHERE datname = $1",
+                &[&name],
+            )
+            .await;
+        let row = match row {
+            Ok(Some(row)) => row,
+            // No such database, or no `sessions` column (before 14).
+            Ok(None) | Err(_) => return Ok(None),
+        };
+        let backends: i32 = row.get(0);
+        if backends == 0 || tokio::time::Instant::now() >= deadline {
+            return Ok(Some(Usage {
+                sessions: row.get(1),
+                active_secs: row.get::<_, f64>(2) / 1000.0,
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// `CREATE DATABASE name`: an empty database, as a new template starts.
 pub async fn create_empty(client: &Client, name: &str) -> Result<(), DbError> {
     client

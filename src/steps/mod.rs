@@ -13,6 +13,7 @@ pub mod per_worker;
 pub mod pool;
 pub mod prefetch;
 pub mod process;
+pub mod queue;
 pub mod resource;
 pub mod setup;
 pub mod summary;
@@ -244,6 +245,11 @@ impl Step for RunStep {
                 Action::RetryFailed { retries } => {
                     return worker::retry_failed(cx, *retries, &cancel).await
                 }
+                Action::Queue { files, lanes } => {
+                    return queue::run(cx, files, *lanes, &cancel)
+                        .await
+                        .inspect_err(|e| cx.set_fatal(e))
+                }
                 // Nothing to stop when the cluster never started: say nothing either.
                 Action::StopCluster { .. } if !cx.cluster.started().await => Ok(None),
                 _ => {
@@ -305,7 +311,10 @@ impl RunStep {
                 }
             },
             Action::StopCluster { .. } => teardown::stop_cluster(cx).await,
-            Action::Worker { .. } | Action::Pack { .. } | Action::RetryFailed { .. } => Ok(None),
+            Action::Worker { .. }
+            | Action::Pack { .. }
+            | Action::Queue { .. }
+            | Action::RetryFailed { .. } => Ok(None),
         }
     }
 }
@@ -392,6 +401,7 @@ pub fn step_label(action: &Action) -> String {
         Action::PrepareTemplate(p) => format!("prepare template {}", p.template),
         Action::Worker { index } => format!("worker {index}"),
         Action::Pack { index } => format!("pack {index}"),
+        Action::Queue { files, .. } => format!("queue of {} files", files.len()),
         Action::RetryFailed { .. } => "retry failed files".into(),
         Action::Report => "write reports".into(),
         Action::Cleanup { .. } => "drop worker databases".into(),

@@ -113,8 +113,17 @@ pub enum Question {
 #[derive(Debug, Clone)]
 pub struct KeepCandidate {
     pub name: String,
-    /// (worker index, stem, log folder) of each file that used it.
-    pub files: Vec<(usize, String, PathBuf)>,
+    /// Each file that used it: its worker index, stem and log folder, and whether it shared the
+    /// database with others (a pack's files keep a folder each beside it).
+    pub files: Vec<KeptFile>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeptFile {
+    pub index: usize,
+    pub stem: String,
+    pub log_dir: PathBuf,
+    pub packed: bool,
 }
 
 /// What cleanup does: the resources to release, the log folders to remove.
@@ -408,7 +417,17 @@ impl Owner {
                     .results
                     .values()
                     .filter(|r| r.db_name == name)
-                    .filter_map(|r| Some((r.index, r.stem.clone(), r.log_dir.clone()?)))
+                    .filter_map(|r| {
+                        Some(KeptFile {
+                            index: r.index,
+                            stem: r.stem.clone(),
+                            log_dir: r.log_dir.clone()?,
+                            packed: r
+                                .attempts
+                                .first()
+                                .is_some_and(|a| !a.packed_with.is_empty()),
+                        })
+                    })
                     .collect(),
                 name,
             })

@@ -16,10 +16,20 @@ use crate::model::{Attempt, Verdict};
 use crate::planner::units::module_name;
 use crate::planner::WorkerPlan;
 
-/// The pack's one attempt, then a row for each of its files.
+/// A planned pack's one attempt, then a row for each of its files.
 pub async fn run_pack(cx: &RunCx, index: usize, cancel: &Cancel) -> Result<Outcome, StepError> {
     let pack = &cx.dag().workers[index];
     cx.after_critical_startup(index, cancel).await;
+    run(cx, pack, cancel).await.0
+}
+
+/// A pack's one attempt (planned, or made by the queue during the run), then a row for each of
+/// its files. Returns the pack's attempt too (what the queue learns from).
+pub async fn run(
+    cx: &RunCx,
+    pack: &WorkerPlan,
+    cancel: &Cancel,
+) -> (Result<Outcome, StepError>, Attempt) {
     let (attempt, error) = match run_attempt(cx, pack, 1, cancel).await {
         Ok(a) => (a, None),
         Err(failed) => {
@@ -30,6 +40,7 @@ pub async fn run_pack(cx: &RunCx, index: usize, cancel: &Cancel) -> Result<Outco
     cx.prefetch.release(pack.index);
     cx.say(Event::PackFinished { worker: pack.index });
     let files: Vec<&WorkerPlan> = pack.pack.iter().map(|&f| &cx.dag().workers[f]).collect();
+    let whole = attempt.clone();
     let attempts = split_attempt(cx, pack, &files, attempt);
     let mut outcome = Outcome::Ok;
     for (w, a) in files.iter().zip(attempts) {
@@ -42,10 +53,11 @@ pub async fn run_pack(cx: &RunCx, index: usize, cancel: &Cancel) -> Result<Outco
     }
     // Every file has its own copy of what it needs: the pack's folder goes.
     let _ = std::fs::remove_dir_all(&pack.log_dir);
-    match error {
+    let result = match error {
         Some(e) => Err(e),
         None => Ok(outcome),
-    }
+    };
+    (result, whole)
 }
 
 /// One attempt per file from the pack's: the file's JUnit cases in its own JUnit file, the
@@ -78,7 +90,9 @@ fn split_attempt(
         .enumerate()
         .map(|(i, w)| {
             let suite = suites.as_ref().map(|(s, _)| s[i].clone());
-            file_attempt(pack, &dir, w, &paths, &attempt, suite)
+            let mut a = file_attempt(pack, &dir, w, &paths, &attempt, suite);
+            share_costs(&mut a, &attempt);
+            a
         })
         .collect();
     // The test process passed but its JUnit cannot be read: nothing says which file ran what.
@@ -169,6 +183,17 @@ fn file_attempt(
         ));
     }
     a
+}
+
+/// A file of a pack learns the pack's start-up as its own (one start-up serves them all) and
+/// its share of the pack's tests: by its tests' JUnit times.
+fn share_costs(a: &mut Attempt, pack: &Attempt) {
+    let share = a
+        .tests_secs
+        .zip(pack.tests_secs)
+        .map(|(mine, all)| if all > 0.0 { mine / all } else { 0.0 });
+    a.tests_alone_secs = share.zip(pack.tests_alone_secs).map(|(s, t)| s * t);
+    a.tests_cpu_secs = share.zip(pack.tests_cpu_secs).map(|(s, t)| s * t);
 }
 
 /// When the pack's test process started (Unix seconds).

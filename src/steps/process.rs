@@ -160,12 +160,43 @@ pub fn spawn(journal: &Journal, spec: Spec) -> Result<Group, String> {
 /// The CPU a process group's leader has used (its own and its reaped children's), sampled every
 /// 50 ms while it runs and read once more when it has exited, before it is reaped (`Group::wait`):
 /// what the planner learns a worker's CPU cost from, free of the contention that stretches its
-/// wall time. It also notes the CPU at the end of the start-up: the first time the process is
-/// found asleep three samples in a row with no child of its own (a process waiting on a child,
-/// such as a wrapper like `sh -c` or `uv run`, is not done starting), as the critical start-up
-/// is judged.
+/// wall time. Each sample also notes how long the leader has waited on a run queue (runnable
+/// while another task had the CPU): its wall time minus that is about its time alone, however
+/// many processes shared the cores; the samples are kept so that an attempt can be cut where its
+/// tests began. It also notes the CPU at the end of the start-up as the critical start-up is
+/// judged: the first time the process is found asleep three samples in a row with no child of
+/// its own.
 #[derive(Debug, Clone)]
-pub struct CpuMeter(std::sync::Arc<[std::sync::atomic::AtomicU64; 5]>);
+pub struct CpuMeter(std::sync::Arc<Meter>);
+
+#[derive(Debug)]
+pub struct Meter {
+    slots: [std::sync::atomic::AtomicU64; 5],
+    series: std::sync::Mutex<Series>,
+    spawned: std::time::Instant,
+}
+
+/// One sample: seconds since the spawn, the leader's CPU (with its reaped children's) and its
+/// run-queue wait, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    pub t: f64,
+    pub cpu: f64,
+    pub rq: f64,
+    /// The leader had a child then (a wrapper such as `uv run` has one all along).
+    pub kids: bool,
+}
+
+/// The samples, thinned to every other one (and sampled half as often) whenever 4096 are kept,
+/// so a long test costs no more memory than a short one.
+#[derive(Debug, Default)]
+struct Series {
+    points: Vec<Point>,
+    every: u32,
+    seen: u32,
+}
+
+const KEEP_POINTS: usize = 4096;
 
 /// Not known (yet): never sampled, or a start-up never seen to end.
 const UNSET: u64 = u64::MAX;
@@ -178,18 +209,41 @@ const GROUP: usize = 2;
 const OWN: usize = 3;
 const OWN_AT_GROUP: usize = 4;
 
+/// An attempt's test process cut where its tests began: the start-up before, the tests after,
+/// each as wall seconds, run-queue wait and CPU.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cut {
+    pub startup_wall: f64,
+    pub startup_rq: f64,
+    pub startup_cpu: f64,
+    pub tests_rq: f64,
+    pub tests_cpu: f64,
+}
+
 impl CpuMeter {
+    fn new() -> CpuMeter {
+        use std::sync::atomic::AtomicU64;
+        CpuMeter(std::sync::Arc::new(Meter {
+            slots: [UNSET; 5].map(AtomicU64::new),
+            series: std::sync::Mutex::new(Series {
+                every: 1,
+                ..Series::default()
+            }),
+            spawned: std::time::Instant::now(),
+        }))
+    }
+
     fn watch(pid: u32, started: u64) -> CpuMeter {
-        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-        let meter = CpuMeter(std::sync::Arc::new([UNSET; 5].map(AtomicU64::new)));
+        use std::sync::atomic::Ordering::Relaxed;
+        let meter = CpuMeter::new();
         let m = meter.clone();
         tokio::spawn(async move {
             let mut asleep = 0;
-            while let Some(state) = m.sample(pid, started) {
+            while let Some(state) = m.sample(pid, started, false) {
                 let waiting = state == 'S' && !sys::has_children(pid);
                 asleep = if waiting { asleep + 1 } else { 0 };
-                if asleep == 3 && m.0[STARTUP].load(Relaxed) == UNSET {
-                    m.0[STARTUP].store(m.0[LEADER].load(Relaxed), Relaxed);
+                if asleep == 3 && m.0.slots[STARTUP].load(Relaxed) == UNSET {
+                    m.0.slots[STARTUP].store(m.0.slots[LEADER].load(Relaxed), Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -197,29 +251,113 @@ impl CpuMeter {
         meter
     }
 
-    /// Reads the CPU now; the process's state, or None once it is gone.
-    fn sample(&self, pid: u32, started: u64) -> Option<char> {
+    /// Reads the CPU and the run-queue wait now (`last`: the reading after the process
+    /// exited, always kept); the process's state, or None once it is gone.
+    fn sample(&self, pid: u32, started: u64, last: bool) -> Option<char> {
         let (own, secs, state) = sys::cpu_and_state(pid, started)?;
         self.store(LEADER, secs);
         self.store(OWN, own);
+        if let Some(rq) = sys::runqueue_wait(pid) {
+            let t = self.0.spawned.elapsed().as_secs_f64();
+            let kids = sys::has_children(pid);
+            self.push(
+                Point {
+                    t,
+                    cpu: secs,
+                    rq,
+                    kids,
+                },
+                last,
+            );
+        }
         Some(state)
+    }
+
+    fn push(&self, p: Point, always: bool) {
+        let mut s = self.0.series.lock().unwrap_or_else(|e| e.into_inner());
+        s.seen += 1;
+        if !always && !s.seen.is_multiple_of(s.every.max(1)) {
+            return;
+        }
+        if s.points.len() >= KEEP_POINTS {
+            let kept: Vec<Point> = s.points.iter().step_by(2).copied().collect();
+            s.points = kept;
+            s.every = s.every.max(1) * 2;
+        }
+        s.points.push(p);
+    }
+
+    /// The sample at `t` seconds after the spawn, between the two nearest (the first before it,
+    /// the last after it).
+    pub fn at(&self, t: f64) -> Option<Point> {
+        let s = self.0.series.lock().unwrap_or_else(|e| e.into_inner());
+        let after = s.points.iter().position(|p| p.t >= t);
+        Some(match after {
+            None => *s.points.last()?,
+            Some(0) => s.points[0],
+            Some(i) => {
+                let (a, b) = (s.points[i - 1], s.points[i]);
+                let f = if b.t > a.t {
+                    (t - a.t) / (b.t - a.t)
+                } else {
+                    1.0
+                };
+                Point {
+                    t,
+                    cpu: a.cpu + (b.cpu - a.cpu) * f,
+                    rq: a.rq + (b.rq - a.rq) * f,
+                    kids: a.kids,
+                }
+            }
+        })
+    }
+
+    /// The last sample.
+    pub fn last(&self) -> Option<Point> {
+        let s = self.0.series.lock().unwrap_or_else(|e| e.into_inner());
+        s.points.last().copied()
+    }
+
+    /// The test process cut where its tests began, `tests` seconds (their JUnit times) before
+    /// it ended. None for a wrapper (a leader that had a child most of its start-up): its own
+    /// readings say nothing of the process that does the work, whose CPU it gets only as it
+    /// reaps it at the end.
+    pub fn cut(&self, tests: f64) -> Option<Cut> {
+        let end = self.last()?;
+        let wrapped = {
+            let s = self.0.series.lock().unwrap_or_else(|e| e.into_inner());
+            let before: Vec<&Point> = s.points.iter().filter(|p| p.t <= end.t - tests).collect();
+            let kids = before.iter().filter(|p| p.kids).count();
+            !before.is_empty() && kids * 2 > before.len()
+        };
+        if wrapped {
+            return None;
+        }
+        let at = self.at((end.t - tests).max(0.0))?;
+        Some(Cut {
+            startup_wall: at.t,
+            startup_rq: at.rq,
+            startup_cpu: at.cpu,
+            tests_rq: (end.rq - at.rq).max(0.0),
+            tests_cpu: (end.cpu - at.cpu).max(0.0),
+        })
     }
 
     /// Reads the whole group's CPU now, with its leader's (a scan of /proc, so only at a few
     /// moments: the server ready, a group about to be stopped): what the leader's figure lacks
     /// of members it has not reaped. Nothing is stored when no member was found.
     fn read_group(&self, pgid: u32, started: u64) {
-        self.sample(pgid, started);
+        self.sample(pgid, started, false);
         if let Some(group) = sys::group_cpu(pgid, started) {
-            let own = self.0[OWN].load(std::sync::atomic::Ordering::Relaxed);
-            self.0[OWN_AT_GROUP].store(own, std::sync::atomic::Ordering::Relaxed);
+            let own = self.0.slots[OWN].load(std::sync::atomic::Ordering::Relaxed);
+            self.0.slots[OWN_AT_GROUP].store(own, std::sync::atomic::Ordering::Relaxed);
             self.store(GROUP, group);
         }
     }
 
     fn store(&self, slot: usize, secs: f64) {
         let ms = (secs * 1000.0) as u64;
-        self.0[slot].store(ms, std::sync::atomic::Ordering::Relaxed);
+        self.0.slots[slot].store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The last reading, in seconds: the whole group's when it was read plus the leader's own
@@ -229,7 +367,7 @@ impl CpuMeter {
     /// None if it was never read.
     pub fn secs(&self) -> Option<f64> {
         let [leader, group, own, base] = [LEADER, GROUP, OWN, OWN_AT_GROUP]
-            .map(|i| Self::known(self.0[i].load(std::sync::atomic::Ordering::Relaxed)));
+            .map(|i| Self::known(self.0.slots[i].load(std::sync::atomic::Ordering::Relaxed)));
         let since = own.zip(base).map_or(0.0, |(o, b)| (o - b).max(0.0));
         match (leader, group) {
             (Some(l), Some(g)) => Some(l.max(g + since)),
@@ -239,7 +377,7 @@ impl CpuMeter {
 
     /// The CPU when its start-up ended; None if it was never seen to end.
     pub fn startup_secs(&self) -> Option<f64> {
-        Self::known(self.0[STARTUP].load(std::sync::atomic::Ordering::Relaxed))
+        Self::known(self.0.slots[STARTUP].load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn known(ms: u64) -> Option<f64> {
@@ -330,7 +468,7 @@ impl Group {
                 )
             });
             let _ = exited.await;
-            self.cpu.sample(pid, started);
+            self.cpu.sample(pid, started, true);
         }
         self.child.wait().await
     }

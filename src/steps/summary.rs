@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::model::{
-    DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Verdict, WorkerResult,
+    DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Startups, Verdict, WorkerResult,
 };
 use crate::redact::scrub;
 
@@ -57,8 +57,57 @@ pub fn build(config: &RunConfig, facts: Facts) -> RunSummary {
         cluster: facts.cluster.map(|c| c.used.clone()),
         prepared: facts.prepared,
         shard: config.dag.split.clone(),
+        predicted_wall_secs: config.dag.predicted_wall.map(|d| d.as_secs_f64()),
+        startups: startups(config, &workers),
         workers,
     }
+}
+
+/// The share of the workers' CPU their start-ups took; when a worker per file spent most of it
+/// starting up, what `units = "auto"` would predict for the suite from this run's costs.
+fn startups(config: &RunConfig, workers: &[WorkerResult]) -> Option<Startups> {
+    let mut seen = std::collections::BTreeSet::new();
+    let attempts: Vec<&crate::model::Attempt> = workers
+        .iter()
+        .flat_map(|w| &w.attempts)
+        .filter(|a| seen.insert((a.db_name.clone(), a.number)))
+        .collect();
+    let startup: f64 = attempts.iter().filter_map(|a| a.startup_cpu_secs).sum();
+    let all: f64 = attempts.iter().filter_map(|a| a.cpu_secs).sum();
+    if all <= 0.0 {
+        return None;
+    }
+    let share = startup / all;
+    let mut out = Startups {
+        cpu_secs: startup,
+        share,
+        auto_wall_secs: None,
+        auto_units: None,
+    };
+    let plan = &config.plan;
+    let many = config.dag.units().count() > crate::sys::cores();
+    if plan.run.units == crate::plan::Units::File && share >= 0.5 && many {
+        let mut timings = crate::planner::Timings::default();
+        timings.learn_run(workers);
+        let mut auto = plan.clone();
+        auto.run.units = crate::plan::Units::Auto;
+        let opts = crate::planner::PlanOptions {
+            run_id: config.dag.run_id.clone(),
+            timings,
+            cores: crate::sys::cores(),
+            ..Default::default()
+        };
+        let dag = crate::planner::build(&auto, &opts);
+        let packs = dag.units().filter(|w| !w.pack.is_empty()).count();
+        if packs > 0 {
+            out.auto_wall_secs = dag.predicted_wall.map(|d| d.as_secs_f64());
+            out.auto_units = Some(format!(
+                "{} worker(s), {packs} of them pack(s)",
+                dag.units().count()
+            ));
+        }
+    }
+    Some(out)
 }
 
 /// Every planned file's result (a file that never started too, a split file's merged from its

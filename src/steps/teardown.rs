@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use super::owner::{KeepCandidate, Question, RunEvent};
+use super::owner::{KeepCandidate, KeptFile, Question, RunEvent};
 use super::resource::Resource;
 use super::{database, RunCx, StepError, CLONE_CONCURRENCY};
 use crate::engine::journal::Recorded;
@@ -30,9 +30,9 @@ pub async fn report(cx: &RunCx) {
     let kept = still_there(cx, chosen).await;
     let mut logs = Vec::new();
     for c in &kept {
-        for (index, stem, dir) in &c.files {
-            if let Some(to) = keep_logs(cx, &c.name, *index, stem, dir) {
-                logs.push((*index, to));
+        for f in &c.files {
+            if let Some(to) = keep_logs(cx, &c.name, f) {
+                logs.push((f.index, to));
             }
         }
     }
@@ -80,15 +80,11 @@ async fn still_there(cx: &RunCx, chosen: Vec<KeepCandidate>) -> Vec<KeepCandidat
 /// Moves a kept database's file's logs out of `workers/`, which the next run clears, to
 /// `kept/<database>/`, recorded in the journal so that `rollback` removes them with the database.
 /// Returns the new folder.
-fn keep_logs(cx: &RunCx, db: &str, index: usize, stem: &str, from: &Path) -> Option<PathBuf> {
+fn keep_logs(cx: &RunCx, db: &str, f: &KeptFile) -> Option<PathBuf> {
+    let from = &f.log_dir;
     // Files of one pack share its database: each keeps its own folder beside it.
-    let packed = cx
-        .dag()
-        .workers
-        .get(index)
-        .is_some_and(|w| w.in_pack.is_some());
-    let name = if packed {
-        format!("{db}-{stem}")
+    let name = if f.packed {
+        format!("{db}-{}", f.stem)
     } else {
         db.to_string()
     };

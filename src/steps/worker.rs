@@ -318,11 +318,11 @@ impl AttemptRun<'_> {
             .map_err(|e| StepError::new(format!("cannot create {}: {e}", dir.display())))
     }
 
-    /// The attempt's database. The first attempt's was made ahead by the prefetcher; retries
-    /// make their own. Ok(false): cancelled first.
+    /// The attempt's database. A unit's first attempt's was made ahead by the prefetcher;
+    /// retries and the queue's units make their own. Ok(false): cancelled first.
     async fn database(&self) -> Result<bool, StepError> {
         let (cx, cancel) = (self.cx, self.cancel);
-        if self.n > 1 {
+        if self.n > 1 || !cx.dag().is_unit(self.w.index) {
             let held = cx.databases.acquire(cx, self.w, self.n, cancel).await?;
             return Ok(held.is_some());
         }
@@ -447,9 +447,10 @@ impl AttemptRun<'_> {
         };
         let mut test = test;
         let cpu = [Some(test.cpu()), server.as_ref().map(Group::cpu)];
-        let server_ready_cpu = match &server {
-            Some(s) => s.cpu_now().await,
-            None => Some(0.0),
+        // The server's start-up ends here: its CPU, and its wall time and run-queue wait so far.
+        let (server_ready_cpu, server_ready) = match &server {
+            Some(s) => (s.cpu_now().await, s.cpu().last()),
+            None => (Some(0.0), None),
         };
         let timeout = tokio::time::sleep(self.timeout());
         tokio::pin!(timeout);
@@ -482,9 +483,58 @@ impl AttemptRun<'_> {
         self.attempt.counts = read_counts(junit);
         self.attempt.tests_secs = crate::model::junit::tests_secs(junit);
         self.attempt.cpu_secs = cpu.iter().flatten().map(CpuMeter::secs).sum();
-        let test_startup = cpu[0].as_ref().and_then(CpuMeter::startup_secs);
-        self.attempt.startup_cpu_secs = test_startup.zip(server_ready_cpu).map(|(t, s)| t + s);
+        self.database_usage().await;
+        self.costs(&cpu, server_ready_cpu, server_ready);
         Ok(verdict)
+    }
+
+    /// How the tests used their database: its sessions (none: the tests never connected to it)
+    /// and its backends' active time, read once they are gone.
+    async fn database_usage(&mut self) {
+        let Ok(admin) = self.cx.admin_url().await else {
+            return;
+        };
+        let patience = Duration::from_secs(2);
+        if let Ok(Some(u)) = super::database::usage(&admin, &self.db_name, patience).await {
+            self.attempt.db_sessions = Some(u.sessions);
+            self.attempt.db_active_secs = Some(u.active_secs);
+        }
+    }
+
+    /// What the attempt cost, cut where its tests began (their JUnit times before the test
+    /// process ended): its start-up and its tests, each as CPU and as the time it would have
+    /// taken alone (wall time minus run-queue wait). Without JUnit times the start-up's CPU is
+    /// the test process's until it was first seen waiting.
+    fn costs(
+        &mut self,
+        cpu: &[Option<CpuMeter>; 2],
+        server_ready_cpu: Option<f64>,
+        server_ready: Option<process::Point>,
+    ) {
+        let [test, server] = cpu;
+        let a = &mut self.attempt;
+        let cut = a.tests_secs.zip(test.as_ref()).and_then(|(t, m)| m.cut(t));
+        let Some(cut) = cut else {
+            let test_startup = test.as_ref().and_then(CpuMeter::startup_secs);
+            a.startup_cpu_secs = test_startup.zip(server_ready_cpu).map(|(t, s)| t + s);
+            return;
+        };
+        let server_alone = server_ready.map_or(0.0, |p| (p.t - p.rq).max(0.0));
+        a.startup_alone_secs = Some(server_alone + (cut.startup_wall - cut.startup_rq).max(0.0));
+        a.tests_alone_secs = a.tests_secs.map(|t| (t - cut.tests_rq).max(0.0));
+        let server_tests = server
+            .as_ref()
+            .and_then(CpuMeter::secs)
+            .zip(server_ready_cpu)
+            .map_or(0.0, |(end, ready)| (end - ready).max(0.0));
+        // The backends' active time, stretched as the tests were.
+        let stretch = match (a.tests_alone_secs, a.tests_secs) {
+            (Some(alone), Some(wall)) if wall > 0.0 => (alone / wall).min(1.0),
+            _ => 1.0,
+        };
+        let backends = a.db_active_secs.unwrap_or(0.0) * stretch;
+        a.tests_cpu_secs = Some(cut.tests_cpu + server_tests + backends);
+        a.startup_cpu_secs = server_ready_cpu.map(|s| s + cut.startup_cpu);
     }
 
     /// What the way the tests ended means, once their process group is gone.

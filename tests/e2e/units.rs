@@ -454,8 +454,8 @@ def pytest_collection_modifyitems(config, items):
         ".e2e-plan/timings.json",
         &format!(
             r#"{{"files": {{
-  "tests/test_long.py": {{"secs": 13.0, "runs": 1, "tests": 12.0, "cases": {{{}}}}},
-  "tests/test_short.py": {{"secs": 2.0, "runs": 1, "tests": 1.0}}
+  "tests/test_long.py": {{"secs": 13.0, "runs": 1, "tests": 12.0, "startup": 1.0, "startup_cpu": 1.0, "tests_cpu": 0.1, "cases": {{{}}}}},
+  "tests/test_short.py": {{"secs": 2.0, "runs": 1, "tests": 1.0, "startup": 1.0, "startup_cpu": 1.0, "tests_cpu": 0.1}}
 }}}}"#,
             cases.join(", ")
         ),
@@ -636,11 +636,11 @@ fn heavy_start_up(f: &Fixture) {
     );
 }
 
-/// The timings learn the CPU each file's worker used when it ran alone (its server and test
-/// process, whatever ran beside them), which packs are chosen by; a pack's CPU is not learnt as
-/// any one file's.
+/// The timings learn the CPU each file's worker used (its server and test process, whatever ran
+/// beside them), which packs are chosen by; a packed file learns the pack's start-up and its own
+/// share of the tests, never the pack's whole CPU as its own.
 #[test]
-fn the_timings_learn_the_cpu_a_file_uses_alone_and_not_from_a_pack() {
+fn the_timings_learn_the_cpu_a_file_uses_and_a_packed_file_only_its_share() {
     let f = short_project("units_cpu", "file");
     heavy_start_up(&f);
     let out = f.run(&["apply", "plan.toml"]);
@@ -702,12 +702,19 @@ fn the_timings_learn_the_cpu_a_file_uses_alone_and_not_from_a_pack() {
         .collect();
     assert!(packed.len() >= 2, "nothing was packed: {s}");
     assert!(cpu_of(&s).iter().all(|&c| c >= 1.0), "{s}");
-    // A file that ran alone this time learns its CPU again; a packed one keeps what it had.
+    // A packed file learns one start-up and its share of the pack's tests: less than the pack's
+    // CPU, which its attempt carries.
     let now = learnt();
-    for file in &packed {
-        assert_eq!(
-            now[file], alone[file],
-            "a pack's CPU was learnt as {file}'s"
+    for w in s["workers"].as_array().unwrap() {
+        let file = w["file"].as_str().unwrap();
+        if !packed.iter().any(|p| p == file) {
+            continue;
+        }
+        let pack_cpu = w["attempts"][0]["cpu_secs"].as_f64().unwrap();
+        let learnt = now[file] * 2.0 - alone[file];
+        assert!(
+            learnt >= 1.0 && learnt < pack_cpu,
+            "{file} learnt {learnt} of its pack's {pack_cpu}: {s}"
         );
     }
     f.assert_clean();
