@@ -59,6 +59,27 @@ pub fn tests_secs(path: &Path) -> Option<f64> {
     )
 }
 
+/// How much longer a report's first test took than its others' median: what its session
+/// fixtures (a login's password hash, an app's set-up) cost, which every test process pays once,
+/// before its first test, as it pays its imports. None with fewer than three tests.
+pub fn first_test_excess(path: &Path) -> Option<f64> {
+    let report = read(path).ok()?;
+    let times: Vec<f64> = report
+        .test_suites
+        .iter()
+        .flat_map(|s| &s.test_cases)
+        .map(|c| c.time.map(|t| t.as_secs_f64()).unwrap_or_default())
+        .collect();
+    let (first, rest) = times.split_first()?;
+    if rest.len() < 2 {
+        return None;
+    }
+    let mut rest = rest.to_vec();
+    rest.sort_by(f64::total_cmp);
+    let median = rest[rest.len() / 2];
+    Some((first - median).max(0.0))
+}
+
 /// The module name pytest gives a file (`tests/e2e/test_x.py` → `test_x`).
 pub fn module_name(path: &str) -> &str {
     let base = path.rsplit('/').next().unwrap_or(path);

@@ -313,6 +313,31 @@ impl Timings {
         }
     }
 
+    /// Learns how many packs the run had and its predicted and measured wall (the last ten).
+    pub fn learn_choice(&mut self, s: &crate::model::RunSummary) {
+        let firsts = s
+            .workers
+            .iter()
+            .flat_map(|w| w.attempts.iter().filter(|a| a.number == 1));
+        let mut packs = std::collections::BTreeSet::new();
+        let mut units = std::collections::BTreeSet::new();
+        for a in firsts {
+            units.insert(a.db_name.as_str());
+            if !a.packed_with.is_empty() {
+                packs.insert(a.db_name.as_str());
+            }
+        }
+        self.packs = Some(packs.len());
+        self.runs.push(RunWall {
+            run_id: s.run_id.clone(),
+            predicted: s.predicted_wall_secs,
+            measured: s.wall_secs,
+            units: units.len(),
+        });
+        let extra = self.runs.len().saturating_sub(10);
+        self.runs.drain(..extra);
+    }
+
     /// Folds one run's CPU, and its start-up's when known, in (the same moving average).
     pub fn record_cpu(&mut self, file: &str, cpu: f64, startup: Option<f64>) {
         let ema = |old: Option<f64>, new: f64| Some(old.map_or(new, |o| o * 0.5 + new * 0.5));

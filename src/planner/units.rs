@@ -4,7 +4,6 @@
 //! packed into a few workers, one test process running them one after another, when the recorded
 //! timings predict a shorter run; every other file keeps a worker of its own.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use super::cost::{cpu_spread, predict_wall, Cost, UnitCost};
@@ -125,19 +124,14 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
     if costs.iter().all(Option::is_none) {
         return none("no packs yet: no file's start-up and tests are recorded".into());
     }
-    let mut module_count: HashMap<&str, usize> = HashMap::new();
-    for f in files {
-        *module_count.entry(module_name(&f.path)).or_default() += 1;
-    }
     // Short files with a heavy start-up: their tests take less than starting them.
     let candidates: Vec<usize> = (0..files.len())
         .filter(|&i| {
-            let f = files[i];
-            !plan.run.alone.contains(&f.path)
-                && module_count[module_name(&f.path)] == 1
+            !plan.run.alone.contains(&files[i].path)
                 && costs[i].is_some_and(|c| c.tests < c.startup)
         })
         .collect();
+    let names: Vec<&str> = files.iter().map(|f| module_name(&f.path)).collect();
     if candidates.len() < 2 {
         return none(
             "no packs: fewer than two files whose tests take less than their start-up".into(),
@@ -155,6 +149,7 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
     let (best, weighed) = best_bins(
         &candidates,
         &costs,
+        &names,
         &others,
         plan.run.jobs,
         cores,
@@ -251,6 +246,7 @@ struct Binned {
 fn best_bins(
     candidates: &[usize],
     costs: &[Option<Cost>],
+    names: &[&str],
     others: &[UnitCost],
     jobs: usize,
     cores: usize,
@@ -263,7 +259,7 @@ fn best_bins(
     let most = candidates.len().min(MOST_PACKS_PER_CORE * cores.max(1));
     let none = (candidates.len() > most).then_some(candidates.len());
     for k in (1..=most).chain(none) {
-        let (bins, packs) = bins(candidates, costs, k);
+        let (bins, packs) = bins(candidates, costs, names, k);
         let mut all = others.to_vec();
         all.extend(packs.iter().map(|&cost| UnitCost { file: None, cost }));
         let b = Binned {
@@ -307,17 +303,27 @@ const STAY: f64 = 0.05;
 /// Two files of one module name in a pack could not be told apart in its JUnit.
 pub use crate::model::junit::module_name;
 
-/// `k` bins of the candidates, longest tests first into the least-loaded bin, and each bin's cost
-/// (one start-up, all its tests).
-fn bins(candidates: &[usize], costs: &[Option<Cost>], k: usize) -> (Vec<Vec<usize>>, Vec<Cost>) {
+/// `k` bins of the candidates, longest tests first into the least-loaded bin (one without a file
+/// of the same name, when there is one: a pack's JUnit tells such files apart only by their whole
+/// path), and each bin's cost (one start-up, all its tests).
+fn bins(
+    candidates: &[usize],
+    costs: &[Option<Cost>],
+    names: &[&str],
+    k: usize,
+) -> (Vec<Vec<usize>>, Vec<Cost>) {
     let cost = |i: usize| costs[i].unwrap_or_default();
     let mut order = candidates.to_vec();
     order.sort_by(|&a, &b| cost(b).tests.total_cmp(&cost(a).tests).then(a.cmp(&b)));
     let mut bins: Vec<Vec<usize>> = vec![Vec::new(); k];
     let mut load = vec![0.0f64; k];
     for i in order {
-        let slot = (0..k)
-            .min_by(|&a, &b| load[a].total_cmp(&load[b]).then(a.cmp(&b)))
+        let clash = |b: usize| bins[b].iter().any(|&j| names[j] == names[i]);
+        let least = |pool: &mut dyn Iterator<Item = usize>| {
+            pool.min_by(|&a, &b| load[a].total_cmp(&load[b]).then(a.cmp(&b)))
+        };
+        let slot = least(&mut (0..k).filter(|&b| !clash(b)))
+            .or_else(|| least(&mut (0..k)))
             .unwrap_or(0);
         bins[slot].push(i);
         load[slot] += cost(i).tests;

@@ -90,6 +90,7 @@ pub fn record_run(plan: &Plan, summary: &RunSummary) {
 fn record_timings(dir: &std::path::Path, summary: &RunSummary) {
     let mut timings = Timings::load(dir);
     timings.learn_run(&summary.workers);
+    timings.learn_choice(summary);
     for w in summary.workers.iter().filter(|w| w.first_pass_ran()) {
         if let Some(report) = w.junit.as_deref().and_then(|j| read(j).ok()) {
             timings.record_cases(&w.file, &case_times(&w.file, &report));

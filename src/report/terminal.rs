@@ -404,6 +404,9 @@ impl Reporter {
         let failures = super::failures::render(&s.workers, self.failure_output, &s.report_dir);
         let _ = write!(out, "{}", crate::redact::scrub(&failures));
         let _ = writeln!(out, "{}", summary_line(s));
+        for line in prediction_lines(s) {
+            let _ = writeln!(out, "{line}");
+        }
         if s.databases.from_pool > 0 {
             let _ = writeln!(
                 out,
@@ -542,6 +545,32 @@ pub fn summary_table(s: &RunSummary, color: bool) -> String {
         ]);
     }
     t.to_string()
+}
+
+/// What the closing lines say of the run's prediction and its start-ups: a run far off what was
+/// predicted (under two thirds or over half again), and, when a worker per file spent most of
+/// its CPU starting up, what `units = "auto"` would predict and what packing means.
+pub fn prediction_lines(s: &RunSummary) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(p) = s.predicted_wall_secs.filter(|p| *p > 0.0) {
+        let ratio = s.wall_secs / p;
+        if !(2.0 / 3.0..=1.5).contains(&ratio) {
+            out.push(format!(
+                "predicted {p:.1}s from the recorded timings: this run took {ratio:.1}× that"
+            ));
+        }
+    }
+    if let Some(st) = &s.startups {
+        if let (Some(auto), Some(units)) = (st.auto_wall_secs, &st.auto_units) {
+            out.push(format!(
+                "start-ups took {:.0}% of the workers' CPU ({:.1}s): `units = \"auto\"` predicts {auto:.1}s for this suite ({units}) against this run's {:.1}s. A pack runs its files one after another in one test process and one database, as plain pytest does (see the plan reference, `[run] units`)",
+                st.share * 100.0,
+                st.cpu_secs,
+                s.wall_secs
+            ));
+        }
+    }
+    out
 }
 
 /// `N files: P passed, F failed, … in W.Ws (Σ S.Ss of work, ×R parallel)`.

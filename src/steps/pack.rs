@@ -276,24 +276,40 @@ fn case_starts(suite: &TestSuite, test_started: f64) -> Vec<Option<f64>> {
 
 /// Which file a dotted module path (pytest's classname, `tests.e2e.test_x.TestA`) belongs to:
 /// the one whose path, as dotted components, ends where a prefix of it does. pytest names
-/// modules from its rootdir, so a file's path may be cut at the front; a pack never holds two
-/// files of one module name.
+/// modules from its rootdir, so a file's path may be cut at the front (rootdir below the plan's
+/// root) or added to (rootdir above it, or `--junit-prefix`). The best match wins: the whole
+/// path, then a path the classname adds to, then one it cuts; two files matching equally (two
+/// `tests/test_models.py` of different apps, cut to `tests.test_models`) are ambiguous, and the
+/// case belongs to neither rather than to the wrong one.
 pub fn owner(module: &str, paths: &[&str]) -> Option<usize> {
     let parts: Vec<&str> = module.split('.').collect();
-    paths.iter().position(|p| {
+    let score = |p: &str| -> u8 {
         let name = module_name(p);
-        parts.iter().enumerate().any(|(i, part)| {
-            *part == name && {
-                let dotted = crate::model::junit::dotted_module(p);
-                let prefix = parts[..=i].join(".");
-                // pytest's rootdir below the plan's root cuts the front of the path; above it
-                // (or `--junit-prefix`) adds to it.
-                dotted == prefix
-                    || dotted.ends_with(&format!(".{prefix}"))
-                    || prefix.ends_with(&format!(".{dotted}"))
+        let dotted = crate::model::junit::dotted_module(p);
+        let mut best = 0;
+        for (i, part) in parts.iter().enumerate() {
+            if *part != name {
+                continue;
             }
-        })
-    })
+            let prefix = parts[..=i].join(".");
+            let s = if dotted == prefix {
+                3
+            } else if prefix.ends_with(&format!(".{dotted}")) {
+                2
+            } else if dotted.ends_with(&format!(".{prefix}")) {
+                1
+            } else {
+                0
+            };
+            best = best.max(s);
+        }
+        best
+    };
+    let scores: Vec<u8> = paths.iter().map(|p| score(p)).collect();
+    let top = scores.iter().copied().max().filter(|&s| s > 0)?;
+    let mut best = scores.iter().enumerate().filter(|(_, s)| **s == top);
+    let (i, _) = best.next()?;
+    best.next().is_none().then_some(i)
 }
 
 fn write_junit(path: &Path, suite: TestSuite) {
@@ -336,5 +352,20 @@ mod tests {
         assert_eq!(owner("tests.e2e.test_a.test_b", &paths), Some(0));
         // A rootdir above the plan's root, or a junit prefix, adds to the front.
         assert_eq!(owner("repo.tests.e2e.test_b.TestX", &paths), Some(1));
+    }
+
+    /// Django keeps tests per app, under the same names: the whole path tells them apart; cut
+    /// to a name both share, a case belongs to neither.
+    #[test]
+    fn files_of_one_name_in_different_folders_are_told_apart_or_left_alone() {
+        let paths = [
+            "catalog/tests/test_models.py",
+            "orders/tests/test_models.py",
+        ];
+        assert_eq!(owner("catalog.tests.test_models.TestA", &paths), Some(0));
+        assert_eq!(owner("orders.tests.test_models", &paths), Some(1));
+        assert_eq!(owner("repo.orders.tests.test_models", &paths), Some(1));
+        assert_eq!(owner("tests.test_models.TestA", &paths), None, "ambiguous");
+        assert_eq!(owner("test_models", &paths), None, "ambiguous");
     }
 }

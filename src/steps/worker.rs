@@ -520,21 +520,40 @@ impl AttemptRun<'_> {
             return;
         };
         let server_alone = server_ready.map_or(0.0, |p| (p.t - p.rq).max(0.0));
-        a.startup_alone_secs = Some(server_alone + (cut.startup_wall - cut.startup_rq).max(0.0));
-        a.tests_alone_secs = a.tests_secs.map(|t| (t - cut.tests_rq).max(0.0));
+        let mut startup = server_alone + (cut.startup_wall - cut.startup_rq).max(0.0);
+        let mut tests = a.tests_secs.map(|t| (t - cut.tests_rq).max(0.0));
+        let mut tests_cpu = cut.tests_cpu;
+        let mut startup_cpu = cut.startup_cpu;
+        // The first test's excess over the others is what the session's fixtures cost: a start-up
+        // every test process pays once, which a pack pays once for all its files. Only when it is
+        // no more than the start-up itself: a first test that is merely long stays a test.
+        let excess = crate::model::junit::first_test_excess(&self.planned.paths.junit);
+        if let (Some(x), Some(t), Some(wall)) = (excess, tests, a.tests_secs) {
+            let stretch = if wall > 0.0 { t / wall } else { 1.0 };
+            let x = (x * stretch).min(t);
+            if x > 0.0 && x <= startup {
+                startup += x;
+                tests = Some(t - x);
+                let x_cpu = x.min(tests_cpu);
+                tests_cpu -= x_cpu;
+                startup_cpu += x_cpu;
+            }
+        }
+        a.startup_alone_secs = Some(startup);
+        a.tests_alone_secs = tests;
         let server_tests = server
             .as_ref()
             .and_then(CpuMeter::secs)
             .zip(server_ready_cpu)
             .map_or(0.0, |(end, ready)| (end - ready).max(0.0));
         // The backends' active time, stretched as the tests were.
-        let stretch = match (a.tests_alone_secs, a.tests_secs) {
-            (Some(alone), Some(wall)) if wall > 0.0 => (alone / wall).min(1.0),
+        let stretch = match a.tests_secs {
+            Some(wall) if wall > 0.0 => ((wall - cut.tests_rq) / wall).clamp(0.0, 1.0),
             _ => 1.0,
         };
         let backends = a.db_active_secs.unwrap_or(0.0) * stretch;
-        a.tests_cpu_secs = Some(cut.tests_cpu + server_tests + backends);
-        a.startup_cpu_secs = server_ready_cpu.map(|s| s + cut.startup_cpu);
+        a.tests_cpu_secs = Some(tests_cpu + server_tests + backends);
+        a.startup_cpu_secs = server_ready_cpu.map(|s| s + startup_cpu);
     }
 
     /// What the way the tests ended means, once their process group is gone.

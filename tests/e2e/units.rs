@@ -863,3 +863,83 @@ def _busy_worker_done():
     }
     f.assert_clean();
 }
+
+/// With no timings, `auto` does not start every file at once: the queue runs them a core at a
+/// time, the first alone, and once their start-ups are seen to outweigh their tests, packs the
+/// rest, a share per lane. Every file still runs once, in a database no other file uses at the
+/// same time, and the next run plans its packs from what this one learnt.
+#[test]
+fn with_no_timings_auto_packs_during_the_run_once_start_ups_outweigh_tests() {
+    let f = short_project("units_queue", "auto");
+    heavy_start_up(&f);
+    let a = std::fs::read_to_string(f.root().join("tests/test_a.py")).unwrap();
+    for stem in ["test_e", "test_f"] {
+        f.write(&format!("tests/{stem}.py"), &a.replace("test_a", stem));
+    }
+    std::fs::remove_file(f.root().join(".e2e-plan/timings.json")).unwrap();
+    let dry = stdout(&f.run(&["dry-run", "plan.toml"]));
+    assert!(dry.contains("[queue] 6 files with no timings yet"), "{dry}");
+
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    assert_eq!(s.workers.len(), 6, "{:?}", s.workers);
+    assert!(
+        s.workers.iter().all(|w| w.verdict == Verdict::Pass),
+        "{:?}",
+        s.workers
+    );
+    let alone = s
+        .workers
+        .iter()
+        .filter(|w| w.attempts[0].packed_with.is_empty())
+        .count();
+    let packed = s.workers.len() - alone;
+    assert!(alone >= 1, "the first files ran alone: {:?}", s.workers);
+    assert!(packed >= 2, "the rest were packed: {:?}", s.workers);
+    // Never more units at once than lanes (a core each): their spans, server start to end, by
+    // database.
+    let mut spans: std::collections::BTreeMap<&str, (f64, f64)> = Default::default();
+    for a in s.workers.iter().flat_map(|w| &w.attempts) {
+        let start = a
+            .phases
+            .iter()
+            .find(|p| p.phase != Phase::Cloning)
+            .unwrap()
+            .start;
+        let end = a.phases.last().unwrap().end;
+        spans.entry(a.db_name.as_str()).or_insert((start, end));
+    }
+    let most = spans
+        .values()
+        .map(|&(s0, _)| {
+            spans
+                .values()
+                .filter(|&&(s1, e1)| s1 <= s0 && s0 < e1)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        most <= e2e_plan::sys::cores(),
+        "{most} units at once on {} cores: {spans:?}",
+        e2e_plan::sys::cores()
+    );
+    let t = traces(&f);
+    assert_eq!(t.len(), 6, "each file ran once: {t:?}");
+    for a in &t {
+        for b in &t {
+            if a.0 != b.0 && a.1 == b.1 {
+                assert!(
+                    a.3 <= b.2 || b.3 <= a.2,
+                    "{a:?} and {b:?} shared a database at once"
+                );
+            }
+        }
+    }
+    // What the queue learnt plans the next run: packs, no queue.
+    let dry = stdout(&f.run(&["dry-run", "plan.toml"]));
+    assert!(!dry.contains("[queue]"), "{dry}");
+    assert!(dry.contains("packed into"), "{dry}");
+    f.assert_clean();
+}
