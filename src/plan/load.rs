@@ -639,7 +639,11 @@ impl Cx<'_> {
             self.push(err);
             return None;
         }
-        Some(unique_stems(found.into_iter().collect()))
+        let mut files = unique_stems(found.into_iter().collect());
+        for f in &mut files {
+            f.size = std::fs::metadata(root.join(&f.path)).map_or(0, |m| m.len());
+        }
+        Some(files)
     }
 
     fn toml_error(self, e: toml::de::Error) -> PlanError {
@@ -753,6 +757,7 @@ fn unique_stems(paths: Vec<String>) -> Vec<TestFile> {
                 .map(|(p, s)| TestFile {
                     path: p.clone(),
                     stem: s,
+                    size: 0,
                 })
                 .collect();
         }

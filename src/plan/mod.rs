@@ -43,6 +43,9 @@ pub struct TestFile {
     pub path: String,
     /// Unique among the plan's files: used for log folders and database names.
     pub stem: String,
+    /// Its size in bytes when the plan was loaded: before a file is timed, what it is guessed
+    /// by (a bigger file, more tests).
+    pub size: u64,
 }
 
 #[derive(Debug, Clone)]

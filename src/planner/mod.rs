@@ -25,8 +25,8 @@ pub use commands::{
     collect_command, prepare_commands, PrepareCommands, RunTime, ServerCommands, WorkerCommands,
 };
 pub use names::{
-    build_db_name, hex, new_run_id, old_db_name, pool_db_name, shown_template_url, template_name,
-    with_database, worker_db_name, EPHEMERAL_TEMPLATE, MAX_IDENT,
+    build_db_name, hex, new_run_id, old_db_name, pool_db_name, shown_template_url, spare_db_name,
+    template_name, with_database, worker_db_name, EPHEMERAL_TEMPLATE, MAX_IDENT,
 };
 pub use shards::{predict_makespan, split_files, FileTiming, Shard, ShardArg, Timings};
 
@@ -112,6 +112,8 @@ pub struct WorkerPlan {
     /// Its copy and start-up wait until the critical unit's start-up is over: it has slack
     /// enough to lose that start-up.
     pub after_critical: bool,
+    /// The file's size in bytes (a pack's: its files'): before it is timed, what it is guessed by.
+    pub size: u64,
 }
 
 /// A part of a split file.
@@ -210,6 +212,7 @@ impl WorkerPlan {
             parts: Vec::new(),
             nice: 0,
             after_critical: false,
+            size: 0,
             junit: log_dir.join(files::JUNIT),
             log_dir,
             predicted: None,
@@ -283,6 +286,7 @@ impl Dag {
             .map(|w| TestFile {
                 path: w.file.clone(),
                 stem: w.stem.clone(),
+                size: 0,
             })
             .collect();
         let refs: Vec<&TestFile> = members.iter().collect();
@@ -855,6 +859,7 @@ fn file_plan(
         parts: Vec::new(),
         nice: 0,
         after_critical: false,
+        size: f.size,
     }
 }
 
@@ -907,6 +912,7 @@ fn pack_plan(
         parts: Vec::new(),
         nice: 0,
         after_critical: false,
+        size: files.iter().map(|f| f.size).sum(),
     }
 }
 

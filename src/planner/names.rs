@@ -59,6 +59,11 @@ pub fn old_db_name(template: &str, run_id: &str) -> String {
     db_name(template, &format!("_old_{run_id}"))
 }
 
+/// The name of the `i`-th spare copy a run makes ahead of the units its queue has yet to start.
+pub fn spare_db_name(template: &str, run_id: &str, i: usize) -> String {
+    db_name(template, &format!("_{run_id}_spare{i}"))
+}
+
 /// The name of the `i`-th copy a run adds to the template's pool.
 pub fn pool_db_name(template: &str, run_id: &str, i: usize) -> String {
     db_name(template, &format!("_pool_{run_id}_{i}"))

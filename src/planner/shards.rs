@@ -500,6 +500,7 @@ mod tests {
             .map(|n| TestFile {
                 path: n.to_string(),
                 stem: n.to_string(),
+                size: 0,
             })
             .collect()
     }

@@ -97,9 +97,11 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
     // More files than cores that no run has timed: starting them all at once would run as many
     // start-ups as files on a few cores. They go to the run's queue, which runs them a core at a
     // time, the first ones alone, and packs the rest once start-ups are seen to dominate.
-    let untimed: Vec<usize> = (0..files.len())
+    let mut untimed: Vec<usize> = (0..files.len())
         .filter(|&i| costs[i].is_none() && !plan.run.alone.contains(&files[i].path))
         .collect();
+    // The biggest first: likely the longest, the ones that run alone anyway.
+    untimed.sort_by(|&a, &b| files[b].size.cmp(&files[a].size).then(a.cmp(&b)));
     if untimed.len() > cores.max(1) {
         let mut p = choose(plan, &timed_only(files, &untimed), timings, cores);
         let timed: Vec<usize> = (0..files.len()).filter(|i| !untimed.contains(i)).collect();
@@ -110,7 +112,7 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
             .collect();
         p.queue = untimed;
         p.why = format!(
-            "{} file(s) with no timings yet go to the queue: {} at a time, the first alone, then packed once their start-ups are seen to outweigh their tests{}",
+            "{} file(s) with no timings yet go to the queue: {} at a time, the biggest first, alone; the rest packed once their start-ups are seen to outweigh their tests (guessed by their size){}",
             p.queue.len(),
             queue_lanes(plan.run.jobs, cores),
             if timed.is_empty() {

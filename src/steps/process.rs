@@ -174,6 +174,8 @@ pub struct Meter {
     slots: [std::sync::atomic::AtomicU64; 5],
     series: std::sync::Mutex<Series>,
     spawned: std::time::Instant,
+    /// The spawn in Unix seconds: what the tests' own timestamps are set against.
+    spawned_unix: f64,
 }
 
 /// One sample: seconds since the spawn, the leader's CPU (with its reaped children's) and its
@@ -230,6 +232,10 @@ impl CpuMeter {
                 ..Series::default()
             }),
             spawned: std::time::Instant::now(),
+            spawned_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default(),
         }))
     }
 
@@ -318,22 +324,30 @@ impl CpuMeter {
         s.points.last().copied()
     }
 
-    /// The test process cut where its tests began, `tests` seconds (their JUnit times) before
-    /// it ended. None for a wrapper (a leader that had a child most of its start-up): its own
-    /// readings say nothing of the process that does the work, whose CPU it gets only as it
-    /// reaps it at the end.
-    pub fn cut(&self, tests: f64) -> Option<Cut> {
-        let end = self.last()?;
+    /// When the process was spawned, in Unix seconds.
+    pub fn spawned_unix(&self) -> f64 {
+        self.0.spawned_unix
+    }
+
+    /// The test process cut where its tests began: `tests` seconds (their JUnit times) before
+    /// they ended, at `ended` seconds after the spawn (the suite's end, by its JUnit timestamp;
+    /// else when the process ended: its shutdown then counts as tests). None for a wrapper (a
+    /// leader that had a child most of its start-up): its own readings say nothing of the
+    /// process that does the work, whose CPU it gets only as it reaps it at the end.
+    pub fn cut(&self, tests: f64, ended: Option<f64>) -> Option<Cut> {
+        let last = self.last()?;
+        let end_t = ended.filter(|e| *e > 0.0 && *e <= last.t).unwrap_or(last.t);
+        let end = self.at(end_t)?;
         let wrapped = {
             let s = self.0.series.lock().unwrap_or_else(|e| e.into_inner());
-            let before: Vec<&Point> = s.points.iter().filter(|p| p.t <= end.t - tests).collect();
+            let before: Vec<&Point> = s.points.iter().filter(|p| p.t <= end_t - tests).collect();
             let kids = before.iter().filter(|p| p.kids).count();
             !before.is_empty() && kids * 2 > before.len()
         };
         if wrapped {
             return None;
         }
-        let at = self.at((end.t - tests).max(0.0))?;
+        let at = self.at((end_t - tests).max(0.0))?;
         Some(Cut {
             startup_wall: at.t,
             startup_rq: at.rq,

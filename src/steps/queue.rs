@@ -1,10 +1,13 @@
 //! The queue: files no run has timed yet, under `units = "auto"`. Starting them all at once would
 //! run as many start-ups as files on a few cores, and nothing says yet whether their tests
-//! outweigh their start-ups. So the queue runs them a core at a time (its lanes): the first
-//! alone, each timed as it ends (start-up and tests, each timed alone, and the CPU they used).
-//! Once start-ups are seen to outweigh tests, each lane that frees up takes its share of the
-//! files left as one pack, so that the lanes end together; while tests outweigh start-ups, files
-//! go alone, and more lanes open when the files seen keep less than a core each busy.
+//! outweigh their start-ups. So the queue runs them a core at a time (its lanes), the biggest
+//! first, alone, each timed as it ends (start-up and tests, each timed alone, and the CPU they
+//! used). A file's tests are then guessed from its size, at the rate the files seen took: while
+//! the next file's guess outweighs a start-up it goes alone (and more lanes open when the files
+//! seen keep less than a core each busy); once it does not, each lane that frees up takes its
+//! share of the files left, by their guessed tests, as one pack, so that the lanes end together.
+//! Copies of the template are made ahead, one per lane, so that a lane's next unit does not wait
+//! for its database.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -14,18 +17,20 @@ use super::{RunCx, StepError};
 use crate::engine::{Cancel, Outcome};
 use crate::model::{Attempt, Verdict};
 
-/// What the queue has learnt of one unit that ran: its start-up alone, its tests alone per file,
-/// and the cores it kept busy.
+/// What the queue has learnt of one unit that ran: its start-up alone, its tests alone, its
+/// files' size, and the cores it kept busy.
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     startup: f64,
-    tests_per_file: f64,
+    tests: f64,
+    bytes: u64,
     rate: f64,
 }
 
 /// The queue's own bookkeeping.
 struct State {
-    pending: VecDeque<usize>,
+    /// Files left (worker index, size), biggest first.
+    pending: VecDeque<(usize, u64)>,
     seen: Vec<Seen>,
     /// Packs made so far (they are numbered from 1).
     packs: usize,
@@ -39,46 +44,75 @@ struct State {
 }
 
 impl State {
-    /// The mean start-up and tests per file of the units seen.
+    /// The mean start-up, the tests' seconds per byte of file, and the mean cores busy, of the
+    /// units seen.
     fn learnt(&self) -> Option<(f64, f64, f64)> {
         let n = self.seen.len() as f64;
         (n > 0.0).then(|| {
-            let sum = |f: fn(&Seen) -> f64| self.seen.iter().map(f).sum::<f64>() / n;
-            (
-                sum(|s| s.startup),
-                sum(|s| s.tests_per_file),
-                sum(|s| s.rate),
-            )
+            let mean = |f: fn(&Seen) -> f64| self.seen.iter().map(f).sum::<f64>() / n;
+            let tests: f64 = self.seen.iter().map(|s| s.tests).sum();
+            let bytes: u64 = self.seen.iter().map(|s| s.bytes).sum();
+            let per_byte = tests / bytes.max(1) as f64;
+            (mean(|s| s.startup), per_byte, mean(|s| s.rate))
         })
     }
 
-    /// Start-ups outweigh tests: the files left are packed.
-    fn packing(&self) -> bool {
-        self.learnt()
-            .is_some_and(|(startup, tests, _)| tests < startup)
+    /// A file's tests as guessed from its size.
+    fn guess(&self, size: u64) -> Option<f64> {
+        self.learnt().map(|(_, per_byte, _)| per_byte * size as f64)
     }
 
-    /// The next unit for a lane that frees up: one file until the start-ups are seen to
-    /// outweigh the tests, then its share of what is left, so that the lanes end together.
+    /// The next file outweighs a start-up (or nothing is learnt yet): it goes alone.
+    fn alone_next(&self) -> bool {
+        let Some(&(_, size)) = self.pending.front() else {
+            return true;
+        };
+        match self.learnt() {
+            Some((startup, per_byte, _)) => per_byte * size as f64 >= startup,
+            None => true,
+        }
+    }
+
+    /// The next unit for a lane that frees up: the biggest file alone while its guessed tests
+    /// outweigh a start-up; then this lane's share of what is left, by guessed tests, so that
+    /// the lanes end together (the last lane to take its share takes the rest).
     fn take(&mut self) -> Option<Vec<usize>> {
         if self.pending.is_empty() || self.error.is_some() {
             return None;
         }
-        let n = if self.packing() {
-            let left = self.lanes.saturating_sub(self.shared).max(1);
-            self.shared += 1;
-            self.pending.len().div_ceil(left)
-        } else {
-            1
-        };
-        Some(self.pending.drain(..n.min(self.pending.len())).collect())
+        if self.alone_next() {
+            return self.pending.pop_front().map(|(i, _)| vec![i]);
+        }
+        let left = self.lanes.saturating_sub(self.shared).max(1);
+        self.shared += 1;
+        if left == 1 {
+            return Some(self.pending.drain(..).map(|(i, _)| i).collect());
+        }
+        let total: f64 = self
+            .pending
+            .iter()
+            .filter_map(|&(_, size)| self.guess(size))
+            .sum();
+        let share = total / left as f64;
+        let mut taken = Vec::new();
+        let mut load = 0.0;
+        while let Some(&(i, size)) = self.pending.front() {
+            let g = self.guess(size).unwrap_or_default();
+            if !taken.is_empty() && load + g / 2.0 > share {
+                break;
+            }
+            load += g;
+            taken.push(i);
+            self.pending.pop_front();
+        }
+        Some(taken)
     }
 
     /// How many lanes the queue wants: a core each, or, while files go alone, as many as keep the
     /// cores busy by what the files seen used (at most `most_lanes`).
     fn wanted_lanes(&self) -> usize {
         match self.learnt() {
-            Some((startup, tests, rate)) if tests >= startup => {
+            Some((_, _, rate)) if self.alone_next() => {
                 let fill = (self.cores as f64 / rate.max(0.05)).floor() as usize;
                 fill.clamp(self.lanes, self.most_lanes)
             }
@@ -86,7 +120,7 @@ impl State {
         }
     }
 
-    fn learn(&mut self, a: &Attempt, files: usize) {
+    fn learn(&mut self, a: &Attempt, bytes: u64) {
         if !matches!(a.verdict, Verdict::Pass | Verdict::Fail) {
             return;
         }
@@ -97,7 +131,8 @@ impl State {
         let alone = (startup + tests).max(0.01);
         self.seen.push(Seen {
             startup,
-            tests_per_file: tests / files.max(1) as f64,
+            tests,
+            bytes,
             rate: cpu / alone,
         });
     }
@@ -125,8 +160,9 @@ pub async fn run(
     cancel: &Cancel,
 ) -> Result<Outcome, StepError> {
     let jobs = cx.plan().run.jobs;
+    let size = |i: usize| cx.dag().workers.get(i).map_or(0, |w| w.size);
     let q: Shared = Arc::new(Mutex::new(State {
-        pending: files.iter().copied().collect(),
+        pending: files.iter().map(|&i| (i, size(i))).collect(),
         seen: Vec::new(),
         packs: 0,
         shared: 0,
@@ -139,6 +175,11 @@ pub async fn run(
     let mut set = tokio::task::JoinSet::new();
     let learnt = Arc::new(tokio::sync::Notify::new());
     let mut open = 0;
+    // Copies for the units after the first ones, made while those run.
+    let spares = {
+        let (cx, q, cancel) = (Arc::clone(cx), Arc::clone(&q), cancel.clone());
+        tokio::spawn(async move { make_spares(&cx, &q, &cancel).await })
+    };
     loop {
         let wanted = lock(&q).wanted_lanes();
         while open < wanted && !lock(&q).pending.is_empty() && !cancel.is_stopping() {
@@ -156,11 +197,35 @@ pub async fn run(
             _ = learnt.notified() => {}
         }
     }
+    spares.abort();
+    let _ = spares.await;
     let mut state = lock(&q);
     match state.error.take() {
         Some(e) => Err(e),
         None if cancel.is_stopping() && !state.pending.is_empty() => Ok(Outcome::Cancelled),
         None => Ok(state.outcome),
+    }
+}
+
+/// Keeps one copy ahead per lane while files are left beyond the units running: each lane's next
+/// unit then renames one instead of waiting for a copy. The first lanes' units take theirs first.
+async fn make_spares(cx: &RunCx, q: &Shared, cancel: &Cancel) {
+    tokio::task::yield_now().await;
+    let mut made = 0;
+    loop {
+        let (lanes, left) = {
+            let s = lock(q);
+            (s.lanes, s.pending.len())
+        };
+        // A unit per lane is started or starting; the files beyond them are the spares' use.
+        let wanted = left.min(lanes);
+        if made >= wanted || cancel.is_stopping() {
+            return;
+        }
+        if cx.databases.make_spare(cx, cancel).await.is_err() {
+            return;
+        }
+        made += 1;
     }
 }
 
@@ -183,6 +248,11 @@ async fn lane(cx: &Arc<RunCx>, q: &Shared, cancel: &Cancel, learnt: &tokio::sync
             }
         };
         let Some((files, pack)) = unit else { return };
+        let bytes: u64 = files
+            .iter()
+            .filter_map(|&i| cx.dag().workers.get(i))
+            .map(|w| w.size)
+            .sum();
         let (outcome, attempt) = if pack == 0 {
             single(cx, files[0], cancel).await
         } else {
@@ -192,7 +262,7 @@ async fn lane(cx: &Arc<RunCx>, q: &Shared, cancel: &Cancel, learnt: &tokio::sync
         };
         let mut state = lock(q);
         if let Some(a) = &attempt {
-            state.learn(a, files.len());
+            state.learn(a, bytes);
         }
         match outcome {
             Ok(o) => {
@@ -242,38 +312,48 @@ async fn single(
 mod tests {
     use super::*;
 
-    fn state(files: usize, lanes: usize) -> State {
+    /// `files` files of these sizes (biggest first), on `lanes` lanes.
+    fn state(sizes: &[u64], lanes: usize) -> State {
         State {
-            pending: (0..files).collect(),
+            pending: sizes.iter().copied().enumerate().collect(),
             seen: Vec::new(),
             packs: 0,
             shared: 0,
             lanes,
-            most_lanes: files,
+            most_lanes: sizes.len(),
             cores: 2,
             outcome: Outcome::Ok,
             error: None,
         }
     }
 
-    fn seen(startup: f64, tests_per_file: f64, rate: f64) -> Seen {
+    fn seen(startup: f64, tests: f64, bytes: u64, rate: f64) -> Seen {
         Seen {
             startup,
-            tests_per_file,
+            tests,
+            bytes,
             rate,
         }
     }
 
-    /// One file at a time until something is learnt; then, with start-ups outweighing tests,
-    /// each lane that frees up takes its share of what is left.
+    /// The biggest files go alone while their guessed tests outweigh a start-up; the rest go in
+    /// packs, a share per lane by guessed tests, the last lane taking what is left.
     #[test]
-    fn files_go_alone_until_start_ups_are_seen_to_outweigh_tests_then_lanes_share_the_rest() {
-        let mut q = state(44, 2);
-        assert_eq!(q.take(), Some(vec![0]));
-        assert_eq!(q.take(), Some(vec![1]));
-        q.seen.push(seen(4.5, 0.4, 1.0));
+    fn big_files_go_alone_and_the_small_rest_is_shared_by_the_lanes() {
+        // Two long files (20 kB), then 42 short ones (2 kB each).
+        let mut sizes = vec![20_000, 20_000];
+        sizes.extend(std::iter::repeat_n(2_000, 42));
+        let mut q = state(&sizes, 2);
+        assert_eq!(q.take(), Some(vec![0]), "nothing learnt: alone");
+        // 4 s of tests in 20 kB: 0.2 ms a byte; a 2 kB file, 0.4 s, under a 2.5 s start-up.
+        q.seen.push(seen(2.5, 4.0, 20_000, 1.0));
+        assert_eq!(q.take(), Some(vec![1]), "the other long file: alone");
         let first = q.take().unwrap();
-        assert_eq!(first.len(), 21, "half of the 42 left");
+        assert_eq!(
+            first.len(),
+            21,
+            "half of the short files by their guessed tests"
+        );
         let second = q.take().unwrap();
         assert_eq!(second.len(), 21, "the rest");
         assert_eq!(q.take(), None);
@@ -283,12 +363,12 @@ mod tests {
     /// keeps the cores busy.
     #[test]
     fn long_files_go_alone_and_light_ones_open_more_lanes() {
-        let mut q = state(20, 2);
-        q.seen.push(seen(1.0, 30.0, 1.5));
+        let mut q = state(&[5_000; 20], 2);
+        q.seen.push(seen(1.0, 30.0, 5_000, 1.5));
         assert_eq!(q.take(), Some(vec![0]));
         assert_eq!(q.wanted_lanes(), 2, "busy files: a core each");
         q.seen.clear();
-        q.seen.push(seen(0.5, 2.0, 0.1));
+        q.seen.push(seen(0.5, 2.0, 5_000, 0.1));
         assert_eq!(q.wanted_lanes(), 20, "sleeping files fill the lanes");
     }
 }

@@ -513,7 +513,13 @@ impl AttemptRun<'_> {
     ) {
         let [test, server] = cpu;
         let a = &mut self.attempt;
-        let cut = a.tests_secs.zip(test.as_ref()).and_then(|(t, m)| m.cut(t));
+        let ended = test
+            .as_ref()
+            .and_then(|m| suite_end(&self.planned.paths.junit, m.spawned_unix()));
+        let cut = a
+            .tests_secs
+            .zip(test.as_ref())
+            .and_then(|(t, m)| m.cut(t, ended));
         let Some(cut) = cut else {
             let test_startup = test.as_ref().and_then(CpuMeter::startup_secs);
             a.startup_cpu_secs = test_startup.zip(server_ready_cpu).map(|(t, s)| t + s);
@@ -591,6 +597,17 @@ impl AttemptRun<'_> {
             }
         }
     }
+}
+
+/// When the tests' JUnit says its suite ended, in seconds after the test process was spawned
+/// (`spawned`, Unix seconds): its timestamp plus its time. What follows it (the interpreter
+/// shutting down a large app) is neither start-up nor tests.
+fn suite_end(junit: &Path, spawned: f64) -> Option<f64> {
+    let report = crate::model::junit::read(junit).ok()?;
+    let suite = report.test_suites.first()?;
+    let stamp = suite.extra.get("timestamp")?;
+    let start = super::failures::suite_start(stamp.as_str(), spawned)?;
+    Some(start + suite.time?.as_secs_f64() - spawned)
 }
 
 /// How a file's tests ended.

@@ -943,3 +943,41 @@ fn with_no_timings_auto_packs_during_the_run_once_start_ups_outweigh_tests() {
     assert!(dry.contains("packed into"), "{dry}");
     f.assert_clean();
 }
+
+/// A worker per file that spends most of its CPU starting up says so, with what `units = "auto"`
+/// would predict for the suite from this run's costs, in the closing lines and summary.json; a
+/// suite whose start-ups are light says nothing of it.
+#[test]
+fn a_start_up_bound_run_names_its_start_ups_and_what_auto_would_do() {
+    let f = short_project("units_findable", "file");
+    heavy_start_up(&f);
+    std::fs::remove_file(f.root().join(".e2e-plan/timings.json")).unwrap();
+    let out = f.run(&["apply", "plan.toml"]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 0, "{text}{}", stderr(&out));
+    let s = f.summary_json();
+    let st = &s["startups"];
+    assert!(st["share"].as_f64().unwrap() >= 0.5, "{s}");
+    let auto = st["auto_wall_secs"].as_f64().expect("auto's prediction");
+    assert!(
+        auto > 0.0 && st["auto_units"].as_str().unwrap().contains("pack"),
+        "{s}"
+    );
+    assert!(text.contains("start-ups took"), "{text}");
+    assert!(text.contains("`units = \"auto\"` predicts"), "{text}");
+    assert!(text.contains("one test process and one database"), "{text}");
+
+    // Tests that outweigh their start-ups: nothing to say.
+    let g = short_project("units_findable_light", "file");
+    std::fs::remove_file(g.root().join(".e2e-plan/timings.json")).unwrap();
+    for stem in ["test_a", "test_b", "test_c", "test_d"] {
+        let path = g.root().join(format!("tests/{stem}.py"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("time.sleep(0.3)", "time.sleep(2.0)")).unwrap();
+    }
+    let out = g.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stdout(&out).contains("start-ups took"), "{}", stdout(&out));
+    f.assert_clean();
+    g.assert_clean();
+}

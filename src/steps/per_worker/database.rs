@@ -21,12 +21,98 @@ pub const CLONE_CONCURRENCY: usize = 4;
 pub struct Databases {
     /// Bounds concurrent clones: PostgreSQL copies faster from a few connections than from many.
     clone_slots: Semaphore,
+    /// Copies made ahead for units the queue has yet to start (their records, held by no
+    /// worker: cleanup drops any left): a unit renames one to its own name, in milliseconds.
+    spares: std::sync::Mutex<Vec<Held>>,
+    made_spares: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for Databases {
     fn default() -> Self {
         Databases {
             clone_slots: Semaphore::new(CLONE_CONCURRENCY),
+            spares: std::sync::Mutex::new(Vec::new()),
+            made_spares: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Databases {
+    /// Copies the template into a spare, for a unit the queue will start later; journaled and
+    /// held by no worker until a unit takes it.
+    pub async fn make_spare(&self, cx: &RunCx, cancel: &Cancel) -> Result<(), StepError> {
+        let _permit = tokio::select! {
+            p = self.clone_slots.acquire() => match p {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
+            },
+            _ = cancel.stop.cancelled() => return Ok(()),
+        };
+        let k = self
+            .made_spares
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = crate::planner::spare_db_name(&cx.dag().template_name, &cx.dag().run_id, k);
+        let template = cx.template().await?;
+        let entry = journal_database(cx, &name).await?;
+        let held = Held {
+            key: KEY.to_string(),
+            name: name.clone(),
+            entry,
+            worker: usize::MAX,
+            attempt: 0,
+            files: Vec::new(),
+        };
+        cx.send(RunEvent::Held(held.clone()));
+        database::clone_database(
+            &database::admin_url(&template.url),
+            &cx.dag().template_name,
+            &name,
+            template.file_copy,
+            cx.plan().database.busy_timeout,
+        )
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?;
+        let _ = cx.journal.done::<Resource>(entry, None);
+        self.spares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(held);
+        Ok(())
+    }
+
+    /// A spare renamed to `name` for attempt `n` of `w`; None when there is none (or the
+    /// rename failed: the spare stays for cleanup).
+    async fn take_spare(
+        &self,
+        cx: &RunCx,
+        w: &WorkerPlan,
+        n: u32,
+        name: &str,
+    ) -> Result<Option<Held>, StepError> {
+        let spare = self.spares.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let Some(spare) = spare else {
+            return Ok(None);
+        };
+        let held = hold(cx, w, n, name).await?;
+        let admin = cx.admin_url().await?;
+        let renamed = async {
+            let client = database::connect(&admin).await?;
+            database::claim_pooled(&client, &spare.name, name).await
+        }
+        .await;
+        match renamed {
+            Ok(true) => {
+                let _ = cx.journal.done::<Resource>(held.entry, None);
+                let _ = cx.journal.undone(spare.entry);
+                cx.send(RunEvent::Gone(vec![spare.entry]));
+                cx.send(RunEvent::DatabaseFrom { pool: false });
+                Ok(Some(held))
+            }
+            _ => {
+                cx.send(RunEvent::Gone(vec![held.entry]));
+                let _ = cx.journal.undone(held.entry);
+                Ok(None)
+            }
         }
     }
 }
@@ -52,6 +138,9 @@ impl WorkerResource for Databases {
             };
             let name = planned.db_name.as_str();
             if let Some(held) = cx.pool.claim(cx, w, n, name).await? {
+                return Ok(Some(held));
+            }
+            if let Some(held) = self.take_spare(cx, w, n, name).await? {
                 return Ok(Some(held));
             }
             let _permit = tokio::select! {
