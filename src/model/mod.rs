@@ -26,6 +26,14 @@ pub mod files {
     pub const TEST_LOG: &str = "test.log";
     /// The JUnit the test command writes (`{junit}`).
     pub const JUNIT: &str = "junit.xml";
+    /// A `[[service]]`'s output, stamped as the server's.
+    pub fn service_log(name: &str) -> String {
+        format!("service-{name}.log")
+    }
+    /// What a `[[resource]]`'s create and destroy commands printed.
+    pub fn resource_log(name: &str) -> String {
+        format!("resource-{name}.log")
+    }
     /// The folder of an earlier attempt of a retried file: `attempt-<n>`.
     pub fn attempt_dir(n: u32) -> String {
         format!("attempt-{n}")
@@ -111,6 +119,10 @@ pub enum FlakyPolicy {
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Cloning,
+    /// Making its `[[resource]]`s.
+    Resources,
+    /// Starting its `[[service]]`s, one after another, each until ready (a span per service).
+    Service,
     Starting,
     Testing,
     Stopping,
@@ -120,6 +132,8 @@ impl Phase {
     pub fn label(self) -> &'static str {
         match self {
             Phase::Cloning => "cloning",
+            Phase::Resources => "resources",
+            Phase::Service => "service",
             Phase::Starting => "starting",
             Phase::Testing => "testing",
             Phase::Stopping => "stopping",
@@ -166,6 +180,16 @@ pub struct FailedTest {
     pub detail: Vec<String>,
     /// What the server printed while this test ran.
     pub server_lines: Vec<String>,
+    /// What each service printed while it ran (only services that printed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_lines: Vec<ServiceLines>,
+}
+
+/// A service's lines while a test ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceLines {
+    pub service: String,
+    pub lines: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,6 +243,9 @@ pub struct PhaseSpan {
     /// Seconds since the run started.
     pub start: f64,
     pub end: f64,
+    /// What it was of: a service's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -236,6 +263,9 @@ pub struct Attempt {
     pub message: Option<String>,
     /// How the server ended when it died while the tests ran ("exited with code 7").
     pub server_died: Option<String>,
+    /// A `[[service]]` that died while the tests ran, and how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_died: Option<(String, String)>,
     /// The sum of its tests' JUnit times: the attempt's duration minus this is start-up.
     #[serde(default)]
     pub tests_secs: Option<f64>,
@@ -298,6 +328,7 @@ impl Attempt {
             phases: Vec::new(),
             message: None,
             server_died: None,
+            service_died: None,
             tests_secs: None,
             cpu_secs: None,
             startup_cpu_secs: None,
@@ -507,6 +538,9 @@ pub struct KeptDatabase {
     pub log_dir: PathBuf,
     /// On a throwaway cluster: the owner-only file with the password the URL hides.
     pub password_file: Option<PathBuf>,
+    /// The `[[resource]]`s kept with it (`vhost for <database>`), which `rollback` destroys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -38,6 +38,12 @@ pub struct RawPlan {
     /// The template every worker's database is copied from.
     #[serde(default)]
     pub database: RawDatabase,
+    /// A slice of a shared system made for each worker attempt by commands (a broker's vhost, a bucket), in file order, after its database and before its services.
+    #[serde(default)]
+    pub resource: Vec<RawResource>,
+    /// A process each worker attempt starts for itself (a Redis, a NATS, a mail catcher), in file order, each ready before the next, after its resources and before its server.
+    #[serde(default)]
+    pub service: Vec<RawService>,
     /// The server each worker starts against its own database, on its own port. Optional: leave it out when the tests start what they need, or drive the app in-process.
     pub server: Option<RawServer>,
     /// The test command, run once per worker.
@@ -129,6 +135,54 @@ pub struct RawDatabase {
     /// - Each copy is a full copy on disk: N × the template's size. `e2e-plan pool status` shows it, `e2e-plan pool drain` drops them all. On the kept local cluster the pool lives inside it; a throwaway cluster has none. On CI, where every job starts from an empty server, a pool does not help; it pays off on developer machines and long-lived runners. Size it to the files a run starts, plus some for retries.
     #[schemars(with = "Option<usize>")]
     pub pool: Option<Spanned<usize>>,
+}
+
+/// Real apps keep more than rows: sessions, caches and job queues in Redis, messages in RabbitMQ or NATS, files in a bucket. Shared between workers, they leak one file's state into another's, as a shared database would. Each `[[resource]]` makes a slice of a shared system for each worker attempt with its `create` command, and its `destroy` command undoes it; `{db_name}` is unique to each attempt of each run, so it makes a safe name.
+///
+/// The destroy command is journaled, filled, before `create` runs, so `e2e-plan rollback` undoes a resource of a runner that was killed. A resource follows its worker's database: kept with it when the keep rule keeps it (named in the closing lines and in summary.json, destroyed by `rollback`), else destroyed at the end of the run; a retry's is destroyed at once. A create that fails ends the run (exit 3) naming the resource with its output's tail, and what the attempt had made is destroyed. A destroy that fails is a warning, and `rollback` tries again. Each command's output goes to `resource-<name>.log` in the attempt's folder.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawResource {
+    /// Names it in messages and logs: `[a-z][a-z0-9_]*`, unique among the plan's services and resources.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Makes it, e.g. `["rabbitmqctl", "add_vhost", "{db_name}"]`; every placeholder but `{args}`.
+    #[schemars(with = "CommandSpec")]
+    pub create: Spanned<CommandSpec>,
+    /// Undoes it, e.g. `["rabbitmqctl", "delete_vhost", "{db_name}"]`: at the end of the run, and by `rollback`, possibly after it is gone already; same placeholders.
+    #[schemars(with = "CommandSpec")]
+    pub destroy: Spanned<CommandSpec>,
+    /// Environment variables for both commands. Default {}.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub env: BTreeMap<String, Spanned<String>>,
+    /// Exit codes of `destroy` that mean the resource is gone: 0, and what it says when the resource was gone already (rabbitmqctl's `delete_vhost`: 65). Default [0].
+    pub destroy_ok_exit_codes: Option<Vec<i32>>,
+}
+
+/// Each `[[service]]` is a process each worker attempt starts for itself, such as a Redis on the attempt's own port: files running at once never see each other's keys, queues or messages. It gets a free port of its own, `{port.NAME}`, which the server, the tests, the other services and the resources can use. Services start after the attempt's resources, in file order, each ready before the next, and stop after its server, in reverse order, like the server (SIGTERM to the process group, SIGKILL after `stop_timeout`). Each is journaled as a process group before it starts, so `rollback` stops a killed runner's. Its output goes to `service-<name>.log` in the attempt's folder (kept with the other logs, each line's arrival in `.times`), and a failing test is shown what it printed meanwhile. A service that exits before it is ready ends the run (exit 3); one that exits while the tests run fails the file ("service redis exited with code 1 during the tests"). A retry, a pack and a part each get their own.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// Names it, and its port `{port.NAME}`: `[a-z][a-z0-9_]*`, unique among the plan's services and resources.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// The service's command, in the foreground, e.g. `["redis-server", "--port", "{port.redis}", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]`; every placeholder but `{args}`.
+    #[schemars(with = "CommandSpec")]
+    pub command: Spanned<CommandSpec>,
+    /// Environment variables for the service. Default {}.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub env: BTreeMap<String, Spanned<String>>,
+    /// As `[server] ready`: `tcp://127.0.0.1:{port.NAME}`, or an http(s) address polled until it answers 2xx or 3xx.
+    #[schemars(with = "String")]
+    pub ready: Spanned<String>,
+    /// How long the service may take to be ready. Default "30s".
+    #[schemars(with = "Option<String>")]
+    pub ready_timeout: Option<HumanDuration>,
+    /// SIGTERM to its process group, then SIGKILL this much later. Default "2s".
+    #[schemars(with = "Option<String>")]
+    pub stop_timeout: Option<HumanDuration>,
 }
 
 /// The server starts against the worker's database and is polled at `ready`. If it exits before it is ready, or is not ready within `ready_timeout`, the run fails with exit 3 and the tail of its log is printed; if it exited because another process took its port meanwhile, the worker tries once more on another port. A server that exits while the tests run fails the file ("server exited with code N during the tests"): the tests get 2 s, then SIGINT (pytest still writes its JUnit), then the usual stop. Its output goes to `server.log`, each line's arrival time to `server.log.times`, so that a failing test is shown what the server printed while it ran.

@@ -11,9 +11,12 @@ use miette::NamedSource;
 use toml::Spanned;
 
 use super::format::{CommandSpec, FlakyPolicy, Keep, RawPlan};
-use super::template::{interpolate_env, Template, TemplateError, Word, WORKER_PLACEHOLDERS};
+use super::template::{
+    interpolate_env, Template, TemplateError, Word, SERVICE_PORTS, WORKER_PLACEHOLDERS,
+};
 use super::{
-    suggest, DatabaseSpec, Plan, PlanError, RunSpec, ServerSpec, SetupCommand, TestFile, TestSpec,
+    suggest, DatabaseSpec, Plan, PlanError, ResourceSpec, RunSpec, ServerSpec, ServiceSpec,
+    SetupCommand, TestFile, TestSpec,
 };
 
 /// Inputs from outside the file that loading depends on.
@@ -329,9 +332,17 @@ impl Cx<'_> {
 
         let setup = self.setup(&raw);
         let database = self.database(&raw);
-        let server = self.server(&raw);
-        let test_command = self.command(&raw.test.command, WORKER_VARS, true);
-        let test_env = self.env_map(&raw.test.env, WORKER_VARS);
+        // A worker's fields may also use its services' ports.
+        let names = self.service_names(&raw);
+        let mut worker_vars: Vec<String> = WORKER_VARS.iter().map(|v| v.to_string()).collect();
+        worker_vars.push(SERVICE_PORTS.to_string());
+        worker_vars.extend(names.iter().map(|n| format!("port.{n}")));
+        let worker_vars: Vec<&str> = worker_vars.iter().map(String::as_str).collect();
+        let resources = self.resources(&raw, &worker_vars);
+        let services = self.services(&raw, &worker_vars);
+        let server = self.server(&raw, &worker_vars);
+        let test_command = self.command(&raw.test.command, &worker_vars, true);
+        let test_env = self.env_map(&raw.test.env, &worker_vars);
         let collect = self.collect(&raw.test);
 
         let report_dir = match &raw.report.dir {
@@ -354,6 +365,8 @@ impl Cx<'_> {
             files,
             setup,
             database,
+            resources,
+            services,
             server,
             test: TestSpec {
                 command,
@@ -465,21 +478,104 @@ impl Cx<'_> {
         }
     }
 
-    fn server(&mut self, raw: &RawPlan) -> Option<ServerSpec> {
+    /// The names of the plan's services and resources, each `[a-z][a-z0-9_]*` and used once (the
+    /// ones that are not are errors); services' names give their `{port.NAME}`.
+    fn service_names(&mut self, raw: &RawPlan) -> Vec<String> {
+        let mut seen: BTreeMap<String, Range<usize>> = BTreeMap::new();
+        let named = raw
+            .service
+            .iter()
+            .map(|s| (&s.name, true))
+            .chain(raw.resource.iter().map(|r| (&r.name, false)));
+        let mut services = Vec::new();
+        for (name, service) in named {
+            let n = name.get_ref();
+            let valid = n.starts_with(|c: char| c.is_ascii_lowercase())
+                && n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !valid {
+                let e = self
+                    .error(name.span(), format!("`{n}` is not a name"), "here")
+                    .with_help("a name is lowercase letters, digits and `_`, starting with a letter, e.g. \"redis\"");
+                self.push(e);
+                continue;
+            }
+            if let Some(first) = seen.get(n) {
+                let mut e = self.error(
+                    name.span(),
+                    format!("`{n}` names two services or resources"),
+                    "used again here",
+                );
+                e.related
+                    .push(self.error(first.clone(), "first here", "first used here"));
+                self.push(e.with_help("give each [[service]] and [[resource]] a name of its own"));
+                continue;
+            }
+            seen.insert(n.clone(), name.span());
+            if service {
+                services.push(n.clone());
+            }
+        }
+        services
+    }
+
+    fn resources(&mut self, raw: &RawPlan, allowed: &[&str]) -> Vec<ResourceSpec> {
+        raw.resource
+            .iter()
+            .filter_map(|r| {
+                let create = self.command(&r.create, allowed, false);
+                let destroy = self.command(&r.destroy, allowed, false);
+                let env = self.env_map(&r.env, allowed);
+                Some(ResourceSpec {
+                    name: r.name.get_ref().clone(),
+                    create: create?,
+                    destroy: destroy?,
+                    env,
+                    destroy_ok_exit_codes: r.destroy_ok_exit_codes.clone().unwrap_or_else(|| vec![0]),
+                })
+            })
+            .collect()
+    }
+
+    fn services(&mut self, raw: &RawPlan, allowed: &[&str]) -> Vec<ServiceSpec> {
+        raw.service
+            .iter()
+            .filter_map(|s| {
+                let command = self.command(&s.command, allowed, false);
+                let env = self.env_map(&s.env, allowed);
+                let ready = self.ready(&s.ready, allowed);
+                Some(ServiceSpec {
+                    name: s.name.get_ref().clone(),
+                    command: command?,
+                    env,
+                    ready: ready?,
+                    ready_timeout: s.ready_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
+                    stop_timeout: s.stop_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(2)),
+                })
+            })
+            .collect()
+    }
+
+    /// A `ready` address: http://, https:// or tcp://, whatever its placeholders become.
+    fn ready(&mut self, ready: &Spanned<String>, allowed: &[&str]) -> Option<Template> {
+        self.template(ready, allowed).and_then(|t| {
+            let sample = t.fill(&HashMap::from([("port", "1".to_string())]));
+            if ["http://", "https://", "tcp://"].iter().any(|p| sample.starts_with(p)) {
+                Some(t)
+            } else {
+                let e = self.error(ready.span(), "`ready` must be an http://, https:// or tcp:// address", "here")
+                    .with_help("e.g. \"http://127.0.0.1:{port}/healthz\" or \"tcp://127.0.0.1:{port}\"");
+                self.push(e);
+                None
+            }
+        })
+    }
+
+    fn server(&mut self, raw: &RawPlan, allowed: &[&str]) -> Option<ServerSpec> {
         raw.server.as_ref().and_then(|s| {
-            let command = self.command(&s.command, WORKER_VARS, true);
-            let env = self.env_map(&s.env, WORKER_VARS);
-            let ready = self.template(&s.ready, WORKER_VARS).and_then(|t| {
-                let sample = t.fill(&HashMap::from([("port", "1".to_string())]));
-                if ["http://", "https://", "tcp://"].iter().any(|p| sample.starts_with(p)) {
-                    Some(t)
-                } else {
-                    let e = self.error(s.ready.span(), "`ready` must be an http://, https:// or tcp:// address", "here")
-                        .with_help("e.g. \"http://127.0.0.1:{port}/healthz\" or \"tcp://127.0.0.1:{port}\"");
-                    self.push(e);
-                    None
-                }
-            });
+            let command = self.command(&s.command, allowed, true);
+            let env = self.env_map(&s.env, allowed);
+            let ready = self.ready(&s.ready, allowed);
             Some(ServerSpec {
                 command: command?,
                 env,

@@ -30,6 +30,10 @@ pub struct Plan {
     pub files: Vec<TestFile>,
     pub setup: Vec<SetupCommand>,
     pub database: DatabaseSpec,
+    /// `[[resource]]`s, in file order: made for each worker attempt after its database.
+    pub resources: Vec<ResourceSpec>,
+    /// `[[service]]`s, in file order: started for each worker attempt after its resources.
+    pub services: Vec<ServiceSpec>,
     pub server: Option<ServerSpec>,
     pub test: TestSpec,
     pub run: RunSpec,
@@ -72,6 +76,28 @@ pub struct DatabaseSpec {
 
 #[derive(Debug, Clone)]
 pub struct ServerSpec {
+    pub command: Vec<Word>,
+    pub env: Vec<(String, Template)>,
+    pub ready: Template,
+    pub ready_timeout: Duration,
+    pub stop_timeout: Duration,
+}
+
+/// A slice of a shared system each worker attempt makes and undoes by commands.
+#[derive(Debug, Clone)]
+pub struct ResourceSpec {
+    pub name: String,
+    pub create: Vec<Word>,
+    pub destroy: Vec<Word>,
+    pub env: Vec<(String, Template)>,
+    /// Exit codes of `destroy` that say the resource is gone (0: it was undone now).
+    pub destroy_ok_exit_codes: Vec<i32>,
+}
+
+/// A process each worker attempt starts for itself, on a port of its own.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub name: String,
     pub command: Vec<Word>,
     pub env: Vec<(String, Template)>,
     pub ready: Template,

@@ -30,6 +30,7 @@ pub const PLACEHOLDER_DOCS: &[(&str, &str)] = &[
     ("junit", "`{log_dir}/junit.xml`. The test command must write JUnit here: the counts and the merged report come from it"),
     ("log_dir", "`{report.dir}/workers/{file_stem}`: the worker's folder, kept when it fails"),
     ("args", "the words after `--` on the command line, each as its own word (none without `--`)"),
+    ("port.NAME", "a free port on 127.0.0.1 for the worker's `[[service]]` named NAME (each attempt its own)"),
 ];
 
 /// The reference's words before the placeholders' table.
@@ -39,6 +40,7 @@ pub const PLACEHOLDERS_INTRO: &str = "Commands and environment values are templa
 pub const WHERE_PLACEHOLDERS: &str = "Which placeholders a field accepts:
 
 - `[server]` `command`, `env` and `ready`, and `[test]` `command` and `env`: every placeholder.
+- `[[service]]` `command`, `env` and `ready`, and `[[resource]]` `create`, `destroy` and `env`: every placeholder but `{args}`.
 - `[test] collect`: only `{root}`, `{file}` (required, as a whole word) and `{args}`.
 - `{args}`: only as a whole word of `[server] command`, `[test] command` or `[test] collect`: an array element `\"{args}\"`, or a separate word of a string command. Writing `\"--x={args}\"` is an error.
 - `[[setup]]` `command` and `env`: only `{root}` and `{run}`.
@@ -209,8 +211,39 @@ impl serde::Serialize for Template {
     }
 }
 
+/// In a field's allowed placeholders: the field may use `{port.NAME}` for the plan's services
+/// (which are listed beside it as `port.NAME`).
+pub const SERVICE_PORTS: &str = "port.*";
+
 /// What is wrong with placeholder `name` in a field that may use `allowed`, with a hint.
 fn check_name(name: &str, allowed: &[&str]) -> Option<(String, Option<String>)> {
+    if let Some(service) = name.strip_prefix("port.") {
+        if allowed.contains(&name) {
+            return None;
+        }
+        if !allowed.contains(&SERVICE_PORTS) {
+            return Some((
+                format!("placeholder `{{{name}}}` is not available here"),
+                Some(
+                    "a service's port is known to a worker's server, tests, services and resources only"
+                        .into(),
+                ),
+            ));
+        }
+        let services: Vec<&str> = allowed
+            .iter()
+            .filter_map(|a| a.strip_prefix("port."))
+            .filter(|s| *s != "*")
+            .collect();
+        let help = match super::suggest(service, services.iter().copied()) {
+            Some(s) => format!("did you mean `{{port.{s}}}`?"),
+            None if services.is_empty() => {
+                "the plan has no [[service]]: add one with this name".to_string()
+            }
+            None => format!("the plan's services: {}", services.join(", ")),
+        };
+        return Some((format!("`{{{name}}}` names no [[service]]"), Some(help)));
+    }
     if name == "args" {
         return Some((
             "`{args}` must stand alone as one word of a command".into(),

@@ -15,6 +15,12 @@ use crate::plan::Plan;
 /// A worker attempt's commands: `T` is [`Template`] as planned, `String` once filled.
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerCommands<T = Template> {
+    /// Its `[[resource]]`s' commands, in file order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ResourceCommands<T>>,
+    /// Its `[[service]]`s, in file order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceCommands<T>>,
     pub server: Option<ServerCommands<T>>,
     pub test: Vec<T>,
     pub test_env: Vec<(String, T)>,
@@ -25,6 +31,23 @@ pub struct ServerCommands<T = Template> {
     pub command: Vec<T>,
     pub env: Vec<(String, T)>,
     pub ready: T,
+}
+
+/// A service: a server of the attempt's own, by name.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceCommands<T = Template> {
+    pub name: String,
+    #[serde(flatten)]
+    pub commands: ServerCommands<T>,
+}
+
+/// A resource's commands, by name.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceCommands<T = Template> {
+    pub name: String,
+    pub create: Vec<T>,
+    pub destroy: Vec<T>,
+    pub env: Vec<(String, T)>,
 }
 
 /// The preparation's commands and `[database] env` (besides `DATABASE_URL`), resolved for the
@@ -42,32 +65,65 @@ pub struct RunTime<'a> {
     pub port: &'a str,
     /// The template's URL: from the plan, or the throwaway cluster's once it runs.
     pub template_url: &'a str,
+    /// Each service's port (`{port.NAME}`), by name.
+    pub service_ports: &'a [(String, String)],
 }
 
 impl RunTime<'_> {
     /// The run-time placeholders for commands that work in database `db`.
-    fn vars(&self, db: &str) -> HashMap<&'static str, String> {
-        HashMap::from([
+    fn vars<'k>(&self, db: &str, keys: &'k [String]) -> HashMap<&'k str, String> {
+        let mut vars = HashMap::from([
             ("port", self.port.to_string()),
             ("db_url", with_database(self.template_url, db)),
-        ])
+        ]);
+        for (key, (_, port)) in keys.iter().zip(self.service_ports) {
+            vars.insert(key.as_str(), port.clone());
+        }
+        vars
+    }
+
+    fn port_keys(&self) -> Vec<String> {
+        self.service_ports
+            .iter()
+            .map(|(name, _)| format!("port.{name}"))
+            .collect()
     }
 
     pub fn worker(&self, c: &WorkerCommands, db: &str) -> WorkerCommands<String> {
-        let vars = self.vars(db);
+        let keys = self.port_keys();
+        let vars = self.vars(db, &keys);
+        let server = |s: &ServerCommands| ServerCommands {
+            command: fill_all(&s.command, &vars),
+            env: fill_env(&s.env, &vars),
+            ready: s.ready.fill(&vars),
+        };
         WorkerCommands {
-            server: c.server.as_ref().map(|s| ServerCommands {
-                command: fill_all(&s.command, &vars),
-                env: fill_env(&s.env, &vars),
-                ready: s.ready.fill(&vars),
-            }),
+            resources: c
+                .resources
+                .iter()
+                .map(|r| ResourceCommands {
+                    name: r.name.clone(),
+                    create: fill_all(&r.create, &vars),
+                    destroy: fill_all(&r.destroy, &vars),
+                    env: fill_env(&r.env, &vars),
+                })
+                .collect(),
+            services: c
+                .services
+                .iter()
+                .map(|s| ServiceCommands {
+                    name: s.name.clone(),
+                    commands: server(&s.commands),
+                })
+                .collect(),
+            server: c.server.as_ref().map(server),
             test: fill_all(&c.test, &vars),
             test_env: fill_env(&c.test_env, &vars),
         }
     }
 
     pub fn prepare(&self, c: &PrepareCommands, db: &str) -> PrepareCommands<String> {
-        let vars = self.vars(db);
+        let vars = self.vars(db, &[]);
         PrepareCommands {
             commands: c.commands.iter().map(|w| fill_all(w, &vars)).collect(),
             env: fill_env(&c.env, &vars),
@@ -124,6 +180,30 @@ impl WorkerVars<'_> {
     pub fn commands(&self, args: &[String]) -> WorkerCommands {
         let vars = self.map();
         WorkerCommands {
+            resources: self
+                .plan
+                .resources
+                .iter()
+                .map(|r| ResourceCommands {
+                    name: r.name.clone(),
+                    create: resolve_command(&r.create, &vars, &[]),
+                    destroy: resolve_command(&r.destroy, &vars, &[]),
+                    env: resolve_env(&r.env, &vars),
+                })
+                .collect(),
+            services: self
+                .plan
+                .services
+                .iter()
+                .map(|s| ServiceCommands {
+                    name: s.name.clone(),
+                    commands: ServerCommands {
+                        command: resolve_command(&s.command, &vars, &[]),
+                        env: resolve_env(&s.env, &vars),
+                        ready: s.ready.resolve(&vars),
+                    },
+                })
+                .collect(),
             server: self.plan.server.as_ref().map(|s| ServerCommands {
                 command: resolve_command(&s.command, &vars, args),
                 env: resolve_env(&s.env, &vars),

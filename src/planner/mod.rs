@@ -22,7 +22,8 @@ pub use crate::model::Split;
 use crate::plan::{Keep, Plan, TestFile};
 use commands::WorkerVars;
 pub use commands::{
-    collect_command, prepare_commands, PrepareCommands, RunTime, ServerCommands, WorkerCommands,
+    collect_command, prepare_commands, PrepareCommands, ResourceCommands, RunTime,
+    ServerCommands, ServiceCommands, WorkerCommands,
 };
 pub use names::{
     build_db_name, hex, new_run_id, old_db_name, pool_db_name, shown_template_url, spare_db_name,
@@ -188,6 +189,8 @@ impl AttemptPlan {
         AttemptPlan {
             db_name: db_name.into(),
             commands: WorkerCommands {
+                resources: Vec::new(),
+                services: Vec::new(),
                 server: None,
                 test: Vec::new(),
                 test_env: Vec::new(),
@@ -1113,6 +1116,7 @@ retries = 1
         let rt = RunTime {
             port: "4100",
             template_url: "postgresql://postgres:pw@127.0.0.1:5432/app",
+            service_ports: &[],
         };
         let second = w.attempt(2).unwrap();
         let filled = rt.worker(&second.commands, &second.db_name);

@@ -61,13 +61,23 @@ struct RetryView<'a> {
     database: &'a str,
 }
 
+/// Stands in for each service's port, `<port.NAME>`.
+fn service_ports(plan: &Plan) -> Vec<(String, String)> {
+    plan.services
+        .iter()
+        .map(|s| (s.name.clone(), format!("<port.{}>", s.name)))
+        .collect()
+}
+
 fn worker_views<'a>(plan: &'a Plan, dag: &'a Dag) -> Vec<WorkerView<'a>> {
     let url = template_url(plan, dag);
+    let ports = service_ports(plan);
     dag.units()
         .map(|w| {
             let rt = RunTime {
                 port: PORT,
                 template_url: &url,
+                service_ports: &ports,
             };
             let mut commands = rt.worker(&w.attempts[0].commands, w.db_name());
             for (_, v) in commands.test_env.iter_mut() {
@@ -119,6 +129,7 @@ fn shown_prepare(plan: &Plan, dag: &Dag, p: &PreparePlan) -> PrepareCommands<Str
     let rt = RunTime {
         port: "",
         template_url: &url,
+        service_ports: &[],
     };
     let mut filled = rt.prepare(&p.commands, p.target());
     let target_url = with_database(&url, p.target());
@@ -179,7 +190,9 @@ fn text(plan: &Plan, dag: &Dag) -> String {
     let setup_n = text_setup(&mut o, plan, dag);
     text_workers(&mut o, plan, dag);
     let teardown_n = text_teardown(&mut o, plan, dag);
-    let per_worker = if plan.server.is_some() { 5 } else { 3 };
+    let per_worker = if plan.server.is_some() { 5 } else { 3 }
+        + plan.resources.len()
+        + 2 * plan.services.len();
     let predicted = dag
         .predicted_wall
         .map(|d| format!("; predicted wall time {:.1}s", d.as_secs_f64()))
@@ -387,6 +400,32 @@ fn worker_steps(o: &mut String, plan: &Plan, dag: &Dag, w: &WorkerView, cont: &s
         "{cont}├─ clone database {} from {}{source}",
         w.database, dag.template_name
     );
+    for r in &w.commands.resources {
+        let _ = writeln!(
+            o,
+            "{cont}├─ create resource {}: {}{} (undone after the run, unless kept with the database: {})",
+            r.name,
+            env_prefix(&r.env),
+            shell_words::join(&r.create),
+            shell_words::join(&r.destroy)
+        );
+    }
+    for (svc, spec) in w.commands.services.iter().zip(&plan.services) {
+        let c = &svc.commands;
+        let _ = writeln!(
+            o,
+            "{cont}├─ start service {}: {}{}",
+            svc.name,
+            env_prefix(&c.env),
+            shell_words::join(&c.command)
+        );
+        let _ = writeln!(
+            o,
+            "{cont}├─ wait until ready: {} (within {})",
+            c.ready,
+            format_duration(spec.ready_timeout)
+        );
+    }
     if let Some(s) = &w.commands.server {
         let _ = writeln!(
             o,
@@ -417,10 +456,15 @@ fn worker_steps(o: &mut String, plan: &Plan, dag: &Dag, w: &WorkerView, cont: &s
         shell_words::join(&w.commands.test),
         format_duration(plan.test.timeout)
     );
-    let stop = if plan.server.is_some() {
-        "stop server and tests"
+    let services = if plan.services.is_empty() {
+        ""
     } else {
-        "stop tests"
+        ", then the services in reverse order"
+    };
+    let stop = if plan.server.is_some() {
+        format!("stop server and tests{services}")
+    } else {
+        format!("stop tests{services}")
     };
     let retries = plan.run.retries;
     let last = if retries > 0 { "├─" } else { "└─" };
@@ -617,13 +661,19 @@ fn dot(plan: &Plan, dag: &Dag) -> String {
                 dot_escape(&n.id),
                 dot_escape(&w.file)
             );
-            let mut steps = vec![("clone", format!("clone {}", w.db_name()))];
-            if plan.server.is_some() {
-                steps.push(("server", "start server".into()));
-                steps.push(("ready", "wait ready".into()));
+            let mut steps = vec![("clone".to_string(), format!("clone {}", w.db_name()))];
+            for r in &plan.resources {
+                steps.push((format!("resource-{}", r.name), format!("create {}", r.name)));
             }
-            steps.push(("test", "run tests".into()));
-            steps.push(("stop", "stop".into()));
+            for svc in &plan.services {
+                steps.push((format!("service-{}", svc.name), format!("start {}", svc.name)));
+            }
+            if plan.server.is_some() {
+                steps.push(("server".into(), "start server".into()));
+                steps.push(("ready".into(), "wait ready".into()));
+            }
+            steps.push(("test".into(), "run tests".into()));
+            steps.push(("stop".into(), "stop".into()));
             for (k, l) in &steps {
                 let _ = writeln!(
                     o,

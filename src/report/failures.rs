@@ -86,6 +86,15 @@ fn file_block(o: &mut String, w: &WorkerResult, full: bool) {
                 &server_log,
             );
         }
+        for sl in &f.service_lines {
+            let log = w
+                .log_dir
+                .clone()
+                .unwrap_or_default()
+                .join(crate::model::files::service_log(&sl.service));
+            let _ = writeln!(o, "     service {}, while it ran:", sl.service);
+            lines(o, &sl.lines, "       │ ", cap(SERVER), true, &log);
+        }
     }
     if w.failures.len() > cap(TESTS) {
         let _ = writeln!(
@@ -95,10 +104,21 @@ fn file_block(o: &mut String, w: &WorkerResult, full: bool) {
             junit.display()
         );
     }
-    let died = w.attempts.last().is_some_and(|a| a.server_died.is_some());
+    let last = w.attempts.last();
+    let mut died = last.is_some_and(|a| a.server_died.is_some());
     if died {
         let _ = writeln!(o, "   the server's last lines:");
         tail_of(o, &server_log, cap(SERVER));
+    }
+    if let Some((service, _)) = last.and_then(|a| a.service_died.as_ref()) {
+        died = true;
+        let log = w
+            .log_dir
+            .clone()
+            .unwrap_or_default()
+            .join(crate::model::files::service_log(service));
+        let _ = writeln!(o, "   service {service}'s last lines:");
+        tail_of(o, &log, cap(SERVER));
     }
     if w.failures.is_empty() && !died {
         let _ = writeln!(
@@ -167,6 +187,7 @@ mod tests {
 
     fn failure(id: &str, detail: &[&str], server: &[&str]) -> FailedTest {
         FailedTest {
+            service_lines: Vec::new(),
             id: id.into(),
             message: detail.first().copied().unwrap_or_default().into(),
             file: Some(id.split("::").next().unwrap_or_default().into()),

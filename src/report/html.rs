@@ -20,6 +20,8 @@ fn colour(v: Verdict) -> &'static str {
 fn phase_shade(phase: &str) -> &'static str {
     match phase {
         "cloning" => "0.35",
+        "resources" => "0.4",
+        "service" => "0.45",
         "starting" => "0.55",
         "testing" => "1",
         _ => "0.25",
@@ -69,7 +71,7 @@ h1{{font-size:18px}} .meta{{color:#555;margin-bottom:12px}}
 </style></head><body>
 <h1>e2e-plan run {run}: exit code {exit}</h1>
 <div class="meta">{n} files: {p} passed, {f} failed, {fl} flaky, {t} timed out, {c} cancelled · wall {wall:.1}s · Σ {work:.1}s of work · started {started}</div>
-<div class="legend">phases, left to right: <span><i class="sw" style="background:#5b7fbf"></i>setup</span><span><i class="sw" style="background:#2e9d4f;opacity:.35"></i>clone</span><span><i class="sw" style="background:#2e9d4f;opacity:.55"></i>server start</span><span><i class="sw" style="background:#2e9d4f"></i>tests</span><span><i class="sw" style="background:#2e9d4f;opacity:.25"></i>stop</span> · colour by result: <span style="color:#2e9d4f">pass</span> <span style="color:#d64545">fail</span> <span style="color:#c2410c">timeout</span> <span style="color:#d9a400">flaky</span> <span style="color:#8a8a8a">cancelled</span> · click a row for details</div>
+<div class="legend">phases, left to right: <span><i class="sw" style="background:#5b7fbf"></i>setup</span><span><i class="sw" style="background:#2e9d4f;opacity:.35"></i>clone</span><span><i class="sw" style="background:#2e9d4f;opacity:.45"></i>resources, services</span><span><i class="sw" style="background:#2e9d4f;opacity:.55"></i>server start</span><span><i class="sw" style="background:#2e9d4f"></i>tests</span><span><i class="sw" style="background:#2e9d4f;opacity:.25"></i>stop</span> · colour by result: <span style="color:#2e9d4f">pass</span> <span style="color:#d64545">fail</span> <span style="color:#c2410c">timeout</span> <span style="color:#d9a400">flaky</span> <span style="color:#8a8a8a">cancelled</span> · click a row for details</div>
 {error}
 <div class="axis">{ticks}</div>
 {rows}
@@ -164,7 +166,10 @@ fn bars(w: &WorkerResult, wall: f64) -> String {
                 phase_shade(p.phase.label()),
                 esc(&w.file),
                 a.number,
-                p.phase.label(),
+                match &p.name {
+                    Some(n) => format!("{} {}", p.phase.label(), esc(n)),
+                    None => p.phase.label().to_string(),
+                },
                 p.start,
                 p.end,
                 p.end - p.start

@@ -148,10 +148,20 @@ fn xml_safe(s: &str) -> String {
 pub fn worker_suites(w: &WorkerResult) -> Vec<TestSuite> {
     let mut suites = own_suites(w);
     // The tests a dead server kept from running are reported, not silently missing.
-    if let Some(how) = w.attempts.last().and_then(|a| a.server_died.as_deref()) {
+    let died = w.attempts.last().and_then(|a| {
+        a.server_died
+            .as_ref()
+            .map(|how| format!("the server {how}"))
+            .or_else(|| {
+                a.service_died
+                    .as_ref()
+                    .map(|(s, how)| format!("service {s} {how}"))
+            })
+    });
+    if let Some(what) = died {
         let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
         status.set_message(format!(
-            "the server {how} during the tests; the file's remaining tests did not run"
+            "{what} during the tests; the file's remaining tests did not run"
         ));
         status.set_type("server died");
         let mut case = TestCase::new("tests after the server died", status);

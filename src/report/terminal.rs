@@ -426,6 +426,9 @@ impl Reporter {
             if let Some(p) = &k.password_file {
                 let _ = writeln!(out, "  password: in {} (an owner-only file)", p.display());
             }
+            for r in &k.resources {
+                let _ = writeln!(out, "  kept with it: {r}");
+            }
         }
         if let Some(cmd) = &s.cleanup_command {
             let _ = writeln!(out, "drop kept databases with: {cmd}");
@@ -794,6 +797,7 @@ mod tests {
         events.extend(progress("tests/test_login.py", 1, Verdict::Fail));
         let mut bad = worker(1, "tests/test_login.py", Verdict::Fail, 6, 1);
         bad.failures = vec![crate::report::failures::FailedTest {
+            service_lines: Vec::new(),
             id: "tests/test_login.py::test_wrong_password".into(),
             message: "assert 500 == 401".into(),
             file: Some("tests/test_login.py".into()),

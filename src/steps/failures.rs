@@ -23,6 +23,7 @@ pub fn failed_tests(w: &WorkerResult, file: &str, tests_ran: (f64, f64)) -> Vec<
         .as_deref()
         .map(stamped_lines)
         .unwrap_or_default();
+    let services = service_logs(w);
     let mut failed = Vec::new();
     for suite in &report.test_suites {
         let windows = windows(suite, tests_ran);
@@ -31,10 +32,21 @@ pub fn failed_tests(w: &WorkerResult, file: &str, tests_ran: (f64, f64)) -> Vec<
                 continue;
             };
             if let Some((from, to)) = windows.get(i).copied().flatten() {
-                f.server_lines = server
+                let within = |lines: &[(f64, String)]| -> Vec<String> {
+                    lines
+                        .iter()
+                        .filter(|(t, _)| *t >= from && *t < to)
+                        .map(|(_, l)| l.clone())
+                        .collect()
+                };
+                f.server_lines = within(&server);
+                f.service_lines = services
                     .iter()
-                    .filter(|(t, _)| *t >= from && *t < to)
-                    .map(|(_, l)| l.clone())
+                    .map(|(service, lines)| crate::model::ServiceLines {
+                        service: service.clone(),
+                        lines: within(lines),
+                    })
+                    .filter(|s| !s.lines.is_empty())
                     .collect();
             }
             failed.push(f);
@@ -78,6 +90,7 @@ fn failed_test(case: &TestCase, file: &str) -> Option<FailedTest> {
             .map(|l| l + 1)
     });
     Some(FailedTest {
+        service_lines: Vec::new(),
         id: test_id(case, file),
         message: message.lines().next().unwrap_or_default().to_string(),
         file: Some(
@@ -170,6 +183,26 @@ pub(super) fn suite_start(stamp: &str, test_started: f64) -> Option<f64> {
         .as_secs_f64();
     let offset = offset.unwrap_or_else(|| ((naive - test_started) / 900.0).round() * 900.0);
     Some(naive - offset)
+}
+
+/// Each service's stamped lines, from the `service-<name>.log` files in the worker's folder.
+fn service_logs(w: &WorkerResult) -> Vec<(String, Vec<(f64, String)>)> {
+    let Some(dir) = &w.log_dir else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, Vec<(f64, String)>)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let service = name.strip_prefix("service-")?.strip_suffix(".log")?.to_string();
+            Some((service, stamped_lines(&e.path())))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 /// A stamped log's lines with their arrival times (see `model::files::times_of`).

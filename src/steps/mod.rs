@@ -112,6 +112,8 @@ pub struct RunCx {
     pub prefetch: prefetch::Prefetch,
     pub pool: pool::Pool,
     pub databases: Databases,
+    /// The plan's `[[resource]]`s, in file order.
+    pub commands: Vec<per_worker::command::CommandResource>,
 }
 
 impl RunCx {
@@ -207,7 +209,9 @@ impl RunCx {
 
     /// The per-worker resource kinds of this run, in the order an attempt acquires them.
     pub fn resources(&self) -> Vec<&dyn WorkerResource> {
-        vec![&self.databases]
+        let mut all: Vec<&dyn WorkerResource> = vec![&self.databases];
+        all.extend(self.commands.iter().map(|c| c as &dyn WorkerResource));
+        all
     }
 
     fn set_fatal(&self, e: &StepError) {
@@ -349,6 +353,12 @@ pub async fn run(
         prefetch: prefetch::Prefetch::new(units),
         pool: pool::Pool::default(),
         databases: Databases::default(),
+        commands: config
+            .plan
+            .resources
+            .iter()
+            .map(per_worker::command::CommandResource::new)
+            .collect(),
     });
     let opts = crate::engine::Options {
         jobs: config.plan.run.jobs,

@@ -436,12 +436,11 @@ impl Owner {
 
     fn to_release(&self) -> Release {
         let s = &self.state;
-        let resources: Vec<Held> = s
-            .held
-            .iter()
-            .filter(|h| !s.kept.contains(&h.name))
-            .cloned()
-            .collect();
+        // A resource follows its attempt's database: kept with it.
+        let kept = |h: &&Held| {
+            s.kept.contains(&h.name) || h.follows.as_ref().is_some_and(|db| s.kept.contains(db))
+        };
+        let resources: Vec<Held> = s.held.iter().filter(|h| !kept(h)).cloned().collect();
         let mut remove: Vec<PathBuf> = s
             .results
             .values()
@@ -474,6 +473,7 @@ impl Owner {
             super::summary::Facts {
                 exit,
                 results: &s.results,
+                held: &s.held,
                 fatal: s.fatal.as_ref(),
                 template_url: s.template.as_deref().unwrap_or_default(),
                 cluster: s.cluster.as_ref(),

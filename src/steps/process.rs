@@ -543,6 +543,34 @@ impl Group {
     }
 }
 
+/// Runs a one-off command in its own journaled process group to its end: its exit code (None:
+/// killed by a signal, or stopped because it ran past `timeout` or the run was stopping, after
+/// `grace`).
+pub async fn run_to_end(
+    journal: &Journal,
+    spec: Spec<'_>,
+    timeout: Duration,
+    grace: Duration,
+    cancel: &Cancel,
+) -> Result<Option<i32>, String> {
+    let mut group = spawn(journal, spec)?;
+    let status = tokio::select! {
+        s = group.wait() => s.ok(),
+        _ = tokio::time::sleep(timeout) => None,
+        _ = cancel.stop.cancelled() => None,
+    };
+    match status {
+        Some(s) => {
+            group.finish(journal).await;
+            Ok(s.code())
+        }
+        None => {
+            group.stop(journal, grace, cancel).await;
+            Ok(None)
+        }
+    }
+}
+
 /// Terminates a group we started, if its members are still ours (started no earlier than the
 /// leader): SIGTERM, then SIGKILL after `grace`. False: nothing of it was left to stop.
 pub async fn kill_group_verified(pgid: u32, started: u64, grace: Duration) -> bool {

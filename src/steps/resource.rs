@@ -34,6 +34,18 @@ pub enum Resource {
     },
     /// A folder we created (an ephemeral cluster's data, a socket folder).
     Folder { path: PathBuf },
+    /// A `[[resource]]` a worker attempt made: undone by its destroy command, filled as it was
+    /// made, in the root, with its environment. It follows its attempt's database (`database`):
+    /// kept with it, else destroyed.
+    Command {
+        what: String,
+        database: String,
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: PathBuf,
+        /// Exit codes that say it is gone (0: undone now; another: gone already).
+        ok: Vec<i32>,
+    },
     /// An embedded cluster's postmaster. A throwaway one is stopped with an immediate shutdown;
     /// the kept one (`kept`) with a fast one, and its folder stays for the next run.
     Postmaster {
@@ -90,6 +102,14 @@ impl journal::Resource for Resource {
                         Undo::AlreadyGone
                     })
                 }
+                Resource::Command {
+                    what,
+                    argv,
+                    env,
+                    cwd,
+                    ok,
+                    ..
+                } => crate::steps::per_worker::command::destroy(&what, &argv, &env, &cwd, &ok).await,
                 Resource::Folder { path } => match std::fs::remove_dir_all(&path) {
                     Ok(()) => Ok(Undo::Undone),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Undo::AlreadyGone),
@@ -126,6 +146,7 @@ impl journal::Resource for Resource {
             Resource::Database { name, .. } => format!("database {name}"),
             Resource::ProcessGroup { what, pgid, .. } => format!("{what} (process group {pgid})"),
             Resource::Folder { path } => format!("folder {}", path.display()),
+            Resource::Command { what, .. } => what.clone(),
             Resource::Postmaster {
                 data_dir,
                 pid,

@@ -352,6 +352,7 @@ async fn run_prepare(cx: &RunCx, p: &PreparePlan, cancel: &Cancel) -> Result<(),
     let rt = RunTime {
         port: "",
         template_url: &template.url,
+        service_ports: &[],
     };
     cx.send(RunEvent::Prepared);
     let filled = rt.prepare(&p.commands, p.target());

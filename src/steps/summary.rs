@@ -16,6 +16,8 @@ use super::{RunConfig, StepError};
 pub struct Facts<'a> {
     pub exit: ExitCode,
     pub results: &'a BTreeMap<usize, WorkerResult>,
+    /// The per-worker resources held: a kept database's resources are named with it.
+    pub held: &'a [super::per_worker::Held],
     pub fatal: Option<&'a StepError>,
     pub template_url: &'a str,
     pub cluster: Option<&'a ClusterInfo>,
@@ -199,6 +201,12 @@ fn kept(facts: &Facts) -> Vec<KeptDatabase> {
             file: w.file.clone(),
             log_dir: w.log_dir.clone().unwrap_or_default(),
             password_file: password_file.clone(),
+            resources: facts
+                .held
+                .iter()
+                .filter(|h| h.follows.as_deref() == Some(w.db_name.as_str()))
+                .map(|h| h.name.clone())
+                .collect(),
         })
         .collect()
 }

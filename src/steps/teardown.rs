@@ -200,6 +200,7 @@ pub async fn finish_journal(cx: &RunCx) {
         Resource::Folder { path } => path.starts_with(&kept_logs) || ending.cluster_kept,
         Resource::Postmaster { .. } => ending.cluster_kept,
         Resource::ProcessGroup { .. } => false,
+        Resource::Command { database, .. } => ending.kept.contains(database),
     };
     if pending.iter().all(on_purpose) {
         let _ = cx.journal.finish(pending.len());

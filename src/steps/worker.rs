@@ -182,6 +182,15 @@ struct AttemptRun<'a> {
     /// When the attempt began, and the phases it went through (seconds since the run began).
     start: Instant,
     phases: Vec<PhaseSpan>,
+    /// Each service's port, by name (`{port.NAME}`), taken once for the attempt.
+    service_ports: Vec<(String, String)>,
+}
+
+/// A service of the attempt's own, ready.
+struct Running {
+    name: String,
+    group: Group,
+    grace: Duration,
 }
 
 /// A server start: ready (with its group), or not (and why that is no error of its own).
@@ -226,6 +235,7 @@ pub async fn run_attempt(
         db_name,
         start: Instant::now(),
         phases: Vec::new(),
+        service_ports: Vec::new(),
     };
     let outcome = run.phases().await;
     run.end(outcome)
@@ -238,16 +248,157 @@ impl AttemptRun<'_> {
         if !self.database().await? {
             return Ok(Verdict::Cancelled);
         }
+        self.service_ports = self.take_service_ports().await?;
         let mut launch = self.launch().await?;
-        let mut server = self.server(&launch, true).await?;
+        if !self.resources(&launch).await? {
+            return Ok(Verdict::Cancelled);
+        }
+        let mut services = Vec::new();
+        let outcome = match self.services(&launch, &mut services).await {
+            Ok(true) => self.serve_and_test(&mut launch, &mut services).await,
+            Ok(false) => Ok(Verdict::Cancelled),
+            Err(e) => Err(e),
+        };
+        // After the server, in reverse order.
+        for s in services.into_iter().rev() {
+            s.group.stop(&self.cx.journal, s.grace, self.cancel).await;
+        }
+        outcome
+    }
+
+    /// The server (if any), ready, then the tests.
+    async fn serve_and_test(
+        &mut self,
+        launch: &mut Launch,
+        services: &mut [Running],
+    ) -> Result<Verdict, StepError> {
+        let mut server = self.server(launch, true).await?;
         if let Started::PortTaken = server {
-            launch = self.launch().await?;
-            server = self.server(&launch, false).await?;
+            *launch = self.launch().await?;
+            server = self.server(launch, false).await?;
         }
         match server {
-            Started::Ready(group) => self.tests(&launch, group.map(|g| *g)).await,
+            Started::Ready(group) => self.tests(launch, group.map(|g| *g), services).await,
             Started::Cancelled | Started::PortTaken => Ok(Verdict::Cancelled),
         }
+    }
+
+    /// A free port for each of the plan's services.
+    async fn take_service_ports(&mut self) -> Result<Vec<(String, String)>, StepError> {
+        let mut ports = Vec::new();
+        for s in &self.cx.plan().services {
+            let port = self
+                .cx
+                .take_port()
+                .await
+                .map_err(|e| StepError::new(format!("no free port for service {}: {e}", s.name)))?;
+            ports.push((s.name.clone(), port.to_string()));
+        }
+        Ok(ports)
+    }
+
+    /// Makes the attempt's resources, in order. One whose create fails undoes what the attempt
+    /// made (itself included, as far as it got) and ends the run; Ok(false): stopped first (what
+    /// was made is the owner's to release).
+    async fn resources(&mut self, launch: &Launch) -> Result<bool, StepError> {
+        let (cx, cancel) = (self.cx, self.cancel);
+        if launch.commands.resources.is_empty() {
+            return Ok(true);
+        }
+        self.enter(Phase::Resources);
+        let mut made: Vec<super::per_worker::Held> = Vec::new();
+        for (kind, filled) in cx.commands.iter().zip(&launch.commands.resources) {
+            if cancel.is_stopping() {
+                return Ok(false);
+            }
+            let log = self.planned.paths.dir.join(files::resource_log(&kind.name));
+            match kind
+                .create(cx, self.w, self.n, &self.db_name, filled, &log, cancel)
+                .await
+            {
+                Ok(held) => made.push(held),
+                Err(_) if cancel.is_stopping() => return Ok(false),
+                Err((held, e)) => {
+                    made.extend(held);
+                    let mut gone = Vec::new();
+                    for h in made.iter().rev() {
+                        let kind = cx.resources().into_iter().find(|r| r.key() == h.key);
+                        if let Some(Ok(())) = match kind {
+                            Some(k) => Some(k.release(cx, h).await),
+                            None => None,
+                        } {
+                            gone.push(h.entry);
+                        }
+                    }
+                    cx.send(RunEvent::Gone(gone));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Starts the attempt's services, in order, each ready before the next. One that exits or
+    /// is not ready in time ends the run with its log's tail; Ok(false): stopped first.
+    async fn services(
+        &mut self,
+        launch: &Launch,
+        out: &mut Vec<Running>,
+    ) -> Result<bool, StepError> {
+        let (cx, w, cancel) = (self.cx, self.w, self.cancel);
+        for (spec, filled) in cx.plan().services.iter().zip(&launch.commands.services) {
+            self.enter(Phase::Service);
+            if let Some(last) = self.phases.last_mut() {
+                last.name = Some(spec.name.clone());
+            }
+            let log = self.planned.paths.dir.join(files::service_log(&spec.name));
+            let times = files::times_of(&log);
+            let port = self
+                .service_ports
+                .iter()
+                .find(|(n, _)| *n == spec.name)
+                .map(|(_, p)| p.as_str())
+                .unwrap_or_default();
+            let what = format!("service {} for {} on port {port}", spec.name, w.file);
+            let c = &filled.commands;
+            let mut group = self.spawn(what, &c.command, &c.env, &log, Some(&times))?;
+            let failed = |why: String| {
+                StepError::new(format!(
+                    "service {} for {} {why}; its log: {}",
+                    spec.name,
+                    w.file,
+                    log.display()
+                ))
+                .with_detail(process::tail(&log, 30))
+            };
+            match wait_ready(&mut group, &c.ready, spec.ready_timeout, cancel).await {
+                Ready::Yes => out.push(Running {
+                    name: spec.name.clone(),
+                    group,
+                    grace: spec.stop_timeout,
+                }),
+                Ready::Cancelled => {
+                    group.stop(&cx.journal, spec.stop_timeout, cancel).await;
+                    return Ok(false);
+                }
+                Ready::Exited(code) => {
+                    group.finish(&cx.journal).await;
+                    let code = code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "a signal".into());
+                    return Err(failed(format!("exited with {code} before it was ready")));
+                }
+                Ready::TimedOut => {
+                    group.stop(&cx.journal, spec.stop_timeout, cancel).await;
+                    return Err(failed(format!(
+                        "was not ready at {} within {}",
+                        c.ready,
+                        crate::plan::duration::format_duration(spec.ready_timeout)
+                    )));
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// The ending, written once: the verdict and its phases, or the error that ended it.
@@ -288,6 +439,7 @@ impl AttemptRun<'_> {
             phase,
             start: now,
             end: now,
+            name: None,
         });
         // The critical unit's start-up ends when its test process is done starting, which
         // `critical_startup` watches for.
@@ -341,6 +493,7 @@ impl AttemptRun<'_> {
         let rt = RunTime {
             port: &port_s,
             template_url: &template.url,
+            service_ports: &self.service_ports,
         };
         Ok(Launch {
             port,
@@ -429,6 +582,7 @@ impl AttemptRun<'_> {
         &mut self,
         launch: &Launch,
         mut server: Option<Group>,
+        services: &mut [Running],
     ) -> Result<Verdict, StepError> {
         let (cx, w, cancel) = (self.cx, self.w, self.cancel);
         let grace = cx.plan().stop_timeout();
@@ -464,7 +618,7 @@ impl AttemptRun<'_> {
             loop {
                 tokio::select! {
                     s = &mut exited => break End::Exited(s.ok().and_then(|s| s.code())),
-                    how = server_exit(server.as_mut()) => break End::ServerDied(how),
+                    (who, how) = first_exit(server.as_mut(), services) => break End::Died(who, how),
                     _ = &mut timeout => break End::Timeout,
                     _ = cancel.stop.cancelled() => break End::Cancelled,
                     _ = &mut startup, if starting => {
@@ -567,10 +721,19 @@ impl AttemptRun<'_> {
         let (cx, cancel) = (self.cx, self.cancel);
         let grace = cx.plan().stop_timeout();
         match end {
-            End::ServerDied(how) => {
+            End::Died(who, how) => {
                 self.attempt.exit_code = wind_down(cx, test, grace, cancel).await;
-                self.attempt.message = Some(format!("server {how} during the tests"));
-                self.attempt.server_died = Some(how);
+                match &who {
+                    Some(service) => {
+                        self.attempt.message =
+                            Some(format!("service {service} {how} during the tests"));
+                        self.attempt.service_died = Some((service.clone(), how));
+                    }
+                    None => {
+                        self.attempt.message = Some(format!("server {how} during the tests"));
+                        self.attempt.server_died = Some(how);
+                    }
+                }
                 Verdict::Fail
             }
             End::Exited(code) => {
@@ -613,7 +776,8 @@ fn suite_end(junit: &Path, spawned: f64) -> Option<f64> {
 /// How a file's tests ended.
 enum End {
     Exited(Option<i32>),
-    ServerDied(String),
+    /// The server (None) or a service died, and how.
+    Died(Option<String>, String),
     Timeout,
     Cancelled,
 }
@@ -622,13 +786,10 @@ enum End {
 /// port, but may still write their report.
 const AFTER_SERVER_DIED: Duration = Duration::from_secs(2);
 
-/// Resolves when the server exits, saying how ("exited with code 7"); never without a server.
-async fn server_exit(server: Option<&mut Group>) -> String {
+/// How a process ended, in words ("exited with code 7").
+fn how(status: std::io::Result<std::process::ExitStatus>) -> String {
     use std::os::unix::process::ExitStatusExt;
-    let Some(group) = server else {
-        return std::future::pending().await;
-    };
-    match group.child.wait().await {
+    match status {
         Ok(s) => match (s.code(), s.signal()) {
             (Some(code), _) => format!("exited with code {code}"),
             (None, Some(sig)) => format!("was killed by signal {sig}"),
@@ -636,6 +797,36 @@ async fn server_exit(server: Option<&mut Group>) -> String {
         },
         Err(e) => format!("could not be watched ({e})"),
     }
+}
+
+/// Resolves when the server or a service exits: which (None: the server) and how; never
+/// without one.
+async fn first_exit(
+    server: Option<&mut Group>,
+    services: &mut [Running],
+) -> (Option<String>, String) {
+    type Exit<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (Option<String>, String)> + Send + 'a>>;
+    let mut waits: Vec<Exit> = Vec::new();
+    if let Some(g) = server {
+        waits.push(Box::pin(async move { (None, how(g.child.wait().await)) }));
+    }
+    for s in services.iter_mut() {
+        let name = s.name.clone();
+        let child = &mut s.group.child;
+        waits.push(Box::pin(async move { (Some(name), how(child.wait().await)) }));
+    }
+    if waits.is_empty() {
+        return std::future::pending().await;
+    }
+    std::future::poll_fn(|ctx| {
+        for w in waits.iter_mut() {
+            if let std::task::Poll::Ready(v) = std::future::Future::poll(w.as_mut(), ctx) {
+                return std::task::Poll::Ready(v);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// The server is gone: the tests get a short grace to end by themselves, then SIGINT (on which

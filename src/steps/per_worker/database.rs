@@ -61,6 +61,8 @@ impl Databases {
             worker: usize::MAX,
             attempt: 0,
             files: Vec::new(),
+            follows: None,
+            record: None,
         };
         cx.send(RunEvent::Held(held.clone()));
         database::clone_database(

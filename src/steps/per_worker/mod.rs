@@ -5,6 +5,7 @@
 //! through its journal variant (`steps::resource::Resource`). The engine and the owner know
 //! them only as [`Held`] records; a new kind is one file here and one journal variant.
 
+pub mod command;
 pub mod database;
 
 use std::future::Future;
@@ -47,6 +48,10 @@ pub struct Held {
     pub attempt: u32,
     /// The files whose results decide whether it is kept: the worker's own, or a pack's.
     pub files: Vec<usize>,
+    /// The database it follows (a resource: kept with it, else released).
+    pub follows: Option<String>,
+    /// What its journal entry says (a resource's destroy command): how it is released.
+    pub record: Option<crate::steps::resource::Resource>,
 }
 
 impl Held {
@@ -67,6 +72,8 @@ impl Held {
             } else {
                 w.pack.clone()
             },
+            follows: None,
+            record: None,
         }
     }
 
@@ -79,6 +86,8 @@ impl Held {
             worker,
             attempt,
             files: vec![worker],
+            follows: None,
+            record: None,
         }
     }
 }
