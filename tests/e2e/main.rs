@@ -16,6 +16,7 @@ mod promises;
 mod python_world;
 mod reports;
 mod retries;
+mod services;
 mod speed;
 mod trust;
 mod units;
