@@ -527,6 +527,9 @@ pub struct Startups {
     pub auto_wall_secs: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_units: Option<String>,
+    /// What the same model predicts for a worker per file, to compare like with like.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_wall_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -531,7 +531,10 @@ impl Cx<'_> {
                     create: create?,
                     destroy: destroy?,
                     env,
-                    destroy_ok_exit_codes: r.destroy_ok_exit_codes.clone().unwrap_or_else(|| vec![0]),
+                    destroy_ok_exit_codes: r
+                        .destroy_ok_exit_codes
+                        .clone()
+                        .unwrap_or_else(|| vec![0]),
                 })
             })
             .collect()
@@ -549,8 +552,14 @@ impl Cx<'_> {
                     command: command?,
                     env,
                     ready: ready?,
-                    ready_timeout: s.ready_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
-                    stop_timeout: s.stop_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(2)),
+                    ready_timeout: s
+                        .ready_timeout
+                        .map(|d| d.0)
+                        .unwrap_or(Duration::from_secs(30)),
+                    stop_timeout: s
+                        .stop_timeout
+                        .map(|d| d.0)
+                        .unwrap_or(Duration::from_secs(2)),
                 })
             })
             .collect()
@@ -560,11 +569,21 @@ impl Cx<'_> {
     fn ready(&mut self, ready: &Spanned<String>, allowed: &[&str]) -> Option<Template> {
         self.template(ready, allowed).and_then(|t| {
             let sample = t.fill(&HashMap::from([("port", "1".to_string())]));
-            if ["http://", "https://", "tcp://"].iter().any(|p| sample.starts_with(p)) {
+            if ["http://", "https://", "tcp://"]
+                .iter()
+                .any(|p| sample.starts_with(p))
+            {
                 Some(t)
             } else {
-                let e = self.error(ready.span(), "`ready` must be an http://, https:// or tcp:// address", "here")
-                    .with_help("e.g. \"http://127.0.0.1:{port}/healthz\" or \"tcp://127.0.0.1:{port}\"");
+                let e = self
+                    .error(
+                        ready.span(),
+                        "`ready` must be an http://, https:// or tcp:// address",
+                        "here",
+                    )
+                    .with_help(
+                        "e.g. \"http://127.0.0.1:{port}/healthz\" or \"tcp://127.0.0.1:{port}\"",
+                    );
                 self.push(e);
                 None
             }
@@ -580,8 +599,14 @@ impl Cx<'_> {
                 command: command?,
                 env,
                 ready: ready?,
-                ready_timeout: s.ready_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
-                stop_timeout: s.stop_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(2)),
+                ready_timeout: s
+                    .ready_timeout
+                    .map(|d| d.0)
+                    .unwrap_or(Duration::from_secs(30)),
+                stop_timeout: s
+                    .stop_timeout
+                    .map(|d| d.0)
+                    .unwrap_or(Duration::from_secs(2)),
             })
         })
     }

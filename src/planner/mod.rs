@@ -22,8 +22,8 @@ pub use crate::model::Split;
 use crate::plan::{Keep, Plan, TestFile};
 use commands::WorkerVars;
 pub use commands::{
-    collect_command, prepare_commands, PrepareCommands, ResourceCommands, RunTime,
-    ServerCommands, ServiceCommands, WorkerCommands,
+    collect_command, prepare_commands, PrepareCommands, ResourceCommands, RunTime, ServerCommands,
+    ServiceCommands, WorkerCommands,
 };
 pub use names::{
     build_db_name, hex, new_run_id, old_db_name, pool_db_name, shown_template_url, spare_db_name,
@@ -415,11 +415,23 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
     }
     teardown_nodes(&mut nodes, plan, worker_ids);
     let known: Vec<Duration> = units.iter().filter_map(|&u| workers[u].predicted).collect();
-    // One prediction per run: where `auto` packed or split, the one it chose them by.
-    let predicted_wall = chosen_wall.or_else(|| {
-        (known.len() == units.len() && !known.is_empty())
-            .then(|| predict_makespan(&known, plan.run.jobs))
-    });
+    // One prediction per run: where `auto` packed or split, the one it chose them by; each with
+    // what the run takes before its first worker.
+    let setup = Duration::from_secs_f64(opts.timings.setup.unwrap_or_default().max(0.0));
+    let predicted_wall = chosen_wall
+        .or_else(|| simulated_wall(&workers, &units, plan, opts))
+        .or_else(|| {
+            (known.len() == units.len() && !known.is_empty())
+                .then(|| predict_makespan(&known, plan.run.jobs))
+        })
+        .map(|w| w + setup);
+    let weighed = weighed
+        .into_iter()
+        .map(|w| units::Weighed {
+            wall: w.wall + setup.as_secs_f64(),
+            ..w
+        })
+        .collect();
     Dag {
         run_id: opts.run_id.clone(),
         nodes: nodes.0,
@@ -433,6 +445,31 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
         parting,
         weighed,
     }
+}
+
+/// The run's wall as the cost model simulates it, when every unit is a file whose costs are
+/// recorded (packs and parts come with the prediction they were chosen by).
+fn simulated_wall(
+    workers: &[WorkerPlan],
+    units: &[usize],
+    plan: &Plan,
+    opts: &PlanOptions,
+) -> Option<Duration> {
+    let costs: Option<Vec<cost::UnitCost>> = units
+        .iter()
+        .map(|&u| {
+            let w = &workers[u];
+            let alone = w.pack.is_empty() && w.part.is_none();
+            let c = cost::Cost::of(&opts.timings, &w.file).filter(|_| alone)?;
+            Some(cost::UnitCost {
+                file: None,
+                cost: c,
+            })
+        })
+        .collect();
+    let costs = costs.filter(|c| !c.is_empty())?;
+    let wall = cost::predict_wall(&costs, plan.run.jobs, opts.cores);
+    Some(Duration::from_secs_f64(wall.max(0.0)))
 }
 
 /// The workers of a run: every file's (indexed), the packs, the parts, and the order units

@@ -282,6 +282,8 @@ mod tests {
             .map(|_| UnitCost {
                 file: None,
                 cost: Cost {
+                    copy: 0.0,
+                    stop: 0.0,
                     startup: 0.3,
                     startup_cpu: 0.3,
                     tests: 10.0,
@@ -292,6 +294,8 @@ mod tests {
         units.push(UnitCost {
             file: Some(0),
             cost: Cost {
+                copy: 0.0,
+                stop: 0.0,
                 startup: 0.3,
                 startup_cpu: 0.3,
                 tests: 40.0,
@@ -316,6 +320,8 @@ mod tests {
         let long = |tests: f64| UnitCost {
             file: None,
             cost: Cost {
+                copy: 0.0,
+                stop: 0.0,
                 startup: 0.3,
                 startup_cpu: 0.3,
                 tests,

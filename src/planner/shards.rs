@@ -144,6 +144,17 @@ pub struct Timings {
     /// predicted nearly as fast as the best, so that the choice settles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packs: Option<usize>,
+    /// How long a worker waited for its database, its copy or claim (the median of the last
+    /// run's, averaged over runs): what each unit pays before its start-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<f64>,
+    /// How long a worker took to stop after its tests (the median, averaged over runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<f64>,
+    /// How long the run took before its first worker began (setup, the cluster, `prepare`):
+    /// what every prediction adds to the workers' time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<f64>,
     /// The last runs' predicted and measured wall times (newest last, at most ten).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunWall>,
@@ -328,6 +339,41 @@ impl Timings {
             }
         }
         self.packs = Some(packs.len());
+        let mut copies: Vec<f64> = s
+            .workers
+            .iter()
+            .flat_map(|w| w.attempts.iter().filter(|a| a.number == 1))
+            .filter_map(|a| {
+                let p = a.phases.first()?;
+                (p.phase == crate::model::Phase::Cloning).then_some(p.end - p.start)
+            })
+            .collect();
+        let setup = s
+            .workers
+            .iter()
+            .flat_map(|w| w.attempts.iter().filter(|a| a.number == 1))
+            .filter_map(|a| a.phases.first().map(|p| p.start))
+            .fold(f64::INFINITY, f64::min);
+        if setup.is_finite() {
+            self.setup = Some(self.setup.map_or(setup, |o| o * 0.5 + setup * 0.5));
+        }
+        let mut stops: Vec<f64> = s
+            .workers
+            .iter()
+            .flat_map(|w| w.attempts.iter().filter(|a| a.number == 1))
+            .filter_map(|a| {
+                let p = a.phases.last()?;
+                (p.phase == crate::model::Phase::Stopping).then_some(p.end - p.start)
+            })
+            .collect();
+        stops.sort_by(f64::total_cmp);
+        if let Some(&median) = stops.get(stops.len() / 2) {
+            self.stop = Some(self.stop.map_or(median, |c| c * 0.5 + median * 0.5));
+        }
+        copies.sort_by(f64::total_cmp);
+        if let Some(&median) = copies.get(copies.len() / 2) {
+            self.copy = Some(self.copy.map_or(median, |c| c * 0.5 + median * 0.5));
+        }
         self.runs.push(RunWall {
             run_id: s.run_id.clone(),
             predicted: s.predicted_wall_secs,

@@ -190,9 +190,8 @@ fn text(plan: &Plan, dag: &Dag) -> String {
     let setup_n = text_setup(&mut o, plan, dag);
     text_workers(&mut o, plan, dag);
     let teardown_n = text_teardown(&mut o, plan, dag);
-    let per_worker = if plan.server.is_some() { 5 } else { 3 }
-        + plan.resources.len()
-        + 2 * plan.services.len();
+    let per_worker =
+        if plan.server.is_some() { 5 } else { 3 } + plan.resources.len() + 2 * plan.services.len();
     let predicted = dag
         .predicted_wall
         .map(|d| format!("; predicted wall time {:.1}s", d.as_secs_f64()))
@@ -666,7 +665,10 @@ fn dot(plan: &Plan, dag: &Dag) -> String {
                 steps.push((format!("resource-{}", r.name), format!("create {}", r.name)));
             }
             for svc in &plan.services {
-                steps.push((format!("service-{}", svc.name), format!("start {}", svc.name)));
+                steps.push((
+                    format!("service-{}", svc.name),
+                    format!("start {}", svc.name),
+                ));
             }
             if plan.server.is_some() {
                 steps.push(("server".into(), "start server".into()));

@@ -565,11 +565,17 @@ pub fn prediction_lines(s: &RunSummary) -> Vec<String> {
     }
     if let Some(st) = &s.startups {
         if let (Some(auto), Some(units)) = (st.auto_wall_secs, &st.auto_units) {
+            let against = match st.file_wall_secs {
+                Some(file) => format!(
+                    "where a worker per file is predicted {file:.1}s (this run took {:.1}s)",
+                    s.wall_secs
+                ),
+                None => format!("against this run's {:.1}s", s.wall_secs),
+            };
             out.push(format!(
-                "start-ups took {:.0}% of the workers' CPU ({:.1}s): `units = \"auto\"` predicts {auto:.1}s for this suite ({units}) against this run's {:.1}s. A pack runs its files one after another in one test process and one database, as plain pytest does (see the plan reference, `[run] units`)",
+                "start-ups took {:.0}% of the workers' CPU ({:.1}s): `units = \"auto\"` predicts {auto:.1}s for this suite ({units}) {against}. A pack runs its files one after another in one test process and one database, as plain pytest does (see the plan reference, `[run] units`)",
                 st.share * 100.0,
                 st.cpu_secs,
-                s.wall_secs
             ));
         }
     }

@@ -197,7 +197,10 @@ fn service_logs(w: &WorkerResult) -> Vec<(String, Vec<(f64, String)>)> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let service = name.strip_prefix("service-")?.strip_suffix(".log")?.to_string();
+            let service = name
+                .strip_prefix("service-")?
+                .strip_suffix(".log")?
+                .to_string();
             Some((service, stamped_lines(&e.path())))
         })
         .collect();

@@ -109,7 +109,9 @@ impl journal::Resource for Resource {
                     cwd,
                     ok,
                     ..
-                } => crate::steps::per_worker::command::destroy(&what, &argv, &env, &cwd, &ok).await,
+                } => {
+                    crate::steps::per_worker::command::destroy(&what, &argv, &env, &cwd, &ok).await
+                }
                 Resource::Folder { path } => match std::fs::remove_dir_all(&path) {
                     Ok(()) => Ok(Undo::Undone),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Undo::AlreadyGone),

@@ -287,11 +287,10 @@ impl AttemptRun<'_> {
     async fn take_service_ports(&mut self) -> Result<Vec<(String, String)>, StepError> {
         let mut ports = Vec::new();
         for s in &self.cx.plan().services {
-            let port = self
-                .cx
-                .take_port()
-                .await
-                .map_err(|e| StepError::new(format!("no free port for service {}: {e}", s.name)))?;
+            let port =
+                self.cx.take_port().await.map_err(|e| {
+                    StepError::new(format!("no free port for service {}: {e}", s.name))
+                })?;
             ports.push((s.name.clone(), port.to_string()));
         }
         Ok(ports)
@@ -680,7 +679,15 @@ impl AttemptRun<'_> {
             return;
         };
         let server_alone = server_ready.map_or(0.0, |p| (p.t - p.rq).max(0.0));
-        let mut startup = server_alone + (cut.startup_wall - cut.startup_rq).max(0.0);
+        // Its resources and services, made and started before its server (wall time).
+        let before_server: f64 = self
+            .phases
+            .iter()
+            .filter(|p| matches!(p.phase, Phase::Resources | Phase::Service))
+            .map(|p| p.end - p.start)
+            .sum();
+        let mut startup =
+            before_server + server_alone + (cut.startup_wall - cut.startup_rq).max(0.0);
         let mut tests = a.tests_secs.map(|t| (t - cut.tests_rq).max(0.0));
         let mut tests_cpu = cut.tests_cpu;
         let mut startup_cpu = cut.startup_cpu;
@@ -805,7 +812,8 @@ async fn first_exit(
     server: Option<&mut Group>,
     services: &mut [Running],
 ) -> (Option<String>, String) {
-    type Exit<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (Option<String>, String)> + Send + 'a>>;
+    type Exit<'a> =
+        std::pin::Pin<Box<dyn std::future::Future<Output = (Option<String>, String)> + Send + 'a>>;
     let mut waits: Vec<Exit> = Vec::new();
     if let Some(g) = server {
         waits.push(Box::pin(async move { (None, how(g.child.wait().await)) }));
@@ -813,7 +821,9 @@ async fn first_exit(
     for s in services.iter_mut() {
         let name = s.name.clone();
         let child = &mut s.group.child;
-        waits.push(Box::pin(async move { (Some(name), how(child.wait().await)) }));
+        waits.push(Box::pin(
+            async move { (Some(name), how(child.wait().await)) },
+        ));
     }
     if waits.is_empty() {
         return std::future::pending().await;

@@ -86,7 +86,10 @@ fn processes_of_run(run: &str) -> Vec<String> {
         let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
         if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            found.push(format!("{pid}: {}", String::from_utf8_lossy(&cmd).replace('\0', " ")));
+            found.push(format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ));
         }
     }
     found
@@ -94,7 +97,9 @@ fn processes_of_run(run: &str) -> Vec<String> {
 
 /// Waits (with a deadline) until nothing of run `run` is left running.
 fn assert_run_gone(run: &str) {
-    let gone = poll(Duration::from_secs(30), || processes_of_run(run).is_empty().then_some(()));
+    let gone = poll(Duration::from_secs(30), || {
+        processes_of_run(run).is_empty().then_some(())
+    });
     assert!(gone.is_some(), "left running: {:?}", processes_of_run(run));
 }
 
@@ -133,7 +138,16 @@ fn a_redis_per_worker_keeps_files_that_run_at_once_apart() {
     let port = shared.local_addr().unwrap().port().to_string();
     drop(shared);
     let mut redis = std::process::Command::new("redis-server")
-        .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -145,8 +159,17 @@ fn a_redis_per_worker_keeps_files_that_run_at_once_apart() {
     let out = g.run(&["apply", "plan.toml"]);
     kill_process(Pid::from_raw(redis.id() as i32).unwrap(), Signal::TERM).unwrap();
     let _ = redis.wait();
-    assert_eq!(code(&out), 1, "a shared Redis went unnoticed: {}", stdout(&out));
-    assert!(stdout(&out).contains("another file counted"), "{}", stdout(&out));
+    assert_eq!(
+        code(&out),
+        1,
+        "a shared Redis went unnoticed: {}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("another file counted"),
+        "{}",
+        stdout(&out)
+    );
     g.assert_clean();
 }
 
@@ -207,7 +230,11 @@ fn vhosts(f: &Fixture) -> Vec<String> {
         .args(["-q", "list_vhosts"])
         .output()
         .expect("rabbitmqctl runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with(&f.template))
@@ -244,16 +271,30 @@ def test_my_vhost_exists():
         ..Default::default()
     });
     f.edit_plan(&[
-        ("HAS_SERVER = \"0\"", "HAS_SERVER = \"0\", VHOST = \"{db_name}\""),
+        (
+            "HAS_SERVER = \"0\"",
+            "HAS_SERVER = \"0\", VHOST = \"{db_name}\"",
+        ),
         ("[test]\n", &format!("{VHOST}\n[test]\n")),
     ]);
     let dry = stdout(&f.run(&["dry-run", "plan.toml"]));
-    assert!(dry.contains("create resource vhost: rabbitmqctl -q add_vhost"), "{dry}");
+    assert!(
+        dry.contains("create resource vhost: rabbitmqctl -q add_vhost"),
+        "{dry}"
+    );
     let out = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     let s = f.summary();
-    let v1 = s.workers.iter().find(|w| w.file == "tests/test_v1.py").unwrap();
-    assert_eq!(v1.counts.unwrap().passed, 1, "the vhost existed during the tests");
+    let v1 = s
+        .workers
+        .iter()
+        .find(|w| w.file == "tests/test_v1.py")
+        .unwrap();
+    assert_eq!(
+        v1.counts.unwrap().passed,
+        1,
+        "the vhost existed during the tests"
+    );
     // The failing file's database and its vhost are kept; the passing file's vhost is gone.
     let kept = &s.kept_databases;
     assert_eq!(kept.len(), 1, "{kept:?}");
@@ -262,10 +303,18 @@ def test_my_vhost_exists():
         [format!("resource vhost for {}", kept[0].name)]
     );
     assert_eq!(vhosts(&f), [kept[0].name.clone()]);
-    assert!(stdout(&out).contains("kept with it: resource vhost for"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("kept with it: resource vhost for"),
+        "{}",
+        stdout(&out)
+    );
     let rb = f.run(&["rollback", "plan.toml"]);
     assert_eq!(code(&rb), 0, "{}{}", stdout(&rb), stderr(&rb));
-    assert!(stdout(&rb).contains("undid resource vhost for"), "{}", stdout(&rb));
+    assert!(
+        stdout(&rb).contains("undid resource vhost for"),
+        "{}",
+        stdout(&rb)
+    );
     assert!(vhosts(&f).is_empty(), "{:?}", vhosts(&f));
     f.assert_clean();
 }
@@ -305,7 +354,10 @@ destroy = ["true"]
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("made-"))
         .collect();
-    assert!(left.is_empty(), "the first resource was not undone: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the first resource was not undone: {left:?}"
+    );
     f.assert_clean();
 }
 
@@ -358,7 +410,11 @@ sys.exit(7)
     assert_eq!(code(&out), 1, "{text}{}", stderr(&out));
     let s = f.summary_json();
     let a = &s["workers"][0]["attempts"][0];
-    assert_eq!(a["service_died"], serde_json::json!(["flaky", "exited with code 7"]), "{a}");
+    assert_eq!(
+        a["service_died"],
+        serde_json::json!(["flaky", "exited with code 7"]),
+        "{a}"
+    );
     assert!(
         text.contains("service flaky exited with code 7 during the tests"),
         "{text}"
@@ -386,7 +442,10 @@ def test_hangs_after_saying_so():
         ..Default::default()
     });
     f.edit_plan(&[
-        ("HAS_SERVER = \"0\"", "HAS_SERVER = \"0\", ROOT = \"{root}\""),
+        (
+            "HAS_SERVER = \"0\"",
+            "HAS_SERVER = \"0\", ROOT = \"{root}\"",
+        ),
         ("[test]\n", &format!("{VHOST}\n{REDIS}\n[test]\n")),
     ]);
     let mut child = f.cmd(&["apply", "plan.toml"]).spawn().unwrap();
@@ -420,7 +479,10 @@ fn journal_groups(root: &Path, run: &str, what: &str) -> Vec<u32> {
         .filter_map(|r| {
             let res = &r["resource"];
             let named = res["what"].as_str()?.starts_with(what);
-            named.then(|| res["pgid"].as_u64()).flatten().map(|p| p as u32)
+            named
+                .then(|| res["pgid"].as_u64())
+                .flatten()
+                .map(|p| p as u32)
         })
         .collect()
 }

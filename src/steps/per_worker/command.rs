@@ -177,7 +177,12 @@ pub async fn destroy(
         .kill_on_drop(true);
     let out = tokio::time::timeout(COMMAND_TIMEOUT, cmd.output())
         .await
-        .map_err(|_| format!("{what}: `{}` did not end in 2 minutes", shell_words::join(argv)))?
+        .map_err(|_| {
+            format!(
+                "{what}: `{}` did not end in 2 minutes",
+                shell_words::join(argv)
+            )
+        })?
         .map_err(|e| format!("{what}: cannot run `{}`: {e}", shell_words::join(argv)))?;
     match out.status.code() {
         Some(0) => Ok(Undo::Undone),
