@@ -15,6 +15,7 @@ Endpoints:
     GET    /notes/<id>    one note
     DELETE /notes/<id>    delete a note -> 204
     GET    /stats         {"notes": N, "by_tag": {...}}
+    GET    /ui            a small HTML page over the API above (for the browser tests)
 
 Errors are JSON objects: {"error": "message"}.
 """
@@ -38,6 +39,118 @@ MAX_NOTE_BODY_LEN = 10_000
 MAX_INT4 = 2**31 - 1
 NOTE_FIELDS = {"title", "body", "tag"}
 NOTE_COLUMNS = "id, title, body, tag, created_at"
+
+# The one HTML page: lists the notes, filters them by tag, creates and deletes
+# them, all through the JSON API with fetch(). Static: no data is rendered
+# into it on the server.
+UI_HTML = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Notes</title>
+<style>
+  body { font-family: sans-serif; max-width: 40rem; margin: 2rem auto; }
+  form, .toolbar { display: grid; gap: .5rem; margin-bottom: 1rem; }
+  #notes li { display: flex; gap: .5rem; align-items: baseline; }
+  .tag { font-size: .8rem; background: #eee; padding: 0 .3rem; }
+  #error { color: #b00; }
+</style>
+</head>
+<body>
+<h1>Notes</h1>
+<form id="new-note">
+  <label for="title">Title</label> <input name="title" id="title" maxlength="200">
+  <label for="body">Body</label> <textarea name="body" id="body"></textarea>
+  <label for="tag">Tag</label> <select name="tag" id="tag"><option value="">(none)</option></select>
+  <button type="submit">Add note</button>
+</form>
+<p id="error" role="alert"></p>
+<div class="toolbar">
+  <label for="filter">Show</label> <select id="filter"><option value="">all tags</option></select>
+</div>
+<p id="count" aria-live="polite">loading…</p>
+<ul id="notes"></ul>
+<script>
+"use strict";
+const $ = (id) => document.getElementById(id);
+
+async function api(method, path, payload) {
+  const init = { method, headers: {} };
+  if (payload !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(payload);
+  }
+  const resp = await fetch(path, init);
+  const data = resp.status === 204 ? null : await resp.json();
+  if (!resp.ok) throw new Error((data && data.error) || resp.statusText);
+  return data;
+}
+
+async function loadTags() {
+  for (const t of await api("GET", "/tags")) {
+    for (const select of [$("tag"), $("filter")]) {
+      const option = document.createElement("option");
+      option.value = t.name;
+      option.textContent = t.name;
+      select.append(option);
+    }
+  }
+}
+
+async function loadNotes() {
+  const tag = $("filter").value;
+  const notes = await api("GET", tag ? "/notes?tag=" + encodeURIComponent(tag) : "/notes");
+  const list = $("notes");
+  list.replaceChildren();
+  for (const n of notes) {
+    const li = document.createElement("li");
+    li.dataset.id = n.id;
+    const title = document.createElement("span");
+    title.className = "title";
+    title.textContent = n.title;
+    li.append(title);
+    if (n.tag) {
+      const tag = document.createElement("span");
+      tag.className = "tag";
+      tag.textContent = n.tag;
+      li.append(tag);
+    }
+    const del = document.createElement("button");
+    del.textContent = "Delete";
+    del.setAttribute("aria-label", "Delete " + n.title);
+    del.addEventListener("click", async () => {
+      await api("DELETE", "/notes/" + n.id);
+      await loadNotes();
+    });
+    li.append(del);
+    list.append(li);
+  }
+  $("count").textContent = notes.length === 1 ? "1 note" : notes.length + " notes";
+  document.body.dataset.ready = "true";
+}
+
+$("new-note").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const payload = { title: $("title").value, body: $("body").value };
+  if ($("tag").value) payload.tag = $("tag").value;
+  try {
+    await api("POST", "/notes", payload);
+    $("error").textContent = "";
+    form.reset();
+    await loadNotes();
+  } catch (err) {
+    $("error").textContent = err.message;
+  }
+});
+
+$("filter").addEventListener("change", loadNotes);
+
+loadTags().then(loadNotes).catch((err) => { $("error").textContent = err.message; });
+</script>
+</body>
+</html>
+"""
 
 
 class ApiError(Exception):
@@ -184,6 +297,8 @@ class Handler(BaseHTTPRequestHandler):
             return "tags", (), {"GET": self.get_tags}
         if parts == ["stats"]:
             return "stats", (), {"GET": self.get_stats}
+        if parts == ["ui"]:
+            return "ui", (), {"GET": self.get_ui}
         if parts == ["notes"]:
             return "notes", (), {"GET": self.list_notes, "POST": self.create_note}
         if len(parts) == 2 and parts[0] == "notes":
@@ -216,6 +331,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unavailable"})
             return
         self.send_json(HTTPStatus.OK, {"status": "ok"})
+
+    def get_ui(self, query):
+        data = UI_HTML.encode("utf-8")
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(data)
 
     def get_tags(self, query):
         with connect() as conn:
