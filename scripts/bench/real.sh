@@ -17,7 +17,7 @@
 #   --auto-runs N  runs of units = "auto" in each fresh copy (default 5)
 #
 # The suites (scripts/bench/suites/, see its README): make_django.py writes a Django 5.2 project
-# (pytest-django, DRF, django-filter, factory_boy; 8 apps, 112 models, 44 test files, 301 tests;
+# (pytest-django, DRF, django-filter, factory_boy; 8 apps, 112 models, 44 test files, 358 tests;
 # --small: 3 apps, 6 files), make_api.py a FastAPI + SQLAlchemy 2 + alembic service (8 files, 60
 # tests; --small: lighter). Their venvs are target/bench-venv-django and target/bench-venv-api,
 # made (pip install -r of the generator's pinned requirements) when missing or out of date.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::owner::{KeepCandidate, KeptFile, Question, RunEvent};
+use super::per_worker::Held;
 use super::resource::Resource;
 use super::{database, RunCx, StepError, CLONE_CONCURRENCY};
 use crate::engine::journal::Recorded;
@@ -121,14 +122,61 @@ pub fn kept_logs_dir(report_dir: &Path) -> PathBuf {
     report_dir.join("kept")
 }
 
-/// Releases what is not kept (concurrently, bounded) and removes passing workers' logs.
+/// Releases what is not kept and removes passing workers' logs: the resources made after the
+/// databases first (a [[resource]] may live in a system the database serves), then the
+/// databases, each wave concurrently, bounded.
 pub async fn cleanup(cx: &Arc<RunCx>) -> Result<String, StepError> {
     // A copy still in flight must be held before the list is taken.
     cx.prefetch.join().await;
     let release = cx.ask(Question::ToRelease).await.unwrap_or_default();
+    let (databases, resources): (Vec<Held>, Vec<Held>) = release
+        .resources
+        .iter()
+        .cloned()
+        .partition(Held::is_database);
+    let mut failed_resources = release_all(cx, resources).await;
+    let failed_databases = release_all(cx, databases.clone()).await;
+    for dir in &release.remove {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let mut what = Vec::new();
+    if !failed_databases.is_empty() {
+        what.push(format!("drop {} database(s)", failed_databases.len()));
+    }
+    if !failed_resources.is_empty() {
+        what.push(format!("destroy {} resource(s)", failed_resources.len()));
+    }
+    if !what.is_empty() {
+        let what = format!("could not {}", what.join(" or "));
+        failed_resources.extend(failed_databases);
+        let errors = failed_resources;
+        // The summary is already out: say it here, and leave the journal for `rollback`.
+        cx.warn(format!(
+            "{what}; `e2e-plan rollback {}` will try again:\n  {}",
+            cx.plan().path.display(),
+            errors.join("\n  ")
+        ));
+        return Err(StepError::new(what).with_detail(errors.join("\n")));
+    }
+    let made = release.resources.len() - databases.len();
+    let resources = if made > 0 {
+        format!(", destroyed {made} resource(s)")
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        "dropped {} database(s){resources}, kept {}",
+        databases.len(),
+        release.kept
+    ))
+}
+
+/// Releases `held` concurrently (bounded), marks each released one gone, and returns what
+/// could not be released.
+async fn release_all(cx: &Arc<RunCx>, held: Vec<Held>) -> Vec<String> {
     let slots = Arc::new(Semaphore::new(CLONE_CONCURRENCY));
     let mut set = tokio::task::JoinSet::new();
-    for held in release.resources.iter().cloned() {
+    for held in held {
         let (cx, slots) = (Arc::clone(cx), Arc::clone(&slots));
         set.spawn(async move {
             let _permit = slots.acquire().await;
@@ -150,27 +198,7 @@ pub async fn cleanup(cx: &Arc<RunCx>) -> Result<String, StepError> {
         }
     }
     cx.send(RunEvent::Gone(gone));
-    for dir in &release.remove {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    if !errors.is_empty() {
-        // The summary is already out: say it here, and leave the journal for `rollback`.
-        cx.warn(format!(
-            "could not drop {} database(s); `e2e-plan rollback {}` will try again:\n  {}",
-            errors.len(),
-            cx.plan().path.display(),
-            errors.join("\n  ")
-        ));
-        return Err(
-            StepError::new(format!("could not drop {} database(s)", errors.len()))
-                .with_detail(errors.join("\n")),
-        );
-    }
-    Ok(format!(
-        "dropped {} database(s), kept {}",
-        release.resources.len(),
-        release.kept
-    ))
+    errors
 }
 
 /// Stops the local cluster, unless it holds kept databases.

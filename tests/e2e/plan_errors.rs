@@ -305,3 +305,79 @@ fn collect_without_the_file_and_whole_matching_nothing() {
         "plan.toml:17:10",
     );
 }
+
+/// GOOD with a Redis per worker whose port the server reads.
+fn with_service(service: &str) -> String {
+    format!(
+        "{}\n{service}",
+        GOOD.replace(
+            "env = { PORT = \"{port}\" }",
+            "env = { PORT = \"{port}\", REDIS_URL = \"redis://127.0.0.1:{port.redis}/0\" }"
+        )
+    )
+}
+
+const REDIS: &str = r#"[[service]]
+name = "redis"
+command = ["redis-server", "--port", "{port.redis}"]
+ready = "tcp://127.0.0.1:{port.redis}"
+"#;
+
+#[test]
+fn a_service_port_naming_no_service() {
+    check(
+        "port_none",
+        &with_service(""),
+        "`{port.redis}` names no [[service]]",
+        "plan.toml:9:57",
+    );
+    check(
+        "port_typo",
+        &with_service(&REDIS.replace("\"redis\"", "\"rediss\"")),
+        "did you mean `{port.rediss}`?",
+        "plan.toml:9:57",
+    );
+}
+
+#[test]
+fn a_service_port_where_no_worker_is() {
+    check(
+        "port_setup",
+        &format!(
+            "{}\n{REDIS}",
+            GOOD.replace(
+                "template = \"postgresql://postgres@127.0.0.1:1/never_contacted\"",
+                "template = \"postgresql://postgres@127.0.0.1:1/never_contacted\"\nprepare = [\"migrate --cache {port.redis}\"]"
+            )
+        ),
+        "placeholder `{port.redis}` is not available here",
+        "plan.toml:6:",
+    );
+}
+
+#[test]
+fn service_and_resource_names_are_checked() {
+    check(
+        "name_bad",
+        &with_service(&REDIS.replace("name = \"redis\"", "name = \"Redis\"")),
+        "`Redis` is not a name",
+        "plan.toml:17:8",
+    );
+    let vhost = "[[resource]]\nname = \"redis\"\ncreate = [\"true\"]\ndestroy = [\"true\"]\n";
+    check(
+        "name_twice",
+        &with_service(&format!("{REDIS}\n{vhost}")),
+        "`redis` names two services or resources",
+        "plan.toml:22:8",
+    );
+}
+
+#[test]
+fn a_service_ready_that_is_no_address() {
+    check(
+        "ready_bad",
+        &with_service(&REDIS.replace("tcp://127.0.0.1:{port.redis}", "127.0.0.1:{port.redis}")),
+        "`ready` must be an http://, https:// or tcp:// address",
+        "plan.toml:19:9",
+    );
+}

@@ -514,3 +514,58 @@ fn journal_run(root: &Path) -> String {
     assert_eq!(runs.len(), 1, "{runs:?}");
     runs[0].clone()
 }
+
+/// A destroy that fails is a warning naming the resource and its output; the journal stays
+/// open, and `rollback` destroys it once it can.
+#[test]
+fn a_failing_destroy_is_named_and_rollback_tries_again() {
+    let f = Fixture::new("svc_destroy_fails");
+    f.rows_test("test_a", 0.0);
+    f.plan(PlanOpts {
+        server: false,
+        ..Default::default()
+    });
+    let made = f.root().join("made");
+    let allow = f.root().join("allow");
+    let resources = format!(
+        r#"[[resource]]
+name = "bucket"
+create = ["touch", "{m}-{{db_name}}"]
+destroy = ["sh", "-c", "if test -e {a}; then rm {m}-{{db_name}}; else echo the bucket is busy; exit 4; fi"]
+"#,
+        m = made.display(),
+        a = allow.display()
+    );
+    f.edit_plan(&[("[test]\n", &format!("{resources}\n[test]\n"))]);
+    let made_files = || -> Vec<String> {
+        std::fs::read_dir(f.root())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("made-"))
+            .collect()
+    };
+    let out = f.run(&["apply", "plan.toml"]);
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert!(
+        format!("{text}{err}").contains("could not destroy 1 resource(s)"),
+        "no warning: {text}{err}"
+    );
+    assert!(
+        format!("{text}{err}").contains("the bucket is busy"),
+        "the destroy's output is not shown: {text}{err}"
+    );
+    assert!(format!("{text}{err}").contains("rollback"), "{text}{err}");
+    assert!(
+        err.contains("resource bucket for"),
+        "the resource is not named: {err}"
+    );
+    // The tests passed: the run says so, and the leftover is a warning, not a failure.
+    assert_eq!(code(&out), 0, "{text}{err}");
+    assert_eq!(made_files().len(), 1, "the resource should still exist");
+    std::fs::write(&allow, "").unwrap();
+    let out = f.run(&["rollback", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(made_files().is_empty(), "rollback left {:?}", made_files());
+    f.assert_clean();
+}

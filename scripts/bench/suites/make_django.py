@@ -2,21 +2,25 @@
 """Writes a Django-shaped benchmark project (issue #29) into OUT.
 
     make_django.py OUT [--apps N] [--files F] [--tests-per-file LO-HI] [--models M]
-                       [--weight W] [--python PY] [--small]
+                       [--weight W] [--rules R] [--python PY] [--small]
 
 A real Django 5.2 project: settings read from the environment with django-environ
 (`DATABASE_URL` through `env.db()`), N apps with M models each (a lookup model, a main model,
 children with foreign keys, indexes and constraints, cross-app foreign keys), their migrations
 made by `manage.py makemigrations` (an initial one, a second one after a schema change) plus a
 hand-written data migration, admin, forms, django-filter filter sets, Django REST framework
-serializers and viewsets, class-based views with templates, signals, and a generated OpenAPI-style
-client module (the kind of generated code large projects import). Importing all of it is what
-makes every test process spend seconds of CPU before its first test.
+serializers and viewsets, class-based views with templates, signals, and a generated
+openapi-generator-style client package (`--weight` classes, the kind of generated code large
+projects import). Importing all of it is what makes every test process spend seconds of CPU
+before its first test: the default project's `pytest --collect-only` takes about 4.5 s of CPU
+compiling from source (PYTHONDONTWRITEBYTECODE=1, no __pycache__), about 1.7 s with bytecode.
 
 The tests are laid out the Django way: `<app>/tests/test_*.py` in every app but the last, which
-keeps a plain `<app>/tests.py` of Django `TestCase` classes. Most files are short (a handful of
-tests of a few hundredths of a second); a few are longer (CSV exports, reports, the admin). They
-use pytest-django's `db`, `client` and `admin_client` fixtures, DRF's APIClient and factory_boy,
+keeps a plain `<app>/tests.py` of Django `TestCase` classes. Most files are short (5 to 9 tests
+of a few hundredths of a second each: factory-made rows with their children, a request or two
+through the test client, serializers; a fraction of a second per file); three are longer (CSV
+exports, reports, the admin: seconds each). About 360 tests, 50 ms each on average. They use
+pytest-django's `db`, `client` and `admin_client` fixtures, DRF's APIClient and factory_boy,
 in-process (no server).
 
 The project's `conftest.py` uses the database DATABASE_URL names as it is (a migrated clone) when
@@ -2166,8 +2170,8 @@ def long_file(kind, app, n):
         ''', n=n, **v)
     else:  # admin: pytest-django's admin_client, a superuser with a real password hash each test
         v.update(childlower=app.Child.lower(), kindlower=app.Kind.lower())
-        body = "".join("\n\n" + T(c, **v) for c in ADMIN_CASES[:n])
-    return head + body
+        return head + "".join("\n\n" + T(c, **v) for c in ADMIN_CASES[:n])
+    return head + "\n\n" + body
 
 
 def short_file(kind, app, n):
