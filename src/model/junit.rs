@@ -59,10 +59,17 @@ pub fn tests_secs(path: &Path) -> Option<f64> {
     )
 }
 
-/// How much longer a report's first test took than its others' median: what its session
-/// fixtures (a login's password hash, an app's set-up) cost, which every test process pays once,
-/// before its first test, as it pays its imports. None with fewer than three tests.
-pub fn first_test_excess(path: &Path) -> Option<f64> {
+/// How much longer a report's first test took than its others' median (what its session
+/// fixtures cost, a login's password hash, an app's set-up, which every test process pays once,
+/// before its first test, as it pays its imports), and that median.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FirstTest {
+    pub excess: f64,
+    pub median: f64,
+}
+
+/// The first test's excess over the others; None with fewer than three tests.
+pub fn first_test_excess(path: &Path) -> Option<FirstTest> {
     let report = read(path).ok()?;
     let times: Vec<f64> = report
         .test_suites
@@ -77,7 +84,10 @@ pub fn first_test_excess(path: &Path) -> Option<f64> {
     let mut rest = rest.to_vec();
     rest.sort_by(f64::total_cmp);
     let median = rest[rest.len() / 2];
-    Some((first - median).max(0.0))
+    Some(FirstTest {
+        excess: (first - median).max(0.0),
+        median,
+    })
 }
 
 /// The module name pytest gives a file (`tests/e2e/test_x.py` → `test_x`).

@@ -306,7 +306,8 @@ mod tests {
         let others = &units[..9];
         let (wall, parts) = best_parts(others, &tests, units[9].cost, 4, 2).unwrap();
         assert!((3..=4).contains(&parts.len()), "{parts:?}");
-        assert!(wall < 35.0, "{wall}");
+        // Near Σ/jobs, far under the 40 s the long file alone takes.
+        assert!(wall < 36.0, "{wall}");
         assert!(predict_wall(&units, 4, 2) > 40.0);
         let every: Vec<&String> = parts.iter().flat_map(|p| &p.ids).collect();
         assert_eq!(every.len(), 20);

@@ -220,6 +220,11 @@ pub struct Cut {
     pub startup_cpu: f64,
     pub tests_rq: f64,
     pub tests_cpu: f64,
+    /// After the suite ended until the process did (an interpreter shutting down a large app):
+    /// paid once per process, as its start-up is.
+    pub tail_wall: f64,
+    pub tail_rq: f64,
+    pub tail_cpu: f64,
 }
 
 impl CpuMeter {
@@ -354,6 +359,9 @@ impl CpuMeter {
             startup_cpu: at.cpu,
             tests_rq: (end.rq - at.rq).max(0.0),
             tests_cpu: (end.cpu - at.cpu).max(0.0),
+            tail_wall: (last.t - end.t).max(0.0),
+            tail_rq: (last.rq - end.rq).max(0.0),
+            tail_cpu: (last.cpu - end.cpu).max(0.0),
         })
     }
 

@@ -686,19 +686,26 @@ impl AttemptRun<'_> {
             .filter(|p| matches!(p.phase, Phase::Resources | Phase::Service))
             .map(|p| p.end - p.start)
             .sum();
-        let mut startup =
-            before_server + server_alone + (cut.startup_wall - cut.startup_rq).max(0.0);
+        // What the process costs once however many files it runs: before its tests, and after
+        // them until it exits (a large app's interpreter shutting down takes a second).
+        let mut startup = before_server
+            + server_alone
+            + (cut.startup_wall - cut.startup_rq).max(0.0)
+            + (cut.tail_wall - cut.tail_rq).max(0.0);
         let mut tests = a.tests_secs.map(|t| (t - cut.tests_rq).max(0.0));
         let mut tests_cpu = cut.tests_cpu;
-        let mut startup_cpu = cut.startup_cpu;
+        let mut startup_cpu = cut.startup_cpu + cut.tail_cpu;
         // The first test's excess over the others is what the session's fixtures cost: a start-up
-        // every test process pays once, which a pack pays once for all its files. Only when it is
-        // no more than the start-up itself: a first test that is merely long stays a test.
-        let excess = crate::model::junit::first_test_excess(&self.planned.paths.junit);
-        if let (Some(x), Some(t), Some(wall)) = (excess, tests, a.tests_secs) {
+        // every test process pays once, which a pack pays once for all its files (a login's
+        // password hash took 1.5 s, three times the imports before it). Only when the first test
+        // stands out from the rest and is not far longer than a start-up: a first test merely
+        // longer than the others, or one of minutes, stays a test.
+        let first = crate::model::junit::first_test_excess(&self.planned.paths.junit);
+        if let (Some(first), Some(t), Some(wall)) = (first, tests, a.tests_secs) {
             let stretch = if wall > 0.0 { t / wall } else { 1.0 };
-            let x = (x * stretch).min(t);
-            if x > 0.0 && x <= startup {
+            let x = (first.excess * stretch).min(t);
+            let stands_out = first.excess >= STANDS_OUT * first.median.max(0.01);
+            if x > 0.0 && stands_out && x <= MOST_STARTUPS * startup {
                 startup += x;
                 tests = Some(t - x);
                 let x_cpu = x.min(tests_cpu);
@@ -769,9 +776,16 @@ impl AttemptRun<'_> {
     }
 }
 
+/// A first test this many times the others' median beyond them stands out: its excess is taken
+/// for the session's fixtures.
+const STANDS_OUT: f64 = 5.0;
+
+/// A first test's excess is taken for the session's fixtures up to this many start-ups.
+const MOST_STARTUPS: f64 = 4.0;
+
 /// When the tests' JUnit says its suite ended, in seconds after the test process was spawned
 /// (`spawned`, Unix seconds): its timestamp plus its time. What follows it (the interpreter
-/// shutting down a large app) is neither start-up nor tests.
+/// shutting down a large app) is paid once per process: it counts as start-up.
 fn suite_end(junit: &Path, spawned: f64) -> Option<f64> {
     let report = crate::model::junit::read(junit).ok()?;
     let suite = report.test_suites.first()?;

@@ -989,3 +989,57 @@ fn a_start_up_bound_run_names_its_start_ups_and_what_auto_would_do() {
     f.assert_clean();
     g.assert_clean();
 }
+
+/// What a test process pays once, however many files it runs, is its start-up: the session
+/// fixture its first test paid for (a login's password hash) and its shutdown after its suite
+/// ended (a large app's interpreter tearing down), as well as its imports. Without them, a
+/// Django suite's files were learnt as mostly tests, and `auto` never packed them.
+#[test]
+fn a_session_fixture_and_a_slow_shutdown_count_as_start_up() {
+    let f = short_project("units_once", "file");
+    std::fs::remove_file(f.root().join(".e2e-plan/timings.json")).unwrap();
+    for stem in ["test_a", "test_b", "test_c", "test_d"] {
+        let quick: String = (1..=4)
+            .map(|i| format!("\ndef test_{stem}_{i}(hashed):\n    assert hashed\n"))
+            .collect();
+        f.write(&format!("tests/{stem}.py"), &quick);
+    }
+    let conftest = std::fs::read_to_string(f.root().join("tests/conftest.py")).unwrap();
+    f.write(
+        "tests/conftest.py",
+        &format!(
+            r#"{conftest}
+import atexit as _atexit, time as _time
+
+def _burn(secs):
+    end = _time.process_time() + secs
+    while _time.process_time() < end:
+        pass
+
+@pytest.fixture(scope="session")
+def hashed():
+    _burn(1.0)
+    return True
+
+_atexit.register(_burn, 0.8)
+"#
+        ),
+    );
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary_json();
+    for w in s["workers"].as_array().unwrap() {
+        let a = &w["attempts"][0];
+        let startup = a["startup_cpu_secs"].as_f64().unwrap_or_default();
+        let tests = a["tests_cpu_secs"].as_f64().unwrap_or(f64::MAX);
+        assert!(
+            startup >= 1.7,
+            "{}: the fixture's and the shutdown's 1.8 s of CPU are not start-up: {a}",
+            w["file"]
+        );
+        assert!(tests < 0.7, "{}: counted as tests: {a}", w["file"]);
+        let alone = a["startup_alone_secs"].as_f64().unwrap_or_default();
+        assert!(alone >= 1.7, "{}: start-up alone {alone}: {a}", w["file"]);
+    }
+    f.assert_clean();
+}
