@@ -579,6 +579,7 @@ fn json(plan: &Plan, dag: &Dag) -> String {
                 packs: w.packs,
                 workers: w.units,
                 predicted_wall_secs: w.wall,
+                measured: w.measured,
             })
             .collect(),
         queue: dag
@@ -608,6 +609,8 @@ struct WeighedView {
     packs: usize,
     workers: usize,
     predicted_wall_secs: f64,
+    /// The figure is what earlier runs of this option took, not the model's.
+    measured: bool,
 }
 
 /// An action as JSON; the preparation filled as it will run, like the text view shows it.
