@@ -830,10 +830,15 @@ mod tests {
             },
             Event::Warning("could not drop 1 database(s)".into()),
         ];
+        // The files never started (prepare failed first): as the run records them, with no
+        // time and no log folder.
+        let not_run = |index: usize, file: &str, stem: &str| {
+            WorkerResult::not_run(index, file, stem, &format!("app_test_ab12cd34_{index}"))
+        };
         let s = summary(
             vec![
-                worker(0, "tests/test_cart.py", Verdict::Cancelled, 0, 0),
-                worker(1, "tests/test_login.py", Verdict::Cancelled, 0, 0),
+                not_run(0, "tests/test_cart.py", "test_cart"),
+                not_run(1, "tests/test_login.py", "test_login"),
             ],
             3,
             Some(RunError {
@@ -841,7 +846,10 @@ mod tests {
                 detail: Some("INFO  [alembic] Running upgrade -> 0002\nsqlalchemy.exc.ProgrammingError: relation \"users\" does not exist".into()),
             }),
         );
-        insta::assert_snapshot!(show(events, s));
+        let shown = show(events, s);
+        assert!(!shown.contains("workers/"), "log folders of files that never ran: {shown}");
+        assert!(!shown.contains("Σ"), "work of files that never ran: {shown}");
+        insta::assert_snapshot!(shown);
     }
 
     #[test]

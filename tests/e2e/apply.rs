@@ -414,8 +414,12 @@ fn two_concurrent_applies_share_one_template() {
     let a = Fixture::new("concurrent_a");
     let mut b = Fixture::new("concurrent_b");
     b.template = a.template.clone();
+    // The four files of both runs wait for each other: the runs really overlap.
+    let barrier = a.root().join("barrier");
     for f in [&a, &b] {
-        f.rows_test("test_one", 0.5).rows_test("test_two", 0.5);
+        f.rows_test("test_one", 0.0);
+        barrier_test(f, "test_two", &barrier, 4);
+        barrier_test(f, "test_three", &barrier, 4);
         f.plan(PlanOpts::default());
     }
     let ca = a
@@ -434,7 +438,15 @@ fn two_concurrent_applies_share_one_template() {
     let ob = cb.wait_with_output().unwrap();
     assert_eq!(code(&oa), 0, "{}{}", stdout(&oa), stderr(&oa));
     assert_eq!(code(&ob), 0, "{}{}", stdout(&ob), stderr(&ob));
-    assert_ne!(a.summary().run_id, b.summary().run_id);
+    // Each file had a database of its own, cloned from the one template.
+    let marks = barrier_marks(&barrier);
+    let mut dbs: Vec<&str> = marks.iter().map(|(db, _)| db.as_str()).collect();
+    dbs.dedup();
+    assert_eq!(dbs.len(), 4, "{marks:?}");
+    assert!(
+        dbs.iter().all(|d| d.starts_with(&format!("{}_", a.template))),
+        "{marks:?}"
+    );
     a.assert_clean();
     b.assert_clean();
     // b shares a's template: keep b's Drop from racing a's by dropping b first.
@@ -632,16 +644,31 @@ fn an_ephemeral_run_passes_and_removes_its_cluster() {
 #[test]
 fn a_second_sigint_skips_the_grace_period() {
     let f = Fixture::new("sigint2");
+    // A test that ignores SIGTERM, and says when one came; it then answers the test's knock,
+    // which only a process the first interrupt left alive can do.
     f.write(
         "tests/test_stubborn.py",
-        "import pathlib, signal, time\n\ndef test_stubborn():\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    (pathlib.Path(__file__).parent / '.ignoring').write_text('1')\n    time.sleep(300)\n",
+        r#"import pathlib, signal, time
+
+here = pathlib.Path(__file__).parent
+
+def test_stubborn():
+    signal.signal(signal.SIGTERM, lambda *_: (here / '.got-term').write_text('1'))
+    (here / '.ignoring').write_text('1')
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if (here / '.knock').exists():
+            (here / '.answer').write_text('1')
+        time.sleep(0.02)
+"#,
     );
     f.plan(PlanOpts::default());
-    // A grace period far longer than the test waits for the exit.
+    // A grace period far longer than the test takes.
     f.edit_plan(&[("stop_timeout = \"2s\"", "stop_timeout = \"5m\"")]);
     let mut child = start_and_wait(&f, &["test_stubborn"]);
+    let tests = f.root().join("tests");
     let ignoring = poll(Duration::from_secs(30), || {
-        f.root().join("tests/.ignoring").exists().then_some(())
+        tests.join(".ignoring").exists().then_some(())
     });
     assert!(
         ignoring.is_some(),
@@ -649,12 +676,21 @@ fn a_second_sigint_skips_the_grace_period() {
     );
     let pid = Pid::from_raw(child.id() as i32).unwrap();
     kill_process(pid, Signal::INT).unwrap();
-    // The first interrupt waits out the grace period for the process that ignores SIGTERM...
-    assert_eq!(
-        wait_exit(&mut child, Duration::from_secs(2)),
-        None,
-        "exited before the second interrupt"
+    // The first interrupt sends SIGTERM and waits out the grace period: the test got it, and is
+    // still alive after it to answer.
+    let termed = poll(Duration::from_secs(30), || {
+        tests.join(".got-term").exists().then_some(())
+    });
+    assert!(termed.is_some(), "the first interrupt sent no SIGTERM");
+    std::fs::write(tests.join(".knock"), "").unwrap();
+    let answered = poll(Duration::from_secs(30), || {
+        tests.join(".answer").exists().then_some(())
+    });
+    assert!(
+        answered.is_some(),
+        "the first interrupt did not wait out the grace period"
     );
+    assert_eq!(child.try_wait().unwrap(), None, "exited before the second interrupt");
     kill_process(pid, Signal::INT).unwrap();
     // ...the second kills at once.
     assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), Some(130));
@@ -754,6 +790,9 @@ fn a_runner_killed_while_cloning_leaves_nothing_after_rollback() {
     // The template exists and is prepared, so the next run goes straight to cloning.
     let first = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&first), 0, "{}", stderr(&first));
+    // Someone else's session on the template: clones wait for it, so the kill below lands while
+    // the run is cloning, never after.
+    let mut blocker = session_on_template(&f, "blocks_the_clones");
     let mut child = f
         .cmd(&["apply", "plan.toml"])
         .stdout(Stdio::null())
@@ -775,6 +814,13 @@ fn a_runner_killed_while_cloning_leaves_nothing_after_rollback() {
     assert!(cloning.is_some(), "the run never started cloning");
     kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::KILL).unwrap();
     let _ = child.wait();
+    assert!(
+        f.worker_databases().len() < 8,
+        "the clones had ended before the kill: {:?}",
+        f.worker_databases()
+    );
+    blocker.kill().unwrap();
+    blocker.wait().unwrap();
     let rb = f.run(&["rollback", "plan.toml"]);
     assert_eq!(code(&rb), 0, "{}{}", stdout(&rb), stderr(&rb));
     // No clone may land after the rollback: wait until none is in flight, then look.

@@ -154,9 +154,18 @@ fn packed_files_keep_their_rows_and_never_share_a_database_at_the_same_time() {
         t.iter().any(|a| t.iter().any(|b| a.0 != b.0 && a.1 == b.1)),
         "no two files shared a pack's database: {t:?}"
     );
-    // The timings learnt each file's tests, and kept its time alone.
-    let timings = std::fs::read_to_string(f.root().join(".e2e-plan/timings.json")).unwrap();
-    assert!(timings.contains("\"tests\""), "{timings}");
+    // The timings learnt each file's run (packed or not): a second run, its start-up (the
+    // fixture recorded none) and its test by id, which the fixture did not have either.
+    let text = std::fs::read_to_string(f.root().join(".e2e-plan/timings.json")).unwrap();
+    let timings: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for file in &files {
+        let t = &timings["files"][file];
+        assert_eq!(t["runs"], 2, "{file}: {text}");
+        assert!(t["startup"].as_f64().is_some(), "{file}: {text}");
+        let stem = file.trim_start_matches("tests/").trim_end_matches(".py");
+        let case = t["cases"][format!("{file}::test_{stem}_writes_and_cleans")].as_f64();
+        assert!(case.is_some_and(|c| c >= 0.3), "{file}: {text}");
+    }
     f.assert_clean();
 }
 
@@ -303,7 +312,7 @@ fn with_more_workers_than_cores_the_longest_starts_first_and_the_others_yield_th
             f.write(
                 &format!("tests/{stem}.py"),
                 &format!(
-                    "import os, time\n\nend = time.process_time() + 1.0\nwhile time.process_time() < end:\n    pass\nwith open(os.path.join(os.environ['ROOT'], 'trace', 'busy_end'), 'w') as t:\n    t.write(str(time.time()))\n\ndef test_{stem}_nice():\n    with open(os.path.join(os.environ['ROOT'], 'trace', '{stem}'), 'w') as t:\n        t.write(str(os.nice(0)))\n"
+                    "import os, time\n\nend = time.process_time() + 1.0\nwhile time.process_time() < end:\n    pass\nopen(os.path.join(os.environ['ROOT'], 'trace', 'busy_end'), 'w').close()\n\ndef test_{stem}_nice():\n    with open(os.path.join(os.environ['ROOT'], 'trace', '{stem}'), 'w') as t:\n        t.write(str(os.nice(0)))\n"
                 ),
             );
         }
@@ -316,6 +325,10 @@ fn with_more_workers_than_cores_the_longest_starts_first_and_the_others_yield_th
         ".e2e-plan/timings.json",
         &format!("{{\"files\": {{{}}}}}", timings.join(", ")),
     );
+    f.edit_plan(&[(
+        "GRANDCHILD = ",
+        "NOTE_TO = \"{root}/trace/server_{port}\", NOTE_AFTER = \"{root}/trace/busy_end\", GRANDCHILD = ",
+    )]);
     let dry = stdout(&f.run(&["dry-run", "plan.toml"]));
     assert!(
         dry.contains(&format!(
@@ -341,38 +354,19 @@ fn with_more_workers_than_cores_the_longest_starts_first_and_the_others_yield_th
     for stem in &stems[1..] {
         assert_eq!(nice(stem), (base + 14).min(19), "{stem}");
     }
-    // The others' start-ups (server, test process) waited until the critical one's test process
-    // was done starting.
-    let s = f.summary();
-    let run_started = humantime::parse_rfc3339(&s.started)
+    // The others' servers started only once the critical file's test process was done starting:
+    // each server notes whether `busy_end` existed when it started. The critical file's own
+    // server started before its test process, so it alone says "before".
+    let mut notes: Vec<String> = std::fs::read_dir(f.root().join("trace"))
         .unwrap()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    let busy_end: f64 = std::fs::read_to_string(f.root().join("trace/busy_end"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    for stem in &stems[1..] {
-        let w = s
-            .workers
-            .iter()
-            .find(|w| w.file == format!("tests/{stem}.py"))
-            .unwrap();
-        let starting = w.attempts[0]
-            .phases
-            .iter()
-            .find(|p| p.phase == Phase::Starting)
-            .unwrap_or_else(|| panic!("{stem} has no starting phase: {w:?}"))
-            .start;
-        // The run's start is recorded to the millisecond.
-        assert!(
-            run_started + starting + 0.001 >= busy_end,
-            "{stem} started its server {:.3}s before the critical file's test process was done starting",
-            busy_end - run_started - starting
-        );
-    }
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("server_"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    notes.sort();
+    let mut expected = vec!["after".to_string(); stems.len() - 1];
+    expected.push("before".to_string());
+    assert_eq!(notes, expected, "the servers' notes");
     f.assert_clean();
 }
 
