@@ -847,8 +847,14 @@ mod tests {
             }),
         );
         let shown = show(events, s);
-        assert!(!shown.contains("workers/"), "log folders of files that never ran: {shown}");
-        assert!(!shown.contains("Σ"), "work of files that never ran: {shown}");
+        assert!(
+            !shown.contains("workers/"),
+            "log folders of files that never ran: {shown}"
+        );
+        assert!(
+            !shown.contains("Σ"),
+            "work of files that never ran: {shown}"
+        );
         insta::assert_snapshot!(shown);
     }
 

@@ -444,7 +444,8 @@ fn two_concurrent_applies_share_one_template() {
     dbs.dedup();
     assert_eq!(dbs.len(), 4, "{marks:?}");
     assert!(
-        dbs.iter().all(|d| d.starts_with(&format!("{}_", a.template))),
+        dbs.iter()
+            .all(|d| d.starts_with(&format!("{}_", a.template))),
         "{marks:?}"
     );
     a.assert_clean();
@@ -690,7 +691,11 @@ def test_stubborn():
         answered.is_some(),
         "the first interrupt did not wait out the grace period"
     );
-    assert_eq!(child.try_wait().unwrap(), None, "exited before the second interrupt");
+    assert_eq!(
+        child.try_wait().unwrap(),
+        None,
+        "exited before the second interrupt"
+    );
     kill_process(pid, Signal::INT).unwrap();
     // ...the second kills at once.
     assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), Some(130));
@@ -792,7 +797,8 @@ fn a_runner_killed_while_cloning_leaves_nothing_after_rollback() {
     assert_eq!(code(&first), 0, "{}", stderr(&first));
     // Someone else's session on the template: clones wait for it, so the kill below lands while
     // the run is cloning, never after.
-    let mut blocker = session_on_template(&f, "blocks_the_clones");
+    let app = format!("blocks_{}", f.template);
+    let mut blocker = session_on_template(&f, &app);
     let mut child = f
         .cmd(&["apply", "plan.toml"])
         .stdout(Stdio::null())
@@ -819,7 +825,7 @@ fn a_runner_killed_while_cloning_leaves_nothing_after_rollback() {
         "the clones had ended before the kill: {:?}",
         f.worker_databases()
     );
-    blocker.kill().unwrap();
+    end_sessions(&app);
     blocker.wait().unwrap();
     let rb = f.run(&["rollback", "plan.toml"]);
     assert_eq!(code(&rb), 0, "{}{}", stdout(&rb), stderr(&rb));

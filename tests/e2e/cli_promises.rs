@@ -29,7 +29,11 @@ fn the_readme_plans_load_as_written_and_the_minimal_one_runs() {
     f.write("tests/e2e/test_two.py", "def test_two():\n    pass\n");
     for plan in &plans {
         f.write("plan.toml", plan);
-        let v = f.cmd(&["validate", "plan.toml"]).env_remove("E2E_DATABASE_URL").output().unwrap();
+        let v = f
+            .cmd(&["validate", "plan.toml"])
+            .env_remove("E2E_DATABASE_URL")
+            .output()
+            .unwrap();
         assert_eq!(code(&v), 0, "{plan}\n{}{}", stdout(&v), stderr(&v));
         assert!(stdout(&v).contains("ok"), "{}", stdout(&v));
     }
@@ -74,7 +78,10 @@ fn a_failing_setup_command_exits_3_with_its_output_and_runs_nothing() {
     let out = f.run(&["apply", "plan.toml"]);
     let err = stderr(&out);
     assert_eq!(code(&out), 3, "{}{err}", stdout(&out));
-    assert!(err.contains("the setup broke"), "its output is shown: {err}");
+    assert!(
+        err.contains("the setup broke"),
+        "its output is shown: {err}"
+    );
     // No file ran.
     let s = f.summary();
     assert!(
@@ -150,7 +157,10 @@ fn jobs_on_the_command_line_overrides_the_plan() {
     assert_eq!(spans.len(), 3, "{:?}", s.workers);
     spans.sort_by(|a, b| a.0.total_cmp(&b.0));
     for pair in spans.windows(2) {
-        assert!(pair[0].1 <= pair[1].0, "two files tested at once: {spans:?}");
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "two files tested at once: {spans:?}"
+        );
     }
     f.assert_clean();
 }
@@ -195,7 +205,10 @@ fn stop_timeout_escalates_sigterm_to_sigkill_after_its_default_2s() {
         ..Default::default()
     });
     let text = std::fs::read_to_string(f.root().join("plan.toml")).unwrap();
-    assert!(!text.contains("stop_timeout"), "the default is what is tested");
+    assert!(
+        !text.contains("stop_timeout"),
+        "the default is what is tested"
+    );
     let mut child = start_and_wait(&f, &["test_stubborn"]);
     let pid = poll(Duration::from_secs(30), || {
         std::fs::read_to_string(f.root().join("tests/.ignoring"))
@@ -222,5 +235,56 @@ fn stop_timeout_escalates_sigterm_to_sigkill_after_its_default_2s() {
         "killed {gone:?} after the interrupt, before the 2 s grace"
     );
     assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), Some(130));
+    f.assert_clean();
+}
+
+#[test]
+fn a_run_leaves_setup_log_clears_worker_folders_and_keeps_last_run_per_plan() {
+    let f = Fixture::new("leaves");
+    f.rows_test("test_ok", 0.0).failing_test("test_bad");
+    f.plan(PlanOpts {
+        server: false,
+        keep: "never",
+        ..Default::default()
+    });
+    f.edit_plan(&[(
+        "[database]",
+        "[[setup]]\ncommand = [\"sh\", \"-c\", \"echo hello from setup\"]\n\n[database]",
+    )]);
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let setup_log = std::fs::read_to_string(f.root().join("report/setup.log")).unwrap();
+    assert!(setup_log.contains("hello from setup"), "{setup_log}");
+    // A passed file's folder is removed; a failed one's stays, until the next run starts it.
+    let workers = f.root().join("report/workers");
+    assert!(!workers.join("test_ok").exists());
+    assert!(workers.join("test_bad/test.log").exists());
+    std::fs::write(workers.join("test_bad/left-from-before.txt"), "").unwrap();
+
+    // A second plan on the same root, whose only file passes: its last run is its own.
+    let text = std::fs::read_to_string(f.root().join("plan.toml")).unwrap();
+    f.write(
+        "plan2.toml",
+        &text
+            .replace("tests/test_*.py", "tests/test_ok.py")
+            .replace("dir = \"report\"", "dir = \"report2\""),
+    );
+    let out = f.run(&["apply", "plan2.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let last_runs: Vec<String> = std::fs::read_dir(f.root().join(".e2e-plan"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("last-run-") && n.ends_with(".json"))
+        .collect();
+    assert_eq!(last_runs.len(), 2, "{last_runs:?}");
+    // plan.toml's failures survived plan2's green run.
+    let out = f.run(&["apply", "plan.toml", "--last-failed"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let files: Vec<String> = f.summary().workers.into_iter().map(|w| w.file).collect();
+    assert_eq!(files, ["tests/test_bad.py"]);
+    // The rerun of test_bad started from an empty folder.
+    assert!(workers.join("test_bad/test.log").exists());
+    assert!(!workers.join("test_bad/left-from-before.txt").exists());
     f.assert_clean();
 }

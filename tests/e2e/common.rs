@@ -517,3 +517,11 @@ pub fn now_secs() -> f64 {
         .unwrap()
         .as_secs_f64()
 }
+
+/// Ends the server side of sessions this test started under application name `app` (killing a
+/// `psql` client leaves its backend running a `pg_sleep` to its end).
+pub fn end_sessions(app: &str) {
+    psql(&format!(
+        "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = '{app}'"
+    ));
+}

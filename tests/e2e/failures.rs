@@ -115,7 +115,10 @@ fn failing_tests_show_their_message_and_the_servers_lines_while_they_ran() {
     let dir = f.root().join("report/workers/test_shop");
     let log = std::fs::read_to_string(dir.join("server.log")).unwrap();
     assert!(log.starts_with("server: listening on "), "{log}");
-    assert!(log.contains("\nBoomError: the server broke on /boom\n"), "{log}");
+    assert!(
+        log.contains("\nBoomError: the server broke on /boom\n"),
+        "{log}"
+    );
     let times = std::fs::read_to_string(dir.join("server.log.times")).unwrap();
     let mut starts = vec![0];
     starts.extend(log.match_indices('\n').map(|(i, _)| i + 1));
@@ -234,7 +237,11 @@ fn the_failures_section_is_capped_unless_asked_for_all_of_it() {
     assert_eq!(many.matches("   ✗ ").count(), 5, "{many}");
     assert!(many.contains("… 2 more failing test(s) in"), "{many}");
     for test in many.split("   ✗ ").skip(1) {
-        let detail: Vec<&str> = test.lines().skip(1).filter(|l| l.starts_with("     ")).collect();
+        let detail: Vec<&str> = test
+            .lines()
+            .skip(1)
+            .filter(|l| l.starts_with("     "))
+            .collect();
         assert_eq!(detail.len(), 9, "8 lines and where the rest is: {test}");
         assert!(detail[8].contains("more line(s) in"), "{test}");
     }
@@ -243,7 +250,10 @@ fn the_failures_section_is_capped_unless_asked_for_all_of_it() {
     assert!(!full.contains("more file(s) did not pass"), "{full}");
     let many = block_of_file(&full, "tests/test_a_many.py");
     assert_eq!(many.matches("   ✗ ").count(), 7, "{many}");
-    assert!(!many.contains("more failing test(s)") && !many.contains("more line(s)"), "{many}");
+    assert!(
+        !many.contains("more failing test(s)") && !many.contains("more line(s)"),
+        "{many}"
+    );
     let none = stdout(&f.run(&["apply", "plan.toml", "--failure-output", "none"]));
     assert!(
         !none.contains("\nfailures\n") && !none.contains("── FAIL"),

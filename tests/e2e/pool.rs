@@ -190,7 +190,11 @@ fn concurrent_runs_never_claim_the_same_copy_and_keep_the_pool_size() {
     assert_eq!(copies.len(), 4);
     let mut pooled_oids: Vec<String> = copies
         .iter()
-        .map(|(n, _)| psql(&format!("select oid from pg_database where datname = '{n}'")))
+        .map(|(n, _)| {
+            psql(&format!(
+                "select oid from pg_database where datname = '{n}'"
+            ))
+        })
         .collect();
     pooled_oids.sort();
     // Both runs' files wait for each other: the runs claim and test at the same time.
@@ -235,36 +239,65 @@ fn a_runner_killed_while_refilling_leaves_only_whole_copies() {
     let f = pooled("pool_kill", 2, 2);
     apply_ok(&f, &[]);
     assert_eq!(pool(&f).len(), 2);
-    // Someone else's session on the template: the refill's clones wait for it, so the kill
-    // below lands while a copy is journaled and not yet whole, never after.
-    let mut blocker = block_template(&f);
+    // A transaction that re-sets the template's comment (to what it is) and stays open: it holds
+    // a lock on the template that every CREATE DATABASE from it waits for, server-side. So the
+    // refill's clones are surely in flight when the runner is killed, and run on without it.
+    let comment = psql(&format!(
+        "select shobj_description(oid, 'pg_database') from pg_database where datname = '{}'",
+        f.template
+    ));
+    let mut holder = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-qc",
+            &format!(
+                "begin; comment on database \"{}\" is '{comment}'; select pg_sleep(120)",
+                f.template
+            ),
+        ])
+        .env("PGAPPNAME", format!("holds_{}", f.template))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut child = f
         .cmd(&["apply", "plan.toml"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let runs = f.root().join(".e2e-plan/runs");
-    let copy = format!("{}_pool_", f.template);
-    let refilling = poll(Duration::from_secs(60), || {
-        std::fs::read_dir(&runs)
-            .ok()?
-            .flatten()
-            .any(|j| std::fs::read_to_string(j.path()).unwrap_or_default().contains(&copy))
-            .then_some(())
+    let in_flight = format!(
+        "select count(*) from pg_stat_activity where state = 'active' and query like 'CREATE DATABASE \"{}\\_pool\\_%'",
+        f.template
+    );
+    let caught = poll(Duration::from_secs(60), || {
+        (psql(&format!("{in_flight} and wait_event_type = 'Lock'")) != "0").then_some(())
     });
     kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::KILL).unwrap();
     let _ = child.wait();
-    assert!(refilling.is_some(), "the run never began a refill");
-    blocker.kill().unwrap();
-    blocker.wait().unwrap();
-    // The copy in the journal is undone by rollback (dropped, or found never made).
+    end_sessions(&format!("holds_{}", f.template));
+    holder.wait().unwrap();
+    assert!(
+        caught.is_some(),
+        "never saw a refill clone waiting on the server"
+    );
+    // The clone runs on to its end without its client: a copy with no pool comment appears.
     let rb = f.run(&["rollback", "plan.toml"]);
     assert_eq!(code(&rb), 0, "{}{}", stdout(&rb), stderr(&rb));
     assert!(
-        stdout(&rb).contains(&format!("database {copy}")),
-        "rollback undid the unfinished copy: {}",
+        stdout(&rb).contains(&format!("undid database {}_pool_", f.template)),
+        "rollback dropped the half-made copy: {}",
         stdout(&rb)
+    );
+    assert_eq!(
+        psql(&in_flight),
+        "0",
+        "rollback waited for the clone in flight"
     );
     // Every copy left is a whole one, marked as the pool's, and no worker database is left.
     only_whole_copies_left(&f);

@@ -382,7 +382,10 @@ fn a_tcp_readiness_check_waits_for_the_port() {
         "ready = \"tcp://127.0.0.1:{port}\"",
     )]);
     // The server listens only when the test lets it: until then the check must keep waiting.
-    f.edit_plan(&[("GRANDCHILD = ", "LISTEN_AFTER = \"{root}/listen\", GRANDCHILD = ")]);
+    f.edit_plan(&[(
+        "GRANDCHILD = ",
+        "LISTEN_AFTER = \"{root}/listen\", GRANDCHILD = ",
+    )]);
     let child = f
         .cmd(&["apply", "plan.toml"])
         .stdout(Stdio::piped())
@@ -402,7 +405,10 @@ fn a_tcp_readiness_check_waits_for_the_port() {
     std::fs::write(f.root().join("listen"), "").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(waiting.is_some(), "the server never started");
-    assert!(early.is_empty(), "tests started before the port was open: {early:?}");
+    assert!(
+        early.is_empty(),
+        "tests started before the port was open: {early:?}"
+    );
     // The test asks the server for its database: it was listening when the tests began.
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     f.assert_clean();

@@ -34,7 +34,11 @@ fn init_and_check(f: &Fixture) -> (String, String) {
         kept || validated.contains("a throwaway local cluster every run"),
         "{validated}"
     );
-    assert_eq!(plan.contains("kept between runs"), kept, "{plan}\n{validated}");
+    assert_eq!(
+        plan.contains("kept between runs"),
+        kept,
+        "{plan}\n{validated}"
+    );
     assert_eq!(plan.contains("throwaway"), !kept, "{plan}\n{validated}");
     // Never over an existing plan.
     let again = f.run(&["init"]);

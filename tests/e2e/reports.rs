@@ -148,7 +148,10 @@ fn github_actions_annotations() {
         .unwrap_or_else(|e| panic!("stdout is not pure JSON ({e}): {}", stdout(&out)));
     assert_eq!(json["workers"].as_array().map(Vec::len), Some(4), "{json}");
     let err = stderr(&out);
-    assert!(err.contains("::error file=tests/test_bad.py,line=2::"), "{err}");
+    assert!(
+        err.contains("::error file=tests/test_bad.py,line=2::"),
+        "{err}"
+    );
     assert!(err.contains("::error file=tests/test_dies.py::"), "{err}");
     assert_eq!(err.matches("::error ").count(), 2, "{err}");
     f.assert_clean();
@@ -231,7 +234,8 @@ fn apply_on_a_terminal(f: &Fixture, ci: bool) -> String {
         .env_remove("NO_COLOR")
         .env_remove("GITHUB_ACTIONS");
     if ci {
-        c.env("CI", "true").env("WAIT_FOR", "tests/test_a.py: cloning");
+        c.env("CI", "true")
+            .env("WAIT_FOR", "tests/test_a.py: cloning");
     } else {
         c.env_remove("CI").env("WAIT_FOR", "░");
     }
