@@ -543,7 +543,13 @@ pub fn summary_table(s: &RunSummary, color: bool) -> String {
             result,
             Cell::new(passed).set_alignment(CellAlignment::Right),
             Cell::new(failed).set_alignment(CellAlignment::Right),
-            Cell::new(format!("{:.2}s", w.duration)).set_alignment(CellAlignment::Right),
+            // A file that never started has no duration to show.
+            Cell::new(if w.attempts.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.2}s", w.duration)
+            })
+            .set_alignment(CellAlignment::Right),
             Cell::new(logs),
         ]);
     }
@@ -597,18 +603,20 @@ pub fn summary_line(s: &RunSummary) -> String {
             parts.push(format!("{n} {word}"));
         }
     }
-    let parallel = if s.wall_secs > 0.0 {
-        s.work_secs / s.wall_secs
-    } else {
-        0.0
-    };
-    format!(
-        "{} files: {} in {:.1}s (Σ {:.1}s of work, ×{:.1} parallel)",
+    let head = format!(
+        "{} files: {} in {:.1}s",
         s.workers.len(),
         parts.join(", "),
-        s.wall_secs,
+        s.wall_secs
+    );
+    // No file ran (a setup failure, an empty shard): there is no work to sum.
+    if s.work_secs <= 0.0 || s.wall_secs <= 0.0 {
+        return head;
+    }
+    format!(
+        "{head} (Σ {:.1}s of work, ×{:.1} parallel)",
         s.work_secs,
-        parallel
+        s.work_secs / s.wall_secs
     )
 }
 
