@@ -72,7 +72,37 @@ fn failing_tests_show_their_message_and_the_servers_lines_while_they_ran() {
         .env("GITHUB_ACTIONS", "true")
         .output()
         .unwrap();
+    let ended = now_secs();
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    // The raw server log is what the server wrote; the times are beside it, one
+    // `<unix seconds> <byte offset>` per line, each offset where its line starts.
+    let dir = f.root().join("report/workers/test_shop");
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap();
+    assert!(log.starts_with("server: listening on "), "{log}");
+    assert!(
+        log.contains("\nBoomError: the server broke on /boom\n"),
+        "{log}"
+    );
+    let times = std::fs::read_to_string(dir.join("server.log.times")).unwrap();
+    let mut starts = vec![0];
+    starts.extend(log.match_indices('\n').map(|(i, _)| i + 1));
+    starts.pop();
+    let stamps: Vec<(f64, usize)> = times
+        .lines()
+        .map(|l| {
+            let (t, o) = l.split_once(' ').unwrap();
+            (t.parse().unwrap(), o.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        stamps.iter().map(|s| s.1).collect::<Vec<_>>(),
+        starts,
+        "{times}\n{log}"
+    );
+    assert!(
+        stamps.iter().all(|(t, _)| (started..=ended).contains(t)),
+        "{times}"
+    );
     let text = stdout(&out);
     let first = block(&text, "tests/test_shop.py::test_first_fails_on_its_own");
     assert!(
@@ -110,36 +140,7 @@ fn failing_tests_show_their_message_and_the_servers_lines_while_they_ran() {
         "::error file=tests/test_shop.py,line={}::tests/test_shop.py::test_second_hits_a_server_bug: AssertionError: the server failed",
         line_of("assert status == 200")
     )), "{text}");
-    // The raw server log is what the server wrote; the times are beside it, one
-    // `<unix seconds> <byte offset>` per line, each offset where its line starts.
-    let dir = f.root().join("report/workers/test_shop");
-    let log = std::fs::read_to_string(dir.join("server.log")).unwrap();
-    assert!(log.starts_with("server: listening on "), "{log}");
-    assert!(
-        log.contains("\nBoomError: the server broke on /boom\n"),
-        "{log}"
-    );
-    let times = std::fs::read_to_string(dir.join("server.log.times")).unwrap();
-    let mut starts = vec![0];
-    starts.extend(log.match_indices('\n').map(|(i, _)| i + 1));
-    starts.pop();
-    let ended = now_secs();
-    let stamps: Vec<(f64, usize)> = times
-        .lines()
-        .map(|l| {
-            let (t, o) = l.split_once(' ').unwrap();
-            (t.parse().unwrap(), o.parse().unwrap())
-        })
-        .collect();
-    assert_eq!(
-        stamps.iter().map(|s| s.1).collect::<Vec<_>>(),
-        starts,
-        "{times}\n{log}"
-    );
-    assert!(
-        stamps.iter().all(|(t, _)| (started..=ended).contains(t)),
-        "{times}"
-    );
+    // The times are beside the raw log (checked first, above).
     let html = std::fs::read_to_string(f.root().join("report/report.html")).unwrap();
     assert!(html.contains("test_second_hits_a_server_bug") && html.contains("BoomError"));
     f.assert_clean();
