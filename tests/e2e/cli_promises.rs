@@ -288,3 +288,52 @@ fn a_run_leaves_setup_log_clears_worker_folders_and_keeps_last_run_per_plan() {
     assert!(!workers.join("test_bad/left-from-before.txt").exists());
     f.assert_clean();
 }
+
+#[test]
+fn timings_on_the_command_line_order_the_workers_longest_first() {
+    let f = Fixture::new("cli_timings");
+    for stem in ["test_a", "test_b", "test_c"] {
+        f.rows_test(stem, 0.0);
+    }
+    f.plan(PlanOpts {
+        server: false,
+        keep: "never",
+        ..Default::default()
+    });
+    // Durations from elsewhere (a previous CI run's), not .e2e-plan/timings.json.
+    f.write(
+        "ci-timings.json",
+        r#"{"files": {"tests/test_a.py": {"secs": 1.0, "runs": 1}, "tests/test_b.py": {"secs": 9.0, "runs": 1}, "tests/test_c.py": {"secs": 5.0, "runs": 1}}}"#,
+    );
+    let out = f.run(&[
+        "apply",
+        "plan.toml",
+        "-j",
+        "1",
+        "--timings",
+        "ci-timings.json",
+    ]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    // One at a time, in the order they started testing (the product's own record).
+    let s = f.summary();
+    let mut started: Vec<(f64, String)> = s
+        .workers
+        .iter()
+        .map(|w| {
+            let t = w.attempts[0]
+                .phases
+                .iter()
+                .find(|p| p.phase == Phase::Testing)
+                .map(|p| p.start)
+                .unwrap();
+            (t, w.file.clone())
+        })
+        .collect();
+    started.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let order: Vec<&str> = started.iter().map(|(_, f)| f.as_str()).collect();
+    assert_eq!(
+        order,
+        ["tests/test_b.py", "tests/test_c.py", "tests/test_a.py"]
+    );
+    f.assert_clean();
+}

@@ -1052,3 +1052,37 @@ _atexit.register(_burn, 0.8)
     }
     f.assert_clean();
 }
+
+#[test]
+fn a_pack_s_database_is_kept_when_any_of_its_files_failed() {
+    let f = short_project("units_keep", "auto");
+    f.edit_plan(&[("keep = \"never\"", "keep = \"failed\"")]);
+    // test_b fails, always (no retries): its pack mates pass.
+    f.write(
+        "tests/test_b.py",
+        "def test_test_b_fails(db):\n    assert db('select 1') == '2', 'test_b fails'\n",
+    );
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    let b = s
+        .workers
+        .iter()
+        .find(|w| w.file == "tests/test_b.py")
+        .unwrap();
+    assert_eq!(b.verdict, Verdict::Fail, "{b:?}");
+    let mates = &b.attempts[0].packed_with;
+    assert!(!mates.is_empty(), "test_b was not packed: {:?}", s.workers);
+    for w in s.workers.iter().filter(|w| mates.contains(&w.file)) {
+        assert_eq!(w.verdict, Verdict::Pass, "{w:?}");
+    }
+    // The pack's one database is kept, and it exists; every other one is gone.
+    let pack_db = &b.attempts[0].db_name;
+    let mut kept: Vec<&str> = s.kept_databases.iter().map(|k| k.name.as_str()).collect();
+    kept.dedup();
+    assert_eq!(kept, [pack_db.as_str()], "{:?}", s.kept_databases);
+    assert_eq!(f.worker_databases(), vec![pack_db.clone()]);
+    let rb = f.run(&["rollback", "plan.toml"]);
+    assert_eq!(code(&rb), 0, "{}{}", stdout(&rb), stderr(&rb));
+    f.assert_clean();
+}
