@@ -337,3 +337,21 @@ fn timings_on_the_command_line_order_the_workers_longest_first() {
     );
     f.assert_clean();
 }
+
+#[test]
+fn a_template_database_that_cannot_be_reached_exits_3() {
+    let f = Fixture::new("tmpl_unreachable");
+    f.rows_test("test_a", 0.0);
+    // A port nothing listens on (a missing template database on a running server is created).
+    f.plan(PlanOpts {
+        server: false,
+        template: Some("postgresql://postgres@127.0.0.1:1/e2e_nowhere"),
+        ..Default::default()
+    });
+    let out = f.run(&["apply", "plan.toml"]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 3, "{}{err}", stdout(&out));
+    assert!(err.contains("is PostgreSQL running"), "{err}");
+    assert!(!f.root().join("report/workers/test_a/test.log").exists());
+    f.assert_clean();
+}
