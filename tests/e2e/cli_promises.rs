@@ -355,3 +355,47 @@ fn a_template_database_that_cannot_be_reached_exits_3() {
     assert!(!f.root().join("report/workers/test_a/test.log").exists());
     f.assert_clean();
 }
+
+#[test]
+fn clones_use_the_plan_s_strategy_and_at_most_4_run_at_once() {
+    let f = Fixture::new("strategy");
+    for i in 0..8 {
+        f.rows_test(&format!("test_{i}"), 0.0);
+    }
+    f.plan(PlanOpts {
+        server: false,
+        keep: "never",
+        ..Default::default()
+    });
+    let first = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+    // The default on PostgreSQL 15 copies files; `wal_log` leaves PostgreSQL's own default.
+    for (strategy, file_copy) in [("", true), ("strategy = \"wal_log\"\n", false)] {
+        if !strategy.is_empty() {
+            f.edit_plan(&[("keep = ", &format!("{strategy}keep = "))]);
+        }
+        // The template's lock held: the run's clones wait on the server, where they are seen.
+        let (mut holder, app) = hold_template_lock(&f);
+        let child = f
+            .cmd(&["apply", "plan.toml"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let waiting = poll(Duration::from_secs(60), || {
+            let w = waiting_clones(&f);
+            (w.len() >= 4).then_some(w)
+        });
+        end_sessions(&app);
+        holder.wait().unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+        let waiting = waiting.expect("the clones never waited on the server");
+        // Eight files, four clones at once.
+        assert_eq!(waiting.len(), 4, "{waiting:#?}");
+        for q in &waiting {
+            assert_eq!(q.contains("STRATEGY = FILE_COPY"), file_copy, "{q}");
+        }
+    }
+    f.assert_clean();
+}

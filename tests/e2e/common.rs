@@ -525,3 +525,56 @@ pub fn end_sessions(app: &str) {
         "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = '{app}'"
     ));
 }
+
+/// A transaction that re-sets the template's comment (to what it is) and stays open: it holds a
+/// lock on the template that every `CREATE DATABASE … TEMPLATE` of it waits for, server-side,
+/// until [`end_sessions`] ends it (under the application name this returns). Clones started
+/// meanwhile are surely in flight, whatever the machine's speed.
+pub fn hold_template_lock(f: &Fixture) -> (std::process::Child, String) {
+    let app = format!("holds_{}", f.template);
+    let comment = psql(&format!(
+        "select coalesce(shobj_description(oid, 'pg_database'), '') from pg_database where datname = '{}'",
+        f.template
+    ));
+    let holder = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-qc",
+            &format!(
+                "begin; comment on database \"{}\" is '{}'; select pg_sleep(120)",
+                f.template,
+                comment.replace('\'', "''")
+            ),
+        ])
+        .env("PGAPPNAME", &app)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let holding = poll(Duration::from_secs(10), || {
+        (psql(&format!(
+            "select count(*) from pg_stat_activity where application_name = '{app}' and state = 'active'"
+        )) == "1")
+            .then_some(())
+    });
+    assert!(holding.is_some(), "the lock holder never started");
+    (holder, app)
+}
+
+/// The `CREATE DATABASE` statements from the fixture's template waiting on the server now.
+pub fn waiting_clones(f: &Fixture) -> Vec<String> {
+    psql(&format!(
+        "select query from pg_stat_activity where state = 'active' and wait_event_type = 'Lock' \
+         and query like 'CREATE DATABASE %' and query like '%TEMPLATE \"{}\"%'",
+        f.template
+    ))
+    .lines()
+    .filter(|l| !l.is_empty())
+    .map(str::to_string)
+    .collect()
+}

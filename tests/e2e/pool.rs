@@ -239,32 +239,9 @@ fn a_runner_killed_while_refilling_leaves_only_whole_copies() {
     let f = pooled("pool_kill", 2, 2);
     apply_ok(&f, &[]);
     assert_eq!(pool(&f).len(), 2);
-    // A transaction that re-sets the template's comment (to what it is) and stays open: it holds
-    // a lock on the template that every CREATE DATABASE from it waits for, server-side. So the
-    // refill's clones are surely in flight when the runner is killed, and run on without it.
-    let comment = psql(&format!(
-        "select shobj_description(oid, 'pg_database') from pg_database where datname = '{}'",
-        f.template
-    ));
-    let mut holder = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-qc",
-            &format!(
-                "begin; comment on database \"{}\" is '{comment}'; select pg_sleep(120)",
-                f.template
-            ),
-        ])
-        .env("PGAPPNAME", format!("holds_{}", f.template))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // The template's lock held: the refill's clones are surely in flight (server-side) when the
+    // runner is killed, and run on without it.
+    let (mut holder, app) = hold_template_lock(&f);
     let mut child = f
         .cmd(&["apply", "plan.toml"])
         .stdout(Stdio::null())
@@ -280,7 +257,7 @@ fn a_runner_killed_while_refilling_leaves_only_whole_copies() {
     });
     kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::KILL).unwrap();
     let _ = child.wait();
-    end_sessions(&format!("holds_{}", f.template));
+    end_sessions(&app);
     holder.wait().unwrap();
     assert!(
         caught.is_some(),
