@@ -795,40 +795,42 @@ fn a_runner_killed_while_cloning_leaves_nothing_after_rollback() {
     // The template exists and is prepared, so the next run goes straight to cloning.
     let first = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&first), 0, "{}", stderr(&first));
-    // Someone else's session on the template: clones wait for it, so the kill below lands while
-    // the run is cloning, never after.
-    let app = format!("blocks_{}", f.template);
-    let mut blocker = session_on_template(&f, &app);
+    // The template's lock held: the run's clones wait on the server, so the kill below lands
+    // while they are in flight, and they run on without their client once it is released.
+    let (mut holder, app) = hold_template_lock(&f);
     let mut child = f
         .cmd(&["apply", "plan.toml"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let runs = f.root().join(".e2e-plan/runs");
-    let cloning = poll(Duration::from_secs(30), || {
-        let journals = std::fs::read_dir(&runs).ok()?;
-        journals
-            .flatten()
-            .any(|j| {
-                std::fs::read_to_string(j.path())
-                    .unwrap_or_default()
-                    .contains("\"kind\":\"database\"")
-            })
-            .then_some(())
+    let cloning = poll(Duration::from_secs(60), || {
+        (!waiting_clones(&f).is_empty()).then_some(())
     });
-    assert!(cloning.is_some(), "the run never started cloning");
     kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::KILL).unwrap();
     let _ = child.wait();
-    assert!(
-        f.worker_databases().len() < 8,
-        "the clones had ended before the kill: {:?}",
-        f.worker_databases()
-    );
+    assert!(cloning.is_some(), "the run never started cloning");
+    // Rollback while the clones still wait: it must wait for them to land before it drops them
+    // (a drop before would find nothing, and the clone would land after it). Once it is seen
+    // waiting, the lock is released.
+    let rb = f
+        .cmd(&["rollback", "plan.toml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rollback_waits = poll(Duration::from_secs(60), || {
+        (psql(
+            "select count(*) from pg_stat_activity where pid <> pg_backend_pid() \
+             and query like 'SELECT count(*) FROM pg_stat_activity WHERE state = ''active'' AND query LIKE%'",
+        ) != "0")
+            .then_some(())
+    });
     end_sessions(&app);
-    blocker.wait().unwrap();
-    let rb = f.run(&["rollback", "plan.toml"]);
+    holder.wait().unwrap();
+    let rb = rb.wait_with_output().unwrap();
     assert_eq!(code(&rb), 0, "{}{}", stdout(&rb), stderr(&rb));
+    assert!(rollback_waits.is_some(), "rollback never looked for clones in flight");
     // No clone may land after the rollback: wait until none is in flight, then look.
     let quiet = poll(Duration::from_secs(60), || {
         let active = psql(&format!(
