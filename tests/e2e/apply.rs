@@ -830,7 +830,10 @@ fn a_runner_killed_while_cloning_leaves_nothing_after_rollback() {
     holder.wait().unwrap();
     let rb = rb.wait_with_output().unwrap();
     assert_eq!(code(&rb), 0, "{}{}", stdout(&rb), stderr(&rb));
-    assert!(rollback_waits.is_some(), "rollback never looked for clones in flight");
+    assert!(
+        rollback_waits.is_some(),
+        "rollback never looked for clones in flight"
+    );
     // No clone may land after the rollback: wait until none is in flight, then look.
     let quiet = poll(Duration::from_secs(60), || {
         let active = psql(&format!(

@@ -384,15 +384,21 @@ fn clones_use_the_plan_s_strategy_and_at_most_4_run_at_once() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        let mut seen = Vec::new();
         let waiting = poll(Duration::from_secs(60), || {
-            let w = waiting_clones(&f);
-            (w.len() >= 4).then_some(w)
+            seen = waiting_clones(&f);
+            (seen.len() >= 4).then(|| seen.clone())
         });
         end_sessions(&app);
         holder.wait().unwrap();
         let out = child.wait_with_output().unwrap();
         assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
-        let waiting = waiting.expect("the clones never waited on the server");
+        let waiting = waiting.unwrap_or_else(|| {
+            panic!(
+                "four clones never waited on the server: {seen:#?}\n{}",
+                stderr(&out)
+            )
+        });
         // Eight files, four clones at once.
         assert_eq!(waiting.len(), 4, "{waiting:#?}");
         for q in &waiting {
