@@ -1086,3 +1086,46 @@ fn a_pack_s_database_is_kept_when_any_of_its_files_failed() {
     assert_eq!(code(&rb), 0, "{}{}", stdout(&rb), stderr(&rb));
     f.assert_clean();
 }
+
+#[test]
+fn a_collect_that_lists_nothing_or_fails_leaves_the_file_whole() {
+    let f = long_project("units_collect_none");
+    // The fixture's timings, where splitting the long file pays: restored before each try.
+    let timings = std::fs::read_to_string(f.root().join(".e2e-plan/timings.json")).unwrap();
+    for (command, why) in [
+        (
+            "collect = [\"sh\", \"-c\", \"true\", \"{file}\"]",
+            "tests/test_long.py has fewer than two tests",
+        ),
+        (
+            "collect = [\"sh\", \"-c\", \"echo the collection broke >&2; exit 2\", \"{file}\"]",
+            "collecting tests/test_long.py's tests failed",
+        ),
+    ] {
+        f.write(".e2e-plan/timings.json", &timings);
+        let text = std::fs::read_to_string(f.root().join("plan.toml")).unwrap();
+        let old = text.lines().find(|l| l.starts_with("collect = ")).unwrap();
+        let text = text.replace(old, command);
+        f.write("plan.toml", &text);
+        let dry = f.run(&["dry-run", "plan.toml"]);
+        let said = stdout(&dry);
+        assert_eq!(code(&dry), 0, "{said}{}", stderr(&dry));
+        assert!(said.contains(why), "dry-run says why it is whole: {said}");
+        assert!(!said.contains("[part 1/"), "{said}");
+        let out = f.run(&["apply", "plan.toml"]);
+        assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+        let s = f.summary();
+        let long = s
+            .workers
+            .iter()
+            .find(|w| w.file == "tests/test_long.py")
+            .unwrap();
+        assert_eq!(long.verdict, Verdict::Pass, "{long:?}");
+        assert_eq!(long.counts.unwrap().passed, 6, "{long:?}");
+        assert!(
+            long.attempts.iter().all(|a| a.part.is_none()),
+            "no parts: {long:?}"
+        );
+    }
+    f.assert_clean();
+}
