@@ -1129,3 +1129,44 @@ fn a_collect_that_lists_nothing_or_fails_leaves_the_file_whole() {
     }
     f.assert_clean();
 }
+
+#[test]
+fn the_files_of_a_pack_that_stopped_before_them_are_retried_alone() {
+    let f = short_project("units_stopped_retry", "auto");
+    f.edit_plan(&[("[run]\n", "[run]\nretries = 1\nflaky = \"pass\"\n")]);
+    // A collection error stops pytest's whole session: no file of test_a's pack runs a test.
+    f.write("tests/test_a.py", "def test_a(:\n    pass\n");
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    let a = s
+        .workers
+        .iter()
+        .find(|w| w.file == "tests/test_a.py")
+        .unwrap();
+    let mates = &a.attempts[0].packed_with;
+    assert!(!mates.is_empty(), "test_a ran in a pack: {a:?}");
+    // test_a fails again, alone; its pack mates, which never ran, pass alone: FLAKY.
+    assert_eq!(a.verdict, Verdict::Fail, "{a:?}");
+    for w in s
+        .workers
+        .iter()
+        .filter(|w| w.file == a.file || mates.contains(&w.file))
+    {
+        assert_eq!(w.attempts.len(), 2, "{w:?}");
+        let retry = &w.attempts[1];
+        assert!(retry.packed_with.is_empty(), "retried alone: {w:?}");
+        assert_ne!(retry.db_name, a.attempts[0].db_name, "{w:?}");
+        if w.file != a.file {
+            assert_eq!(w.verdict, Verdict::Flaky, "{w:?}");
+        }
+    }
+    let dbs: std::collections::BTreeSet<&str> = s
+        .workers
+        .iter()
+        .filter(|w| w.file == a.file || mates.contains(&w.file))
+        .map(|w| w.attempts[1].db_name.as_str())
+        .collect();
+    assert_eq!(dbs.len(), mates.len() + 1, "a database each: {dbs:?}");
+    f.assert_clean();
+}
