@@ -543,7 +543,13 @@ pub fn summary_table(s: &RunSummary, color: bool) -> String {
             result,
             Cell::new(passed).set_alignment(CellAlignment::Right),
             Cell::new(failed).set_alignment(CellAlignment::Right),
-            Cell::new(format!("{:.2}s", w.duration)).set_alignment(CellAlignment::Right),
+            // A file that never started has no duration to show.
+            Cell::new(if w.attempts.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.2}s", w.duration)
+            })
+            .set_alignment(CellAlignment::Right),
             Cell::new(logs),
         ]);
     }
@@ -597,18 +603,20 @@ pub fn summary_line(s: &RunSummary) -> String {
             parts.push(format!("{n} {word}"));
         }
     }
-    let parallel = if s.wall_secs > 0.0 {
-        s.work_secs / s.wall_secs
-    } else {
-        0.0
-    };
-    format!(
-        "{} files: {} in {:.1}s (Σ {:.1}s of work, ×{:.1} parallel)",
+    let head = format!(
+        "{} files: {} in {:.1}s",
         s.workers.len(),
         parts.join(", "),
-        s.wall_secs,
+        s.wall_secs
+    );
+    // No file ran (a setup failure, an empty shard): there is no work to sum.
+    if s.work_secs <= 0.0 || s.wall_secs <= 0.0 {
+        return head;
+    }
+    format!(
+        "{head} (Σ {:.1}s of work, ×{:.1} parallel)",
         s.work_secs,
-        parallel
+        s.work_secs / s.wall_secs
     )
 }
 
@@ -830,10 +838,15 @@ mod tests {
             },
             Event::Warning("could not drop 1 database(s)".into()),
         ];
+        // The files never started (prepare failed first): as the run records them, with no
+        // time and no log folder.
+        let not_run = |index: usize, file: &str, stem: &str| {
+            WorkerResult::not_run(index, file, stem, &format!("app_test_ab12cd34_{index}"))
+        };
         let s = summary(
             vec![
-                worker(0, "tests/test_cart.py", Verdict::Cancelled, 0, 0),
-                worker(1, "tests/test_login.py", Verdict::Cancelled, 0, 0),
+                not_run(0, "tests/test_cart.py", "test_cart"),
+                not_run(1, "tests/test_login.py", "test_login"),
             ],
             3,
             Some(RunError {
@@ -841,7 +854,16 @@ mod tests {
                 detail: Some("INFO  [alembic] Running upgrade -> 0002\nsqlalchemy.exc.ProgrammingError: relation \"users\" does not exist".into()),
             }),
         );
-        insta::assert_snapshot!(show(events, s));
+        let shown = show(events, s);
+        assert!(
+            !shown.contains("workers/"),
+            "log folders of files that never ran: {shown}"
+        );
+        assert!(
+            !shown.contains("Σ"),
+            "work of files that never ran: {shown}"
+        );
+        insta::assert_snapshot!(shown);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod common;
 
 mod apply;
+mod cli_promises;
 mod docs;
 mod dry_run;
 mod failures;
