@@ -115,7 +115,20 @@ pub struct RawDatabase {
     /// Which worker databases survive the run. A kept database is the one the file's first attempt used; retries' databases are always dropped straight away. After a setup failure (exit 3) or an interruption (exit 130), nothing is kept. A kept database's logs move to `{report.dir}/kept/<database>/`, where the next run does not touch them, and `e2e-plan rollback` removes them together with the database. A database the tests dropped themselves is not reported as kept (the run warns instead). A pack's database is kept when any of its files failed; each part of a split file has its own. `apply --keep` overrides it for one run.
     #[schemars(with = "Option<Keep>")]
     pub keep: Option<Spanned<Keep>>,
-    /// How PostgreSQL copies the template. `file_copy` (the default on PostgreSQL 15+) copies the template's files, which is fast, but makes the whole server checkpoint before and after every copy; on a busy shared server, `wal_log` writes the copy through the WAL, with no checkpoints. Servers before 15 get no `STRATEGY` clause. At most 4 copies are made at once.
+    /// Which attempts' artifacts survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Artifacts {
+    /// The default: an attempt's that did not pass, and a flaky file's passing retry's.
+    #[default]
+    Failed,
+    /// Every attempt's.
+    All,
+    /// None.
+    None,
+}
+
+/// How PostgreSQL copies the template. `file_copy` (the default on PostgreSQL 15+) copies the template's files, which is fast, but makes the whole server checkpoint before and after every copy; on a busy shared server, `wal_log` writes the copy through the WAL, with no checkpoints. Servers before 15 get no `STRATEGY` clause. At most 4 copies are made at once.
     pub strategy: Option<Strategy>,
     /// Globs (relative to root) whose paths and contents, hashed with the prepare commands as written, decide whether the template must be prepared again (see `prepare`). The hash is stored on the template with `COMMENT ON DATABASE`. Default []: prepare runs every time.
     #[serde(default)]
@@ -271,6 +284,8 @@ pub struct RawReport {
     /// The folder of the reports (`junit.xml`, `summary.json`, `report.html`) and of the workers' logs, relative to root. Default "target/e2e". `apply --report-dir DIR` overrides it for one run.
     #[schemars(with = "Option<String>")]
     pub dir: Option<Spanned<String>>,
+    /// Which attempts' `{artifacts_dir}` (screenshots, traces, videos the test tool writes besides its JUnit) survive, decided after each attempt: `failed` (the default) keeps an attempt's when it failed, timed out, errored or was cut short, and a passing retry's (the file was flaky); `all` keeps every attempt's (a passing file's folder then keeps only them); `none` keeps none. Kept files are listed in `summary.json` (each with its kind: screenshot, trace, video, other, and the test its folder is named after) and shown in `report.html` under their test. Each retry keeps its own under `attempt-<n>/`; in a pack, each file gets the folders named after its own tests (and those named after none).
+    pub artifacts: Option<Artifacts>,
 }
 
 /// Which worker databases survive a run.
@@ -366,4 +381,5 @@ macro_rules! word_enum {
 word_enum!(Keep { "failed" => Failed, "all-on-failure" => AllOnFailure, "always" => Always, "never" => Never });
 word_enum!(Strategy { "file_copy" => FileCopy, "wal_log" => WalLog });
 word_enum!(FlakyPolicy { "pass" => Pass, "fail" => Fail });
+word_enum!(Artifacts { "failed" => Failed, "all" => All, "none" => None });
 word_enum!(Units { "file" => File, "auto" => Auto });
