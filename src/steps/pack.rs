@@ -148,7 +148,11 @@ fn file_attempt(
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::create_dir_all(&dir);
     let pack_artifacts = pack_dir.join(files::ARTIFACTS);
-    link_tree(pack_dir, &dir, &[&pack.junit, &pack_artifacts]);
+    link_tree(
+        pack_dir,
+        &dir,
+        &[pack.junit.as_path(), pack_artifacts.as_path()],
+    );
     let artifacts = dir.join(files::ARTIFACTS);
     link_own_artifacts(&pack_artifacts, &artifacts, &w.file, paths);
     if let Some(suite) = suite {
