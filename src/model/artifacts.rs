@@ -205,13 +205,22 @@ mod tests {
             "examples/notes/tests/browser/test_ui.py::TestX::test_a[chromium]".to_string(),
         ];
         // rootdir below the root, at the root, above it; a rerun's folder.
-        assert_eq!(test_of("tests-browser-test-ui-py-test-a-chromium", &ids), Some(0));
         assert_eq!(
-            test_of("examples-notes-tests-browser-test-ui-py-test-b-a-chromium", &ids),
+            test_of("tests-browser-test-ui-py-test-a-chromium", &ids),
+            Some(0)
+        );
+        assert_eq!(
+            test_of(
+                "examples-notes-tests-browser-test-ui-py-test-b-a-chromium",
+                &ids
+            ),
             Some(1)
         );
         assert_eq!(
-            test_of("wt-examples-notes-tests-browser-test-ui-py-testx-test-a-chromium", &ids),
+            test_of(
+                "wt-examples-notes-tests-browser-test-ui-py-testx-test-a-chromium",
+                &ids
+            ),
             Some(2)
         );
         assert_eq!(test_of("test-ui-py-test-a-chromium-retry1", &ids), Some(0));
@@ -222,8 +231,15 @@ mod tests {
 
     #[test]
     fn pack_folders_find_their_file() {
-        let files = ["tests/a/test_x.py", "tests/b/test_x.py", "tests/a/test_y.py"];
-        assert_eq!(file_of("tests-a-test-x-py-test-one-chromium", &files), Some(0));
+        let files = [
+            "tests/a/test_x.py",
+            "tests/b/test_x.py",
+            "tests/a/test_y.py",
+        ];
+        assert_eq!(
+            file_of("tests-a-test-x-py-test-one-chromium", &files),
+            Some(0)
+        );
         assert_eq!(file_of("b-test-x-py-test-one-chromium", &files), Some(1));
         assert_eq!(file_of("test-y-py-test-one-chromium", &files), Some(2));
         // Either test_x.py: neither.

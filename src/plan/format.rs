@@ -115,20 +115,7 @@ pub struct RawDatabase {
     /// Which worker databases survive the run. A kept database is the one the file's first attempt used; retries' databases are always dropped straight away. After a setup failure (exit 3) or an interruption (exit 130), nothing is kept. A kept database's logs move to `{report.dir}/kept/<database>/`, where the next run does not touch them, and `e2e-plan rollback` removes them together with the database. A database the tests dropped themselves is not reported as kept (the run warns instead). A pack's database is kept when any of its files failed; each part of a split file has its own. `apply --keep` overrides it for one run.
     #[schemars(with = "Option<Keep>")]
     pub keep: Option<Spanned<Keep>>,
-    /// Which attempts' artifacts survive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Artifacts {
-    /// The default: an attempt's that did not pass, and a flaky file's passing retry's.
-    #[default]
-    Failed,
-    /// Every attempt's.
-    All,
-    /// None.
-    None,
-}
-
-/// How PostgreSQL copies the template. `file_copy` (the default on PostgreSQL 15+) copies the template's files, which is fast, but makes the whole server checkpoint before and after every copy; on a busy shared server, `wal_log` writes the copy through the WAL, with no checkpoints. Servers before 15 get no `STRATEGY` clause. At most 4 copies are made at once.
+    /// How PostgreSQL copies the template. `file_copy` (the default on PostgreSQL 15+) copies the template's files, which is fast, but makes the whole server checkpoint before and after every copy; on a busy shared server, `wal_log` writes the copy through the WAL, with no checkpoints. Servers before 15 get no `STRATEGY` clause. At most 4 copies are made at once.
     pub strategy: Option<Strategy>,
     /// Globs (relative to root) whose paths and contents, hashed with the prepare commands as written, decide whether the template must be prepared again (see `prepare`). The hash is stored on the template with `COMMENT ON DATABASE`. Default []: prepare runs every time.
     #[serde(default)]
@@ -300,6 +287,19 @@ pub enum Keep {
     Always,
     /// None.
     Never,
+}
+
+/// Which attempts' artifacts survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Artifacts {
+    /// The default: an attempt's that did not pass, and a flaky file's passing retry's.
+    #[default]
+    Failed,
+    /// Every attempt's.
+    All,
+    /// None.
+    None,
 }
 
 /// How PostgreSQL copies the template.

@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-pub use crate::model::FailedTest;
 use crate::model::artifacts::{Artifact, ArtifactKind};
+pub use crate::model::FailedTest;
 use crate::model::{Verdict, WorkerResult};
 
 /// How much of the failures the terminal shows (`--failure-output`).
@@ -101,7 +101,11 @@ fn file_block(o: &mut String, w: &WorkerResult, full: bool, report_dir: &Path) {
             let path = report_dir.join(&a.path);
             let _ = writeln!(o, "     {}: {}", kind_label(a.kind), path.display());
             if a.kind == ArtifactKind::Trace {
-                let _ = writeln!(o, "       open it: playwright show-trace {}", path.display());
+                let _ = writeln!(
+                    o,
+                    "       open it: playwright show-trace {}",
+                    path.display()
+                );
             }
         }
         if !f.server_lines.is_empty() {

@@ -7,7 +7,8 @@ use std::path::Path;
 use crate::model::artifacts::{list, Artifact};
 use crate::model::junit::{case_times, read};
 use crate::model::{
-    files, DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Startups, Verdict, WorkerResult,
+    files, DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Startups, Verdict,
+    WorkerResult,
 };
 use crate::redact::scrub;
 

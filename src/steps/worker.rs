@@ -434,13 +434,13 @@ impl AttemptRun<'_> {
                 if let Some(part) = &self.w.part {
                     super::parts::check(part, &self.planned.paths.junit, &mut attempt);
                 }
-                self.settle_artifacts(attempt.verdict);
+                Self::settle_artifacts(self.cx, self.w, self.planned, self.n, attempt.verdict);
                 Ok(attempt)
             }
             Err(e) => {
                 let mut attempt = self.attempt.finish(Verdict::Error, &mut self.start, phases);
                 attempt.message = Some(e.message.clone());
-                self.settle_artifacts(Verdict::Error);
+                Self::settle_artifacts(self.cx, self.w, self.planned, self.n, Verdict::Error);
                 Err(Box::new((attempt, e)))
             }
         }
@@ -448,14 +448,9 @@ impl AttemptRun<'_> {
 
     /// A file's attempt keeps or drops its artifacts as soon as its verdict is known; a pack's
     /// are shared out to its files first, which decide each by their own verdicts.
-    fn settle_artifacts(&self, verdict: Verdict) {
-        if self.w.pack.is_empty() {
-            settle_artifacts(
-                self.cx.plan().artifacts,
-                &self.planned.paths.artifacts,
-                verdict,
-                self.n,
-            );
+    fn settle_artifacts(cx: &RunCx, w: &WorkerPlan, planned: &AttemptPlan, n: u32, v: Verdict) {
+        if w.pack.is_empty() {
+            settle_artifacts(cx.plan().artifacts, &planned.paths.artifacts, v, n);
         }
     }
 

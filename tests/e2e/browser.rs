@@ -111,13 +111,7 @@ fn files_under(dir: &Path) -> Vec<String> {
             if e.file_type().unwrap().is_dir() {
                 stack.push(e.path());
             } else {
-                out.push(
-                    e.path()
-                        .strip_prefix(dir)
-                        .unwrap()
-                        .display()
-                        .to_string(),
-                );
+                out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
             }
         }
     }
@@ -170,7 +164,11 @@ fn a_failing_file_keeps_its_screenshot_and_trace_and_a_passing_one_none() {
     assert!(ok.artifacts.is_empty(), "{:#?}", ok.artifacts);
     let ok_dir = ok.log_dir.clone().unwrap();
     assert!(ok_dir.join("junit.xml").exists(), "{}", ok_dir.display());
-    assert!(!ok_dir.join("artifacts").exists(), "{:?}", files_under(&ok_dir));
+    assert!(
+        !ok_dir.join("artifacts").exists(),
+        "{:?}",
+        files_under(&ok_dir)
+    );
 
     // summary.json spells the kinds as words.
     let json = f.summary_json();
@@ -181,7 +179,10 @@ fn a_failing_file_keeps_its_screenshot_and_trace_and_a_passing_one_none() {
         .flat_map(|w| w["artifacts"].as_array().unwrap())
         .map(|a| a["kind"].as_str().unwrap())
         .collect();
-    assert!(kinds.contains(&"screenshot") && kinds.contains(&"trace"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"screenshot") && kinds.contains(&"trace"),
+        "{kinds:?}"
+    );
 
     // report.html shows the screenshot inline, by a relative path that exists, and links the trace.
     let html = std::fs::read_to_string(report(&f).join("report.html")).unwrap();
@@ -200,11 +201,16 @@ fn a_failing_file_keeps_its_screenshot_and_trace_and_a_passing_one_none() {
         .unwrap();
     let trace = trace.path.display().to_string();
     assert!(html.contains(&format!("href=\"{trace}\"")), "{html}");
-    assert!(html.contains(&format!("playwright show-trace {trace}")), "{html}");
+    assert!(
+        html.contains(&format!("playwright show-trace {trace}")),
+        "{html}"
+    );
 
     // The failures section names both under the failing test.
     let text = stdout(&out) + &stderr(&out);
-    let at = text.find(&format!("✗ {test}")).expect("the failing test is named");
+    let at = text
+        .find(&format!("✗ {test}"))
+        .expect("the failing test is named");
     let after = &text[at..];
     assert!(after.contains("screenshot: "), "{text}");
     assert!(after.contains("playwright show-trace "), "{text}");
@@ -235,7 +241,11 @@ fn all_keeps_every_attempts_artifacts_and_none_keeps_none() {
     }
     // The passing file's logs went with its database; its artifacts stayed.
     let ok_dir = report(&f).join("workers/test_ok");
-    assert!(!ok_dir.join("test.log").exists(), "{:?}", files_under(&ok_dir));
+    assert!(
+        !ok_dir.join("test.log").exists(),
+        "{:?}",
+        files_under(&ok_dir)
+    );
 
     f.edit_plan(&[("artifacts = \"all\"", "artifacts = \"none\"")]);
     let out = apply(&f);
@@ -246,7 +256,11 @@ fn all_keeps_every_attempts_artifacts_and_none_keeps_none() {
     }
     let bad_dir = report(&f).join("workers/test_bad");
     assert!(bad_dir.join("test.log").exists());
-    assert!(!bad_dir.join("artifacts").exists(), "{:?}", files_under(&bad_dir));
+    assert!(
+        !bad_dir.join("artifacts").exists(),
+        "{:?}",
+        files_under(&bad_dir)
+    );
     f.assert_clean();
 }
 
@@ -397,7 +411,9 @@ fn a_hanging_browser_test_times_out_and_leaves_no_browser() {
     let code = wait_exit(&mut child, Duration::from_secs(90));
     assert_eq!(code, Some(1));
     assert_eq!(row(&f.summary(), "test_hang").verdict, Verdict::Timeout);
-    let gone = poll(Duration::from_secs(10), || browsers(&f).is_empty().then_some(()));
+    let gone = poll(Duration::from_secs(10), || {
+        browsers(&f).is_empty().then_some(())
+    });
     assert!(gone.is_some(), "left behind: {:#?}", browsers(&f));
     f.assert_clean();
 }
@@ -415,7 +431,9 @@ fn an_interrupted_browser_test_leaves_no_browser() {
     kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::INT).unwrap();
     let code = wait_exit(&mut child, Duration::from_secs(30));
     assert_eq!(code, Some(130));
-    let gone = poll(Duration::from_secs(10), || browsers(&f).is_empty().then_some(()));
+    let gone = poll(Duration::from_secs(10), || {
+        browsers(&f).is_empty().then_some(())
+    });
     assert!(gone.is_some(), "left behind: {:#?}", browsers(&f));
     f.assert_clean();
 }
