@@ -89,6 +89,22 @@ fn file_block(o: &mut String, w: &WorkerResult, full: bool, report_dir: &Path) {
             "   failed on attempt 1, passed on attempt {}",
             w.attempts.len()
         );
+        // What the failing attempts left: the evidence of the flake.
+        let last = w.attempts.last().map(|a| a.number).unwrap_or(1);
+        for a in w
+            .artifacts
+            .iter()
+            .filter(|a| a.attempt < last)
+            .filter(|a| matches!(a.kind, ArtifactKind::Screenshot | ArtifactKind::Trace))
+        {
+            let _ = writeln!(
+                o,
+                "   {} of attempt {}: {}",
+                kind_label(a.kind),
+                a.attempt,
+                report_dir.join(&a.path).display()
+            );
+        }
         return;
     }
     let path = |p: &Option<std::path::PathBuf>| p.clone().unwrap_or_default();

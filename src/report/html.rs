@@ -324,3 +324,28 @@ fn url_path(path: &std::path::Path) -> String {
         .collect::<Vec<_>>()
         .join("/")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_paths_are_relative_urls() {
+        let p = std::path::Path::new("workers/test x/artifacts/a#b/test-failed-1.png");
+        assert_eq!(
+            url_path(p),
+            "workers/test%20x/artifacts/a%23b/test-failed-1.png"
+        );
+        let shot = Artifact {
+            path: p.to_path_buf(),
+            kind: ArtifactKind::Screenshot,
+            test: Some("tests/test_x.py::test_y[chromium]".into()),
+            attempt: 1,
+        };
+        let html = artifacts(&[&shot]);
+        assert!(
+            html.contains(r#"<img src="workers/test%20x/artifacts/a%23b/test-failed-1.png""#),
+            "{html}"
+        );
+    }
+}

@@ -296,6 +296,38 @@ fn each_retry_keeps_its_own_artifacts() {
 }
 
 #[test]
+fn a_flaky_files_passing_retry_keeps_its_artifacts_too() {
+    let f = project("br_flaky", &[], "failed", ("on", "on"));
+    f.write(
+        "tests/test_flaky.py",
+        "import os, pathlib\n\ndef test_page(page):\n    page.goto(os.environ['BASE_URL'] + '/healthz')\n    marker = pathlib.Path(__file__).parent / '.failed-once'\n    if not marker.exists():\n        marker.write_text('1')\n        assert False, 'fails the first time'\n",
+    );
+    f.edit_plan(&[("[run]\n", "[run]\nretries = 1\n")]);
+    let out = apply(&f);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    let w = row(&s, "test_flaky");
+    assert_eq!(w.verdict, Verdict::Flaky);
+    // The failing attempt's and the passing one's, to compare.
+    for n in [1, 2] {
+        assert!(
+            w.artifacts
+                .iter()
+                .any(|a| a.attempt == n && a.kind == ArtifactKind::Screenshot),
+            "attempt {n}: {:#?}",
+            w.artifacts
+        );
+    }
+    for a in &w.artifacts {
+        assert!(report(&f).join(&a.path).is_file(), "{a:?}");
+    }
+    // The failures section points at the failing attempt's screenshot.
+    let text = stdout(&out);
+    assert!(text.contains("screenshot of attempt 1: "), "{text}");
+    f.assert_clean();
+}
+
+#[test]
 fn packed_files_keep_each_their_own_artifacts() {
     let files = [
         ("test_a", false),
