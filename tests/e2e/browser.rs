@@ -134,7 +134,7 @@ fn a_failing_file_keeps_its_screenshot_and_trace_and_a_passing_one_none() {
     );
     // Kept databases keep their folders: what is left in them is what the policy kept.
     f.edit_plan(&[("keep = \"never\"", "keep = \"always\"")]);
-    let out = apply(&f);
+    let out = f.run_env(&["apply", "plan.toml"], &[("GITHUB_ACTIONS", "true")]);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     let s = f.summary();
     let bad = row(&s, "test_bad");
@@ -214,6 +214,13 @@ fn a_failing_file_keeps_its_screenshot_and_trace_and_a_passing_one_none() {
     let after = &text[at..];
     assert!(after.contains("screenshot: "), "{text}");
     assert!(after.contains("playwright show-trace "), "{text}");
+    // So does the test's GitHub annotation.
+    let note = text
+        .lines()
+        .find(|l| l.starts_with("::error file=") && l.contains("test_page"))
+        .unwrap_or_else(|| panic!("no annotation for the failing test: {text}"));
+    assert!(note.contains("%0Ascreenshot: "), "{note}");
+    assert!(note.contains("%0Atrace: "), "{note}");
 }
 
 #[test]
