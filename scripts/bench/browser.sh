@@ -45,8 +45,9 @@ sed -e "s|^root = .*|root = \"app\"|" -e "/^jobs = /d" -e "/^\[\[setup\]\]/,/^cr
 run() {  # run JOBS REP: one apply; JOBS "" is the plan's default
   local jobs=$1 rep=$2 flag=()
   [ -n "$jobs" ] && flag=(--jobs "$jobs")
+  rm -f "$work/app/report/summary.json"
   "$BIN" --color never apply "$work/plan.toml" "${flag[@]+"${flag[@]}"}" >"$work/out.log" 2>&1 || true
-  python3 - "$work/report/summary.json" "$jobs" "$rep" <<'EOF'
+  python3 - "$work/app/report/summary.json" "$jobs" "$rep" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))
 cpu = sum(a.get("cpu_secs") or 0 for w in s["workers"] for a in w["attempts"])
