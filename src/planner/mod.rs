@@ -166,6 +166,8 @@ pub struct AttemptPaths {
     pub server_times: PathBuf,
     pub test_log: PathBuf,
     pub junit: PathBuf,
+    /// `{artifacts_dir}`: screenshots, traces, videos (moved aside with the rest before a retry).
+    pub artifacts: PathBuf,
 }
 
 impl AttemptPaths {
@@ -178,6 +180,7 @@ impl AttemptPaths {
             server_times: files::times_of(&dir.join(files::SERVER_LOG)),
             test_log: dir.join(files::TEST_LOG),
             junit: dir.join(files::JUNIT),
+            artifacts: dir.join(files::ARTIFACTS),
         }
     }
 }
@@ -315,6 +318,7 @@ impl Dag {
             db_name: &w.attempts[0].db_name,
             log_dir: &w.log_dir,
             junit: &planned.junit,
+            artifacts: &planned.artifacts,
             files: Some(&members.iter().map(|m| m.path.clone()).collect::<Vec<_>>()),
         };
         w.attempts[0].commands = vars.commands(&self.args);
@@ -904,6 +908,7 @@ fn file_plan(
                 db_name: &db_name,
                 log_dir: &log_dir,
                 junit: &paths.junit,
+                artifacts: &paths.artifacts,
                 files: part.as_ref().map(|p| p.tests.as_slice()),
             };
             let commands = vars.commands(&opts.args);
@@ -960,6 +965,7 @@ fn pack_plan(
         db_name: &db_name,
         log_dir: &log_dir,
         junit: &planned.junit,
+        artifacts: &planned.artifacts,
         files: Some(&paths),
     };
     let commands = vars.commands(&opts.args);

@@ -3,6 +3,7 @@
 //! table, the failures, the closing lines. It writes only to the writers it is given.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use comfy_table::{presets, Cell, CellAlignment, Color, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use owo_colors::OwoColorize;
 
-use super::failures::FailureOutput;
+use super::failures::{evidence, kind_label, FailureOutput};
 use crate::events::{Event, Phase, Written};
 use crate::model::{RunSummary, Verdict, WorkerResult};
 
@@ -483,10 +484,21 @@ fn annotations(s: &RunSummary, cwd: &std::path::Path) -> Vec<String> {
         }
         for f in &w.failures {
             let at = f.line.map(|l| format!(",line={l}")).unwrap_or_default();
+            // Its screenshot and trace, where the report folder (uploaded as the CI artifact)
+            // holds them.
+            let mut text = format!("{}: {}", f.id, f.message);
+            for a in evidence(&w.artifacts, &f.id) {
+                let _ = write!(
+                    text,
+                    "\n{}: {}",
+                    kind_label(a.kind),
+                    s.report_dir.join(&a.path).display()
+                );
+            }
             out.push(format!(
                 "::error file={}{at}::{}",
                 rel(f.file.as_deref().unwrap_or(&w.file)),
-                gha_data(&format!("{}: {}", f.id, f.message))
+                gha_data(&text)
             ));
         }
     }

@@ -5,6 +5,7 @@
 mod common;
 
 mod apply;
+mod browser;
 mod cli_promises;
 mod docs;
 mod dry_run;
