@@ -22,12 +22,20 @@ fn readme_plans() -> Vec<String> {
 
 #[test]
 fn the_readme_plans_load_as_written_and_the_minimal_one_runs() {
-    let plans = readme_plans();
+    let (plans, fragments): (Vec<String>, Vec<String>) = readme_plans()
+        .into_iter()
+        .partition(|b| b.contains("[tests]"));
     assert_eq!(plans.len(), 2, "the minimal plan and the typical one");
+    assert!(!fragments.is_empty(), "the services fragment");
     let f = Fixture::new("readme_plans");
     f.write("tests/e2e/test_one.py", "def test_one():\n    pass\n");
     f.write("tests/e2e/test_two.py", "def test_two():\n    pass\n");
-    for plan in &plans {
+    // A fragment (a `[[service]]` block) loads added to the minimal plan.
+    let whole: Vec<String> = fragments
+        .iter()
+        .map(|b| format!("{}\n{b}", plans[0]))
+        .collect();
+    for plan in plans.iter().chain(&whole) {
         f.write("plan.toml", plan);
         let v = f
             .cmd(&["validate", "plan.toml"])
