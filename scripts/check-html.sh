@@ -60,7 +60,8 @@ fi
 
 # Structure checks on the DOM as the browser parsed it.
 problems=()
-count() { grep -oE "$1" "$work/dom.html" | wc -l; }
+# grep finds nothing → 0, not a silent exit (set -e with pipefail).
+count() { { grep -oE "$1" "$work/dom.html" || true; } | wc -l; }
 rows=$(count 'class="row"')
 bars=$(count 'class="bar"')
 (( rows > 0 )) || problems+=("no element with class \"row\" (one timeline row per test file)")
