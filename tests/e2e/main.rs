@@ -6,6 +6,7 @@ mod common;
 
 mod apply;
 mod docs;
+mod django;
 mod dry_run;
 mod failures;
 mod kept_cluster;
