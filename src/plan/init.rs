@@ -21,6 +21,10 @@ pub struct Guess {
     pub django_db: Option<DjangoDb>,
     /// Whether an app was found (Django's manage.py, a FastAPI or Flask app).
     pub app: bool,
+    /// Services the compose file runs that a worker can have its own of.
+    pub services: Vec<ComposeService>,
+    /// Why the suite looks start-up-bound (many files, few tests each), if it does.
+    pub startup_bound: Option<String>,
     /// What the user should check before the first run.
     pub check: Vec<String>,
 }
@@ -141,8 +145,80 @@ pub fn inspect(root: &Path) -> Guess {
         reach,
         django_db,
         app: root.join("manage.py").exists() || app_file(root, &files).is_some(),
+        services: compose_services(root),
+        startup_bound: startup_bound(root, &tests),
         check,
     }
+}
+
+/// A service a docker-compose file runs, by its image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComposeService {
+    Redis,
+    Nats,
+    RabbitMq,
+    Mail,
+}
+
+/// The services of the first compose file found, from its `image:` lines (no YAML parser: the
+/// image names are all init needs), each once, in a fixed order.
+fn compose_services(root: &Path) -> Vec<ComposeService> {
+    let Some(text) = [
+        "compose.yaml",
+        "compose.yml",
+        "docker-compose.yml",
+        "docker-compose.yaml",
+    ]
+    .iter()
+    .map(|f| read(root, f))
+    .find(|t| !t.is_empty()) else {
+        return Vec::new();
+    };
+    let images: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("image:"))
+        .map(|i| {
+            let i = i.trim().trim_matches(['"', '\'']).to_lowercase();
+            // The image's name, without registry, owner or tag.
+            let name = i.rsplit('/').next().unwrap_or(&i);
+            name.split([':', '@']).next().unwrap_or(name).to_string()
+        })
+        .collect();
+    let has = |names: &[&str]| images.iter().any(|i| names.contains(&i.as_str()));
+    let mut found = Vec::new();
+    for (service, names) in [
+        (ComposeService::Redis, &["redis", "valkey", "redis-stack-server"][..]),
+        (ComposeService::Nats, &["nats"][..]),
+        (ComposeService::RabbitMq, &["rabbitmq"][..]),
+        (ComposeService::Mail, &["mailhog", "mailpit", "maildev", "smtp4dev"][..]),
+    ] {
+        if has(names) {
+            found.push(service);
+        }
+    }
+    found
+}
+
+/// Many files with few tests each: each worker's start-up (importing the app, its settings
+/// and conftests) may cost more than its tests, which is what `units = "auto"` packs.
+fn startup_bound(root: &Path, tests: &Tests) -> Option<String> {
+    if tests.files.len() < 10 {
+        return None;
+    }
+    let mut per_file: Vec<usize> = tests
+        .files
+        .iter()
+        .map(|f| read(root, f).matches("def test").count())
+        .collect();
+    per_file.sort_unstable();
+    let median = per_file[per_file.len() / 2];
+    (median <= 10).then(|| {
+        format!(
+            "{} files with a median of {median} test{} each",
+            per_file.len(),
+            if median == 1 { "" } else { "s" }
+        )
+    })
 }
 
 /// Words in a test file or conftest that mean the tests call the app over the network, and
@@ -681,6 +757,7 @@ pub fn render(g: &Guess, root: &str) -> String {
             let _ = writeln!(o, "# fingerprint = [\"migrations/**\"]   # reuse the template while these files are unchanged");
         }
     }
+    let service_env = render_services(&mut o, &g.services);
     let base_url = match (&g.server, &g.reach) {
         (Some(s), Reach::Network(evidence)) => {
             let _ = writeln!(o, "\n# A server per worker: the tests call one ({evidence}).");
@@ -735,7 +812,10 @@ pub fn render(g: &Guess, root: &str) -> String {
         }
         None => "",
     };
-    let _ = writeln!(o, "env = {{ DATABASE_URL = \"{{db_url}}\"{django_db}{base_url} }}");
+    let _ = writeln!(
+        o,
+        "env = {{ DATABASE_URL = \"{{db_url}}\"{django_db}{base_url}{service_env} }}"
+    );
     let _ = writeln!(o, "# Lists a file's test ids: with [run] units = \"auto\", a file that would hold up the run is split by them.");
     let collect = words(
         &g.python,
@@ -751,7 +831,58 @@ pub fn render(g: &Guess, root: &str) -> String {
         ],
     );
     let _ = writeln!(o, "collect = {}", toml_list(&collect));
+    if let Some(why) = &g.startup_bound {
+        let _ = writeln!(o, "\n[run]");
+        let _ = writeln!(o, "# {why}: each worker's start-up (importing the app, its settings and conftests) may");
+        let _ = writeln!(o, "# cost more than its tests. units = \"auto\" packs such files, several run one after another");
+        let _ = writeln!(o, "# by one test process in one database, and splits a file that would hold up the run, once a");
+        let _ = writeln!(o, "# first run has timed them (`dry-run` shows what it would pack, and why):");
+        let _ = writeln!(o, "# units = \"auto\"");
+    }
     o
+}
+
+/// The `[[service]]` blocks for what the compose file runs; returns the `[test] env` entries
+/// that point the tests at them.
+fn render_services(o: &mut String, services: &[ComposeService]) -> String {
+    let mut env = String::new();
+    if services.is_empty() {
+        return env;
+    }
+    let _ = writeln!(o, "\n# From the compose file: a service of its own per worker, so that files running at once");
+    let _ = writeln!(o, "# never share keys or messages. [test] env gets their URLs under the usual names: rename them");
+    let _ = writeln!(o, "# to what your settings read.");
+    for s in services {
+        match s {
+            ComposeService::Redis => {
+                let _ = writeln!(o, "[[service]]\nname = \"redis\"");
+                let _ = writeln!(o, "command = [\"redis-server\", \"--port\", \"{{port.redis}}\", \"--bind\", \"127.0.0.1\", \"--save\", \"\", \"--appendonly\", \"no\"]");
+                let _ = writeln!(o, "ready = \"tcp://127.0.0.1:{{port.redis}}\"\n");
+                env.push_str(", REDIS_URL = \"redis://127.0.0.1:{port.redis}/0\"");
+            }
+            ComposeService::Nats => {
+                let _ = writeln!(o, "[[service]]\nname = \"nats\"");
+                let _ = writeln!(o, "command = [\"nats-server\", \"-a\", \"127.0.0.1\", \"-p\", \"{{port.nats}}\"]");
+                let _ = writeln!(o, "ready = \"tcp://127.0.0.1:{{port.nats}}\"\n");
+                env.push_str(", NATS_URL = \"nats://127.0.0.1:{port.nats}\"");
+            }
+            ComposeService::RabbitMq => {
+                let _ = writeln!(o, "# RabbitMQ: a virtual host of its own per worker on the broker you run (the URL's");
+                let _ = writeln!(o, "# credentials are the broker's; add AMQP_URL = \"amqp://guest:guest@127.0.0.1:5672/{{db_name}}\"");
+                let _ = writeln!(o, "# to [test] env):");
+                let _ = writeln!(o, "# [[resource]]\n# name = \"vhost\"");
+                let _ = writeln!(o, "# create = [\"rabbitmqctl\", \"add_vhost\", \"{{db_name}}\"]");
+                let _ = writeln!(o, "# destroy = [\"rabbitmqctl\", \"delete_vhost\", \"{{db_name}}\"]");
+                let _ = writeln!(o, "# destroy_ok_exit_codes = [0, 65]\n");
+            }
+            ComposeService::Mail => {
+                let _ = writeln!(o, "# A mail catcher: if the tests read the mail it caught, give each worker its own, a");
+                let _ = writeln!(o, "# [[service]] named \"mail\" whose SMTP port is {{port.mail}}; move its web port off its default");
+                let _ = writeln!(o, "# too (every worker's on one port would clash). Check your catcher's flags.\n");
+            }
+        }
+    }
+    env
 }
 
 /// What `init` says after writing the plan.
@@ -808,6 +939,22 @@ pub fn explain(g: &Guess, plan: &Path) -> String {
             let _ = writeln!(o, "  conftest.py: has e2e-plan's django_db_setup override already");
         }
         Some(DjangoDb::OwnOverride) | None => {}
+    }
+    if !g.services.is_empty() {
+        let names: Vec<&str> = g
+            .services
+            .iter()
+            .map(|s| match s {
+                ComposeService::Redis => "redis (a [[service]] per worker)",
+                ComposeService::Nats => "nats (a [[service]] per worker)",
+                ComposeService::RabbitMq => "rabbitmq (a commented [[resource]]: a vhost per worker)",
+                ComposeService::Mail => "a mail catcher (a comment)",
+            })
+            .collect();
+        let _ = writeln!(o, "  services from the compose file: {}", names.join(", "));
+    }
+    if let Some(why) = &g.startup_bound {
+        let _ = writeln!(o, "  units:   {why}: units = \"auto\" proposed, commented");
     }
     if !g.check.is_empty() {
         let _ = writeln!(o, "check:");
