@@ -132,6 +132,7 @@ pub fn inspect(root: &Path) -> Guess {
         .to_string();
     let prepare = prepare(root, &files, &python, &mut check);
     let reach = reach(root, &files, &tests);
+    let startup_bound = startup_bound(root, &tests);
     let server = match &reach {
         Reach::Network(_) => server(root, &files, &python, &mut check),
         _ => None,
@@ -146,7 +147,7 @@ pub fn inspect(root: &Path) -> Guess {
         django_db,
         app: root.join("manage.py").exists() || app_file(root, &files).is_some(),
         services: compose_services(root),
-        startup_bound: startup_bound(root, &tests),
+        startup_bound,
         check,
     }
 }
@@ -187,10 +188,16 @@ fn compose_services(root: &Path) -> Vec<ComposeService> {
     let has = |names: &[&str]| images.iter().any(|i| names.contains(&i.as_str()));
     let mut found = Vec::new();
     for (service, names) in [
-        (ComposeService::Redis, &["redis", "valkey", "redis-stack-server"][..]),
+        (
+            ComposeService::Redis,
+            &["redis", "valkey", "redis-stack-server"][..],
+        ),
         (ComposeService::Nats, &["nats"][..]),
         (ComposeService::RabbitMq, &["rabbitmq"][..]),
-        (ComposeService::Mail, &["mailhog", "mailpit", "maildev", "smtp4dev"][..]),
+        (
+            ComposeService::Mail,
+            &["mailhog", "mailpit", "maildev", "smtp4dev"][..],
+        ),
     ] {
         if has(names) {
             found.push(service);
@@ -257,8 +264,16 @@ fn reach(root: &Path, files: &[String], tests: &Tests) -> Reach {
 fn uses_pytest_django(root: &Path, files: &[String]) -> bool {
     let declared = files.iter().any(|f| {
         let name = f.rsplit('/').next().unwrap_or(f);
-        let deps = (name.starts_with("requirements") && (name.ends_with(".txt") || name.ends_with(".in")))
-            || ["pyproject.toml", "setup.cfg", "setup.py", "Pipfile", "tox.ini"].contains(&name)
+        let deps = (name.starts_with("requirements")
+            && (name.ends_with(".txt") || name.ends_with(".in")))
+            || [
+                "pyproject.toml",
+                "setup.cfg",
+                "setup.py",
+                "Pipfile",
+                "tox.ini",
+            ]
+            .contains(&name)
             || name == "conftest.py";
         deps && {
             let t = read(root, f).to_lowercase();
@@ -404,7 +419,7 @@ pub struct Tests {
     /// Each include glob with the files it adds, counted as the plan's loader counts them.
     pub counts: Vec<(String, usize)>,
     pub total: usize,
-    /// The files by top-level folder ("." for the root's).
+    /// The files by folder ("." for the root's).
     pub folders: Vec<(String, usize)>,
     /// The files themselves.
     pub files: Vec<String>,
@@ -453,14 +468,14 @@ fn find_tests(root: &Path, files: &[String], check: &mut Vec<String>) -> Tests {
         // Django's own runner finds `test*.py`: an app's tests.py is a test module there.
         patterns.push("tests.py".into());
     }
-    let matches = |f: &str| {
-        let name = f.rsplit('/').next().unwrap_or(f);
-        patterns.iter().any(|p| {
-            globset::Glob::new(p)
-                .map(|g| g.compile_matcher().is_match(name))
-                .unwrap_or(false)
-        })
-    };
+    let mut names = globset::GlobSetBuilder::new();
+    for p in &patterns {
+        if let Ok(g) = globset::Glob::new(p) {
+            names.add(g);
+        }
+    }
+    let names = names.build().unwrap_or_else(|_| globset::GlobSet::empty());
+    let matches = |f: &str| names.is_match(f.rsplit('/').next().unwrap_or(f));
     let tests: Vec<&String> = files.iter().filter(|f| matches(f)).collect();
     let under = |dir: &str, f: &str| dir.is_empty() || f.starts_with(&format!("{dir}/"));
     let mut dirs: Vec<String> = Vec::new();
@@ -495,8 +510,15 @@ fn find_tests(root: &Path, files: &[String], check: &mut Vec<String>) -> Tests {
             let top = |f: &str| f.split_once('/').map(|(d, _)| d.to_string());
             let first = tests.first().and_then(|f| top(f));
             let common = first.filter(|d| tests.iter().all(|f| under(d, f)));
-            if django && tests.iter().any(|f| f.contains("/tests/") || f.ends_with("/tests.py")) {
-                why.insert(0, "Django apps' tests (<app>/tests/, <app>/tests.py)".into());
+            if django
+                && tests
+                    .iter()
+                    .any(|f| f.contains("/tests/") || f.ends_with("/tests.py"))
+            {
+                why.insert(
+                    0,
+                    "Django apps' tests (<app>/tests/, <app>/tests.py)".into(),
+                );
             } else {
                 why.insert(0, "pytest's test files".into());
             }
@@ -545,8 +567,8 @@ fn find_tests(root: &Path, files: &[String], check: &mut Vec<String>) -> Tests {
         .collect();
     let mut folders = std::collections::BTreeMap::<String, usize>::new();
     for f in expanded.iter().flat_map(|(_, f)| f) {
-        let top = f.split_once('/').map_or(".", |(d, _)| d);
-        *folders.entry(top.to_string()).or_default() += 1;
+        let dir = f.rsplit_once('/').map_or(".", |(d, _)| d);
+        *folders.entry(dir.to_string()).or_default() += 1;
     }
     Tests {
         include: counts.iter().map(|(g, _)| g.clone()).collect(),
@@ -562,16 +584,25 @@ fn find_tests(root: &Path, files: &[String], check: &mut Vec<String>) -> Tests {
 /// Why no server: the tests drive the app in-process (an app was found) or call none at all.
 fn in_process(g: &Guess) -> &'static str {
     if g.app {
-        "tests drive the app in-process"
+        "tests drive the app in-process; no test file or conftest mentions a base URL, a browser or localhost"
     } else {
-        "no test calls a server over the network"
+        "no test file or conftest mentions a base URL, a browser or localhost"
     }
 }
 
 /// "3 files: a 2, b 1", for the plan's comment and init's output.
 fn found(t: &Tests) -> String {
     let per_glob: Vec<String> = t.counts.iter().map(|(g, n)| format!("{g} {n}")).collect();
-    let per_folder: Vec<String> = t.folders.iter().map(|(d, n)| format!("{d} {n}")).collect();
+    const SHOWN: usize = 12;
+    let mut per_folder: Vec<String> = t
+        .folders
+        .iter()
+        .take(SHOWN)
+        .map(|(d, n)| format!("{d} {n}"))
+        .collect();
+    if t.folders.len() > SHOWN {
+        per_folder.push(format!("{} more folders", t.folders.len() - SHOWN));
+    }
     format!(
         "{} file{}: {}; by folder: {}",
         t.total,
@@ -758,9 +789,15 @@ pub fn render(g: &Guess, root: &str) -> String {
         }
     }
     let service_env = render_services(&mut o, &g.services);
+    while o.ends_with("\n\n") {
+        o.pop();
+    }
     let base_url = match (&g.server, &g.reach) {
         (Some(s), Reach::Network(evidence)) => {
-            let _ = writeln!(o, "\n# A server per worker: the tests call one ({evidence}).");
+            let _ = writeln!(
+                o,
+                "\n# A server per worker: the tests call one ({evidence})."
+            );
             let _ = writeln!(o, "# {}", s.why);
             let _ = writeln!(o, "[server]\ncommand = {}", toml_list(&s.command));
             let _ = writeln!(o, "env = {{ DATABASE_URL = \"{{db_url}}\" }}");
@@ -768,7 +805,10 @@ pub fn render(g: &Guess, root: &str) -> String {
             ", BASE_URL = \"http://127.0.0.1:{port}\""
         }
         (None, Reach::Network(evidence)) => {
-            let _ = writeln!(o, "\n# The tests call a server ({evidence}); start one per worker:");
+            let _ = writeln!(
+                o,
+                "\n# The tests call a server ({evidence}); start one per worker:"
+            );
             let _ = writeln!(
                 o,
                 "# [server]\n# command = [\"{}\", \"-m\", \"your_app\", \"--port\", \"{{port}}\"]",
@@ -783,7 +823,10 @@ pub fn render(g: &Guess, root: &str) -> String {
         }
         (_, Reach::InProcess) => {
             let _ = writeln!(o, "\n# No server per worker: {}.", in_process(g));
-            let _ = writeln!(o, "# If some do call one over the network, add a [server] block (docs/guide.md).");
+            let _ = writeln!(
+                o,
+                "# If some do call one over the network, add a [server] block (docs/guide.md)."
+            );
             ""
         }
     };
@@ -817,6 +860,8 @@ pub fn render(g: &Guess, root: &str) -> String {
         "env = {{ DATABASE_URL = \"{{db_url}}\"{django_db}{base_url}{service_env} }}"
     );
     let _ = writeln!(o, "# Lists a file's test ids: with [run] units = \"auto\", a file that would hold up the run is split by them.");
+    let _ = writeln!(o, "# It runs before any worker, with DATABASE_URL naming the template: settings may read it at");
+    let _ = writeln!(o, "# import, collecting must not connect.");
     let collect = words(
         &g.python,
         &[
@@ -833,10 +878,14 @@ pub fn render(g: &Guess, root: &str) -> String {
     let _ = writeln!(o, "collect = {}", toml_list(&collect));
     if let Some(why) = &g.startup_bound {
         let _ = writeln!(o, "\n[run]");
-        let _ = writeln!(o, "# {why}: each worker's start-up (importing the app, its settings and conftests) may");
-        let _ = writeln!(o, "# cost more than its tests. units = \"auto\" packs such files, several run one after another");
-        let _ = writeln!(o, "# by one test process in one database, and splits a file that would hold up the run, once a");
-        let _ = writeln!(o, "# first run has timed them (`dry-run` shows what it would pack, and why):");
+        let _ = writeln!(o, "# {why}: each worker's start-up (importing the app, its");
+        let _ = writeln!(o, "# settings and conftests) may cost more than its tests. units = \"auto\" packs such files:");
+        let _ = writeln!(o, "# several run one after another in one test process and one database, as plain pytest runs");
+        let _ = writeln!(o, "# them. It also splits a file that would hold up the run. It decides from the timings of a");
+        let _ = writeln!(
+            o,
+            "# first run; `dry-run` shows what it would pack, and why."
+        );
         let _ = writeln!(o, "# units = \"auto\"");
     }
     o
@@ -849,7 +898,10 @@ fn render_services(o: &mut String, services: &[ComposeService]) -> String {
     if services.is_empty() {
         return env;
     }
-    let _ = writeln!(o, "\n# From the compose file: a service of its own per worker, so that files running at once");
+    let _ = writeln!(
+        o,
+        "\n# From the compose file: a service of its own per worker, so that files running at once"
+    );
     let _ = writeln!(o, "# never share keys or messages. [test] env gets their URLs under the usual names: rename them");
     let _ = writeln!(o, "# to what your settings read.");
     for s in services {
@@ -862,7 +914,10 @@ fn render_services(o: &mut String, services: &[ComposeService]) -> String {
             }
             ComposeService::Nats => {
                 let _ = writeln!(o, "[[service]]\nname = \"nats\"");
-                let _ = writeln!(o, "command = [\"nats-server\", \"-a\", \"127.0.0.1\", \"-p\", \"{{port.nats}}\"]");
+                let _ = writeln!(
+                    o,
+                    "command = [\"nats-server\", \"-a\", \"127.0.0.1\", \"-p\", \"{{port.nats}}\"]"
+                );
                 let _ = writeln!(o, "ready = \"tcp://127.0.0.1:{{port.nats}}\"\n");
                 env.push_str(", NATS_URL = \"nats://127.0.0.1:{port.nats}\"");
             }
@@ -871,14 +926,23 @@ fn render_services(o: &mut String, services: &[ComposeService]) -> String {
                 let _ = writeln!(o, "# credentials are the broker's; add AMQP_URL = \"amqp://guest:guest@127.0.0.1:5672/{{db_name}}\"");
                 let _ = writeln!(o, "# to [test] env):");
                 let _ = writeln!(o, "# [[resource]]\n# name = \"vhost\"");
-                let _ = writeln!(o, "# create = [\"rabbitmqctl\", \"add_vhost\", \"{{db_name}}\"]");
-                let _ = writeln!(o, "# destroy = [\"rabbitmqctl\", \"delete_vhost\", \"{{db_name}}\"]");
+                let _ = writeln!(
+                    o,
+                    "# create = [\"rabbitmqctl\", \"add_vhost\", \"{{db_name}}\"]"
+                );
+                let _ = writeln!(
+                    o,
+                    "# destroy = [\"rabbitmqctl\", \"delete_vhost\", \"{{db_name}}\"]"
+                );
                 let _ = writeln!(o, "# destroy_ok_exit_codes = [0, 65]\n");
             }
             ComposeService::Mail => {
                 let _ = writeln!(o, "# A mail catcher: if the tests read the mail it caught, give each worker its own, a");
                 let _ = writeln!(o, "# [[service]] named \"mail\" whose SMTP port is {{port.mail}}; move its web port off its default");
-                let _ = writeln!(o, "# too (every worker's on one port would clash). Check your catcher's flags.\n");
+                let _ = writeln!(
+                    o,
+                    "# too (every worker's on one port would clash). Check your catcher's flags."
+                );
             }
         }
     }
@@ -893,7 +957,11 @@ pub fn explain(g: &Guess, plan: &Path) -> String {
     if t.total > 0 {
         let _ = writeln!(o, "  tests:   {} ({})", found(t), t.why);
     } else {
-        let _ = writeln!(o, "  tests:   none found; {} is a guess", t.include.join(", "));
+        let _ = writeln!(
+            o,
+            "  tests:   none found; {} is a guess",
+            t.include.join(", ")
+        );
     }
     match &g.prepare {
         Some(p) => {
@@ -918,7 +986,10 @@ pub fn explain(g: &Guess, plan: &Path) -> String {
             );
         }
         (None, Reach::Network(evidence)) => {
-            let _ = writeln!(o, "  server:  none found, but {evidence} (a commented block)");
+            let _ = writeln!(
+                o,
+                "  server:  none found, but {evidence} (a commented block)"
+            );
         }
         (None, Reach::OwnServer(evidence)) => {
             let _ = writeln!(o, "  server:  none per worker ({evidence})");
@@ -936,7 +1007,10 @@ pub fn explain(g: &Guess, plan: &Path) -> String {
             );
         }
         Some(DjangoDb::Present) => {
-            let _ = writeln!(o, "  conftest.py: has e2e-plan's django_db_setup override already");
+            let _ = writeln!(
+                o,
+                "  conftest.py: has e2e-plan's django_db_setup override already"
+            );
         }
         Some(DjangoDb::OwnOverride) | None => {}
     }
@@ -947,7 +1021,9 @@ pub fn explain(g: &Guess, plan: &Path) -> String {
             .map(|s| match s {
                 ComposeService::Redis => "redis (a [[service]] per worker)",
                 ComposeService::Nats => "nats (a [[service]] per worker)",
-                ComposeService::RabbitMq => "rabbitmq (a commented [[resource]]: a vhost per worker)",
+                ComposeService::RabbitMq => {
+                    "rabbitmq (a commented [[resource]]: a vhost per worker)"
+                }
                 ComposeService::Mail => "a mail catcher (a comment)",
             })
             .collect();

@@ -1162,7 +1162,11 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
         let url = "postgresql://postgres:pw@127.0.0.1:5432/app";
         for (template, want_url, want_name) in [
             (Some(url), url, "app"),
-            (None, "postgresql://postgres@127.0.0.1:1/e2e_template", "e2e_template"),
+            (
+                None,
+                "postgresql://postgres@127.0.0.1:1/e2e_template",
+                "e2e_template",
+            ),
         ] {
             let env = move |n: &str| (n == "TEMPLATE").then(|| template.unwrap_or("").to_string());
             let plan = load(&path, &LoadOptions { env: &env }).unwrap();

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::model::{
-    DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Startups, UnusedDatabase, Verdict,
-    WorkerResult,
+    DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Startups, UnusedDatabase,
+    Verdict, WorkerResult,
 };
 use crate::redact::scrub;
 

@@ -63,7 +63,14 @@ fn init_on_a_django_project_runs_every_file_in_its_clone_with_no_server() {
     let plan_path = "plans/default.toml";
     let url = f.template_url();
     let out = f.run_env(
-        &["apply", plan_path, "--keep", "all", "--report-dir", "report"],
+        &[
+            "apply",
+            plan_path,
+            "--keep",
+            "always",
+            "--report-dir",
+            "report",
+        ],
         &[("E2E_DATABASE_URL", &url)],
     );
     let said = stdout(&out);
@@ -109,7 +116,10 @@ fn init_on_a_django_project_runs_every_file_in_its_clone_with_no_server() {
         )),
         "{said}"
     );
-    assert!(!said.contains("warning: notes/tests/test_notes.py"), "{said}");
+    assert!(
+        !said.contains("warning: notes/tests/test_notes.py"),
+        "{said}"
+    );
     assert!(!said.contains("warning: tags/tests.py"), "{said}");
     assert_eq!(
         f.summary_json()["unused_databases"][0]["file"],

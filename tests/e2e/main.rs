@@ -5,8 +5,8 @@
 mod common;
 
 mod apply;
-mod docs;
 mod django;
+mod docs;
 mod dry_run;
 mod failures;
 mod kept_cluster;

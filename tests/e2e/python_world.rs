@@ -144,7 +144,10 @@ fn init_proposes_services_from_compose_and_packing_for_many_small_files() {
         "compose.yaml".into(),
         "services:\n  cache:\n    image: redis:7-alpine\n  bus:\n    image: \"nats:2.10\"\n  broker:\n    image: docker.io/library/rabbitmq:3-management\n  mail:\n    image: axllent/mailpit\n  db:\n    image: postgres:16\n".into(),
     ));
-    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
     let f = repo("init_compose", &refs);
     let (plan, said) = init_and_check(&f);
     insta::assert_snapshot!("init_compose_plan", plan);
