@@ -467,6 +467,7 @@ fn find_tests(root: &Path, files: &[String], check: &mut Vec<String>) -> Tests {
     if django && !patterns.iter().any(|p| p == "tests.py") {
         // Django's own runner finds `test*.py`: an app's tests.py is a test module there.
         patterns.push("tests.py".into());
+        why.push("and each app's tests.py, which Django's runner finds".into());
     }
     let mut names = globset::GlobSetBuilder::new();
     for p in &patterns {

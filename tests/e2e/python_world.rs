@@ -72,7 +72,13 @@ fn init_on_a_django_project() {
         "init_django",
         &[
             ("manage.py", "#!/usr/bin/env python\n"),
-            ("pytest.ini", "[pytest]\ntestpaths = functional\n"),
+            // Two testpaths, the second on a continuation line, as ini files allow.
+            (
+                "pytest.ini",
+                "[pytest]\ntestpaths =\n    functional\n    shop\n",
+            ),
+            // Django's runner finds an app's tests.py; pytest's default python_files do not.
+            ("shop/tests.py", "def test_shop():\n    pass\n"),
             ("shop/migrations/__init__.py", ""),
             ("shop/migrations/0001_initial.py", "# a migration\n"),
             (
