@@ -59,6 +59,30 @@ fn init_on_a_django_project_runs_every_file_in_its_clone_with_no_server() {
         e2e_plan::plan::init::CONFTEST_BLOCK
     );
 
+    // A second init finds its own block and writes the same plan: nothing in it (its
+    // DATABASE_URL included) reads as a test calling a server.
+    std::fs::rename(
+        f.root().join("plans/default.toml"),
+        f.root().join("first.toml"),
+    )
+    .unwrap();
+    let again = f.run(&["init"]);
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert_eq!(
+        std::fs::read_to_string(f.root().join("plans/default.toml")).unwrap(),
+        plan
+    );
+    assert!(
+        stdout(&again).contains("conftest.py: has e2e-plan's django_db_setup override already"),
+        "{}",
+        stdout(&again)
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.root().join("conftest.py")).unwrap(),
+        e2e_plan::plan::init::CONFTEST_BLOCK,
+        "written once"
+    );
+
     // Unedited, on the real server: every file passes in its own copy, kept for the checks.
     let plan_path = "plans/default.toml";
     let url = f.template_url();
