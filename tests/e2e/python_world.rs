@@ -161,6 +161,42 @@ fn init_proposes_services_from_compose_and_packing_for_many_small_files() {
 }
 
 #[test]
+fn init_writes_a_server_only_for_tests_that_call_one() {
+    // pytest-django's live_server: a server, but the test process starts it.
+    let live = repo(
+        "init_live",
+        &[
+            ("manage.py", "#!/usr/bin/env python\n"),
+            (
+                "shop/tests/test_live.py",
+                "def test_home(live_server):\n    assert live_server.url\n",
+            ),
+        ],
+    );
+    let (plan, said) = init_and_check(&live);
+    assert!(!plan.contains("[server]"), "{plan}");
+    assert!(
+        said.contains("server:  none per worker (shop/tests/test_live.py uses live_server"),
+        "{said}"
+    );
+    // requests to localhost, and no app init can start: the block is there, commented.
+    let calls = repo(
+        "init_calls",
+        &[(
+            "tests/test_api.py",
+            "import requests\n\ndef test_up():\n    requests.get('http://localhost:8000/')\n",
+        )],
+    );
+    let (plan, said) = init_and_check(&calls);
+    assert!(plan.contains("\n# [server]\n"), "{plan}");
+    assert!(!plan.contains("\n[server]"), "{plan}");
+    assert!(
+        said.contains("server:  none found, but tests/test_api.py uses localhost"),
+        "{said}"
+    );
+}
+
+#[test]
 fn init_on_a_project_without_migrations() {
     let f = repo(
         "init_plain",
