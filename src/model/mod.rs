@@ -2,6 +2,7 @@
 //! (`summary.json`, version 1), and the few words they share with plans and events. A leaf: it
 //! imports no other part of e2e-plan, and every layer above can use it.
 
+pub mod artifacts;
 pub mod junit;
 
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ pub mod files {
     pub fn resource_log(name: &str) -> String {
         format!("resource-{name}.log")
     }
+    /// The attempt's folder for what the test tool writes besides its JUnit (`{artifacts_dir}`).
+    pub const ARTIFACTS: &str = "artifacts";
     /// The folder of an earlier attempt of a retried file: `attempt-<n>`.
     pub fn attempt_dir(n: u32) -> String {
         format!("attempt-{n}")
@@ -375,6 +378,9 @@ pub struct WorkerResult {
     /// Its failing tests (from its JUnit), with what the server printed while each ran.
     pub failures: Vec<FailedTest>,
     pub attempts: Vec<Attempt>,
+    /// What its attempts' test tool left in `{artifacts_dir}` and `[report] artifacts` kept.
+    #[serde(default)]
+    pub artifacts: Vec<artifacts::Artifact>,
 }
 
 impl WorkerResult {
@@ -398,6 +404,7 @@ impl WorkerResult {
             message: None,
             failures: Vec::new(),
             attempts: Vec::new(),
+            artifacts: Vec::new(),
         }
     }
 

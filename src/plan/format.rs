@@ -271,6 +271,8 @@ pub struct RawReport {
     /// The folder of the reports (`junit.xml`, `summary.json`, `report.html`) and of the workers' logs, relative to root. Default "target/e2e". `apply --report-dir DIR` overrides it for one run.
     #[schemars(with = "Option<String>")]
     pub dir: Option<Spanned<String>>,
+    /// Which attempts' `{artifacts_dir}` (screenshots, traces, videos the test tool writes besides its JUnit) survive, decided after each attempt: `failed` (the default) keeps an attempt's when it failed, timed out, errored or was cut short, and a passing retry's (the file was flaky); `all` keeps every attempt's (a passing file's folder then keeps only them); `none` keeps none. Kept files are listed in `summary.json` (each with its kind: screenshot, trace, video, other, and the test its folder is named after) and shown in `report.html` under their test. Each retry keeps its own under `attempt-<n>/`; in a pack, each file gets the folders named after its own tests (and those named after none).
+    pub artifacts: Option<Artifacts>,
 }
 
 /// Which worker databases survive a run.
@@ -285,6 +287,19 @@ pub enum Keep {
     Always,
     /// None.
     Never,
+}
+
+/// Which attempts' artifacts survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Artifacts {
+    /// The default: an attempt's that did not pass, and a flaky file's passing retry's.
+    #[default]
+    Failed,
+    /// Every attempt's.
+    All,
+    /// None.
+    None,
 }
 
 /// How PostgreSQL copies the template.
@@ -366,4 +381,5 @@ macro_rules! word_enum {
 word_enum!(Keep { "failed" => Failed, "all-on-failure" => AllOnFailure, "always" => Always, "never" => Never });
 word_enum!(Strategy { "file_copy" => FileCopy, "wal_log" => WalLog });
 word_enum!(FlakyPolicy { "pass" => Pass, "fail" => Fail });
+word_enum!(Artifacts { "failed" => Failed, "all" => All, "none" => None });
 word_enum!(Units { "file" => File, "auto" => Auto });

@@ -772,10 +772,13 @@ pub fn render(g: &Guess, root: &str) -> String {
         let _ = writeln!(o, "exclude = {}", toml_list(&t.exclude));
     }
     let _ = writeln!(o, "\n[database]");
-    let _ = writeln!(
-        o,
-        "# Without E2E_DATABASE_URL, a throwaway PostgreSQL is started for each run."
-    );
+    // What a run without E2E_DATABASE_URL gets: the fingerprint below keeps the local cluster.
+    let local = if g.prepare.is_some() {
+        "a local PostgreSQL is made on the first run and kept between runs in .e2e-plan/cluster/"
+    } else {
+        "a throwaway PostgreSQL is started for each run"
+    };
+    let _ = writeln!(o, "# Without E2E_DATABASE_URL, {local}.");
     let _ = writeln!(o, "template = \"${{E2E_DATABASE_URL:-}}\"");
     match &g.prepare {
         Some(p) => {

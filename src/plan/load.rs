@@ -362,6 +362,7 @@ impl Cx<'_> {
         Ok(Plan {
             path: path.to_path_buf(),
             report_dir: normalize(&root.join(report_dir)),
+            artifacts: raw.report.artifacts.unwrap_or_default(),
             root,
             files,
             setup,

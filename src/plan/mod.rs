@@ -14,7 +14,7 @@ use std::time::Duration;
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use thiserror::Error;
 
-pub use format::{FlakyPolicy, Keep, Strategy, Units};
+pub use format::{Artifacts, FlakyPolicy, Keep, Strategy, Units};
 pub use load::{load, LoadOptions};
 use template::{Template, Word};
 
@@ -42,6 +42,8 @@ pub struct Plan {
     pub test: TestSpec,
     pub run: RunSpec,
     pub report_dir: PathBuf,
+    /// `[report] artifacts`: which attempts' `{artifacts_dir}` survive.
+    pub artifacts: Artifacts,
 }
 
 /// One test file: one worker.

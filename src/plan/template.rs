@@ -14,6 +14,7 @@ pub const PLACEHOLDERS: &[&str] = &[
     "db_url",
     "junit",
     "log_dir",
+    "artifacts_dir",
     "args",
 ];
 
@@ -29,6 +30,7 @@ pub const PLACEHOLDER_DOCS: &[(&str, &str)] = &[
     ("db_url", "the template's URL with the database swapped for the worker's; user, password, host, port and query are kept (in `prepare`: that of the database being prepared)"),
     ("junit", "`{log_dir}/junit.xml`. The test command must write JUnit here: the counts and the merged report come from it"),
     ("log_dir", "`{report.dir}/workers/{file_stem}`: the worker's folder, kept when it fails"),
+    ("artifacts_dir", "`{log_dir}/artifacts`: a folder of the attempt's own for what the test tool writes besides its JUnit (pytest-playwright's `--output`: screenshots, traces, videos). Made empty before the attempt; kept by `[report] artifacts`, each retry's under `attempt-<n>/`, each packed file's own"),
     ("args", "the words after `--` on the command line, each as its own word (none without `--`)"),
     ("port.NAME", "a free port on 127.0.0.1 for the worker's `[[service]]` named NAME (each attempt its own)"),
 ];

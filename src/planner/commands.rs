@@ -158,6 +158,7 @@ pub(super) struct WorkerVars<'a> {
     pub db_name: &'a str,
     pub log_dir: &'a Path,
     pub junit: &'a Path,
+    pub artifacts: &'a Path,
     /// A pack's files: a test command word that is exactly `{file}` becomes all of them.
     pub files: Option<&'a [String]>,
 }
@@ -173,6 +174,7 @@ impl WorkerVars<'_> {
             ("db_name", self.db_name.to_string()),
             ("junit", self.junit.display().to_string()),
             ("log_dir", self.log_dir.display().to_string()),
+            ("artifacts_dir", self.artifacts.display().to_string()),
         ])
     }
 

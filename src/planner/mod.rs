@@ -166,6 +166,8 @@ pub struct AttemptPaths {
     pub server_times: PathBuf,
     pub test_log: PathBuf,
     pub junit: PathBuf,
+    /// `{artifacts_dir}`: screenshots, traces, videos (moved aside with the rest before a retry).
+    pub artifacts: PathBuf,
 }
 
 impl AttemptPaths {
@@ -178,6 +180,7 @@ impl AttemptPaths {
             server_times: files::times_of(&dir.join(files::SERVER_LOG)),
             test_log: dir.join(files::TEST_LOG),
             junit: dir.join(files::JUNIT),
+            artifacts: dir.join(files::ARTIFACTS),
         }
     }
 }
@@ -315,6 +318,7 @@ impl Dag {
             db_name: &w.attempts[0].db_name,
             log_dir: &w.log_dir,
             junit: &planned.junit,
+            artifacts: &planned.artifacts,
             files: Some(&members.iter().map(|m| m.path.clone()).collect::<Vec<_>>()),
         };
         w.attempts[0].commands = vars.commands(&self.args);
@@ -904,6 +908,7 @@ fn file_plan(
                 db_name: &db_name,
                 log_dir: &log_dir,
                 junit: &paths.junit,
+                artifacts: &paths.artifacts,
                 files: part.as_ref().map(|p| p.tests.as_slice()),
             };
             let commands = vars.commands(&opts.args);
@@ -960,6 +965,7 @@ fn pack_plan(
         db_name: &db_name,
         log_dir: &log_dir,
         junit: &planned.junit,
+        artifacts: &planned.artifacts,
         files: Some(&paths),
     };
     let commands = vars.commands(&opts.args);
@@ -1400,6 +1406,66 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
         };
         assert_eq!(packs(true), [1, 2, 3, 3, 3]);
         assert_eq!(packs(false), [1, 5, 6]);
+    }
+
+    /// The model picks its favourite; once a run of that shape took far longer than predicted,
+    /// the next run weighs it by what it took and picks another, and a shape measured fastest
+    /// keeps its place however the model flatters the others.
+    #[test]
+    fn an_option_measured_slower_than_predicted_is_weighed_by_what_it_took() {
+        let (dir, _) = plan();
+        let shorts: Vec<String> = (1..=11).map(|i| format!("tests/test_s{i:02}.py")).collect();
+        for f in shorts.iter().chain([&"tests/test_long.py".to_string()]) {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        std::fs::remove_file(dir.path().join("tests/test_a.py")).unwrap();
+        let mut plan = load(&dir.path().join("plan.toml"), &LoadOptions::default()).unwrap();
+        plan.run.units = crate::plan::Units::Auto;
+        let mut timings = Timings::default();
+        let secs = Duration::from_secs_f64;
+        timings.record("tests/test_long.py", Some(secs(8.0)), Some(secs(4.2)));
+        timings.record_cpu("tests/test_long.py", 1.6, None);
+        for f in &shorts {
+            timings.record(f, Some(secs(11.0)), Some(secs(1.05)));
+            timings.record_cpu(f, 1.5, None);
+        }
+        let shape = |timings: &Timings| {
+            let opts = PlanOptions {
+                timings: timings.clone(),
+                cores: 2,
+                ..Default::default()
+            };
+            let dag = build(&plan, &opts);
+            let packs = dag.units().filter(|w| w.pack.len() > 1).count();
+            (dag.units().count(), packs, dag.packing.unwrap_or_default())
+        };
+        let ran = |units: usize, packs: usize, measured: f64| shards::RunWall {
+            run_id: format!("r{units}"),
+            predicted: Some(6.0),
+            measured,
+            units,
+            files: 12,
+            packs,
+        };
+        let (units, packs, _) = shape(&timings);
+        assert_eq!((units, packs), (5, 4), "the model's favourite");
+        timings.runs.push(ran(units, packs, 30.0));
+        let (second, second_packs, why) = shape(&timings);
+        assert_ne!(second, units, "{why}");
+        assert!(why.contains("30.0s as measured"), "{why}");
+        // The second choice measured fast: it stays, though the model still prefers the first
+        // shape's figure were it unmeasured.
+        timings.runs.push(ran(second, second_packs, 5.0));
+        timings.runs.push(ran(units, packs, 30.0));
+        let (third, _, why) = shape(&timings);
+        assert_eq!(third, second, "{why}");
+        // Runs of another file set say nothing of this one's options.
+        let mut other = Timings {
+            runs: vec![ran(units, packs, 30.0)],
+            ..timings.clone()
+        };
+        other.runs[0].files = 13;
+        assert_eq!(shape(&other).0, units);
     }
 
     #[test]

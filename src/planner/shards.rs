@@ -167,6 +167,12 @@ pub struct RunWall {
     pub predicted: Option<f64>,
     pub measured: f64,
     pub units: usize,
+    /// How many files ran and in how many packs: with `units`, which option the run was, so
+    /// that `auto` weighs an option it has measured by what it took (older records: 0, none).
+    #[serde(default)]
+    pub files: usize,
+    #[serde(default)]
+    pub packs: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -324,6 +330,24 @@ impl Timings {
         }
     }
 
+    /// What the planned runs of this shape (so many files in so many units, so many of them
+    /// packs) took, on average, less the time before their first worker; none when no run of
+    /// the last ten had it. The queue's runs (no prediction) were not planned and do not count.
+    pub fn measured(&self, files: usize, units: usize, packs: usize) -> Option<f64> {
+        let walls: Vec<f64> = self
+            .runs
+            .iter()
+            .filter(|r| {
+                r.predicted.is_some() && r.files == files && r.units == units && r.packs == packs
+            })
+            .map(|r| r.measured)
+            .collect();
+        (!walls.is_empty()).then(|| {
+            let mean = walls.iter().sum::<f64>() / walls.len() as f64;
+            (mean - self.setup.unwrap_or_default()).max(0.0)
+        })
+    }
+
     /// Learns how many packs the run had and its predicted and measured wall (the last ten).
     pub fn learn_choice(&mut self, s: &crate::model::RunSummary) {
         let firsts = s
@@ -379,6 +403,8 @@ impl Timings {
             predicted: s.predicted_wall_secs,
             measured: s.wall_secs,
             units: units.len(),
+            files: s.workers.len(),
+            packs: packs.len(),
         });
         let extra = self.runs.len().saturating_sub(10);
         self.runs.drain(..extra);

@@ -32,6 +32,8 @@ pub struct Weighed {
     pub packs: usize,
     pub units: usize,
     pub wall: f64,
+    /// `wall` is what earlier runs of this option took, not a prediction.
+    pub measured: bool,
 }
 
 /// Whether the plan's commands can run several files in one worker: `{file}` only as whole words
@@ -156,6 +158,7 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
         plan.run.jobs,
         cores,
         timings.packs,
+        &|units, packs| timings.measured(files.len(), units, packs),
     );
     let Some(Binned {
         wall, bins, packs, ..
@@ -219,10 +222,12 @@ fn weighed_text(weighed: &[Weighed], chosen: usize) -> String {
         .map(|w| {
             let what = match w.packs {
                 0 => "a worker per file".to_string(),
-                1 => "1 pack".to_string(),
-                n => format!("{n} packs"),
+                _ if w.units == 1 => "one process".to_string(),
+                1 => format!("1 pack in {} workers", w.units),
+                n => format!("{n} packs in {} workers", w.units),
             };
-            format!("{what} {:.1}s", w.wall)
+            let how = if w.measured { " as measured" } else { "" };
+            format!("{what} {:.1}s{how}", w.wall)
         })
         .collect();
     format!("weighed: {}", words.join(", "))
@@ -245,6 +250,9 @@ struct Binned {
 /// shortest predicted wall wins, and a near tie goes to the fewer workers (less CPU spread over
 /// the cores). The number of packs the last run chose (`last`) keeps its place while within
 /// `STAY` of the best, so that timings that wobble from run to run do not flip the choice.
+/// An option earlier runs took is weighed by what they took (`measured`): a model that
+/// flattered it is not believed twice, and the choice settles on what ran fastest.
+#[allow(clippy::too_many_arguments)]
 fn best_bins(
     candidates: &[usize],
     costs: &[Option<Cost>],
@@ -253,6 +261,7 @@ fn best_bins(
     jobs: usize,
     cores: usize,
     last: Option<usize>,
+    measured: &dyn Fn(usize, usize) -> Option<f64>,
 ) -> (Option<Binned>, Vec<Weighed>) {
     let mut best: Option<Binned> = None;
     let mut weighed = Vec::new();
@@ -264,17 +273,20 @@ fn best_bins(
         let (bins, packs) = bins(candidates, costs, names, k);
         let mut all = others.to_vec();
         all.extend(packs.iter().map(|&cost| UnitCost { file: None, cost }));
+        let n_packs = bins.iter().filter(|b| b.len() > 1).count();
+        let n_units = others.len() + bins.len();
+        let seen = measured(n_units, n_packs);
         let b = Binned {
-            wall: predict_wall(&all, jobs, cores),
+            wall: seen.unwrap_or_else(|| predict_wall(&all, jobs, cores)),
             spread: cpu_spread(&all, cores),
             bins,
             packs,
         };
-        let n_packs = b.bins.iter().filter(|b| b.len() > 1).count();
         weighed.push(Weighed {
             packs: n_packs,
-            units: others.len() + b.bins.len(),
+            units: n_units,
             wall: b.wall,
+            measured: seen.is_some(),
         });
         if last == Some(n_packs) && n_packs > 0 {
             kept = Some(Binned {

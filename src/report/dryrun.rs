@@ -34,6 +34,9 @@ struct WorkerView<'a> {
     file: &'a str,
     database: &'a str,
     log_dir: String,
+    /// `{artifacts_dir}` of each attempt while it runs (an earlier attempt's moves to
+    /// `attempt-<n>/` before a retry).
+    artifacts_dir: String,
     predicted_secs: Option<f64>,
     /// A pack's files (`units = "auto"`), run one after another by its one test process.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -93,6 +96,7 @@ fn worker_views<'a>(plan: &'a Plan, dag: &'a Dag) -> Vec<WorkerView<'a>> {
                 file: &w.file,
                 database: w.db_name(),
                 log_dir: w.log_dir.display().to_string(),
+                artifacts_dir: w.attempts[0].paths.artifacts.display().to_string(),
                 predicted_secs: w.predicted.map(|d| d.as_secs_f64()),
                 nice: w.nice,
                 after_critical: w.after_critical,
@@ -579,6 +583,7 @@ fn json(plan: &Plan, dag: &Dag) -> String {
                 packs: w.packs,
                 workers: w.units,
                 predicted_wall_secs: w.wall,
+                measured: w.measured,
             })
             .collect(),
         queue: dag
@@ -608,6 +613,8 @@ struct WeighedView {
     packs: usize,
     workers: usize,
     predicted_wall_secs: f64,
+    /// The figure is what earlier runs of this option took, not the model's.
+    measured: bool,
 }
 
 /// An action as JSON; the preparation filled as it will run, like the text view shows it.

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::model::artifacts::{Artifact, ArtifactKind};
 pub use crate::model::FailedTest;
 use crate::model::{Verdict, WorkerResult};
 
@@ -18,6 +19,27 @@ pub enum FailureOutput {
     Full,
     /// No failures section.
     None,
+}
+
+/// What a failing test's reader opens first: its screenshots and traces (videos are in the
+/// HTML report), the last attempt's first.
+pub fn evidence<'a>(all: &'a [Artifact], test: &'a str) -> Vec<&'a Artifact> {
+    let mut out: Vec<&Artifact> = all
+        .iter()
+        .filter(|a| a.test.as_deref() == Some(test))
+        .filter(|a| matches!(a.kind, ArtifactKind::Screenshot | ArtifactKind::Trace))
+        .collect();
+    out.sort_by_key(|a| std::cmp::Reverse(a.attempt));
+    out
+}
+
+pub fn kind_label(kind: ArtifactKind) -> &'static str {
+    match kind {
+        ArtifactKind::Screenshot => "screenshot",
+        ArtifactKind::Trace => "trace",
+        ArtifactKind::Video => "video",
+        ArtifactKind::Other => "file",
+    }
 }
 
 /// Caps of the short output.
@@ -40,7 +62,7 @@ pub fn render(workers: &[WorkerResult], mode: FailureOutput, report_dir: &Path) 
     let mut o = String::from("\nfailures\n");
     let shown = if full { failing.len() } else { FILES };
     for w in failing.iter().take(shown) {
-        file_block(&mut o, w, full);
+        file_block(&mut o, w, full, report_dir);
     }
     if failing.len() > shown {
         let _ = writeln!(
@@ -54,7 +76,7 @@ pub fn render(workers: &[WorkerResult], mode: FailureOutput, report_dir: &Path) 
     o
 }
 
-fn file_block(o: &mut String, w: &WorkerResult, full: bool) {
+fn file_block(o: &mut String, w: &WorkerResult, full: bool, report_dir: &Path) {
     let why = w
         .message
         .as_deref()
@@ -67,6 +89,22 @@ fn file_block(o: &mut String, w: &WorkerResult, full: bool) {
             "   failed on attempt 1, passed on attempt {}",
             w.attempts.len()
         );
+        // What the failing attempts left: the evidence of the flake.
+        let last = w.attempts.last().map(|a| a.number).unwrap_or(1);
+        for a in w
+            .artifacts
+            .iter()
+            .filter(|a| a.attempt < last)
+            .filter(|a| matches!(a.kind, ArtifactKind::Screenshot | ArtifactKind::Trace))
+        {
+            let _ = writeln!(
+                o,
+                "   {} of attempt {}: {}",
+                kind_label(a.kind),
+                a.attempt,
+                report_dir.join(&a.path).display()
+            );
+        }
         return;
     }
     let path = |p: &Option<std::path::PathBuf>| p.clone().unwrap_or_default();
@@ -75,6 +113,17 @@ fn file_block(o: &mut String, w: &WorkerResult, full: bool) {
     for f in w.failures.iter().take(cap(TESTS)) {
         let _ = writeln!(o, "   ✗ {}", f.id);
         lines(o, &f.detail, "     ", cap(DETAIL), false, &test_log);
+        for a in evidence(&w.artifacts, &f.id) {
+            let path = report_dir.join(&a.path);
+            let _ = writeln!(o, "     {}: {}", kind_label(a.kind), path.display());
+            if a.kind == ArtifactKind::Trace {
+                let _ = writeln!(
+                    o,
+                    "       open it: playwright show-trace {}",
+                    path.display()
+                );
+            }
+        }
         if !f.server_lines.is_empty() {
             let _ = writeln!(o, "     server, while it ran:");
             lines(

@@ -4,6 +4,9 @@
 use std::fmt::Write;
 
 use super::junit::xml_escape as esc;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+
+use crate::model::artifacts::{Artifact, ArtifactKind};
 use crate::model::{RunSummary, Verdict, WorkerResult};
 use crate::steps::process::tail;
 
@@ -67,7 +70,7 @@ h1{{font-size:18px}} .meta{{color:#555;margin-bottom:12px}}
 .axis{{position:relative;margin-left:378px;margin-right:68px;height:18px;color:#777;font-size:11px}}
 .tick{{position:absolute;transform:translateX(-50%)}}
 .more{{margin:4px 0 10px 378px}} pre{{background:#111;color:#ddd;padding:8px;overflow:auto;max-height:300px}}
-.err{{background:#5a1010}} .legend span{{display:inline-block;margin-right:12px}}
+.err{{background:#5a1010}} .shot img{{max-width:640px;border:1px solid #ccc}} .shot{{margin:6px 0}} .artifact{{margin:4px 0}} .legend span{{display:inline-block;margin-right:12px}}
 </style></head><body>
 <h1>e2e-plan run {run}: exit code {exit}</h1>
 <div class="meta">{n} files: {p} passed, {f} failed, {fl} flaky, {t} timed out, {c} cancelled · wall {wall:.1}s · Σ {work:.1}s of work · started {started}</div>
@@ -201,6 +204,7 @@ fn details(w: &WorkerResult) -> String {
     if let Some(m) = &w.message {
         let _ = write!(details, "<div>{}</div>", esc(m));
     }
+    let mut shown = Vec::new();
     if let (false, Some(log_dir), Some(test_log), Some(server_log)) = (
         matches!(w.verdict, Verdict::Pass | Verdict::Cancelled),
         &w.log_dir,
@@ -215,6 +219,13 @@ fn details(w: &WorkerResult) -> String {
         for f in &w.failures {
             let _ = write!(details, "<div class=\"failed\">✗ {}</div>", esc(&f.id));
             let _ = write!(details, "<pre>{}</pre>", esc(&f.detail.join("\n")));
+            let mine: Vec<&Artifact> = w
+                .artifacts
+                .iter()
+                .filter(|a| a.test.as_deref() == Some(f.id.as_str()))
+                .collect();
+            shown.extend(mine.iter().map(|a| &a.path));
+            details.push_str(&artifacts(&mine));
             if !f.server_lines.is_empty() {
                 let _ = write!(
                     details,
@@ -240,5 +251,101 @@ fn details(w: &WorkerResult) -> String {
             );
         }
     }
+    // The rest: the attempt's own, passing tests' (`artifacts = "all"`), a flaky file's earlier
+    // attempts'.
+    let rest: Vec<&Artifact> = w
+        .artifacts
+        .iter()
+        .filter(|a| !shown.contains(&&a.path))
+        .collect();
+    if !rest.is_empty() {
+        let _ = write!(details, "<div>artifacts</div>{}", artifacts(&rest));
+    }
     details
+}
+
+/// Artifacts as the reader uses them: screenshots inline, traces linked with the command that
+/// opens them, videos and the rest linked. Paths are relative to the report folder, where this
+/// page is, so the folder opens anywhere.
+fn artifacts(list: &[&Artifact]) -> String {
+    let mut out = String::new();
+    for a in list {
+        let href = url_path(&a.path);
+        let name = esc(&a.path.display().to_string());
+        let attempt = if a.attempt > 1 || list.iter().any(|b| b.attempt != a.attempt) {
+            format!(" (attempt {})", a.attempt)
+        } else {
+            String::new()
+        };
+        let test = a
+            .test
+            .as_deref()
+            .map(|t| format!(" of {}", esc(t)))
+            .unwrap_or_default();
+        let _ = match a.kind {
+            ArtifactKind::Screenshot => write!(
+                out,
+                r#"<figure class="shot"><a href="{href}"><img src="{href}" alt="screenshot{test}" loading="lazy"></a><figcaption>screenshot{attempt}: {name}</figcaption></figure>"#
+            ),
+            ArtifactKind::Trace => write!(
+                out,
+                r#"<div class="artifact">trace{attempt}: <a class="trace" href="{href}">{name}</a> · open it: <code>playwright show-trace {name}</code> (from the report folder) or drop it on trace.playwright.dev</div>"#
+            ),
+            ArtifactKind::Video => write!(
+                out,
+                r#"<div class="artifact">video{attempt}: <a class="video" href="{href}">{name}</a></div>"#
+            ),
+            ArtifactKind::Other => write!(
+                out,
+                r#"<div class="artifact">file{attempt}: <a href="{href}">{name}</a></div>"#
+            ),
+        };
+    }
+    out
+}
+
+/// A relative path as a URL path: each segment percent-encoded.
+fn url_path(path: &std::path::Path) -> String {
+    const SEGMENT: &AsciiSet = &CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'<')
+        .add(b'>')
+        .add(b'?')
+        .add(b'`')
+        .add(b'{')
+        .add(b'}')
+        .add(b'\'')
+        .add(b'&');
+    path.iter()
+        .map(|c| utf8_percent_encode(&c.to_string_lossy(), SEGMENT).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_paths_are_relative_urls() {
+        let p = std::path::Path::new("workers/test x/artifacts/a#b/test-failed-1.png");
+        assert_eq!(
+            url_path(p),
+            "workers/test%20x/artifacts/a%23b/test-failed-1.png"
+        );
+        let shot = Artifact {
+            path: p.to_path_buf(),
+            kind: ArtifactKind::Screenshot,
+            test: Some("tests/test_x.py::test_y[chromium]".into()),
+            attempt: 1,
+        };
+        let html = artifacts(&[&shot]);
+        assert!(
+            html.contains(r#"<img src="workers/test%20x/artifacts/a%23b/test-failed-1.png""#),
+            "{html}"
+        );
+    }
 }

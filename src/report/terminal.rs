@@ -3,6 +3,7 @@
 //! table, the failures, the closing lines. It writes only to the writers it is given.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use comfy_table::{presets, Cell, CellAlignment, Color, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use owo_colors::OwoColorize;
 
-use super::failures::FailureOutput;
+use super::failures::{evidence, kind_label, FailureOutput};
 use crate::events::{Event, Phase, Written};
 use crate::model::{RunSummary, Verdict, WorkerResult};
 
@@ -486,10 +487,21 @@ fn annotations(s: &RunSummary, cwd: &std::path::Path) -> Vec<String> {
         }
         for f in &w.failures {
             let at = f.line.map(|l| format!(",line={l}")).unwrap_or_default();
+            // Its screenshot and trace, where the report folder (uploaded as the CI artifact)
+            // holds them.
+            let mut text = format!("{}: {}", f.id, f.message);
+            for a in evidence(&w.artifacts, &f.id) {
+                let _ = write!(
+                    text,
+                    "\n{}: {}",
+                    kind_label(a.kind),
+                    s.report_dir.join(&a.path).display()
+                );
+            }
             out.push(format!(
                 "::error file={}{at}::{}",
                 rel(f.file.as_deref().unwrap_or(&w.file)),
-                gha_data(&format!("{}: {}", f.id, f.message))
+                gha_data(&text)
             ));
         }
     }
@@ -546,7 +558,13 @@ pub fn summary_table(s: &RunSummary, color: bool) -> String {
             result,
             Cell::new(passed).set_alignment(CellAlignment::Right),
             Cell::new(failed).set_alignment(CellAlignment::Right),
-            Cell::new(format!("{:.2}s", w.duration)).set_alignment(CellAlignment::Right),
+            // A file that never started has no duration to show.
+            Cell::new(if w.attempts.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.2}s", w.duration)
+            })
+            .set_alignment(CellAlignment::Right),
             Cell::new(logs),
         ]);
     }
@@ -619,18 +637,20 @@ pub fn summary_line(s: &RunSummary) -> String {
             parts.push(format!("{n} {word}"));
         }
     }
-    let parallel = if s.wall_secs > 0.0 {
-        s.work_secs / s.wall_secs
-    } else {
-        0.0
-    };
-    format!(
-        "{} files: {} in {:.1}s (Σ {:.1}s of work, ×{:.1} parallel)",
+    let head = format!(
+        "{} files: {} in {:.1}s",
         s.workers.len(),
         parts.join(", "),
-        s.wall_secs,
+        s.wall_secs
+    );
+    // No file ran (a setup failure, an empty shard): there is no work to sum.
+    if s.work_secs <= 0.0 || s.wall_secs <= 0.0 {
+        return head;
+    }
+    format!(
+        "{head} (Σ {:.1}s of work, ×{:.1} parallel)",
         s.work_secs,
-        parallel
+        s.work_secs / s.wall_secs
     )
 }
 
@@ -853,10 +873,15 @@ mod tests {
             },
             Event::Warning("could not drop 1 database(s)".into()),
         ];
+        // The files never started (prepare failed first): as the run records them, with no
+        // time and no log folder.
+        let not_run = |index: usize, file: &str, stem: &str| {
+            WorkerResult::not_run(index, file, stem, &format!("app_test_ab12cd34_{index}"))
+        };
         let s = summary(
             vec![
-                worker(0, "tests/test_cart.py", Verdict::Cancelled, 0, 0),
-                worker(1, "tests/test_login.py", Verdict::Cancelled, 0, 0),
+                not_run(0, "tests/test_cart.py", "test_cart"),
+                not_run(1, "tests/test_login.py", "test_login"),
             ],
             3,
             Some(RunError {
@@ -864,7 +889,16 @@ mod tests {
                 detail: Some("INFO  [alembic] Running upgrade -> 0002\nsqlalchemy.exc.ProgrammingError: relation \"users\" does not exist".into()),
             }),
         );
-        insta::assert_snapshot!(show(events, s));
+        let shown = show(events, s);
+        assert!(
+            !shown.contains("workers/"),
+            "log folders of files that never ran: {shown}"
+        );
+        assert!(
+            !shown.contains("Σ"),
+            "work of files that never ran: {shown}"
+        );
+        insta::assert_snapshot!(shown);
     }
 
     #[test]

@@ -7,12 +7,13 @@ use std::path::Path;
 
 use quick_junit::{Report, TestSuite};
 
-use super::worker::{record, run_attempt};
+use super::worker::{record, run_attempt, settle_artifacts};
 use super::{RunCx, StepError};
 use crate::engine::{Cancel, Outcome};
 use crate::events::Event;
 use crate::model::junit::{read, read_counts, tests_secs};
-use crate::model::{Attempt, Verdict};
+use crate::model::{files, Attempt, Verdict};
+use crate::plan::Artifacts;
 use crate::planner::units::module_name;
 use crate::planner::WorkerPlan;
 
@@ -90,7 +91,7 @@ fn split_attempt(
         .enumerate()
         .map(|(i, w)| {
             let suite = suites.as_ref().map(|(s, _)| s[i].clone());
-            let mut a = file_attempt(pack, &dir, w, &paths, &attempt, suite);
+            let mut a = file_attempt(pack, &dir, w, &paths, &attempt, suite, cx.plan().artifacts);
             share_costs(&mut a, &attempt);
             a
         })
@@ -130,6 +131,7 @@ fn file_attempt(
     paths: &[&str],
     attempt: &Attempt,
     suite: Option<TestSuite>,
+    policy: Artifacts,
 ) -> Attempt {
     let mut a = attempt.clone();
     let mine = w.attempt(1).map(|p| p.paths.clone());
@@ -145,7 +147,14 @@ fn file_attempt(
         .collect();
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::create_dir_all(&dir);
-    link_tree(pack_dir, &dir, &pack.junit);
+    let pack_artifacts = pack_dir.join(files::ARTIFACTS);
+    link_tree(
+        pack_dir,
+        &dir,
+        &[pack.junit.as_path(), pack_artifacts.as_path()],
+    );
+    let artifacts = dir.join(files::ARTIFACTS);
+    link_own_artifacts(&pack_artifacts, &artifacts, &w.file, paths);
     if let Some(suite) = suite {
         write_junit(&junit, suite);
     }
@@ -182,7 +191,34 @@ fn file_attempt(
             a.packed_with.join(", ")
         ));
     }
+    settle_artifacts(policy, &artifacts, a.verdict, 1);
     a
+}
+
+/// Links into a packed file's artifacts folder what of its pack's is its own: each top-level
+/// folder or file named after one of its tests, and those named after no file of the pack (the
+/// attempt's, which every file shares). A file never gets its pack mates' folders.
+fn link_own_artifacts(from: &Path, to: &Path, file: &str, paths: &[&str]) {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
+    let mine = paths.iter().position(|p| *p == file);
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let owner = crate::model::artifacts::file_of(&name, paths);
+        if owner.is_some() && owner != mine {
+            continue;
+        }
+        let dest = to.join(&name);
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            link_tree(&entry.path(), &dest, &[]);
+        } else {
+            let _ = std::fs::create_dir_all(to);
+            if std::fs::hard_link(entry.path(), &dest).is_err() {
+                let _ = std::fs::copy(entry.path(), &dest);
+            }
+        }
+    }
 }
 
 /// A file of a pack learns the pack's start-up as its own (one start-up serves them all) and
@@ -321,16 +357,19 @@ fn write_junit(path: &Path, suite: TestSuite) {
 }
 
 /// Links (or copies, across file systems) every file under `from` into the same place under
-/// `to`, folders made as needed; `skip` (the pack's JUnit) is left out.
-fn link_tree(from: &Path, to: &Path, skip: &Path) {
-    for entry in walkdir::WalkDir::new(from).into_iter().flatten() {
+/// `to`, folders made as needed; `skip` (the pack's JUnit, its artifacts folder) is left out.
+fn link_tree(from: &Path, to: &Path, skip: &[&Path]) {
+    let walk = walkdir::WalkDir::new(from)
+        .into_iter()
+        .filter_entry(|e| !skip.contains(&e.path()));
+    for entry in walk.flatten() {
         let Ok(rel) = entry.path().strip_prefix(from) else {
             continue;
         };
         let dest = to.join(rel);
         if entry.file_type().is_dir() {
             let _ = std::fs::create_dir_all(&dest);
-        } else if entry.path() != skip && std::fs::hard_link(entry.path(), &dest).is_err() {
+        } else if std::fs::hard_link(entry.path(), &dest).is_err() {
             let _ = std::fs::copy(entry.path(), &dest);
         }
     }

@@ -40,6 +40,7 @@ pub fn merge(file: &WorkerPlan, parts: &[WorkerResult]) -> WorkerResult {
     row.duration = parts.iter().map(|r| r.duration).sum();
     row.attempts = parts.iter().flat_map(|r| r.attempts.clone()).collect();
     row.failures = parts.iter().flat_map(|r| r.failures.clone()).collect();
+    row.artifacts = parts.iter().flat_map(|r| r.artifacts.clone()).collect();
     row.message = worst.message.as_ref().map(|m| {
         let label = worst.file.strip_prefix(file.file.as_str()).unwrap_or("");
         format!("{}: {m}", label.trim())

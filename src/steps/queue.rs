@@ -5,12 +5,15 @@
 //! used). A file's tests are then guessed from its size, at the rate the files seen took: while
 //! the next file's guess outweighs a start-up it goes alone (and more lanes open when the files
 //! seen keep less than a core each busy); once it does not, each lane that frees up takes its
-//! share of the files left, by their guessed tests, as one pack, so that the lanes end together.
+//! share of the files left (the biggest and the smallest in turn), by their guessed tests, as one
+//! pack, so that the lanes end together:
+//! a lane still busy with a long file alone takes a smaller share when it frees up, later.
 //! Copies of the template are made ahead, one per lane, so that a lane's next unit does not wait
 //! for its database.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use super::worker::{record, run_attempt};
 use super::{RunCx, StepError};
@@ -27,8 +30,22 @@ struct Seen {
     rate: f64,
 }
 
+/// A unit a lane runs: when it began, its files' size, and whether it is a file alone.
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    id: u64,
+    began: Instant,
+    bytes: u64,
+    alone: bool,
+}
+
 /// The queue's own bookkeeping.
 struct State {
+    /// The units the lanes run now.
+    running: Vec<Running>,
+    next_id: u64,
+    /// Every queued file's size, by worker index.
+    sizes: std::collections::HashMap<usize, u64>,
     /// Files left (worker index, size), biggest first.
     pending: VecDeque<(usize, u64)>,
     seen: Vec<Seen>,
@@ -73,10 +90,34 @@ impl State {
         }
     }
 
-    /// The next unit for a lane that frees up: the biggest file alone while its guessed tests
-    /// outweigh a start-up; then this lane's share of what is left, by guessed tests, so that
-    /// the lanes end together (the last lane to take its share takes the rest).
-    fn take(&mut self) -> Option<Vec<usize>> {
+    /// The next unit for a lane that frees up, registered as running (`done` ends it).
+    fn take(&mut self) -> Option<(u64, Vec<usize>)> {
+        let files = self.next_unit()?;
+        let bytes = files
+            .iter()
+            .filter_map(|i| self.sizes.get(i))
+            .copied()
+            .sum::<u64>();
+        self.next_id += 1;
+        self.running.push(Running {
+            id: self.next_id,
+            began: Instant::now(),
+            bytes,
+            alone: files.len() == 1,
+        });
+        Some((self.next_id, files))
+    }
+
+    /// A lane's unit ended.
+    fn done(&mut self, id: u64) {
+        self.running.retain(|r| r.id != id);
+    }
+
+    /// The biggest file alone while its guessed tests outweigh a start-up; then this lane's
+    /// share of what is left, by guessed tests, so that the lanes end together: the lanes
+    /// still busy with a file alone take theirs when they free up (as guessed), so this one
+    /// takes more (the last lane to take its share takes the rest).
+    fn next_unit(&mut self) -> Option<Vec<usize>> {
         if self.pending.is_empty() || self.error.is_some() {
             return None;
         }
@@ -93,18 +134,51 @@ impl State {
             .iter()
             .filter_map(|&(_, size)| self.guess(size))
             .sum();
-        let share = total / left as f64;
+        let startup = self.learnt().map_or(0.0, |(s, _, _)| s);
+        // When each of the other lanes frees up, from now: its file alone's guessed start-up
+        // and tests less the time it has run.
+        let mut busy: Vec<f64> = self
+            .running
+            .iter()
+            .filter(|r| r.alone)
+            .map(|r| {
+                let guessed = startup + self.guess(r.bytes).unwrap_or_default();
+                (guessed - r.began.elapsed().as_secs_f64()).max(0.0)
+            })
+            .collect();
+        // Lanes running nothing take theirs at once.
+        let idle = self.lanes.saturating_sub(self.running.len() + 1);
+        busy.extend(std::iter::repeat_n(0.0, idle));
+        busy.sort_by(f64::total_cmp);
+        busy.truncate(left - 1);
+        let share = fill(&busy, total, startup);
+        // The biggest and the smallest in turn: every share holds files of every size, so a
+        // guess by size that is off for small files (a test file costs something whatever its
+        // size) is off alike for every lane.
         let mut taken = Vec::new();
         let mut load = 0.0;
-        while let Some(&(i, size)) = self.pending.front() {
+        let mut small = false;
+        loop {
+            let next = if small {
+                self.pending.back()
+            } else {
+                self.pending.front()
+            };
+            let Some(&(i, size)) = next else { break };
             let g = self.guess(size).unwrap_or_default();
             if !taken.is_empty() && load + g / 2.0 > share {
                 break;
             }
             load += g;
             taken.push(i);
-            self.pending.pop_front();
+            if small {
+                self.pending.pop_back();
+            } else {
+                self.pending.pop_front();
+            }
+            small = !small;
         }
+        taken.sort_unstable();
         Some(taken)
     }
 
@@ -146,6 +220,22 @@ impl State {
     }
 }
 
+/// This lane's share of `total` seconds of tests, so that it and the lanes that free up after
+/// `busy` seconds (ascending) end together, each paying one `startup`: lanes that would free up
+/// after that end take none.
+fn fill(busy: &[f64], total: f64, startup: f64) -> f64 {
+    let mut end = total + startup;
+    for m in 1..=busy.len() {
+        let next =
+            (busy[..m].iter().sum::<f64>() + total + (m + 1) as f64 * startup) / (m + 1) as f64;
+        if busy[m - 1] + startup >= next {
+            break;
+        }
+        end = next;
+    }
+    end - startup
+}
+
 type Shared = Arc<Mutex<State>>;
 
 fn lock(q: &Shared) -> std::sync::MutexGuard<'_, State> {
@@ -163,6 +253,9 @@ pub async fn run(
     let size = |i: usize| cx.dag().workers.get(i).map_or(0, |w| w.size);
     let q: Shared = Arc::new(Mutex::new(State {
         pending: files.iter().map(|&i| (i, size(i))).collect(),
+        running: Vec::new(),
+        next_id: 0,
+        sizes: files.iter().map(|&i| (i, size(i))).collect(),
         seen: Vec::new(),
         packs: 0,
         shared: 0,
@@ -239,15 +332,17 @@ async fn lane(cx: &Arc<RunCx>, q: &Shared, cancel: &Cancel, learnt: &tokio::sync
         let unit = {
             let mut state = lock(q);
             match state.take() {
-                Some(files) if files.len() > 1 => {
+                Some((id, files)) if files.len() > 1 => {
                     state.packs += 1;
-                    Some((files, state.packs))
+                    Some((id, files, state.packs))
                 }
-                Some(files) => Some((files, 0)),
+                Some((id, files)) => Some((id, files, 0)),
                 None => None,
             }
         };
-        let Some((files, pack)) = unit else { return };
+        let Some((id, files, pack)) = unit else {
+            return;
+        };
         let bytes: u64 = files
             .iter()
             .filter_map(|&i| cx.dag().workers.get(i))
@@ -261,6 +356,7 @@ async fn lane(cx: &Arc<RunCx>, q: &Shared, cancel: &Cancel, learnt: &tokio::sync
             (result, Some(attempt))
         };
         let mut state = lock(q);
+        state.done(id);
         if let Some(a) = &attempt {
             state.learn(a, bytes);
         }
@@ -316,6 +412,9 @@ mod tests {
     fn state(sizes: &[u64], lanes: usize) -> State {
         State {
             pending: sizes.iter().copied().enumerate().collect(),
+            running: Vec::new(),
+            next_id: 0,
+            sizes: sizes.iter().copied().enumerate().collect(),
             seen: Vec::new(),
             packs: 0,
             shared: 0,
@@ -336,6 +435,14 @@ mod tests {
         }
     }
 
+    /// The units `q` hands out, ending each at once (a lane that frees up at once).
+    fn take(q: &mut State) -> Option<Vec<usize>> {
+        q.take().map(|(id, files)| {
+            q.done(id);
+            files
+        })
+    }
+
     /// The biggest files go alone while their guessed tests outweigh a start-up; the rest go in
     /// packs, a share per lane by guessed tests, the last lane taking what is left.
     #[test]
@@ -344,19 +451,57 @@ mod tests {
         let mut sizes = vec![20_000, 20_000];
         sizes.extend(std::iter::repeat_n(2_000, 42));
         let mut q = state(&sizes, 2);
-        assert_eq!(q.take(), Some(vec![0]), "nothing learnt: alone");
+        assert_eq!(take(&mut q), Some(vec![0]), "nothing learnt: alone");
         // 4 s of tests in 20 kB: 0.2 ms a byte; a 2 kB file, 0.4 s, under a 2.5 s start-up.
         q.seen.push(seen(2.5, 4.0, 20_000, 1.0));
-        assert_eq!(q.take(), Some(vec![1]), "the other long file: alone");
-        let first = q.take().unwrap();
+        assert_eq!(take(&mut q), Some(vec![1]), "the other long file: alone");
+        let first = take(&mut q).unwrap();
         assert_eq!(
             first.len(),
             21,
             "half of the short files by their guessed tests"
         );
-        let second = q.take().unwrap();
+        let second = take(&mut q).unwrap();
         assert_eq!(second.len(), 21, "the rest");
-        assert_eq!(q.take(), None);
+        assert_eq!(take(&mut q), None);
+    }
+
+    /// A lane that frees up while the other still runs a long file alone takes more than half
+    /// of the short files: the other lane's pack starts later, so both end together.
+    #[test]
+    fn a_lane_that_frees_up_first_takes_more_while_the_other_is_busy() {
+        let mut sizes = vec![20_000, 20_000];
+        sizes.extend(std::iter::repeat_n(2_000, 42));
+        let mut q = state(&sizes, 2);
+        let (a, _) = q.take().unwrap();
+        q.seen.push(seen(2.5, 4.0, 20_000, 1.0));
+        let (_busy, _) = q.take().unwrap();
+        q.done(a);
+        // The other lane's file: 2.5 s of start-up and 4 s of tests to go (6.5 s); 16.8 s of
+        // short tests left. Ending together: (6.5 + 16.8 + 2 × 2.5) / 2 = 14.15 s, so this
+        // lane takes 11.65 s of tests (29 files), the other the 13 left.
+        let (_, first) = q.take().unwrap();
+        assert_eq!(first.len(), 29);
+        assert_eq!(fill(&[], 10.0, 2.0), 10.0, "alone: all of it");
+        assert_eq!(
+            fill(&[30.0], 10.0, 2.0),
+            10.0,
+            "the other lane frees up too late to help"
+        );
+        assert!(
+            (fill(&[0.0], 10.0, 2.0) - 5.0).abs() < 1e-9,
+            "both free: half each"
+        );
+    }
+
+    /// A share holds the biggest and the smallest files in turn, not the biggest alone: a guess
+    /// by size that is off for small files is then off alike for every lane.
+    #[test]
+    fn a_share_mixes_big_and_small_files() {
+        let mut q = state(&[4_000, 3_000, 2_000, 1_000], 2);
+        q.seen.push(seen(10.0, 1.0, 10_000, 1.0));
+        assert_eq!(take(&mut q), Some(vec![0, 3]));
+        assert_eq!(take(&mut q), Some(vec![1, 2]));
     }
 
     /// Tests that outweigh their start-ups: files keep going alone, and lanes open up to what
@@ -365,7 +510,7 @@ mod tests {
     fn long_files_go_alone_and_light_ones_open_more_lanes() {
         let mut q = state(&[5_000; 20], 2);
         q.seen.push(seen(1.0, 30.0, 5_000, 1.5));
-        assert_eq!(q.take(), Some(vec![0]));
+        assert_eq!(take(&mut q), Some(vec![0]));
         assert_eq!(q.wanted_lanes(), 2, "busy files: a core each");
         q.seen.clear();
         q.seen.push(seen(0.5, 2.0, 5_000, 0.1));

@@ -2,9 +2,12 @@
 //! are over.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
+use crate::model::artifacts::{list, Artifact};
+use crate::model::junit::{case_times, read};
 use crate::model::{
-    DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Startups, UnusedDatabase,
+    files, DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Startups, UnusedDatabase,
     Verdict, WorkerResult,
 };
 use crate::redact::scrub;
@@ -151,10 +154,11 @@ fn workers(config: &RunConfig, results: &BTreeMap<usize, WorkerResult>) -> Vec<W
         .iter()
         .map(|(&i, w)| {
             let mut w = w.clone();
+            let file = config.dag.file_of(i).unwrap_or(&w.file).to_string();
             if matches!(w.verdict, Verdict::Fail | Verdict::Timeout | Verdict::Error) {
-                let file = config.dag.file_of(i).unwrap_or(&w.file).to_string();
                 w.failures = super::failures::failed_tests(&w, &file, tests_ran(&w, run_started));
             }
+            w.artifacts = artifacts(&w, &file, &config.plan.report_dir);
             (i, w)
         })
         .collect();
@@ -184,6 +188,29 @@ fn workers(config: &RunConfig, results: &BTreeMap<usize, WorkerResult>) -> Vec<W
         .collect();
     workers.sort_by(|a, b| a.file.cmp(&b.file));
     workers
+}
+
+/// What `[report] artifacts` kept of each attempt's artifacts folder: the last attempt's in the
+/// file's folder, each earlier one's in its `attempt-<n>/`; each tied to the test of that
+/// attempt's JUnit its folder is named after.
+fn artifacts(w: &WorkerResult, file: &str, report_dir: &Path) -> Vec<Artifact> {
+    let Some(dir) = &w.log_dir else {
+        return Vec::new();
+    };
+    let last = w.attempts.last().map(|a| a.number).unwrap_or(1);
+    let mut out = Vec::new();
+    for n in w.attempts.iter().map(|a| a.number) {
+        let folder = if n == last {
+            dir.clone()
+        } else {
+            dir.join(files::attempt_dir(n))
+        };
+        let ids: Vec<String> = read(&folder.join(files::JUNIT))
+            .map(|r| case_times(file, &r).into_iter().map(|(id, _)| id).collect())
+            .unwrap_or_default();
+        out.extend(list(&folder.join(files::ARTIFACTS), report_dir, n, &ids));
+    }
+    out
 }
 
 /// When the last attempt's tests ran (Unix seconds).

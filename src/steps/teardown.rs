@@ -137,7 +137,11 @@ pub async fn cleanup(cx: &Arc<RunCx>) -> Result<String, StepError> {
     let mut failed_resources = release_all(cx, resources).await;
     let failed_databases = release_all(cx, databases.clone()).await;
     for dir in &release.remove {
-        let _ = std::fs::remove_dir_all(dir);
+        if cx.plan().artifacts == crate::plan::Artifacts::All {
+            remove_but_artifacts(dir);
+        } else {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
     let mut what = Vec::new();
     if !failed_databases.is_empty() {
@@ -169,6 +173,24 @@ pub async fn cleanup(cx: &Arc<RunCx>) -> Result<String, StepError> {
         databases.len(),
         release.kept
     ))
+}
+
+/// Removes a passing file's folder but for its artifacts (`[report] artifacts = "all"`), at any
+/// depth (a split file's parts have theirs), with the folders that lead to them.
+fn remove_but_artifacts(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_file(&path);
+        } else if entry.file_name() != crate::model::files::ARTIFACTS {
+            remove_but_artifacts(&path);
+        }
+    }
+    // Empty now unless artifacts were kept below it.
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// Releases `held` concurrently (bounded), marks each released one gone, and returns what

@@ -16,6 +16,7 @@ use crate::events::{Event, Phase};
 use crate::model::files;
 use crate::model::junit::read_counts;
 use crate::model::{Attempt, PhaseSpan, Verdict};
+use crate::plan::Artifacts;
 use crate::planner::{AttemptPlan, RunTime, WorkerCommands, WorkerPlan};
 
 /// How a server's wait for readiness ended.
@@ -143,6 +144,20 @@ async fn release_attempt(cx: &RunCx, worker: usize, attempt: u32) {
         if !released {
             cx.send(RunEvent::Held(h));
         }
+    }
+}
+
+/// Keeps or removes an attempt's artifacts folder by `[report] artifacts`: under `failed`, an
+/// attempt that did not pass keeps them, and so does a retry that passed (the file was flaky: its
+/// passing run is the one to compare with). An empty folder goes either way.
+pub(super) fn settle_artifacts(policy: Artifacts, dir: &Path, verdict: Verdict, n: u32) {
+    let keep = match policy {
+        Artifacts::All => true,
+        Artifacts::None => false,
+        Artifacts::Failed => verdict != Verdict::Pass || n > 1,
+    };
+    if !keep || !crate::model::artifacts::any(dir) {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -419,13 +434,23 @@ impl AttemptRun<'_> {
                 if let Some(part) = &self.w.part {
                     super::parts::check(part, &self.planned.paths.junit, &mut attempt);
                 }
+                Self::settle_artifacts(self.cx, self.w, self.planned, self.n, attempt.verdict);
                 Ok(attempt)
             }
             Err(e) => {
                 let mut attempt = self.attempt.finish(Verdict::Error, &mut self.start, phases);
                 attempt.message = Some(e.message.clone());
+                Self::settle_artifacts(self.cx, self.w, self.planned, self.n, Verdict::Error);
                 Err(Box::new((attempt, e)))
             }
+        }
+    }
+
+    /// A file's attempt keeps or drops its artifacts as soon as its verdict is known; a pack's
+    /// are shared out to its files first, which decide each by their own verdicts.
+    fn settle_artifacts(cx: &RunCx, w: &WorkerPlan, planned: &AttemptPlan, n: u32, v: Verdict) {
+        if w.pack.is_empty() {
+            settle_artifacts(cx.plan().artifacts, &planned.paths.artifacts, v, n);
         }
     }
 
@@ -459,14 +484,16 @@ impl AttemptRun<'_> {
         self.cx.plan().test.timeout * self.w.pack.len().max(1) as u32
     }
 
-    /// A first attempt starts from an empty log folder; a retry's predecessor was stashed.
+    /// A first attempt starts from an empty log folder (and an empty `{artifacts_dir}` in it); a
+    /// retry's predecessor was stashed.
     fn logs(&self) -> Result<(), StepError> {
         let dir = &self.planned.paths.dir;
         if self.n == 1 {
             let _ = std::fs::remove_dir_all(dir);
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StepError::new(format!("cannot create {}: {e}", dir.display())))
+        let artifacts = &self.planned.paths.artifacts;
+        std::fs::create_dir_all(artifacts)
+            .map_err(|e| StepError::new(format!("cannot create {}: {e}", artifacts.display())))
     }
 
     /// The attempt's database. A unit's first attempt's was made ahead by the prefetcher;

@@ -414,8 +414,12 @@ fn two_concurrent_applies_share_one_template() {
     let a = Fixture::new("concurrent_a");
     let mut b = Fixture::new("concurrent_b");
     b.template = a.template.clone();
+    // The four files of both runs wait for each other: the runs really overlap.
+    let barrier = a.root().join("barrier");
     for f in [&a, &b] {
-        f.rows_test("test_one", 0.5).rows_test("test_two", 0.5);
+        f.rows_test("test_one", 0.0);
+        barrier_test(f, "test_two", &barrier, 4);
+        barrier_test(f, "test_three", &barrier, 4);
         f.plan(PlanOpts::default());
     }
     let ca = a
@@ -434,7 +438,16 @@ fn two_concurrent_applies_share_one_template() {
     let ob = cb.wait_with_output().unwrap();
     assert_eq!(code(&oa), 0, "{}{}", stdout(&oa), stderr(&oa));
     assert_eq!(code(&ob), 0, "{}{}", stdout(&ob), stderr(&ob));
-    assert_ne!(a.summary().run_id, b.summary().run_id);
+    // Each file had a database of its own, cloned from the one template.
+    let marks = barrier_marks(&barrier);
+    let mut dbs: Vec<&str> = marks.iter().map(|(db, _)| db.as_str()).collect();
+    dbs.dedup();
+    assert_eq!(dbs.len(), 4, "{marks:?}");
+    assert!(
+        dbs.iter()
+            .all(|d| d.starts_with(&format!("{}_", a.template))),
+        "{marks:?}"
+    );
     a.assert_clean();
     b.assert_clean();
     // b shares a's template: keep b's Drop from racing a's by dropping b first.
@@ -632,16 +645,31 @@ fn an_ephemeral_run_passes_and_removes_its_cluster() {
 #[test]
 fn a_second_sigint_skips_the_grace_period() {
     let f = Fixture::new("sigint2");
+    // A test that ignores SIGTERM, and says when one came; it then answers the test's knock,
+    // which only a process the first interrupt left alive can do.
     f.write(
         "tests/test_stubborn.py",
-        "import pathlib, signal, time\n\ndef test_stubborn():\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    (pathlib.Path(__file__).parent / '.ignoring').write_text('1')\n    time.sleep(300)\n",
+        r#"import pathlib, signal, time
+
+here = pathlib.Path(__file__).parent
+
+def test_stubborn():
+    signal.signal(signal.SIGTERM, lambda *_: (here / '.got-term').write_text('1'))
+    (here / '.ignoring').write_text('1')
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if (here / '.knock').exists():
+            (here / '.answer').write_text('1')
+        time.sleep(0.02)
+"#,
     );
     f.plan(PlanOpts::default());
-    // A grace period far longer than the test waits for the exit.
+    // A grace period far longer than the test takes.
     f.edit_plan(&[("stop_timeout = \"2s\"", "stop_timeout = \"5m\"")]);
     let mut child = start_and_wait(&f, &["test_stubborn"]);
+    let tests = f.root().join("tests");
     let ignoring = poll(Duration::from_secs(30), || {
-        f.root().join("tests/.ignoring").exists().then_some(())
+        tests.join(".ignoring").exists().then_some(())
     });
     assert!(
         ignoring.is_some(),
@@ -649,9 +677,22 @@ fn a_second_sigint_skips_the_grace_period() {
     );
     let pid = Pid::from_raw(child.id() as i32).unwrap();
     kill_process(pid, Signal::INT).unwrap();
-    // The first interrupt waits out the grace period for the process that ignores SIGTERM...
+    // The first interrupt sends SIGTERM and waits out the grace period: the test got it, and is
+    // still alive after it to answer.
+    let termed = poll(Duration::from_secs(30), || {
+        tests.join(".got-term").exists().then_some(())
+    });
+    assert!(termed.is_some(), "the first interrupt sent no SIGTERM");
+    std::fs::write(tests.join(".knock"), "").unwrap();
+    let answered = poll(Duration::from_secs(30), || {
+        tests.join(".answer").exists().then_some(())
+    });
+    assert!(
+        answered.is_some(),
+        "the first interrupt did not wait out the grace period"
+    );
     assert_eq!(
-        wait_exit(&mut child, Duration::from_secs(2)),
+        child.try_wait().unwrap(),
         None,
         "exited before the second interrupt"
     );
@@ -754,29 +795,45 @@ fn a_runner_killed_while_cloning_leaves_nothing_after_rollback() {
     // The template exists and is prepared, so the next run goes straight to cloning.
     let first = f.run(&["apply", "plan.toml"]);
     assert_eq!(code(&first), 0, "{}", stderr(&first));
+    // The template's lock held: the run's clones wait on the server, so the kill below lands
+    // while they are in flight, and they run on without their client once it is released.
+    let (mut holder, app) = hold_template_lock(&f);
     let mut child = f
         .cmd(&["apply", "plan.toml"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let runs = f.root().join(".e2e-plan/runs");
-    let cloning = poll(Duration::from_secs(30), || {
-        let journals = std::fs::read_dir(&runs).ok()?;
-        journals
-            .flatten()
-            .any(|j| {
-                std::fs::read_to_string(j.path())
-                    .unwrap_or_default()
-                    .contains("\"kind\":\"database\"")
-            })
-            .then_some(())
+    let cloning = poll(Duration::from_secs(60), || {
+        (!waiting_clones(&f).is_empty()).then_some(())
     });
-    assert!(cloning.is_some(), "the run never started cloning");
     kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::KILL).unwrap();
     let _ = child.wait();
-    let rb = f.run(&["rollback", "plan.toml"]);
+    assert!(cloning.is_some(), "the run never started cloning");
+    // Rollback while the clones still wait: it must wait for them to land before it drops them
+    // (a drop before would find nothing, and the clone would land after it). Once it is seen
+    // waiting, the lock is released.
+    let rb = f
+        .cmd(&["rollback", "plan.toml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rollback_waits = poll(Duration::from_secs(60), || {
+        (psql(
+            "select count(*) from pg_stat_activity where pid <> pg_backend_pid() \
+             and query like 'SELECT count(*) FROM pg_stat_activity WHERE state = ''active'' AND query LIKE%'",
+        ) != "0")
+            .then_some(())
+    });
+    end_sessions(&app);
+    holder.wait().unwrap();
+    let rb = rb.wait_with_output().unwrap();
     assert_eq!(code(&rb), 0, "{}{}", stdout(&rb), stderr(&rb));
+    assert!(
+        rollback_waits.is_some(),
+        "rollback never looked for clones in flight"
+    );
     // No clone may land after the rollback: wait until none is in flight, then look.
     let quiet = poll(Duration::from_secs(60), || {
         let active = psql(&format!(

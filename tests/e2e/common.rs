@@ -274,12 +274,41 @@ dir = "report"
         found
     }
 
-    /// Nothing of ours is left: no worker database, no process.
+    /// Databases in the fixture's kept local cluster (`.e2e-plan/cluster`), read from its data
+    /// folder (the cluster is stopped between runs): one folder per database under `base/`,
+    /// named by its OID; user databases have OIDs from 16384. Empty when there is none.
+    pub fn kept_cluster_databases(&self) -> Vec<String> {
+        let base = self.root().join(".e2e-plan/cluster/data/base");
+        let mut oids: Vec<String> = std::fs::read_dir(base)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                    .filter(|oid| *oid >= 16384)
+                    .map(|oid| oid.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        oids.sort();
+        oids
+    }
+
+    /// Nothing of ours is left: no worker database (on the shared server, in a throwaway local
+    /// cluster, or in the kept one beside its template), no process.
     pub fn assert_clean(&self) {
         assert_eq!(
             self.worker_databases(),
             Vec::<String>::new(),
             "worker databases left behind"
+        );
+        // A throwaway cluster goes with everything in it; the kept one holds its template only.
+        let throwaway: Vec<_> = std::fs::read_dir(self.root().join(".e2e-plan/clusters"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert_eq!(throwaway, Vec::<PathBuf>::new(), "throwaway clusters left");
+        let kept = self.kept_cluster_databases();
+        assert!(
+            kept.len() <= 1,
+            "databases left in the kept cluster beside its template (OIDs): {kept:?}"
         );
         // Generous: a deadline that means "left behind", never "slow to exit".
         let procs = poll(Duration::from_secs(30), || {
@@ -439,4 +468,113 @@ pub fn stderr(o: &Output) -> String {
 
 pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
+}
+
+/// A test file that meets others at a barrier: it leaves a mark in `dir` (named by its stem and
+/// pid, holding its database's name and OID) and passes only once `n` marks are there, within
+/// 60 s. Runs whose files all meet really ran at the same time.
+pub fn barrier_test(f: &Fixture, stem: &str, dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    f.write(
+        &format!("tests/{stem}.py"),
+        &format!(
+            r#"import os, time
+
+def test_meets_the_others(db):
+    d = {dir:?}
+    me = db("select datname || ' ' || oid from pg_database where datname = current_database()")
+    with open(os.path.join(d, '{stem}-' + str(os.getpid())), 'w') as m:
+        m.write(me)
+    deadline = time.monotonic() + 60
+    while len(os.listdir(d)) < {n}:
+        assert time.monotonic() < deadline, 'the others never came: ' + str(os.listdir(d))
+        time.sleep(0.02)
+"#,
+            dir = dir.display().to_string()
+        ),
+    );
+}
+
+/// The marks left at a barrier: (database, OID) of each file that reached it.
+pub fn barrier_marks(dir: &Path) -> Vec<(String, String)> {
+    let mut marks: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            let (db, oid) = text.trim().split_once(' ').unwrap();
+            (db.to_string(), oid.to_string())
+        })
+        .collect();
+    marks.sort();
+    marks
+}
+
+/// Now, in Unix seconds (as the product stamps log lines).
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Ends the server side of sessions this test started under application name `app` (killing a
+/// `psql` client leaves its backend running a `pg_sleep` to its end).
+pub fn end_sessions(app: &str) {
+    psql(&format!(
+        "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = '{app}'"
+    ));
+}
+
+/// A transaction that re-sets the template's comment (to what it is) and stays open: it holds a
+/// lock on the template that every `CREATE DATABASE … TEMPLATE` of it waits for, server-side,
+/// until [`end_sessions`] ends it (under the application name this returns). Clones started
+/// meanwhile are surely in flight, whatever the machine's speed.
+pub fn hold_template_lock(f: &Fixture) -> (std::process::Child, String) {
+    let app = format!("holds_{}", f.template);
+    let comment = psql(&format!(
+        "select coalesce(shobj_description(oid, 'pg_database'), '') from pg_database where datname = '{}'",
+        f.template
+    ));
+    let holder = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-qc",
+            &format!(
+                "begin; comment on database \"{}\" is '{}'; select pg_sleep(120)",
+                f.template,
+                comment.replace('\'', "''")
+            ),
+        ])
+        .env("PGAPPNAME", &app)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let holding = poll(Duration::from_secs(10), || {
+        (psql(&format!(
+            "select count(*) from pg_stat_activity where application_name = '{app}' and state = 'active'"
+        )) == "1")
+            .then_some(())
+    });
+    assert!(holding.is_some(), "the lock holder never started");
+    (holder, app)
+}
+
+/// The `CREATE DATABASE` statements from the fixture's template waiting on the server now.
+pub fn waiting_clones(f: &Fixture) -> Vec<String> {
+    psql(&format!(
+        "select query from pg_stat_activity where state = 'active' and wait_event_type = 'Lock' \
+         and query like 'CREATE DATABASE %' and query like '%TEMPLATE \"{}\"%'",
+        f.template
+    ))
+    .lines()
+    .filter(|l| !l.is_empty())
+    .map(str::to_string)
+    .collect()
 }

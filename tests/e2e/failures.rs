@@ -44,6 +44,20 @@ fn block<'a>(out: &'a str, id: &str) -> &'a str {
     &out[start..skip + end]
 }
 
+/// The failures section's block of one file: from its `── ` line to the next file's.
+fn block_of_file<'a>(out: &'a str, file: &str) -> &'a str {
+    let start = out
+        .find(&format!("── FAIL {file}"))
+        .unwrap_or_else(|| panic!("no block for {file}:\n{out}"));
+    let rest = &out[start..];
+    let end = [rest.find("\n── "), rest.find(" files: ")]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
 #[test]
 fn failing_tests_show_their_message_and_the_servers_lines_while_they_ran() {
     let f = Fixture::new("whyfail");
@@ -52,12 +66,43 @@ fn failing_tests_show_their_message_and_the_servers_lines_while_they_ran() {
         keep: "never",
         ..Default::default()
     });
+    let started = now_secs();
     let out = f
         .cmd(&["apply", "plan.toml"])
         .env("GITHUB_ACTIONS", "true")
         .output()
         .unwrap();
+    let ended = now_secs();
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    // The raw server log is what the server wrote; the times are beside it, one
+    // `<unix seconds> <byte offset>` per line, each offset where its line starts.
+    let dir = f.root().join("report/workers/test_shop");
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap();
+    assert!(log.starts_with("server: listening on "), "{log}");
+    assert!(
+        log.contains("\nBoomError: the server broke on /boom\n"),
+        "{log}"
+    );
+    let times = std::fs::read_to_string(dir.join("server.log.times")).unwrap();
+    let mut starts = vec![0];
+    starts.extend(log.match_indices('\n').map(|(i, _)| i + 1));
+    starts.pop();
+    let stamps: Vec<(f64, usize)> = times
+        .lines()
+        .map(|l| {
+            let (t, o) = l.split_once(' ').unwrap();
+            (t.parse().unwrap(), o.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        stamps.iter().map(|s| s.1).collect::<Vec<_>>(),
+        starts,
+        "{times}\n{log}"
+    );
+    assert!(
+        stamps.iter().all(|(t, _)| (started..=ended).contains(t)),
+        "{times}"
+    );
     let text = stdout(&out);
     let first = block(&text, "tests/test_shop.py::test_first_fails_on_its_own");
     assert!(
@@ -95,7 +140,7 @@ fn failing_tests_show_their_message_and_the_servers_lines_while_they_ran() {
         "::error file=tests/test_shop.py,line={}::tests/test_shop.py::test_second_hits_a_server_bug: AssertionError: the server failed",
         line_of("assert status == 200")
     )), "{text}");
-    // The raw server log is what the server wrote; the times are beside it.
+    // The times are beside the raw log (checked first, above).
     let html = std::fs::read_to_string(f.root().join("report/report.html")).unwrap();
     assert!(html.contains("test_second_hits_a_server_bug") && html.contains("BoomError"));
     f.assert_clean();
@@ -173,6 +218,13 @@ fn the_failures_section_is_capped_unless_asked_for_all_of_it() {
     for i in 0..12 {
         f.failing_test(&format!("test_f{i:02}"));
     }
+    // First in path order: a file with 7 failing tests, each with a 20-line message.
+    f.write(
+        "tests/test_a_many.py",
+        &(0..7)
+            .map(|i| format!("def test_m{i}():\n    assert False, '\\n'.join('line %d' % n for n in range(20))\n\n"))
+            .collect::<String>(),
+    );
     f.plan(PlanOpts {
         keep: "never",
         server: false,
@@ -180,15 +232,34 @@ fn the_failures_section_is_capped_unless_asked_for_all_of_it() {
     });
     let short = stdout(&f.run(&["apply", "plan.toml"]));
     assert_eq!(short.matches("\n── FAIL").count(), 10, "{short}");
-    assert!(short.contains("… 2 more file(s) did not pass"), "{short}");
+    assert!(short.contains("… 3 more file(s) did not pass"), "{short}");
+    // 5 tests a file, 8 lines a test.
+    let many = block_of_file(&short, "tests/test_a_many.py");
+    assert_eq!(many.matches("   ✗ ").count(), 5, "{many}");
+    assert!(many.contains("… 2 more failing test(s) in"), "{many}");
+    for test in many.split("   ✗ ").skip(1) {
+        let detail: Vec<&str> = test
+            .lines()
+            .skip(1)
+            .filter(|l| l.starts_with("     "))
+            .collect();
+        assert_eq!(detail.len(), 9, "8 lines and where the rest is: {test}");
+        assert!(detail[8].contains("more line(s) in"), "{test}");
+    }
     let full = stdout(&f.run(&["apply", "plan.toml", "--failure-output", "full"]));
-    assert_eq!(full.matches("\n── FAIL").count(), 12, "{full}");
+    assert_eq!(full.matches("\n── FAIL").count(), 13, "{full}");
     assert!(!full.contains("more file(s) did not pass"), "{full}");
+    let many = block_of_file(&full, "tests/test_a_many.py");
+    assert_eq!(many.matches("   ✗ ").count(), 7, "{many}");
+    assert!(
+        !many.contains("more failing test(s)") && !many.contains("more line(s)"),
+        "{many}"
+    );
     let none = stdout(&f.run(&["apply", "plan.toml", "--failure-output", "none"]));
     assert!(
         !none.contains("\nfailures\n") && !none.contains("── FAIL"),
         "{none}"
     );
-    assert!(none.contains("12 files: 0 passed, 12 failed"), "{none}");
+    assert!(none.contains("13 files: 0 passed, 13 failed"), "{none}");
     f.assert_clean();
 }

@@ -308,3 +308,96 @@ fn a_kept_cluster_that_ran_when_the_machine_went_down_or_left_a_stale_pid_is_han
         "a clean stop removes the marker"
     );
 }
+
+#[test]
+fn cluster_remove_is_refused_while_a_run_uses_it_or_it_holds_kept_databases() {
+    let f = kept_project("kept_rm");
+    apply_ok(&f);
+    // A run that holds the cluster until the test lets it go.
+    f.write(
+        "tests/test_one.py",
+        "import os, time\n\ndef test_waits():\n    go = os.path.join(os.environ['ROOT'], 'go')\n    deadline = time.monotonic() + 120\n    while not os.path.exists(go):\n        assert time.monotonic() < deadline, 'never let go'\n        time.sleep(0.05)\n",
+    );
+    f.edit_plan(&[
+        (
+            "HAS_SERVER = \"0\"",
+            "HAS_SERVER = \"0\", ROOT = \"{root}\"",
+        ),
+        ("keep = \"never\"", "keep = \"failed\""),
+    ]);
+    let mut run = start_and_wait(&f, &["test_one"]);
+    let rm = f.run(&["cluster", "remove", "plan.toml"]);
+    std::fs::write(f.root().join("go"), "").unwrap();
+    assert_eq!(wait_exit(&mut run, Duration::from_secs(120)), Some(0));
+    assert_ne!(code(&rm), 0, "{}", stdout(&rm));
+    assert!(
+        stderr(&rm).contains("a run of this checkout is using the kept cluster"),
+        "{}",
+        stderr(&rm)
+    );
+    assert!(
+        kept_dir(&f).join("complete").exists(),
+        "the cluster is still there"
+    );
+
+    // A failing file keeps its database: the cluster keeps running for it, and is not removed.
+    f.failing_test("test_two");
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(f.summary().kept_databases.len(), 1);
+    let rm = f.run(&["cluster", "remove", "plan.toml"]);
+    assert_ne!(code(&rm), 0, "{}", stdout(&rm));
+    assert!(
+        stderr(&rm).contains("the kept cluster is still running from an earlier run"),
+        "{}",
+        stderr(&rm)
+    );
+    assert!(kept_dir(&f).join("complete").exists());
+    // rollback drops the kept database and stops the cluster; then it may go.
+    let rb = f.run(&["rollback", "plan.toml"]);
+    assert_eq!(code(&rb), 0, "{}{}", stdout(&rb), stderr(&rb));
+    let rm = f.run(&["cluster", "remove", "plan.toml"]);
+    assert_eq!(code(&rm), 0, "{}{}", stdout(&rm), stderr(&rm));
+    assert!(!kept_dir(&f).exists());
+    f.assert_clean();
+}
+
+#[test]
+fn a_kept_cluster_of_another_major_version_or_that_will_not_start_is_made_again() {
+    let f = kept_project("kept_remake");
+    apply_ok(&f);
+    let data = kept_dir(&f).join("data");
+    // As a PostgreSQL 14 would have left it: its marker and the folder's own version file
+    // (which PostgreSQL 15 refuses to start).
+    std::fs::write(kept_dir(&f).join("complete"), "14\n").unwrap();
+    std::fs::write(data.join("PG_VERSION"), "14\n").unwrap();
+    let (s, said) = apply_ok(&f);
+    let c = s.cluster.unwrap();
+    assert!(c.kept && c.initdb, "{c:?}");
+    assert!(
+        said.contains("made again: it was made by PostgreSQL 14"),
+        "{said}"
+    );
+    assert!(s.prepared, "a new cluster prepares its template again");
+    assert_eq!(
+        std::fs::read_to_string(data.join("PG_VERSION"))
+            .unwrap()
+            .trim(),
+        std::fs::read_to_string(kept_dir(&f).join("complete"))
+            .unwrap()
+            .trim()
+    );
+    f.assert_clean();
+    // A folder that will not start (its control file lost).
+    std::fs::remove_file(data.join("global/pg_control")).unwrap();
+    let (s, said) = apply_ok(&f);
+    let c = s.cluster.unwrap();
+    assert!(c.kept && c.initdb, "{c:?}");
+    assert!(said.contains("made again: it did not start"), "{said}");
+    assert!(data.join("global/pg_control").exists());
+    f.assert_clean();
+    // And the remade cluster is whole: the next run starts it as it is.
+    let (s, said) = apply_ok(&f);
+    assert!(!s.cluster.unwrap().initdb, "{said}");
+    f.assert_clean();
+}

@@ -5,6 +5,8 @@
 mod common;
 
 mod apply;
+mod browser;
+mod cli_promises;
 mod django;
 mod docs;
 mod dry_run;

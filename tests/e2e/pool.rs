@@ -186,7 +186,22 @@ fn a_changed_fingerprint_or_reprepare_makes_the_pool_stale() {
 fn concurrent_runs_never_claim_the_same_copy_and_keep_the_pool_size() {
     let f = pooled("pool_race", 2, 4);
     apply_ok(&f, &[]);
-    assert_eq!(pool(&f).len(), 4);
+    let copies = pool(&f);
+    assert_eq!(copies.len(), 4);
+    let mut pooled_oids: Vec<String> = copies
+        .iter()
+        .map(|(n, _)| {
+            psql(&format!(
+                "select oid from pg_database where datname = '{n}'"
+            ))
+        })
+        .collect();
+    pooled_oids.sort();
+    // Both runs' files wait for each other: the runs claim and test at the same time.
+    let barrier = f.root().join("barrier");
+    for stem in ["test_0", "test_1"] {
+        barrier_test(&f, stem, &barrier, 4);
+    }
     // A second plan on the same template, reporting elsewhere.
     let text = std::fs::read_to_string(f.root().join("plan.toml")).unwrap();
     f.write(
@@ -201,20 +216,19 @@ fn concurrent_runs_never_claim_the_same_copy_and_keep_the_pool_size() {
             .unwrap()
     };
     let (a, b) = (spawn("plan.toml"), spawn("plan2.toml"));
-    let mut claimed = Vec::new();
     for child in [a, b] {
         let out = child.wait_with_output().unwrap();
         assert_eq!(code(&out), 0, "{}", stdout(&out));
         let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         // Two runs, four copies, two files each: every worker got a copy of its own.
         assert_eq!(s["databases"]["from_pool"], 2, "{s}");
-        for w in s["workers"].as_array().unwrap() {
-            claimed.push(w["db_name"].as_str().unwrap().to_string());
-        }
     }
-    claimed.sort();
-    claimed.dedup();
-    assert_eq!(claimed.len(), 4);
+    // A claim renames a copy, which keeps its OID: the four files used the four pooled copies,
+    // each exactly once.
+    let marks = barrier_marks(&barrier);
+    let mut used: Vec<String> = marks.iter().map(|(_, oid)| oid.clone()).collect();
+    used.sort();
+    assert_eq!(used, pooled_oids, "{marks:?} against the pool {copies:?}");
     // The refills took turns: the pool is exactly its size, not twice.
     assert_eq!(pool(&f).len(), 4, "{:?}", pool(&f));
     drain_and_check(&f);
@@ -223,30 +237,32 @@ fn concurrent_runs_never_claim_the_same_copy_and_keep_the_pool_size() {
 #[test]
 fn a_runner_killed_while_refilling_leaves_only_whole_copies() {
     let f = pooled("pool_kill", 2, 2);
-    // A template large enough (~150 MB) that a refill's clone is seen in flight.
-    f.edit_plan(&[(
-        "create table if not exists items (v text)",
-        "create table if not exists items (v text); create table if not exists filler as select repeat('x', 1000) as pad from generate_series(1, 150000)",
-    )]);
     apply_ok(&f, &[]);
     assert_eq!(pool(&f).len(), 2);
+    // The template's lock held: the refill's clones are surely in flight (server-side) when the
+    // runner is killed, and run on without it.
+    let (mut holder, app) = hold_template_lock(&f);
     let mut child = f
         .cmd(&["apply", "plan.toml"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // The moment a refill clone is running on the server: the copy is really half-made.
     let in_flight = format!(
         "select count(*) from pg_stat_activity where state = 'active' and query like 'CREATE DATABASE \"{}\\_pool\\_%'",
         f.template
     );
-    let caught = poll(Duration::from_secs(120), || {
-        (psql(&in_flight) != "0").then_some(())
+    let caught = poll(Duration::from_secs(60), || {
+        (psql(&format!("{in_flight} and wait_event_type = 'Lock'")) != "0").then_some(())
     });
     kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::KILL).unwrap();
     let _ = child.wait();
-    assert!(caught.is_some(), "never saw a refill clone in flight");
+    end_sessions(&app);
+    holder.wait().unwrap();
+    assert!(
+        caught.is_some(),
+        "never saw a refill clone waiting on the server"
+    );
     // The clone runs on to its end without its client: a copy with no pool comment appears.
     let rb = f.run(&["rollback", "plan.toml"]);
     assert_eq!(code(&rb), 0, "{}{}", stdout(&rb), stderr(&rb));

@@ -308,9 +308,20 @@ fn of_two_runs_racing_to_prepare_exactly_one_prepares() {
     };
     let ca = spawn(&a);
     let cb = spawn(&b);
-    // One run holds the preparation lock (inside its prepare); the other waits for it.
+    // One run holds the preparation lock (inside its prepare); the other waits for it: a lock
+    // not granted on this template's key (the product's: the first 8 bytes of
+    // sha256("e2e-plan:<template>")), which no other test or run can hold.
+    let key = format!(
+        "('x' || left(encode(sha256(convert_to('e2e-plan:{}', 'UTF8')), 'hex'), 16))::bit(64)::bigint",
+        a.template
+    );
+    let lock = format!(
+        "select count(*) from pg_locks where locktype = 'advisory' and objsubid = 1 \
+         and ((classid::bigint << 32) | objid::bigint) = {key} and {{}}"
+    );
     let waiting = poll(Duration::from_secs(60), || {
-        (psql("select count(*) from pg_stat_activity where wait_event = 'advisory'") != "0")
+        (psql(&lock.replace("{}", "not granted")) == "1"
+            && psql(&lock.replace("{}", "granted")) == "1")
             .then_some(())
     });
     std::fs::write(&go, "").unwrap();
@@ -370,7 +381,34 @@ fn a_tcp_readiness_check_waits_for_the_port() {
         "ready = \"http://127.0.0.1:{port}/healthz\"",
         "ready = \"tcp://127.0.0.1:{port}\"",
     )]);
-    let out = f.run(&["apply", "plan.toml"]);
+    // The server listens only when the test lets it: until then the check must keep waiting.
+    f.edit_plan(&[(
+        "GRANDCHILD = ",
+        "LISTEN_AFTER = \"{root}/listen\", GRANDCHILD = ",
+    )]);
+    let child = f
+        .cmd(&["apply", "plan.toml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = poll(Duration::from_secs(60), || {
+        f.root().join("listen.waiting").exists().then_some(())
+    });
+    // The server is up and not listening: no test may have started (a check that returned at
+    // once would have started pytest right after the server).
+    let early: Vec<String> = f
+        .processes()
+        .into_iter()
+        .filter(|p| p.contains("pytest"))
+        .collect();
+    std::fs::write(f.root().join("listen"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(waiting.is_some(), "the server never started");
+    assert!(
+        early.is_empty(),
+        "tests started before the port was open: {early:?}"
+    );
     // The test asks the server for its database: it was listening when the tests began.
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     f.assert_clean();

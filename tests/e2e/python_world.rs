@@ -20,10 +20,26 @@ fn init_and_check(f: &Fixture) -> (String, String) {
     let out = f.run(&["init"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let plan = std::fs::read_to_string(f.root().join("plans/default.toml")).unwrap();
+    let mut validated = String::new();
     for args in [&["validate"][..], &["dry-run"][..]] {
         let o = f.cmd(args).env_remove("E2E_DATABASE_URL").output().unwrap();
         assert_eq!(code(&o), 0, "{args:?}:\n{plan}\n{}", stderr(&o));
+        if args == ["validate"] {
+            validated = stdout(&o);
+        }
     }
+    // The plan's comment says the local cluster that `validate` says it gets.
+    let kept = validated.contains("a local cluster kept between runs");
+    assert!(
+        kept || validated.contains("a throwaway local cluster every run"),
+        "{validated}"
+    );
+    assert_eq!(
+        plan.contains("kept between runs"),
+        kept,
+        "{plan}\n{validated}"
+    );
+    assert_eq!(plan.contains("throwaway"), !kept, "{plan}\n{validated}");
     // Never over an existing plan.
     let again = f.run(&["init"]);
     assert_eq!(code(&again), 2);

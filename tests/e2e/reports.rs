@@ -104,9 +104,17 @@ fn plain_progress_lines_and_no_colour_off_a_terminal() {
 fn github_actions_annotations() {
     let f = Fixture::new("gha");
     f.rows_test("test_ok", 0.0).failing_test("test_bad");
+    // A file that dies without a JUnit (no failing test to point at), and a flaky one that
+    // passes on its retry under flaky = "pass" (it does not fail the run).
+    f.write(
+        "tests/test_dies.py",
+        "import os\n\ndef test_dies():\n    os._exit(3)\n",
+    );
+    f.write("tests/test_flaky.py", "import pathlib\n\ndef test_f():\n    p = pathlib.Path(__file__).parent / '.ran'\n    if not p.exists():\n        p.write_text('1')\n        assert False, 'first run fails'\n");
     f.plan(PlanOpts {
         keep: "never",
         server: false,
+        run: "retries = 1\nflaky = \"pass\"",
         ..Default::default()
     });
     let out = f
@@ -114,13 +122,38 @@ fn github_actions_annotations() {
         .env("GITHUB_ACTIONS", "true")
         .output()
         .unwrap();
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
     // At the failing test's line, named by its id, with its message.
     assert!(
         text.contains("::error file=tests/test_bad.py,line=2::tests/test_bad.py::test_fails: AssertionError: arithmetic is broken"),
         "{text}"
     );
+    // A file-level one for the file without failing tests in its JUnit.
+    assert!(text.contains("::error file=tests/test_dies.py::"), "{text}");
+    // Only for files that fail the run.
     assert!(!text.contains("::error file=tests/test_ok.py"), "{text}");
+    assert!(!text.contains("::error file=tests/test_flaky.py"), "{text}");
+    assert_eq!(text.matches("::error ").count(), 2, "{text}");
+
+    // Under --format json they go to stderr; stdout stays pure JSON.
+    std::fs::remove_file(f.root().join("tests/.ran")).unwrap();
+    let out = f
+        .cmd(&["apply", "plan.toml", "--format", "json"])
+        .env("GITHUB_ACTIONS", "true")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not pure JSON ({e}): {}", stdout(&out)));
+    assert_eq!(json["workers"].as_array().map(Vec::len), Some(4), "{json}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("::error file=tests/test_bad.py,line=2::"),
+        "{err}"
+    );
+    assert!(err.contains("::error file=tests/test_dies.py::"), "{err}");
+    assert_eq!(err.matches("::error ").count(), 2, "{err}");
     f.assert_clean();
 }
 
@@ -191,18 +224,20 @@ fn merge_combines_files_and_names_every_bad_input() {
     assert!(merged.contains("name=\"three\""));
 }
 
-/// Runs apply under `script`, which gives it a terminal.
+/// Runs apply under `script`, which gives it a terminal and copies what it shows, as it shows
+/// it, to `typescript` (which the test reads: see below).
 fn apply_on_a_terminal(f: &Fixture, ci: bool) -> String {
     let cmd = format!("{} apply plan.toml", bin().display());
     let mut c = std::process::Command::new("script");
     c.current_dir(f.root())
-        .args(["-qec", &cmd, "/dev/null"])
+        .args(["-qfec", &cmd, "typescript"])
         .env_remove("NO_COLOR")
         .env_remove("GITHUB_ACTIONS");
     if ci {
-        c.env("CI", "true");
+        c.env("CI", "true")
+            .env("WAIT_FOR", "tests/test_a.py: cloning");
     } else {
-        c.env_remove("CI");
+        c.env_remove("CI").env("WAIT_FOR", "░");
     }
     let out = c.output().expect("script (util-linux) runs");
     assert_eq!(code(&out), 0, "{}", stdout(&out));
@@ -212,7 +247,20 @@ fn apply_on_a_terminal(f: &Fixture, ci: bool) -> String {
 #[test]
 fn a_terminal_gets_a_progress_bar_and_a_ci_log_plain_lines_never_both() {
     let f = Fixture::new("tty");
-    f.rows_test("test_a", 1.0);
+    // The test holds until the terminal shows what it waits for (the bar, or the plain line):
+    // the run is still going when it is drawn, however slow the machine.
+    f.write(
+        "tests/test_a.py",
+        r#"import os, time
+
+def test_sees_the_output():
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'typescript')
+    deadline = time.monotonic() + 60
+    while os.environ['WAIT_FOR'] not in open(path, encoding='utf-8', errors='replace').read():
+        assert time.monotonic() < deadline, 'never shown: ' + os.environ['WAIT_FOR']
+        time.sleep(0.05)
+"#,
+    );
     f.plan(PlanOpts {
         server: false,
         ..Default::default()

@@ -151,12 +151,14 @@ fn a_failed_prepare_never_leaves_a_matching_fingerprint() {
         .replace("keep = ", "fingerprint = [\"migrations/**\"]\nkeep = ");
     std::fs::write(&plan, &good).unwrap();
     assert_eq!(code(&f.run(&["apply", "plan.toml"])), 0);
-    // A change whose prepare fails half-way (the table is created, then the command fails)...
+    // A change whose prepare fails half-way: psql commits the table (each -c is a transaction of
+    // its own), then the next statement fails and stops it...
     f.write("migrations/001.sql", "bad\n");
     let bad = good.replace(
-        "create table if not exists items (v text)",
-        "create table half_done (x int); select nonsense(",
+        "\"-qc\", \"create table if not exists items (v text)\"",
+        "\"-v\", \"ON_ERROR_STOP=1\", \"-qc\", \"create table half_done (x int)\", \"-c\", \"select nonsense(\"",
     );
+    assert_ne!(bad, good);
     std::fs::write(&plan, bad).unwrap();
     assert_eq!(code(&f.run(&["apply", "plan.toml"])), 3);
     // ...then reverted: the fingerprint matches the first one again, and the template must be
