@@ -532,6 +532,15 @@ fn init(path: &Path) -> Result<(), Error> {
         .and_then(|mut f| f.write_all(text.as_bytes()));
     match written {
         Ok(()) => {
+            if let Some(plan::init::DjangoDb::Append { .. }) = guess.django_db {
+                // After the plan, so that a refused init changes nothing.
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(cwd.join("conftest.py"))
+                    .and_then(|mut f| f.write_all(plan::init::CONFTEST_BLOCK.as_bytes()))
+                    .map_err(|e| Error::setup(format!("cannot write conftest.py: {e}")))?;
+            }
             print!("{}", plan::init::explain(&guess, path));
             Ok(())
         }

@@ -539,6 +539,13 @@ pub struct Startups {
     pub file_wall_secs: Option<f64>,
 }
 
+/// A worker's database that no session ever opened while its tests ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnusedDatabase {
+    pub file: String,
+    pub database: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeptDatabase {
     pub name: String,
@@ -595,6 +602,11 @@ pub struct RunSummary {
     /// The start-ups' share of the workers' CPU (null when unknown).
     #[serde(default)]
     pub startups: Option<Startups>,
+    /// Files whose tests never opened a session on their worker's database (PostgreSQL 14+):
+    /// the copy was made for nothing, and the tests used another database or none. For a pack,
+    /// each of its files. Empty when every worker's database was used, or unknown.
+    #[serde(default)]
+    pub unused_databases: Vec<UnusedDatabase>,
     pub workers: Vec<WorkerResult>,
 }
 

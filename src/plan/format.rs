@@ -223,7 +223,7 @@ pub struct RawTest {
     pub timeout: Option<HumanDuration>,
     /// Exit codes that count as passing. Default [0, 5] (pytest's 5: no tests collected).
     pub ok_exit_codes: Option<Vec<i32>>,
-    /// Lists one file's test ids, one per line, for `units = "auto"` to split a long file by them; may use `{root}`, `{file}` (required, as a whole word) and `{args}`. pytest: `["pytest", "--collect-only", "-q", "{file}"]`. It runs before `[[setup]]`, with only the `[test] env` entries that need no worker (no `{port}`, `{db_url}`…); one that fails, times out (2 minutes) or lists no test of the file leaves it whole, and `dry-run` says why.
+    /// Lists one file's test ids, one per line, for `units = "auto"` to split a long file by them; may use `{root}`, `{file}` (required, as a whole word), `{args}`, and `{db_url}` and `{db_name}`, which here name the **template** (read-only use). pytest: `["pytest", "--collect-only", "-q", "{file}"]`. It runs before `[[setup]]`, with the `[test] env` entries that need no worker's own value (no `{port}`, `{worker}`…): so `DATABASE_URL = "{db_url}"` reaches it too, and settings that parse the URL at import (django-environ, dj-database-url) collect without a wrapper. It runs before the template is prepared and, with a local cluster, before the cluster starts, where `{db_url}` names `e2e_template` on port 1, which nothing answers: collecting must not connect (pytest's `--collect-only` runs no fixture). One that fails, times out (2 minutes) or lists no test of the file leaves it whole, and `dry-run` says why.
     #[schemars(with = "Option<CommandSpec>")]
     pub collect: Option<Spanned<CommandSpec>>,
 }

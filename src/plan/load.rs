@@ -35,8 +35,9 @@ impl Default for LoadOptions<'_> {
 const WORKER_VARS: &[&str] = WORKER_PLACEHOLDERS;
 const PREPARE_VARS: &[&str] = &["root", "run", "db_name", "db_url"];
 const SETUP_VARS: &[&str] = &["root", "run"];
-/// `[test] collect` runs before any worker exists: it knows the file, nothing of a worker.
-const COLLECT_VARS: &[&str] = &["root", "file"];
+/// `[test] collect` runs before any worker exists: it knows the file and the template, nothing
+/// of a worker.
+const COLLECT_VARS: &[&str] = super::COLLECT_PLACEHOLDERS;
 /// Pooled copies per template: each is a full copy on disk, so a typo here fills the disk.
 const MAX_POOL: usize = 1000;
 

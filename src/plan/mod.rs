@@ -21,6 +21,10 @@ use template::{Template, Word};
 /// The default plan path, relative to the working directory.
 pub const DEFAULT_PLAN: &str = "plans/default.toml";
 
+/// The placeholders `[test] collect` and the `[test] env` entries it gets may use: it runs before
+/// any worker exists, so `{db_url}` and `{db_name}` name the template (read-only use).
+pub const COLLECT_PLACEHOLDERS: &[&str] = &["root", "file", "db_url", "db_name"];
+
 /// A plan as loaded: paths absolute, globs expanded, templates parsed.
 #[derive(Debug, Clone)]
 pub struct Plan {

@@ -267,6 +267,8 @@ pub fn collect_command(plan: &Plan, file: &str, args: &[String]) -> Option<Colle
     let vars = HashMap::from([
         ("root", plan.root.display().to_string()),
         ("file", file.to_string()),
+        ("db_name", super::names::template_name(plan)),
+        ("db_url", collect_db_url(plan)),
     ]);
     let env = plan
         .test
@@ -275,9 +277,21 @@ pub fn collect_command(plan: &Plan, file: &str, args: &[String]) -> Option<Colle
         .filter(|(_, t)| {
             crate::plan::template::WORKER_PLACEHOLDERS
                 .iter()
-                .all(|p| matches!(*p, "root" | "file") || !t.uses(p))
+                .all(|p| crate::plan::COLLECT_PLACEHOLDERS.contains(p) || !t.uses(p))
         })
         .map(|(k, t)| (k.clone(), t.fill(&vars)))
         .collect();
     Some((fill_command(words, &vars, args), env))
+}
+
+/// `{db_url}` in `[test] collect`: the template's, for settings that parse a URL at import.
+/// Collect runs before the template is prepared (and before a local cluster starts), so with a
+/// local cluster it names the template as it will be called, on no reachable server.
+fn collect_db_url(plan: &Plan) -> String {
+    plan.database.template.clone().unwrap_or_else(|| {
+        format!(
+            "postgresql://postgres@127.0.0.1:1/{}",
+            super::names::EPHEMERAL_TEMPLATE
+        )
+    })
 }

@@ -1146,6 +1146,50 @@ retries = 1
         (dir, plan)
     }
 
+    /// `[test] collect` and the `[test] env` it gets name the template: settings that parse
+    /// DATABASE_URL at import collect; entries that need a worker (`{port}`) stay out.
+    #[test]
+    fn collect_gets_the_templates_url_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tests")).unwrap();
+        std::fs::write(dir.path().join("tests/test_a.py"), "").unwrap();
+        let toml = r#"
+[tests]
+include = ["tests/test_*.py"]
+[database]
+template = "${TEMPLATE:-}"
+[test]
+command = ["pytest", "{file}", "--junitxml={junit}"]
+env = { DATABASE_URL = "{db_url}", POSTGRES_DB = "{db_name}", BASE_URL = "http://127.0.0.1:{port}" }
+collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
+"#;
+        let path = dir.path().join("plan.toml");
+        std::fs::write(&path, toml).unwrap();
+        let url = "postgresql://postgres:pw@127.0.0.1:5432/app";
+        for (template, want_url, want_name) in [
+            (Some(url), url, "app"),
+            (
+                None,
+                "postgresql://postgres@127.0.0.1:1/e2e_template",
+                "e2e_template",
+            ),
+        ] {
+            let env = move |n: &str| (n == "TEMPLATE").then(|| template.unwrap_or("").to_string());
+            let plan = load(&path, &LoadOptions { env: &env }).unwrap();
+            let (argv, env) = collect_command(&plan, "tests/test_a.py", &[]).unwrap();
+            assert_eq!(argv[3], format!("--ds={want_name}"));
+            let mut env = env;
+            env.sort();
+            assert_eq!(
+                env,
+                [
+                    ("DATABASE_URL".to_string(), want_url.to_string()),
+                    ("POSTGRES_DB".to_string(), want_name.to_string())
+                ]
+            );
+        }
+    }
+
     /// The DAG holds every command resolved but for the port and the database URL, per attempt;
     /// the run fills those two and nothing else.
     #[test]

@@ -132,6 +132,7 @@ mod tests {
             shard: None,
             predicted_wall_secs: None,
             startups: None,
+            unused_databases: Vec::new(),
             workers: Vec::new(),
         };
         let (written, failed) = write_all(&s, &mut sinks());

@@ -218,6 +218,7 @@ mod tests {
             shard: None,
             predicted_wall_secs: None,
             startups: None,
+            unused_databases: Vec::new(),
             workers,
         };
         record_timings(dir.path(), &summary);

@@ -408,6 +408,9 @@ impl Reporter {
         for line in prediction_lines(s) {
             let _ = writeln!(out, "{line}");
         }
+        for line in unused_lines(s) {
+            let _ = writeln!(out, "{line}");
+        }
         if s.databases.from_pool > 0 {
             let _ = writeln!(
                 out,
@@ -571,6 +574,25 @@ pub fn summary_table(s: &RunSummary, color: bool) -> String {
 /// What the closing lines say of the run's prediction and its start-ups: a run far off what was
 /// predicted (under two thirds or over half again), and, when a worker per file spent most of
 /// its CPU starting up, what `units = "auto"` would predict and what packing means.
+/// A warning per file whose tests never opened a session on their worker's database.
+pub fn unused_lines(s: &RunSummary) -> Vec<String> {
+    if s.unused_databases.is_empty() {
+        return Vec::new();
+    }
+    let mut lines: Vec<String> = s
+        .unused_databases
+        .iter()
+        .map(|u| {
+            format!(
+                "warning: {} never connected to its database {}",
+                u.file, u.database
+            )
+        })
+        .collect();
+    lines.push("  its copy of the template was made for nothing: the tests used another database (pytest-django makes test_<name> unless told otherwise) or none; see \"The worker's database is the test database\" in docs/guide.md".into());
+    lines
+}
+
 pub fn prediction_lines(s: &RunSummary) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(p) = s.predicted_wall_secs.filter(|p| *p > 0.0) {
@@ -715,6 +737,7 @@ mod tests {
             shard: None,
             predicted_wall_secs: None,
             startups: None,
+            unused_databases: Vec::new(),
             workers,
         }
     }

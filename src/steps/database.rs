@@ -183,8 +183,10 @@ pub async fn usage(
         };
         let backends: i32 = row.get(0);
         if backends == 0 || tokio::time::Instant::now() >= deadline {
+            // A backend still there is a session, whether or not it has reported itself yet
+            // (a backend reports its figures as it exits, before it leaves numbackends).
             return Ok(Some(Usage {
-                sessions: row.get(1),
+                sessions: row.get::<_, i64>(1).max(i64::from(backends)),
                 active_secs: row.get::<_, f64>(2) / 1000.0,
             }));
         }

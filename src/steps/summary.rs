@@ -7,8 +7,8 @@ use std::path::Path;
 use crate::model::artifacts::{list, Artifact};
 use crate::model::junit::{case_times, read};
 use crate::model::{
-    files, DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Startups, Verdict,
-    WorkerResult,
+    files, DatabaseSources, ExitCode, KeptDatabase, RunError, RunSummary, Startups, UnusedDatabase,
+    Verdict, WorkerResult,
 };
 use crate::redact::scrub;
 
@@ -65,10 +65,26 @@ pub fn build(config: &RunConfig, facts: Facts) -> RunSummary {
         shard: config.dag.split.clone(),
         predicted_wall_secs: config.dag.predicted_wall.map(|d| d.as_secs_f64()),
         startups: None,
+        unused_databases: unused_databases(&workers),
         workers,
     };
     summary.startups = startups(config, &summary);
     summary
+}
+
+/// The files whose first attempt ran its tests without any session on its database.
+fn unused_databases(workers: &[WorkerResult]) -> Vec<UnusedDatabase> {
+    workers
+        .iter()
+        .filter_map(|w| {
+            let a = w.attempts.first()?;
+            let ran = matches!(a.verdict, Verdict::Pass | Verdict::Fail | Verdict::Timeout);
+            (ran && a.db_sessions == Some(0)).then(|| UnusedDatabase {
+                file: w.file.clone(),
+                database: a.db_name.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The share of the workers' CPU their start-ups took; when a worker per file spent most of it

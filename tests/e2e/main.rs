@@ -7,6 +7,7 @@ mod common;
 mod apply;
 mod browser;
 mod cli_promises;
+mod django;
 mod docs;
 mod dry_run;
 mod failures;

@@ -70,7 +70,10 @@ fn init_on_an_alembic_fastapi_project() {
                 "app/main.py",
                 "from fastapi import FastAPI\napp = FastAPI()\n",
             ),
-            ("tests/e2e/test_items.py", "def test_items():\n    pass\n"),
+            (
+                "tests/e2e/test_items.py",
+                "import os\n\ndef test_items(page):\n    page.goto(os.environ['BASE_URL'] + '/items')\n",
+            ),
             ("tests/unit/test_models.py", "def test_model():\n    pass\n"),
         ],
     );
@@ -85,7 +88,13 @@ fn init_on_a_django_project() {
         "init_django",
         &[
             ("manage.py", "#!/usr/bin/env python\n"),
-            ("pytest.ini", "[pytest]\ntestpaths = functional\n"),
+            // Two testpaths, the second on a continuation line, as ini files allow.
+            (
+                "pytest.ini",
+                "[pytest]\ntestpaths =\n    functional\n    shop\n",
+            ),
+            // Django's runner finds an app's tests.py; pytest's default python_files do not.
+            ("shop/tests.py", "def test_shop():\n    pass\n"),
             ("shop/migrations/__init__.py", ""),
             ("shop/migrations/0001_initial.py", "# a migration\n"),
             (
@@ -98,6 +107,109 @@ fn init_on_a_django_project() {
     let (plan, said) = init_and_check(&f);
     insta::assert_snapshot!("init_django_plan", plan);
     insta::assert_snapshot!("init_django_said", said);
+}
+
+#[test]
+fn init_on_a_fastapi_testclient_project() {
+    let f = repo(
+        "init_testclient",
+        &[
+            (
+                "pyproject.toml",
+                "[tool.pytest.ini_options]\ntestpaths = [\"tests\"]\npython_files = [\"test_*.py\", \"check_*.py\"]\n",
+            ),
+            (
+                "app.py",
+                "from fastapi import FastAPI\napp = FastAPI()\n",
+            ),
+            (
+                "tests/test_api.py",
+                "from fastapi.testclient import TestClient\nfrom app import app\n\ndef test_api():\n    assert TestClient(app).get('/').status_code == 404\n",
+            ),
+            ("tests/api/check_items.py", "def test_items():\n    pass\n"),
+            // A virtualenv inside testpaths: pytest does not look there, nor does the plan.
+            ("tests/venv/lib/test_vendored.py", "def test_x():\n    pass\n"),
+            // Outside testpaths: left out, as pytest leaves it.
+            ("scripts/test_script.py", "def test_s():\n    pass\n"),
+        ],
+    );
+    let (plan, said) = init_and_check(&f);
+    insta::assert_snapshot!("init_testclient_plan", plan);
+    insta::assert_snapshot!("init_testclient_said", said);
+    let out = f
+        .cmd(&["dry-run", "--format", "json"])
+        .env_remove("E2E_DATABASE_URL")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let mut files: Vec<&str> = v["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["file"].as_str().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["tests/api/check_items.py", "tests/test_api.py"]);
+}
+
+#[test]
+fn init_proposes_services_from_compose_and_packing_for_many_small_files() {
+    let mut files: Vec<(String, String)> = (0..12)
+        .map(|i| {
+            (
+                format!("tests/test_{i:02}.py"),
+                "def test_a():\n    pass\n\ndef test_b():\n    pass\n".to_string(),
+            )
+        })
+        .collect();
+    files.push((
+        "compose.yaml".into(),
+        "services:\n  cache:\n    image: redis:7-alpine\n  bus:\n    image: \"nats:2.10\"\n  broker:\n    image: docker.io/library/rabbitmq:3-management\n  mail:\n    image: axllent/mailpit\n  db:\n    image: postgres:16\n".into(),
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let f = repo("init_compose", &refs);
+    let (plan, said) = init_and_check(&f);
+    insta::assert_snapshot!("init_compose_plan", plan);
+    insta::assert_snapshot!("init_compose_said", said);
+}
+
+#[test]
+fn init_writes_a_server_only_for_tests_that_call_one() {
+    // pytest-django's live_server: a server, but the test process starts it.
+    let live = repo(
+        "init_live",
+        &[
+            ("manage.py", "#!/usr/bin/env python\n"),
+            (
+                "shop/tests/test_live.py",
+                "def test_home(live_server):\n    assert live_server.url\n",
+            ),
+        ],
+    );
+    let (plan, said) = init_and_check(&live);
+    assert!(!plan.contains("[server]"), "{plan}");
+    assert!(
+        said.contains("server:  none per worker (shop/tests/test_live.py uses live_server"),
+        "{said}"
+    );
+    // requests to localhost, and no app init can start: the block is there, commented.
+    let calls = repo(
+        "init_calls",
+        &[(
+            "tests/test_api.py",
+            "import requests\n\ndef test_up():\n    requests.get('http://localhost:8000/')\n",
+        )],
+    );
+    let (plan, said) = init_and_check(&calls);
+    assert!(plan.contains("\n# [server]\n"), "{plan}");
+    assert!(!plan.contains("\n[server]"), "{plan}");
+    assert!(
+        said.contains("server:  none found, but tests/test_api.py uses localhost"),
+        "{said}"
+    );
 }
 
 #[test]
