@@ -11,7 +11,7 @@ on a template in the local PostgreSQL (127.0.0.1:5432, user postgres), in four v
 service, a redis-server per worker, a nats-server per worker, both. From each run's summary.json:
 each worker's `service` spans (spawned until ready) and its way to its first test (from its first
 phase's start, the copy of its database, to its `testing` phase), and the run's wall time. The
-binary is target/release/e2e-plan (built here). Leaves nothing: the plan's rollback runs, the
+binary is target/release/e2e-plan (built here); pytest comes from target/test-venv (.ci/run makes it). Leaves nothing: the plan's rollback runs, the
 template is dropped, and no process of the run is left (checked).
 """
 import datetime
@@ -25,6 +25,8 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "target", "release", "e2e-plan")
+# The tests' venv (.ci/run makes it: target/test-venv with pytest).
+PYTHON = os.path.join(ROOT, "target", "test-venv", "bin", "python")
 FILES = 6
 
 SERVICES = {
@@ -66,7 +68,7 @@ keep = "never"
 
 {body}
 [test]
-command = ["{sys.executable}", "-m", "pytest", "{{file}}", "-q", "-p", "no:cacheprovider", "--junitxml={{junit}}"]
+command = ["{PYTHON}", "-m", "pytest", "{{file}}", "-q", "-p", "no:cacheprovider", "--junitxml={{junit}}"]
 
 [run]
 jobs = 2
