@@ -1351,14 +1351,8 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
         assert_eq!(units, [(0, false); 3]);
     }
 
-    /// Eleven short files whose start-ups were stretched to 10 s by running beside each other,
-    /// and a long file: judged by the 1.5 s of CPU each used, four packs shorter than the long
-    /// file leave it the critical path (three as long as it would end after it: their tests
-    /// wait for every start-up to be spread over the cores). Judged by the stretched start-ups
-    /// (no CPU recorded), packs look costly and only two are made, each longer than the long
-    /// file.
-    #[test]
-    fn packs_are_chosen_by_the_cpu_start_ups_use_not_their_stretched_time() {
+    /// Eleven short files and a long one (`tests/test_long.py`) under `units = "auto"`.
+    fn shorts_and_long() -> (tempfile::TempDir, Plan, Vec<String>) {
         let (dir, _) = plan();
         let shorts: Vec<String> = (1..=11).map(|i| format!("tests/test_s{i:02}.py")).collect();
         for f in shorts.iter().chain([&"tests/test_long.py".to_string()]) {
@@ -1367,6 +1361,18 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
         std::fs::remove_file(dir.path().join("tests/test_a.py")).unwrap();
         let mut plan = load(&dir.path().join("plan.toml"), &LoadOptions::default()).unwrap();
         plan.run.units = crate::plan::Units::Auto;
+        (dir, plan, shorts)
+    }
+
+    /// Eleven short files whose start-ups were stretched to 10 s by running beside each other,
+    /// and a long file: judged by the 1.5 s of CPU each used, four packs shorter than the long
+    /// file leave it the critical path (three as long as it would end after it: their tests
+    /// wait for every start-up to be spread over the cores). Judged by the stretched start-ups
+    /// (no CPU recorded), packs look costly and only two are made, each longer than the long
+    /// file.
+    #[test]
+    fn packs_are_chosen_by_the_cpu_start_ups_use_not_their_stretched_time() {
+        let (_dir, plan, shorts) = shorts_and_long();
         let packs = |cpu: bool| {
             let mut timings = Timings::default();
             let secs = Duration::from_secs_f64;
@@ -1413,14 +1419,7 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
     /// keeps its place however the model flatters the others.
     #[test]
     fn an_option_measured_slower_than_predicted_is_weighed_by_what_it_took() {
-        let (dir, _) = plan();
-        let shorts: Vec<String> = (1..=11).map(|i| format!("tests/test_s{i:02}.py")).collect();
-        for f in shorts.iter().chain([&"tests/test_long.py".to_string()]) {
-            std::fs::write(dir.path().join(f), "").unwrap();
-        }
-        std::fs::remove_file(dir.path().join("tests/test_a.py")).unwrap();
-        let mut plan = load(&dir.path().join("plan.toml"), &LoadOptions::default()).unwrap();
-        plan.run.units = crate::plan::Units::Auto;
+        let (_dir, plan, shorts) = shorts_and_long();
         let mut timings = Timings::default();
         let secs = Duration::from_secs_f64;
         timings.record("tests/test_long.py", Some(secs(8.0)), Some(secs(4.2)));
