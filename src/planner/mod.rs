@@ -1445,6 +1445,7 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
             units,
             files: 12,
             packs,
+            complete: true,
         };
         let (units, packs, _) = shape(&timings);
         assert_eq!((units, packs), (5, 4), "the model's favourite");
@@ -1465,6 +1466,13 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
         };
         other.runs[0].files = 13;
         assert_eq!(shape(&other).0, units);
+        // Nor does a run that stopped early (interrupted, fail-fast, a shard).
+        let mut stopped = Timings {
+            runs: vec![ran(units, packs, 30.0)],
+            ..timings.clone()
+        };
+        stopped.runs[0].complete = false;
+        assert_eq!(shape(&stopped).0, units);
     }
 
     #[test]

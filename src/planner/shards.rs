@@ -173,6 +173,10 @@ pub struct RunWall {
     pub files: usize,
     #[serde(default)]
     pub packs: usize,
+    /// Every file's first pass ran to its end, unsharded and uninterrupted: only such a run's
+    /// wall says what its option takes (a run stopped early would flatter it).
+    #[serde(default)]
+    pub complete: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -338,7 +342,11 @@ impl Timings {
             .runs
             .iter()
             .filter(|r| {
-                r.predicted.is_some() && r.files == files && r.units == units && r.packs == packs
+                r.complete
+                    && r.predicted.is_some()
+                    && r.files == files
+                    && r.units == units
+                    && r.packs == packs
             })
             .map(|r| r.measured)
             .collect();
@@ -405,6 +413,9 @@ impl Timings {
             units: units.len(),
             files: s.workers.len(),
             packs: packs.len(),
+            complete: !s.interrupted
+                && s.shard.is_none()
+                && s.workers.iter().all(|w| w.first_pass_ran()),
         });
         let extra = self.runs.len().saturating_sub(10);
         self.runs.drain(..extra);
