@@ -9,7 +9,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::engine::journal;
-use crate::plan::{self, Keep, Plan, PlanError, Units};
+use crate::plan::{self, Jobs, Keep, Plan, PlanError, Units};
 use crate::planner::{self, PlanOptions, ShardArg, Timings};
 use crate::report::dryrun::{self, DryRunFormat};
 use crate::report::failures::FailureOutput;
@@ -246,9 +246,10 @@ pub struct PlanArgs {
     /// The plan file.
     #[arg(default_value = plan::DEFAULT_PLAN)]
     pub plan: PathBuf,
-    /// Most workers at once (0 = every file at once); overrides [run] jobs.
+    /// Most workers at once: a number (0 = every file at once) or auto (a worker per core, more
+    /// while cores stand idle); overrides [run] jobs.
     #[arg(long, short)]
-    pub jobs: Option<usize>,
+    pub jobs: Option<Jobs>,
     /// Which worker databases survive: failed, all-on-failure, always, never; overrides
     /// [database] keep.
     #[arg(long, value_parser = parse_keep)]

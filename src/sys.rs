@@ -12,6 +12,27 @@ pub fn cores() -> usize {
         .unwrap_or(1)
 }
 
+/// The machine's CPU time so far, idle and all, in clock ticks, and how many CPUs it counts (the
+/// first lines of /proc/stat; idle counts I/O wait, which leaves the core free for another worker).
+pub fn cpu_idle_and_total() -> Option<(u64, u64, usize)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count();
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    if ticks.len() < 5 {
+        return None;
+    }
+    Some((ticks[3] + ticks[4], ticks.iter().sum(), cpus.max(1)))
+}
+
 /// A process's start time (clock ticks since boot, field 22 of /proc/PID/stat); None if gone.
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

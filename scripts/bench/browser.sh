@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A browser suite on this machine's cores: the bundled browser example's files, copied to 12 (each
 # worker runs a Chromium of its own), run by plans/browser.toml's commands at every --jobs from 1
-# to MAX and with the plan's default (no `jobs`: every file at once). Prints one JSON line:
+# to MAX, with 0 (every file at once) and with the plan's default (no `jobs`: `auto` since jobs
+# became adaptive). Prints one JSON line:
 # {"bench": "browser", "rev", "cores", "files", "runs": [{"jobs", "rep", "wall", "cpu", "exit"}]}.
 #
 #   scripts/bench/browser.sh [--repeat R] [--json FILE] [--max-jobs MAX]
@@ -52,14 +53,15 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 cpu = sum(a.get("cpu_secs") or 0 for w in s["workers"] for a in w["attempts"])
 print(json.dumps({"jobs": int(sys.argv[2]) if sys.argv[2] else "default", "rep": int(sys.argv[3]),
-                  "wall": round(s["wall_secs"], 3), "cpu": round(cpu, 3), "exit": s["exit_code"]}))
+                  "wall": round(s["wall_secs"], 3), "cpu": round(cpu, 3), "exit": s["exit_code"],
+                  "at_once": s.get("most_at_once")}))
 EOF
 }
 
 run 2 0 >/dev/null  # warm-up: the cluster's initdb and the template
 runs=()
 for rep in $(seq 1 "$REPEAT"); do
-  for jobs in $(seq 1 "$MAX") ""; do
+  for jobs in $(seq 1 "$MAX") 0 ""; do
     line=$(run "$jobs" "$rep")
     echo "$line" >&2
     runs+=("$line")

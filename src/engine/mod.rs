@@ -3,7 +3,7 @@
 //! [`crate::steps`].
 //!
 //! Nodes start as soon as their dependencies finish, in list order (the planner puts the longest
-//! work first), with at most `jobs` limited nodes at once. A fatal step error or, with fail-fast,
+//! work first), with at most `jobs` limited nodes at once ([`Limit`]). A fatal step error or, with fail-fast,
 //! a failed step cancels the run: pending nodes are cancelled, running ones see the token, and
 //! `always` nodes (teardown) still run.
 
@@ -77,10 +77,88 @@ pub enum EngineEvent {
 }
 
 pub struct Options {
-    /// Most limited nodes at once; 0 = no limit.
-    pub jobs: usize,
+    /// How many limited nodes run at once.
+    pub limit: Limit,
     /// Cancel the run on the first `Outcome::Failed` of a limited node.
     pub fail_fast: bool,
+}
+
+/// How many limited nodes may run at once.
+pub enum Limit {
+    /// At most this many; 0 = no limit.
+    Fixed(usize),
+    /// `jobs = "auto"`: a node per core, more while the probe says cores stand idle ([`Gate`]).
+    Load { cores: usize, probe: Box<dyn Probe> },
+}
+
+/// How many cores stood idle since the engine last asked; None until there are two readings.
+pub trait Probe: Send {
+    fn idle_cores(&mut self) -> Option<f64>;
+}
+
+/// How often the gate reads the probe while nodes wait for it.
+pub const GATE_TICK: std::time::Duration = std::time::Duration::from_millis(200);
+/// Idle cores (mean of the last two readings) that let more nodes start...
+const OPEN_IDLE: f64 = 0.75;
+/// ...and under which the bound falls back towards a node per core.
+const BUSY_IDLE: f64 = 0.25;
+/// The least CPU a running node is taken to use: idle cores let at most this many more start
+/// per core (and at most two per core per reading), so that sleeping nodes do not open the
+/// gate for a start-up storm at once.
+const LEAST_EACH: f64 = 0.1;
+
+/// `jobs = "auto"`: how many limited nodes may run now. A core each at first: CPU-bound workers
+/// (a server, a test process and a browser each) gain nothing from sharing a core, and lose
+/// to switching and to memory. While nodes wait for a slot the engine reads the probe every
+/// [`GATE_TICK`]; when cores stood idle (the nodes running wait on sleeps, the network, each
+/// other) as many more may start as the idle cores fit at what each running node uses; when the
+/// cores are busy the bound falls back by one a reading, never under a node per core.
+pub struct Gate {
+    cores: usize,
+    allowed: usize,
+    /// The last reading's idle cores while nodes wait; None when they do not.
+    idle: Option<f64>,
+    waiting: bool,
+    probe: Box<dyn Probe>,
+}
+
+impl Gate {
+    fn new(cores: usize, probe: Box<dyn Probe>) -> Gate {
+        let cores = cores.max(1);
+        Gate {
+            cores,
+            allowed: cores,
+            idle: None,
+            waiting: false,
+            probe,
+        }
+    }
+
+    /// Nodes wait for a slot from now on: the next reading starts a fresh window.
+    fn wait(&mut self) {
+        if !self.waiting {
+            self.waiting = true;
+            self.idle = None;
+            let _ = self.probe.idle_cores();
+        }
+    }
+
+    /// Reads the probe and moves the bound, with `running` nodes running.
+    fn read(&mut self, running: usize) {
+        let Some(now) = self.probe.idle_cores() else {
+            return;
+        };
+        let idle = self.idle.map_or(now, |before| (before + now) / 2.0);
+        self.idle = Some(now);
+        let cores = self.cores as f64;
+        if idle >= OPEN_IDLE {
+            let each = ((cores - idle).max(0.0) / running.max(1) as f64).max(LEAST_EACH);
+            let more = ((idle / each).floor() as usize).clamp(1, 2 * self.cores);
+            self.allowed = self.allowed.max(running + more);
+        } else if idle < BUSY_IDLE {
+            self.allowed = self.allowed.saturating_sub(1).max(self.cores);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +178,28 @@ pub async fn run<S: Step>(
     let mut run = Scheduler::new(&nodes, opts, cancel);
     loop {
         run.start_ready(&mut observe);
-        let Some(joined) = run.set.join_next().await else {
+        let gated = run.gate.as_mut().filter(|_| run.blocked);
+        let joined = match gated {
+            Some(gate) => {
+                gate.wait();
+                tokio::select! {
+                    j = run.set.join_next() => j,
+                    _ = tokio::time::sleep(GATE_TICK) => {
+                        if let Some(gate) = run.gate.as_mut() {
+                            gate.read(run.running_limited);
+                        }
+                        continue;
+                    }
+                }
+            }
+            None => {
+                if let Some(gate) = run.gate.as_mut() {
+                    gate.waiting = false;
+                }
+                run.set.join_next().await
+            }
+        };
+        let Some(joined) = joined else {
             break;
         };
         let Some((i, result)) = run.joined(joined, &mut observe) else {
@@ -120,7 +219,12 @@ type Joined<E> = Result<(usize, Result<Outcome, E>), tokio::task::JoinError>;
 /// The engine's state of one run: where every node is, and the tasks running.
 struct Scheduler<'a, S: Step> {
     nodes: &'a [Node<S>],
-    opts: Options,
+    /// `Limit::Fixed`'s bound (0 = none); unused under a gate.
+    jobs: usize,
+    gate: Option<Gate>,
+    /// A limited node was ready but had to wait for a slot in the last `start_ready`.
+    blocked: bool,
+    fail_fast: bool,
     cancel: Cancel,
     state: Vec<State>,
     status: Vec<Option<NodeStatus<S::Error>>>,
@@ -132,9 +236,16 @@ struct Scheduler<'a, S: Step> {
 impl<'a, S: Step> Scheduler<'a, S> {
     fn new(nodes: &'a [Node<S>], opts: Options, cancel: Cancel) -> Self {
         let n = nodes.len();
+        let (jobs, gate) = match opts.limit {
+            Limit::Fixed(n) => (n, None),
+            Limit::Load { cores, probe } => (0, Some(Gate::new(cores, probe))),
+        };
         Scheduler {
             nodes,
-            opts,
+            jobs,
+            gate,
+            blocked: false,
+            fail_fast: opts.fail_fast,
             cancel,
             state: vec![State::Pending; n],
             status: (0..n).map(|_| None).collect(),
@@ -148,6 +259,7 @@ impl<'a, S: Step> Scheduler<'a, S> {
     /// nothing changes.
     fn start_ready(&mut self, observe: &mut impl FnMut(EngineEvent)) {
         let mut progressed = true;
+        self.blocked = false;
         while progressed {
             progressed = false;
             for i in 0..self.nodes.len() {
@@ -175,7 +287,8 @@ impl<'a, S: Step> Scheduler<'a, S> {
             self.status[i] = Some(NodeStatus::NotRun);
             return true;
         }
-        if node.limited && self.opts.jobs > 0 && self.running_limited >= self.opts.jobs {
+        if node.limited && !self.has_slot() {
+            self.blocked = true;
             return false;
         }
         if node.limited {
@@ -188,6 +301,14 @@ impl<'a, S: Step> Scheduler<'a, S> {
         let handle = self.set.spawn(async move { (i, step.apply(c).await) });
         self.task_ids[i] = Some(handle.id());
         true
+    }
+
+    /// Whether one more limited node may start now.
+    fn has_slot(&self) -> bool {
+        match &self.gate {
+            Some(gate) => self.running_limited < gate.allowed,
+            None => self.jobs == 0 || self.running_limited < self.jobs,
+        }
     }
 
     /// A task's end as the node it ran and its result. A panicking step is a bug, but the runner
@@ -226,7 +347,7 @@ impl<'a, S: Step> Scheduler<'a, S> {
         self.state[i] = State::Finished;
         match &result {
             Ok(Err(_)) | Err(_) => self.cancel.stop.cancel(),
-            Ok(Ok(Outcome::Failed)) if self.opts.fail_fast && self.nodes[i].limited => {
+            Ok(Ok(Outcome::Failed)) if self.fail_fast && self.nodes[i].limited => {
                 self.cancel.stop.cancel()
             }
             _ => {}
@@ -314,7 +435,7 @@ mod tests {
         let st = run(
             nodes,
             Options {
-                jobs: 1,
+                limit: Limit::Fixed(1),
                 fail_fast: false,
             },
             Cancel::default(),
@@ -339,7 +460,7 @@ mod tests {
         let st = run(
             nodes,
             Options {
-                jobs: 0,
+                limit: Limit::Fixed(0),
                 fail_fast: false,
             },
             Cancel::default(),
@@ -361,7 +482,7 @@ mod tests {
         let st = run(
             nodes,
             Options {
-                jobs: 1,
+                limit: Limit::Fixed(1),
                 fail_fast: true,
             },
             Cancel::default(),
@@ -370,5 +491,109 @@ mod tests {
         .await;
         assert!(matches!(st[1], NodeStatus::NotRun));
         assert_eq!(*log.lock().unwrap(), vec!["w1", "teardown"]);
+    }
+
+    /// The idle cores of 2 when each of the `live` workers keeps `each` of a core busy.
+    struct Model {
+        live: Arc<AtomicUsize>,
+        each: f64,
+    }
+    impl Probe for Model {
+        fn idle_cores(&mut self) -> Option<f64> {
+            Some((2.0 - self.live.load(Ordering::SeqCst) as f64 * self.each).max(0.0))
+        }
+    }
+
+    /// Waits a second (of paused time) and counts how many run at once.
+    struct Sleeper {
+        live: Arc<AtomicUsize>,
+        peak: Arc<AtomicUsize>,
+    }
+    impl Step for Sleeper {
+        type Error = String;
+        fn apply(self: Arc<Self>, _: Cancel) -> BoxFuture<Result<Outcome, String>> {
+            Box::pin(async move {
+                let now = self.live.fetch_add(1, Ordering::SeqCst) + 1;
+                self.peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                self.live.fetch_sub(1, Ordering::SeqCst);
+                Ok(Outcome::Ok)
+            })
+        }
+    }
+
+    /// The most of eight workers running at once on 2 cores under `auto`, when each keeps `each`
+    /// of a core busy.
+    async fn peak_under_gate(each: f64) -> usize {
+        let live = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let nodes = (0..8)
+            .map(|_| Node {
+                deps: vec![],
+                always: false,
+                limited: true,
+                step: Arc::new(Sleeper {
+                    live: live.clone(),
+                    peak: peak.clone(),
+                }),
+            })
+            .collect();
+        let limit = Limit::Load {
+            cores: 2,
+            probe: Box::new(Model { live, each }),
+        };
+        let fail_fast = false;
+        let st = run(
+            nodes,
+            Options { limit, fail_fast },
+            Cancel::default(),
+            |_| {},
+        )
+        .await;
+        assert!(st
+            .iter()
+            .all(|s| matches!(s, NodeStatus::Done(Outcome::Ok))));
+        peak.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn auto_keeps_a_worker_per_core_when_each_keeps_a_core_busy() {
+        assert_eq!(peak_under_gate(1.0).await, 2);
+        // Two workers leaving half a core idle: not enough to start another.
+        assert_eq!(peak_under_gate(0.75).await, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn auto_starts_as_many_as_the_idle_cores_fit() {
+        // Half a core each: four at once fill the two cores.
+        assert_eq!(peak_under_gate(0.5).await, 4);
+        // Workers that wait on the network or on each other: all eight at once.
+        assert_eq!(peak_under_gate(0.0).await, 8);
+    }
+
+    /// Reports the same idle cores at every reading.
+    struct Steady(f64);
+    impl Probe for Steady {
+        fn idle_cores(&mut self) -> Option<f64> {
+            Some(self.0)
+        }
+    }
+
+    #[test]
+    fn auto_falls_back_to_a_worker_per_core_when_busy_again() {
+        let mut gate = Gate::new(2, Box::new(Steady(2.0)));
+        gate.wait();
+        gate.read(2);
+        assert_eq!(gate.allowed, 6);
+        gate.probe = Box::new(Steady(0.0));
+        // The mean of the last two readings (1.0 idle), then busy: one fewer a reading.
+        gate.read(6);
+        let opened = gate.allowed;
+        gate.read(6);
+        assert_eq!(gate.allowed, opened - 1);
+        for _ in 0..20 {
+            gate.read(6);
+        }
+        assert_eq!(gate.allowed, 2);
     }
 }

@@ -577,6 +577,12 @@ pub struct RunSummary {
     pub started: String,
     pub ended: String,
     pub wall_secs: f64,
+    /// `[run] jobs` as the run had it: `"auto"`, or a number (0 = every file at once).
+    #[serde(default)]
+    pub jobs: String,
+    /// The most workers (units: a pack or a part is one) that ran at once.
+    #[serde(default)]
+    pub most_at_once: usize,
     /// Sum of the workers' durations.
     pub work_secs: f64,
     pub exit_code: ExitCode,

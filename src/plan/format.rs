@@ -231,8 +231,10 @@ pub struct RawTest {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRun {
-    /// Most workers at once; 0 = every file at once (the default). `apply -j N` overrides it.
-    pub jobs: Option<usize>,
+    /// Most workers at once: `auto` (the default), a number, or 0 for every file at once. `apply -j N` overrides it.
+    ///
+    /// `auto` starts a worker per core, then one more whenever the machine's cores have stood idle for a moment (read from `/proc/stat` every 200 ms), as many as the idle cores fit at the CPU the running workers use each: a suite whose tests wait on the network or on sleeps runs nearly all at once, a CPU-bound one (a browser and a server per worker) stays near one worker per core instead of every file's start-up and Chromium sharing a few cores at once. When the cores are busy again, the bound falls back towards one worker per core. Set a number when something outside the machine's CPU limits you (a licence, an API's rate limit), and 0 when your files must all run at the same time.
+    pub jobs: Option<Jobs>,
     /// Stop everything at the first failing file. Default false.
     pub fail_fast: Option<bool>,
     /// Attempts after a failure, each in a fresh database, port and server. Default 0. Files that failed or timed out on the first pass run again up to this many times, once every file has finished; a file that failed, then passed, is `FLAKY`.
@@ -321,6 +323,99 @@ pub enum Units {
     File,
     /// Short files with a heavy start-up packed into a few workers, a file that would hold up the run split by its test ids.
     Auto,
+}
+
+/// How many workers run at once (`[run] jobs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema)]
+#[schemars(untagged)]
+pub enum Jobs {
+    /// A worker per core, and more while cores stand idle.
+    #[default]
+    #[schemars(with = "AutoWord")]
+    Auto,
+    /// At most this many; 0 = every file at once.
+    Fixed(usize),
+}
+
+/// The word `auto`, as the schema shows it.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+enum AutoWord {
+    #[serde(rename = "auto")]
+    Auto,
+}
+
+impl Jobs {
+    /// The fixed bound the planner and the prefetcher plan for; `auto` has none fixed (it starts
+    /// a worker per core and opens more at run time), so they plan as for every file at once.
+    pub fn bound(self) -> usize {
+        match self {
+            Jobs::Auto => 0,
+            Jobs::Fixed(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for Jobs {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Jobs::Auto => f.write_str("auto"),
+            Jobs::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Jobs {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Jobs::Auto),
+            n => n
+                .parse()
+                .map(Jobs::Fixed)
+                .map_err(|_| format!("`{s}` is not a number of workers: use a number (0 = every file at once) or auto")),
+        }
+    }
+}
+
+impl serde::Serialize for Jobs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Jobs::Auto => s.serialize_str("auto"),
+            Jobs::Fixed(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Jobs {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Jobs;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number of workers (0 = every file at once) or \"auto\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Jobs, E> {
+                usize::try_from(v)
+                    .map(Jobs::Fixed)
+                    .map_err(|_| E::custom("too many workers"))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Jobs, E> {
+                u64::try_from(v)
+                    .map_err(|_| {
+                        E::custom(format!(
+                            "{v} workers: use a number from 0 (every file at once) up, or \"auto\""
+                        ))
+                    })
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Jobs, E> {
+                let word = super::template::interpolate_value(v).map_err(E::custom)?;
+                word.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 /// Defined with the run's results, which it judges; read from plans here.

@@ -642,7 +642,7 @@ impl Cx<'_> {
             units: raw.run.units.unwrap_or_default(),
             alone,
             whole,
-            jobs: raw.run.jobs.unwrap_or(0),
+            jobs: raw.run.jobs.unwrap_or_default(),
             fail_fast: raw.run.fail_fast.unwrap_or(false),
             retries: raw.run.retries.unwrap_or(0),
             flaky: raw.run.flaky.unwrap_or(if ci {

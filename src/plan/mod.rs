@@ -14,7 +14,7 @@ use std::time::Duration;
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use thiserror::Error;
 
-pub use format::{Artifacts, FlakyPolicy, Keep, Strategy, Units};
+pub use format::{Artifacts, FlakyPolicy, Jobs, Keep, Strategy, Units};
 pub use load::{load, LoadOptions};
 use template::{Template, Word};
 
@@ -128,7 +128,7 @@ pub struct RunSpec {
     pub alone: Vec<String>,
     /// Files never split (`[run] whole`).
     pub whole: Vec<String>,
-    pub jobs: usize,
+    pub jobs: Jobs,
     pub fail_fast: bool,
     pub retries: u32,
     pub flaky: FlakyPolicy,

@@ -245,7 +245,7 @@ pub struct Dag {
     /// Extra arguments given after `--`.
     pub args: Vec<String>,
     pub template_name: String,
-    pub jobs: usize,
+    pub jobs: crate::plan::Jobs,
     pub predicted_wall: Option<Duration>,
     /// `--shard`: the split this shard belongs to.
     pub split: Option<Split>,
@@ -413,7 +413,7 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
     if !queue.is_empty() {
         let action = Action::Queue {
             files: queue,
-            lanes: units::queue_lanes(plan.run.jobs, opts.cores),
+            lanes: units::queue_lanes(plan.run.jobs.bound(), opts.cores),
         };
         worker_ids.push(nodes.push("queue".into(), Stage::Worker, vec![prepare], false, action));
     }
@@ -426,7 +426,7 @@ pub fn build(plan: &Plan, opts: &PlanOptions) -> Dag {
         .or_else(|| simulated_wall(&workers, &units, plan, opts))
         .or_else(|| {
             (known.len() == units.len() && !known.is_empty())
-                .then(|| predict_makespan(&known, plan.run.jobs))
+                .then(|| predict_makespan(&known, plan.run.jobs.bound()))
         })
         .map(|w| w + setup);
     let weighed = weighed
@@ -472,7 +472,7 @@ fn simulated_wall(
         })
         .collect();
     let costs = costs.filter(|c| !c.is_empty())?;
-    let wall = cost::predict_wall(&costs, plan.run.jobs, opts.cores);
+    let wall = cost::predict_wall(&costs, plan.run.jobs.bound(), opts.cores);
     Some(Duration::from_secs_f64(wall.max(0.0)))
 }
 
@@ -719,10 +719,10 @@ fn start_order(
             .cmp(&workers[a].predicted)
             .then(a.cmp(&b))
     });
-    let at_once = if plan.run.jobs == 0 {
+    let at_once = if plan.run.jobs.bound() == 0 {
         units.len()
     } else {
-        plan.run.jobs.min(units.len())
+        plan.run.jobs.bound().min(units.len())
     };
     if at_once > opts.cores.max(1) {
         // Slack is judged on the tests' time: recorded start-ups are inflated by whatever ran
@@ -744,7 +744,7 @@ fn start_order(
                     .map(|cost| cost::UnitCost { file: None, cost })
             })
             .collect();
-        if costs.is_some_and(|c| !cost::predict(&c, plan.run.jobs, opts.cores).1) {
+        if costs.is_some_and(|c| !cost::predict(&c, plan.run.jobs.bound(), opts.cores).1) {
             return units;
         }
         let nice = slack_priorities(&basis);

@@ -64,7 +64,7 @@ pub fn choose(
     ids: IdsOf,
     cores: usize,
 ) -> Parting {
-    let jobs = plan.run.jobs;
+    let jobs = plan.run.jobs.bound();
     let mut units: Vec<UnitCost> = units.to_vec();
     let mut wall = predict_wall(&units, jobs, cores);
     if let Err(why) = splittable(plan) {

@@ -116,7 +116,7 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
         p.why = format!(
             "{} file(s) with no timings yet go to the queue: {} at a time, the biggest first, alone; the rest packed once their start-ups are seen to outweigh their tests (guessed by their size){}",
             p.queue.len(),
-            queue_lanes(plan.run.jobs, cores),
+            queue_lanes(plan.run.jobs.bound(), cores),
             if timed.is_empty() {
                 String::new()
             } else {
@@ -155,7 +155,7 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
         &costs,
         &names,
         &others,
-        plan.run.jobs,
+        plan.run.jobs.bound(),
         cores,
         timings.packs,
         &|units, packs| timings.measured(files.len(), units, packs),

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::plan::duration::format_duration;
-use crate::plan::Plan;
+use crate::plan::{Jobs, Plan};
 use crate::planner::{
     with_database, Action, Dag, PrepareCommands, PreparePlan, RunTime, Stage, WorkerCommands,
 };
@@ -294,10 +294,10 @@ fn text_setup(o: &mut String, plan: &Plan, dag: &Dag) -> usize {
 
 /// Every worker, fully resolved.
 fn text_workers(o: &mut String, plan: &Plan, dag: &Dag) {
-    let jobs = if dag.jobs == 0 {
-        "all at once".to_string()
-    } else {
-        format!("{} at once", dag.jobs)
+    let jobs = match dag.jobs {
+        Jobs::Auto => "a core each at first, more while cores stand idle".to_string(),
+        Jobs::Fixed(0) => "all at once".to_string(),
+        Jobs::Fixed(n) => format!("{n} at once"),
     };
     let order = if dag.units().all(|w| w.predicted.is_none()) {
         "in path order: no timings recorded yet"
@@ -546,7 +546,7 @@ fn json(plan: &Plan, dag: &Dag) -> String {
         root: String,
         run_id: &'a str,
         template: String,
-        jobs: usize,
+        jobs: Jobs,
         keep: String,
         predicted_wall_secs: Option<f64>,
         /// `units = "auto"`: what was packed and split, and why (or why not).

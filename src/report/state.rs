@@ -207,6 +207,8 @@ mod tests {
             started: String::new(),
             ended: String::new(),
             wall_secs: 0.0,
+            jobs: "auto".into(),
+            most_at_once: 0,
             work_secs: 0.0,
             exit_code: ExitCode::Ok,
             error: None,

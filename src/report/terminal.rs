@@ -726,6 +726,8 @@ mod tests {
             started: "2026-11-27T08:00:00.000Z".into(),
             ended: "2026-11-27T08:00:07.400Z".into(),
             wall_secs: 7.4,
+            jobs: "auto".into(),
+            most_at_once: 2,
             work_secs: workers.iter().map(|w| w.duration).sum(),
             exit_code,
             error,

@@ -360,17 +360,33 @@ pub async fn run(
             .map(per_worker::command::CommandResource::new)
             .collect(),
     });
+    let limit = match config.plan.run.jobs {
+        crate::plan::Jobs::Fixed(n) => crate::engine::Limit::Fixed(n),
+        crate::plan::Jobs::Auto => crate::engine::Limit::Load {
+            cores: crate::sys::cores(),
+            probe: Box::new(IdleCores::default()),
+        },
+    };
     let opts = crate::engine::Options {
-        jobs: config.plan.run.jobs,
+        limit,
         fail_fast: config.plan.run.fail_fast,
     };
-    let panics = cx.owner.clone();
-    crate::engine::run(nodes(&cx), opts, cancel, move |ev| {
-        if let crate::engine::EngineEvent::Panicked(_, msg) = ev {
-            panics.send(RunEvent::Fatal(StepError::new(format!(
+    let tell = cx.owner.clone();
+    let nodes = nodes(&cx);
+    let limited: Vec<bool> = nodes.iter().map(|n| n.limited).collect();
+    let mut running = 0usize;
+    crate::engine::run(nodes, opts, cancel, move |ev| match ev {
+        crate::engine::EngineEvent::Panicked(_, msg) => {
+            tell.send(RunEvent::Fatal(StepError::new(format!(
                 "internal error (please report it): {msg}"
             ))));
         }
+        crate::engine::EngineEvent::Started(i) if limited[i] => {
+            running += 1;
+            tell.send(RunEvent::AtOnce(running));
+        }
+        crate::engine::EngineEvent::Finished(i) if limited[i] => running -= 1,
+        _ => {}
     })
     .await;
     forward.abort();
@@ -381,6 +397,27 @@ pub async fn run(
     match tokio::time::timeout(std::time::Duration::from_secs(5), owner).await {
         Ok(Ok(code)) => code,
         _ => ExitCode::Setup,
+    }
+}
+
+/// `jobs = "auto"`'s reading of the machine: the cores that stood idle between two readings of
+/// /proc/stat. CPUs the kernel counts that this process may not use (an affinity mask, a
+/// container's quota) are taken as idle and taken off, so that a big idle host never looks like
+/// free cores of ours.
+#[derive(Default)]
+struct IdleCores {
+    last: Option<(u64, u64)>,
+}
+
+impl crate::engine::Probe for IdleCores {
+    fn idle_cores(&mut self) -> Option<f64> {
+        let (idle, total, cpus) = crate::sys::cpu_idle_and_total()?;
+        let (idle0, total0) = self.last.replace((idle, total))?;
+        let spent = total.checked_sub(total0).filter(|&t| t > 0)?;
+        let share = idle.saturating_sub(idle0) as f64 / spent as f64;
+        let cores = crate::sys::cores();
+        let ours = share * cpus as f64 - cpus.saturating_sub(cores) as f64;
+        Some(ours.clamp(0.0, cores as f64))
     }
 }
 

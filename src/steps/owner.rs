@@ -64,6 +64,8 @@ pub enum RunEvent {
     Fatal(StepError),
     /// Ctrl-C or SIGTERM.
     Signal,
+    /// This many workers (limited engine nodes) run now, one having just started.
+    AtOnce(usize),
     /// What the report step kept: database names, and the new log folders of their files.
     Kept {
         names: BTreeSet<String>,
@@ -180,6 +182,7 @@ struct RunState {
     prepared: bool,
     from_pool: usize,
     cloned: usize,
+    most_at_once: usize,
     kept: BTreeSet<String>,
     cluster_kept: bool,
     past_startup: BTreeSet<usize>,
@@ -259,6 +262,7 @@ impl Owner {
                 s.fatal.get_or_insert(e);
             }
             RunEvent::Signal => self.signal(),
+            RunEvent::AtOnce(n) => s.most_at_once = s.most_at_once.max(n),
             RunEvent::Kept { names, logs } => self.kept(names, logs),
             RunEvent::Ask(q) => self.answer(q),
         }
@@ -480,6 +484,7 @@ impl Owner {
                 prepared: s.prepared,
                 from_pool: s.from_pool,
                 cloned: s.cloned,
+                most_at_once: s.most_at_once,
             },
         );
         self.state.summary_exit = Some(exit);

@@ -72,7 +72,7 @@ impl Prefetch {
 /// database at once.
 async fn prefetch(cx: Arc<RunCx>, cancel: Cancel) {
     let units: Vec<usize> = cx.dag().units().map(|w| w.index).collect();
-    let jobs = cx.plan().run.jobs;
+    let jobs = cx.plan().run.jobs.bound();
     let window = (jobs > 0 && jobs < units.len())
         .then(|| Arc::new(Semaphore::new(jobs + CLONE_CONCURRENCY)));
     let critical = cx.config().critical_unit();

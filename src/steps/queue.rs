@@ -249,7 +249,7 @@ pub async fn run(
     lanes: usize,
     cancel: &Cancel,
 ) -> Result<Outcome, StepError> {
-    let jobs = cx.plan().run.jobs;
+    let jobs = cx.plan().run.jobs.bound();
     let size = |i: usize| cx.dag().workers.get(i).map_or(0, |w| w.size);
     let q: Shared = Arc::new(Mutex::new(State {
         pending: files.iter().map(|&i| (i, size(i))).collect(),

@@ -28,6 +28,7 @@ pub struct Facts<'a> {
     pub prepared: bool,
     pub from_pool: usize,
     pub cloned: usize,
+    pub most_at_once: usize,
 }
 
 /// The summary of the run so far; every text scrubbed of secrets.
@@ -46,6 +47,8 @@ pub fn build(config: &RunConfig, facts: Facts) -> RunSummary {
         started: humantime::format_rfc3339_millis(config.started_wall).to_string(),
         ended: humantime::format_rfc3339_millis(now).to_string(),
         wall_secs: config.started_at.elapsed().as_secs_f64(),
+        jobs: config.plan.run.jobs.to_string(),
+        most_at_once: facts.most_at_once,
         work_secs: workers.iter().map(|w| w.duration).sum(),
         exit_code: facts.exit,
         error: facts.fatal.map(|e| RunError {

@@ -82,10 +82,10 @@ pub async fn retry_failed(
         ));
         return Ok(Outcome::Failed);
     }
-    let jobs = if cx.plan().run.jobs == 0 {
+    let jobs = if cx.plan().run.jobs.bound() == 0 {
         failed.len()
     } else {
-        cx.plan().run.jobs
+        cx.plan().run.jobs.bound()
     };
     let slots = Arc::new(Semaphore::new(jobs));
     let mut set = tokio::task::JoinSet::new();

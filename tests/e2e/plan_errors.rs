@@ -68,9 +68,9 @@ fn unknown_key_names_it_and_suggests() {
 fn wrong_type() {
     check(
         "type",
-        &GOOD.replace("[test]\n", "[run]\njobs = \"four\"\n\n[test]\n"),
-        "invalid type: string \"four\"",
-        "plan.toml:13:8",
+        &GOOD.replace("[test]\n", "[run]\nfail_fast = \"yes\"\n\n[test]\n"),
+        "invalid type: string \"yes\"",
+        "plan.toml:13:13",
     );
 }
 
