@@ -70,7 +70,9 @@ done
 out=$(python3 - "$CORES" "$n" "$(git rev-parse --short HEAD)" "${runs[@]}" <<'EOF'
 import json, sys
 cores, files, rev = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+import datetime
 print(json.dumps({"bench": "browser", "rev": rev, "cores": cores, "files": files,
+                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "runs": [json.loads(r) for r in sys.argv[4:]]}))
 EOF
 )
