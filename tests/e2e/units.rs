@@ -1177,3 +1177,105 @@ fn the_files_of_a_pack_that_stopped_before_them_are_retried_alone() {
     assert_eq!(dbs.len(), mates.len() + 1, "a database each: {dbs:?}");
     f.assert_clean();
 }
+
+/// `[test] timeout` is per file inside a pack: the file that hangs is `TIMEOUT` (its row and its
+/// JUnit say so), the file before it ran and passes, the files after it never ran and say so
+/// (`FAIL`, `did not run`, retried alone like any failure), and nothing is left running.
+#[test]
+fn a_packed_file_that_hangs_times_out_and_its_pack_mates_are_reported_as_they_ended() {
+    let f = short_project("units_pack_timeout", "auto");
+    // One worker: the four files in one pack, a, b, c, d in that order; 3 s a file.
+    f.edit_plan(&[
+        ("[run]\n", "[run]\njobs = 1\n"),
+        ("timeout = \"2m\"", "timeout = \"3s\""),
+    ]);
+    // test_b blocks opening a pipe that nobody ever writes: only the timeout ends it.
+    f.write(
+        "tests/test_b.py",
+        r#"import os
+
+def test_test_b_waits_for_a_writer_that_never_comes(db):
+    fifo = os.path.join(os.environ['ROOT'], 'never')
+    os.mkfifo(fifo)
+    with open(fifo) as never:
+        never.read()
+"#,
+    );
+    let dry = f.run(&["dry-run", "plan.toml"]);
+    let text = stdout(&dry);
+    assert!(
+        text.contains(
+            "4 file(s) whose tests take less than their start-up packed into 1 worker(s)"
+        ),
+        "{text}"
+    );
+    let out = f.run(&["apply", "plan.toml"]);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 1, "{said}");
+    let s = f.summary();
+    let row = |file: &str| s.workers.iter().find(|w| w.file == file).unwrap();
+    let b = row("tests/test_b.py");
+    assert_eq!(b.verdict, Verdict::Timeout, "{b:?}");
+    assert_eq!(b.attempts.len(), 1, "{b:?}");
+    assert_eq!(
+        b.attempts[0].packed_with,
+        ["tests/test_a.py", "tests/test_c.py", "tests/test_d.py"],
+        "{b:?}"
+    );
+    assert!(
+        b.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("timed out after"),
+        "{b:?}"
+    );
+    // test_a ran its test before test_b hung: it passes, by its own case.
+    let a = row("tests/test_a.py");
+    assert_eq!(a.verdict, Verdict::Pass, "{a:?}");
+    assert_eq!(a.counts.unwrap().passed, 1, "{a:?}");
+    assert_eq!(
+        traces(&f).len(),
+        1,
+        "only test_a's test ran: {:?}",
+        traces(&f)
+    );
+    // test_c and test_d never started.
+    for file in ["tests/test_c.py", "tests/test_d.py"] {
+        let w = row(file);
+        assert_eq!(w.verdict, Verdict::Fail, "{w:?}");
+        let m = w.message.as_deref().unwrap_or_default();
+        assert!(
+            m.starts_with("did not run:") && m.contains("timed out in tests/test_b.py"),
+            "{w:?}"
+        );
+    }
+    // The merged JUnit: test_a's suite passes, test_b's has the timeout as an error.
+    let junit = std::fs::read_to_string(f.root().join("report/junit.xml")).unwrap();
+    let suite = |file: &str| {
+        let start = junit
+            .find(&format!("<testsuite name=\"{file}\""))
+            .unwrap_or_else(|| panic!("no suite for {file}: {junit}"));
+        let end = junit[start..].find("</testsuite>").unwrap() + start;
+        junit[start..end].to_string()
+    };
+    let sa = suite("tests/test_a.py");
+    assert!(
+        sa.contains("errors=\"0\"") && sa.contains("failures=\"0\""),
+        "{sa}"
+    );
+    assert!(sa.contains("value=\"PASS\""), "{sa}");
+    let sb = suite("tests/test_b.py");
+    assert!(sb.contains("value=\"TIMEOUT\""), "{sb}");
+    assert!(sb.contains("errors=\"1\""), "{sb}");
+    assert!(sb.contains("type=\"TIMEOUT\""), "{sb}");
+    // test_c's and test_d's say they did not run: no JUnit reads them as passed.
+    for file in ["tests/test_c.py", "tests/test_d.py"] {
+        let sc = suite(file);
+        assert!(
+            sc.contains("value=\"FAIL\"") && sc.contains("errors=\"1\""),
+            "{sc}"
+        );
+        assert!(sc.contains("did not run"), "{sc}");
+    }
+    f.assert_clean();
+}
