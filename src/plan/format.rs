@@ -91,7 +91,7 @@ pub struct RawDatabase {
     ///
     /// **Absent or empty: a local cluster of e2e-plan's own**: `initdb`, a free port, fsync off. No other local account gets in: the folder and its socket are owner-only, and TCP needs a random password (scram-sha-256) that the URLs the commands get carry, that every output shows as `****`, and that is kept in the owner-only file `password` in the cluster's folder. The template there is called `e2e_template`.
     ///
-    /// - **With a `fingerprint`, the cluster is kept between runs** in `.e2e-plan/cluster/`. The first run makes it (initdb, prepare); it is stopped when the command returns, and the next run starts it (a fraction of a second) instead: the fingerprint works as on a server, so an unchanged project skips `prepare`, and `pool` keeps ready copies locally too. A folder made by another PostgreSQL major version, half-made (a runner killed during initdb), that does not start, or that was running when the machine went down (it runs with fsync off) is made again without asking. Each start drops any other database left in it (a dead runner's, or kept ones whose cluster stopped since) and names them. As root, the `postgres` account must be able to reach the project's folder; if it cannot, runs use a throwaway cluster.
+    /// - **With a `fingerprint`, the cluster is kept between runs** in `.e2e-plan/cluster/`. The first run makes it (initdb, prepare); it is stopped when the command returns, and the next run starts it instead (what that saves: the local loop in docs/benchmarks.md): the fingerprint works as on a server, so an unchanged project skips `prepare`, and `pool` keeps ready copies locally too. A folder made by another PostgreSQL major version, half-made (a runner killed during initdb), that does not start, or that was running when the machine went down (it runs with fsync off) is made again without asking. Each start drops any other database left in it (a dead runner's, or kept ones whose cluster stopped since) and names them. As root, the `postgres` account must be able to reach the project's folder; if it cannot, runs use a throwaway cluster.
     ///
     /// - **One run at a time uses it.** A second run of the same checkout while one is going, or any run while the cluster still runs from an earlier run (for its kept databases, or because its runner died), uses a throwaway cluster instead and says so.
     ///
@@ -196,7 +196,7 @@ pub struct RawServer {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     pub env: BTreeMap<String, Spanned<String>>,
-    /// `http://…` or `https://…`, polled every 100 ms until it answers 2xx or 3xx (any certificate is accepted); or `tcp://host:port`, until it accepts a connection.
+    /// `http://…` or `https://…`, polled (every 5 ms at first, then less often, up to every 100 ms) until it answers 2xx or 3xx (any certificate is accepted); or `tcp://host:port`, until it accepts a connection.
     #[schemars(with = "String")]
     pub ready: Spanned<String>,
     /// How long the server may take to be ready. Default "30s".
@@ -207,7 +207,7 @@ pub struct RawServer {
     pub stop_timeout: Option<HumanDuration>,
 }
 
-/// The test command passes when its exit code is in `ok_exit_codes`; its counts and failures come from the JUnit it writes to `{junit}`. A test command that runs past `timeout` is killed with no grace period and reported `TIMEOUT`.
+/// The test command passes when its exit code is in `ok_exit_codes`; its counts and failures come from the JUnit it writes to `{junit}`. A test command that runs past `timeout` is killed with no grace period and reported `TIMEOUT`. A pack's test process (which gets `timeout` once per file) is first sent SIGINT and given `stop_timeout` to write its JUnit: the file it stopped in is `TIMEOUT`, the files before it are judged by their own tests, and those after it did not run (`FAIL`, retried alone like any failure).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTest {

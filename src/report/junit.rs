@@ -158,13 +158,43 @@ pub fn worker_suites(w: &WorkerResult) -> Vec<TestSuite> {
                     .map(|(s, how)| format!("service {s} {how}"))
             })
     });
-    if let Some(what) = died {
+    let died = died.map(|what| {
+        (
+            "tests after the server died",
+            "server died",
+            format!("{what} during the tests; the file's remaining tests did not run"),
+        )
+    });
+    // A file that did not pass, yet whose JUnit has no failing case (one that timed out in a pack,
+    // whose pytest was interrupted to write the JUnit of the tests that ended; one its pack never
+    // reached), says why in a case of its own: its JUnit would otherwise read as passed.
+    let failing = |s: &TestSuite| {
+        s.test_cases
+            .iter()
+            .any(|c| matches!(c.status, TestCaseStatus::NonSuccess { .. }))
+    };
+    let unexplained = matches!(w.verdict, Verdict::Fail | Verdict::Timeout | Verdict::Error)
+        && !suites.iter().any(failing);
+    let why = unexplained.then(|| {
+        let message = w.message.clone().unwrap_or_else(|| w.verdict.label().into());
+        if w.verdict == Verdict::Timeout {
+            (
+                "tests after the timeout",
+                "TIMEOUT",
+                format!(
+                    "{}: {message}; the test running then and the file's remaining tests did not end",
+                    w.file
+                ),
+            )
+        } else {
+            ("the file's result", w.verdict.label(), format!("{}: {message}", w.file))
+        }
+    });
+    if let Some((name, kind, message)) = died.or(why) {
         let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
-        status.set_message(format!(
-            "{what} during the tests; the file's remaining tests did not run"
-        ));
-        status.set_type("server died");
-        let mut case = TestCase::new("tests after the server died", status);
+        status.set_message(message);
+        status.set_type(kind);
+        let mut case = TestCase::new(name, status);
         case.set_classname(w.file.as_str());
         match suites.first_mut() {
             Some(s) => {

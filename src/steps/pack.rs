@@ -86,12 +86,32 @@ fn split_attempt(
             ));
         }
     }
+    // A pack that timed out was interrupted: the file it stopped in timed out, those before it
+    // ended as their cases say, those after it never ran. Without its JUnit nothing says which
+    // file ran what: every file timed out.
+    let stopped = match &suites {
+        Some((s, _)) if attempt.verdict == Verdict::Timeout => {
+            let ran: Vec<bool> = s.iter().map(|s| !s.test_cases.is_empty()).collect();
+            Some(stopped_in(&dir.join(files::TEST_LOG), &paths, &ran))
+        }
+        _ => None,
+    };
     let mut out: Vec<Attempt> = files
         .iter()
         .enumerate()
         .map(|(i, w)| {
             let suite = suites.as_ref().map(|(s, _)| s[i].clone());
-            let mut a = file_attempt(pack, &dir, w, &paths, &attempt, suite, cx.plan().artifacts);
+            let timed_out = stopped.map(|at| (i.cmp(&at), paths[at]));
+            let mut a = file_attempt(
+                pack,
+                &dir,
+                w,
+                &paths,
+                &attempt,
+                suite,
+                timed_out,
+                cx.plan().artifacts,
+            );
             share_costs(&mut a, &attempt);
             a
         })
@@ -122,8 +142,31 @@ fn split_attempt(
     out
 }
 
+/// Which of `paths` an interrupted pytest stopped in: its log's last
+/// `<path>:<line>: KeyboardInterrupt` (where the running test was when SIGINT came) when that
+/// is a file of the pack; else (it was in a library's code) the last file with a case in the
+/// JUnit, which may have finished, never a later one: the file named is never one that passed;
+/// else (no case at all) the first.
+fn stopped_in(log: &Path, paths: &[&str], ran: &[bool]) -> usize {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let named = text
+        .lines()
+        .rev()
+        .find_map(|line| line.trim_end().strip_suffix(": KeyboardInterrupt"))
+        .and_then(|at| at.rsplit_once(':'))
+        .filter(|(_, lineno)| lineno.parse::<u32>().is_ok())
+        .and_then(|(path, _)| {
+            paths.iter().position(|p| {
+                path == *p || path.strip_suffix(p).is_some_and(|head| head.ends_with('/'))
+            })
+        });
+    named.or_else(|| ran.iter().rposition(|r| *r)).unwrap_or(0)
+}
+
 /// A file's attempt from its pack's: its own folder with everything the pack's attempt wrote
-/// (linked), but the JUnit, which holds only its own cases.
+/// (linked), but the JUnit, which holds only its own cases. `timed_out`: the pack timed out,
+/// and where this file stands from the one it stopped in (named).
+#[allow(clippy::too_many_arguments)]
 fn file_attempt(
     pack: &WorkerPlan,
     pack_dir: &Path,
@@ -131,6 +174,7 @@ fn file_attempt(
     paths: &[&str],
     attempt: &Attempt,
     suite: Option<TestSuite>,
+    timed_out: Option<(std::cmp::Ordering, &str)>,
     policy: Artifacts,
 ) -> Attempt {
     let mut a = attempt.clone();
@@ -164,7 +208,16 @@ fn file_attempt(
         a.duration = t;
     }
     let ran = a.counts.is_some_and(|c| c.tests > 0);
-    if attempt.verdict == Verdict::Fail && !ran {
+    if let Some((std::cmp::Ordering::Greater, at)) = timed_out {
+        // The pack timed out in a file before this one: it never ran, and is retried alone
+        // like a failure.
+        a.verdict = Verdict::Fail;
+        a.message = Some(format!(
+            "did not run: the test process of {} (with {}) timed out in {at} before this file's tests",
+            pack.stem,
+            a.packed_with.join(", "),
+        ));
+    } else if attempt.verdict == Verdict::Fail && !ran {
         // The test process stopped before this file (a pack mate's collection error, `-x`, a
         // dead server, a crash): it did not pass, and it is retried alone like a failure.
         a.verdict = Verdict::Fail;
@@ -174,7 +227,10 @@ fn file_attempt(
             a.packed_with.join(", "),
             attempt.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "none".into())
         ));
-    } else if matches!(attempt.verdict, Verdict::Pass | Verdict::Fail) {
+    } else if matches!(attempt.verdict, Verdict::Pass | Verdict::Fail)
+        || (ran && matches!(timed_out, Some((std::cmp::Ordering::Less, _))))
+    {
+        // Its tests all ended (before the file its pack timed out in, too).
         let failed = a.counts.is_some_and(|c| c.failed + c.errors > 0);
         a.verdict = if failed { Verdict::Fail } else { Verdict::Pass };
         a.exit_code = Some(if failed { 1 } else { 0 });
@@ -259,6 +315,10 @@ fn suites_by_file(
         let starts = case_starts(source, test_started);
         for (case, start) in source.test_cases.iter().zip(starts) {
             let module = module_of(case);
+            // An interrupted pytest writes an empty case for the test it was running.
+            if module.is_empty() {
+                continue;
+            }
             let Some(i) = owner(module, paths) else {
                 unclaimed.push(format!("{module}::{}", case.name.as_str()));
                 continue;
@@ -391,6 +451,37 @@ mod tests {
         assert_eq!(owner("tests.e2e.test_a.test_b", &paths), Some(0));
         // A rootdir above the plan's root, or a junit prefix, adds to the front.
         assert_eq!(owner("repo.tests.e2e.test_b.TestX", &paths), Some(1));
+    }
+
+    /// pytest, interrupted, names the test it was in as `<path>:<line>: KeyboardInterrupt`,
+    /// relative to its rootdir or absolute; in a library's code, the last file with a case is
+    /// taken (never a later one), or the first.
+    #[test]
+    fn an_interrupted_pytest_names_the_file_it_stopped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("test.log");
+        let paths = ["tests/test_a.py", "tests/test_b.py", "tests/test_c.py"];
+        let case = |text: &str, ran: [bool; 3]| {
+            std::fs::write(&log, text).unwrap();
+            stopped_in(&log, &paths, &ran)
+        };
+        let named =
+            "..\n!!!!! KeyboardInterrupt !!!!!\n/repo/tests/test_b.py:6: KeyboardInterrupt\n";
+        assert_eq!(case(named, [true, true, false]), 1);
+        assert_eq!(case(named, [true, false, false]), 1);
+        assert_eq!(case("tests/test_c.py:2: KeyboardInterrupt\n", [true; 3]), 2);
+        // A library's line, another file's name, or one that only ends like one: the cases say.
+        let library = "/usr/lib/python3.11/subprocess.py:2004: KeyboardInterrupt\n";
+        assert_eq!(case(library, [true, true, false]), 1);
+        assert_eq!(case(library, [false; 3]), 0);
+        assert_eq!(
+            case(
+                "tests/xtest_c.py:2: KeyboardInterrupt\n",
+                [true, false, false]
+            ),
+            0
+        );
+        assert_eq!(case("", [true, true, true]), 2);
     }
 
     /// Django keeps tests per app, under the same names: the whole path tells them apart; cut

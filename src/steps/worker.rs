@@ -758,7 +758,7 @@ impl AttemptRun<'_> {
     }
 
     /// What the way the tests ended means, once their process group is gone.
-    async fn stop_tests(&mut self, test: Group, end: End) -> Verdict {
+    async fn stop_tests(&mut self, mut test: Group, end: End) -> Verdict {
         let (cx, cancel) = (self.cx, self.cancel);
         let grace = cx.plan().stop_timeout();
         match end {
@@ -787,6 +787,11 @@ impl AttemptRun<'_> {
                 }
             }
             End::Timeout => {
+                // A pack's files are each reported as they ended: pytest, interrupted, writes the
+                // JUnit of the tests that ran and names the file it stopped in (see `pack`).
+                if self.w.pack.len() > 1 {
+                    interrupt(&mut test, grace, cancel).await;
+                }
                 // Past the timeout there is no grace: the worker is killed.
                 test.stop(&cx.journal, Duration::ZERO, cancel).await;
                 self.attempt.message = Some(format!(
@@ -899,6 +904,17 @@ async fn wind_down(cx: &RunCx, mut test: Group, grace: Duration, cancel: &Cancel
         return status.code();
     }
     test.stop(&cx.journal, grace, cancel).await
+}
+
+/// SIGINT to the test process group, then up to `grace` for its leader to exit (pytest writes
+/// its JUnit and names where it was stopped); the caller stops what is left.
+async fn interrupt(test: &mut Group, grace: Duration, cancel: &Cancel) {
+    crate::sys::signal_group(test.pgid, rustix::process::Signal::INT);
+    tokio::select! {
+        _ = test.wait() => {}
+        _ = tokio::time::sleep(grace) => {}
+        _ = cancel.kill.cancelled() => {}
+    }
 }
 
 async fn stop_server(cx: &RunCx, s: Group, grace: Duration, cancel: &Cancel, now: bool) {

@@ -668,20 +668,19 @@ fn the_timings_learn_the_cpu_a_file_uses_and_a_packed_file_only_its_share() {
     let alone = learnt();
     assert_eq!(alone.len(), 4);
     assert!(alone.values().all(|&c| c >= 1.0), "{alone:?}");
-    // Of it, the start-up's (until the test process first waited on its tests): the 1 s import,
-    // not the CPU of the tests' own psql calls after it. A 0.3 s wait gives the 50 ms samples
-    // little room on a loaded machine, so one file may go unmeasured, never mismeasured.
+    // Of it, the start-up's (until its tests began): the 1 s import, not the CPU of the tests'
+    // own psql calls after it. Every file's: the process is cut where its JUnit says its tests
+    // began, on the samples taken while it ran and the one taken as it exited, however few the
+    // load left (not on catching it asleep between two samples).
     let s = f.summary_json();
-    let mut measured = 0;
     for w in s["workers"].as_array().unwrap() {
         let a = &w["attempts"][0];
         let (cpu, startup) = (a["cpu_secs"].as_f64(), a["startup_cpu_secs"].as_f64());
-        if let Some(st) = startup {
-            assert!(st >= 1.0 && st < cpu.unwrap_or(0.0), "{a}");
-            measured += 1;
-        }
+        assert!(
+            startup.is_some_and(|st| st >= 1.0 && st < cpu.unwrap_or(0.0)),
+            "start-up unmeasured or not the import's: {a}"
+        );
     }
-    assert!(measured >= 3, "{s}");
 
     f.edit_plan(&[("units = \"file\"", "units = \"auto\"")]);
     let out = f.run(&["apply", "plan.toml"]);
@@ -858,12 +857,17 @@ def _busy_worker_done():
             busy, 4,
             "a busy worker did not finish before its tests ended"
         );
-        let startups: Vec<f64> = attempts
+        // Every start-up holds the worker's second before the server was ready: the whole group
+        // is read when it is ready, and the test process is cut where its JUnit says its tests
+        // began, whatever the load.
+        let startups: Vec<Option<f64>> = attempts
             .iter()
-            .filter_map(|a| a["startup_cpu_secs"].as_f64())
+            .map(|a| a["startup_cpu_secs"].as_f64())
             .collect();
-        assert!(startups.len() >= 3, "start-ups unmeasured: {s}");
-        assert!(startups.iter().all(|&c| c >= 1.0), "{startups:?}");
+        assert!(
+            startups.iter().all(|c| c.is_some_and(|c| c >= 1.0)),
+            "a start-up unmeasured or without the server's worker: {startups:?}: {s}"
+        );
     }
     // The same work, reaped or not: a reaped worker's CPU counted twice (sampled while it ran,
     // and again in its reaper's children's time) would add its 2 s; the runs differ by much less.
@@ -1175,5 +1179,107 @@ fn the_files_of_a_pack_that_stopped_before_them_are_retried_alone() {
         .map(|w| w.attempts[1].db_name.as_str())
         .collect();
     assert_eq!(dbs.len(), mates.len() + 1, "a database each: {dbs:?}");
+    f.assert_clean();
+}
+
+/// `[test] timeout` is per file inside a pack: the file that hangs is `TIMEOUT` (its row and its
+/// JUnit say so), the file before it ran and passes, the files after it never ran and say so
+/// (`FAIL`, `did not run`, retried alone like any failure), and nothing is left running.
+#[test]
+fn a_packed_file_that_hangs_times_out_and_its_pack_mates_are_reported_as_they_ended() {
+    let f = short_project("units_pack_timeout", "auto");
+    // One worker: the four files in one pack, a, b, c, d in that order; 3 s a file.
+    f.edit_plan(&[
+        ("[run]\n", "[run]\njobs = 1\n"),
+        ("timeout = \"2m\"", "timeout = \"3s\""),
+    ]);
+    // test_b blocks opening a pipe that nobody ever writes: only the timeout ends it.
+    f.write(
+        "tests/test_b.py",
+        r#"import os
+
+def test_test_b_waits_for_a_writer_that_never_comes(db):
+    fifo = os.path.join(os.environ['ROOT'], 'never')
+    os.mkfifo(fifo)
+    with open(fifo) as never:
+        never.read()
+"#,
+    );
+    let dry = f.run(&["dry-run", "plan.toml"]);
+    let text = stdout(&dry);
+    assert!(
+        text.contains(
+            "4 file(s) whose tests take less than their start-up packed into 1 worker(s)"
+        ),
+        "{text}"
+    );
+    let out = f.run(&["apply", "plan.toml"]);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 1, "{said}");
+    let s = f.summary();
+    let row = |file: &str| s.workers.iter().find(|w| w.file == file).unwrap();
+    let b = row("tests/test_b.py");
+    assert_eq!(b.verdict, Verdict::Timeout, "{b:?}");
+    assert_eq!(b.attempts.len(), 1, "{b:?}");
+    assert_eq!(
+        b.attempts[0].packed_with,
+        ["tests/test_a.py", "tests/test_c.py", "tests/test_d.py"],
+        "{b:?}"
+    );
+    assert!(
+        b.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("timed out after"),
+        "{b:?}"
+    );
+    // test_a ran its test before test_b hung: it passes, by its own case.
+    let a = row("tests/test_a.py");
+    assert_eq!(a.verdict, Verdict::Pass, "{a:?}");
+    assert_eq!(a.counts.unwrap().passed, 1, "{a:?}");
+    assert_eq!(
+        traces(&f).len(),
+        1,
+        "only test_a's test ran: {:?}",
+        traces(&f)
+    );
+    // test_c and test_d never started.
+    for file in ["tests/test_c.py", "tests/test_d.py"] {
+        let w = row(file);
+        assert_eq!(w.verdict, Verdict::Fail, "{w:?}");
+        let m = w.message.as_deref().unwrap_or_default();
+        assert!(
+            m.starts_with("did not run:") && m.contains("timed out in tests/test_b.py"),
+            "{w:?}"
+        );
+    }
+    // The merged JUnit: test_a's suite passes, test_b's has the timeout as an error.
+    let junit = std::fs::read_to_string(f.root().join("report/junit.xml")).unwrap();
+    let suite = |file: &str| {
+        let start = junit
+            .find(&format!("<testsuite name=\"{file}\""))
+            .unwrap_or_else(|| panic!("no suite for {file}: {junit}"));
+        let end = junit[start..].find("</testsuite>").unwrap() + start;
+        junit[start..end].to_string()
+    };
+    let sa = suite("tests/test_a.py");
+    assert!(
+        sa.contains("errors=\"0\"") && sa.contains("failures=\"0\""),
+        "{sa}"
+    );
+    assert!(sa.contains("value=\"PASS\""), "{sa}");
+    let sb = suite("tests/test_b.py");
+    assert!(sb.contains("value=\"TIMEOUT\""), "{sb}");
+    assert!(sb.contains("errors=\"1\""), "{sb}");
+    assert!(sb.contains("type=\"TIMEOUT\""), "{sb}");
+    // test_c's and test_d's say they did not run: no JUnit reads them as passed.
+    for file in ["tests/test_c.py", "tests/test_d.py"] {
+        let sc = suite(file);
+        assert!(
+            sc.contains("value=\"FAIL\"") && sc.contains("errors=\"1\""),
+            "{sc}"
+        );
+        assert!(sc.contains("did not run"), "{sc}");
+    }
     f.assert_clean();
 }
