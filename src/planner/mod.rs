@@ -1414,6 +1414,38 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
         assert_eq!(packs(false), [1, 5, 6]);
     }
 
+    /// Files whose tests take a little longer than their start-up (1.1×): alone when the last
+    /// run had them alone, still packed when it had them packed, so that learnt times
+    /// wobbling around the line do not flip the choice from run to run.
+    #[test]
+    fn a_file_near_the_line_stays_as_the_last_run_had_it() {
+        let (_dir, plan, shorts) = shorts_and_long();
+        let packs = |packed: Option<bool>| {
+            let mut timings = Timings::default();
+            let secs = Duration::from_secs_f64;
+            timings.record("tests/test_long.py", Some(secs(8.0)), Some(secs(4.2)));
+            timings.record_cpu("tests/test_long.py", 1.6, None);
+            for f in &shorts {
+                timings.record(f, Some(secs(2.1)), Some(secs(1.1)));
+                timings.record_cpu(f, 2.1, Some(1.0));
+                timings.files.get_mut(f.as_str()).unwrap().packed = packed;
+            }
+            let opts = PlanOptions {
+                timings,
+                cores: 2,
+                ..Default::default()
+            };
+            let dag = build(&plan, &opts);
+            let packs = dag.units().filter(|w| w.pack.len() > 1).count();
+            (packs, dag.packing.unwrap_or_default())
+        };
+        let (alone, why) = packs(Some(false));
+        assert_eq!(alone, 0, "{why}");
+        assert_eq!(packs(None).0, 0);
+        let (packed, why) = packs(Some(true));
+        assert!(packed > 0, "{why}");
+    }
+
     /// The model picks its favourite; once a run of that shape took far longer than predicted,
     /// the next run weighs it by what it took and picks another, and a shape measured fastest
     /// keeps its place however the model flatters the others.

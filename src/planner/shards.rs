@@ -207,6 +207,11 @@ pub struct FileTiming {
     /// The CPU its tests used, with their database's backends'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests_cpu: Option<f64>,
+    /// Whether the last unsharded run had it in a pack: `units = "auto"` keeps a packed file a
+    /// candidate until its tests clearly outweigh its start-up, so that a file near the line
+    /// does not flip between packed and alone from run to run (and the options with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packed: Option<bool>,
 }
 
 impl Timings {
@@ -251,6 +256,7 @@ impl Timings {
                         startup_cpu: None,
                         startup: None,
                         tests_cpu: None,
+                        packed: None,
                     },
                 );
             }
@@ -299,6 +305,7 @@ impl Timings {
                 startup_cpu: None,
                 startup: None,
                 tests_cpu: None,
+                packed: None,
             });
         // Older timings' start-ups were stretched: they are not averaged in.
         let fresh = t.startup.is_none();
@@ -371,6 +378,14 @@ impl Timings {
             }
         }
         self.packs = Some(packs.len());
+        if s.shard.is_none() {
+            for w in &s.workers {
+                let first = w.attempts.iter().find(|a| a.number == 1);
+                if let (Some(a), Some(t)) = (first, self.files.get_mut(&w.file)) {
+                    t.packed = Some(!a.packed_with.is_empty());
+                }
+            }
+        }
         let mut copies: Vec<f64> = s
             .workers
             .iter()

@@ -84,6 +84,11 @@ pub fn packable(plan: &Plan) -> Result<(), String> {
     Ok(())
 }
 
+/// A file the last run packed stays a candidate while its tests take less than this many times
+/// its start-up (one that ran alone becomes one under once): learnt times wobble from run to run,
+/// and a file near the line would otherwise flip, changing every option's shape with it.
+const STAY_PACKED: f64 = 1.25;
+
 /// Chooses packs for `files` (ordered as the run starts them) on `cores` cores with `jobs`: every
 /// number of packs is tried, and the one with the shortest predicted wall time is kept; a near
 /// tie (within `NEAR`) goes to fewer workers, which leave more of the cores to the others.
@@ -128,11 +133,18 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
     if costs.iter().all(Option::is_none) {
         return none("no packs yet: no file's start-up and tests are recorded".into());
     }
-    // Short files with a heavy start-up: their tests take less than starting them.
+    // Short files with a heavy start-up: their tests take less than starting them (a file the
+    // last run packed: less than `STAY_PACKED` times).
     let candidates: Vec<usize> = (0..files.len())
         .filter(|&i| {
+            let packed = timings.files.get(&files[i].path).and_then(|t| t.packed);
+            let line = if packed == Some(true) {
+                STAY_PACKED
+            } else {
+                1.0
+            };
             !plan.run.alone.contains(&files[i].path)
-                && costs[i].is_some_and(|c| c.tests < c.startup)
+                && costs[i].is_some_and(|c| c.tests < c.startup * line)
         })
         .collect();
     let names: Vec<&str> = files.iter().map(|f| module_name(&f.path)).collect();

@@ -165,6 +165,10 @@ fn packed_files_keep_their_rows_and_never_share_a_database_at_the_same_time() {
         let stem = file.trim_start_matches("tests/").trim_end_matches(".py");
         let case = t["cases"][format!("{file}::test_{stem}_writes_and_cleans")].as_f64();
         assert!(case.is_some_and(|c| c >= 0.3), "{file}: {text}");
+        // And whether it ran packed, which the next choice leans to.
+        let w = s.workers.iter().find(|w| &w.file == file).unwrap();
+        let packed = !w.attempts[0].packed_with.is_empty();
+        assert_eq!(t["packed"], packed, "{file}: {text}");
     }
     f.assert_clean();
 }
