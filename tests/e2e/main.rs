@@ -11,6 +11,7 @@ mod django;
 mod docs;
 mod dry_run;
 mod failures;
+mod fastapi;
 mod kept_cluster;
 mod layers;
 mod plan_errors;
