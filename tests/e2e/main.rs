@@ -15,6 +15,7 @@ mod fastapi;
 mod kept_cluster;
 mod layers;
 mod plan_errors;
+mod playwright;
 mod pool;
 mod promises;
 mod python_world;
