@@ -854,7 +854,11 @@ pub fn render(g: &Guess, root: &str) -> String {
             );
             let _ = writeln!(o, "# {}", s.why);
             let _ = writeln!(o, "[server]\ncommand = {}", toml_list(&s.command));
-            let port = if s.port_env { "PORT = \"{port}\", " } else { "" };
+            let port = if s.port_env {
+                "PORT = \"{port}\", "
+            } else {
+                ""
+            };
             let _ = writeln!(o, "env = {{ {port}DATABASE_URL = \"{{db_url}}\" }}");
             let _ = writeln!(o, "ready = {}", toml::Value::String(s.ready.clone()));
             ", BASE_URL = \"http://127.0.0.1:{port}\""

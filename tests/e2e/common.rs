@@ -581,7 +581,9 @@ pub fn waiting_clones(f: &Fixture) -> Vec<String> {
 
 /// A Python venv under target/ that `.ci/run` makes (`target/<name>`), or a panic saying how.
 pub fn venv(name: &str, requirements: &str) -> PathBuf {
-    let v = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join(name);
+    let v = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(name);
     assert!(
         v.join("bin/python").exists(),
         "{} is missing: run ./.ci/run once, or: python3 -m venv target/{name} && target/{name}/bin/pip install -r {requirements}",

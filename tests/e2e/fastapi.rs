@@ -87,10 +87,17 @@ fn init_on_a_fastapi_testclient_project_runs_every_file_in_its_clone_with_no_ser
     let expect = [
         (
             "tests/api/test_search.py",
-            &["test_search:red chair", "test_search:blue chair", "test_search:table"][..],
+            &[
+                "test_search:red chair",
+                "test_search:blue chair",
+                "test_search:table",
+            ][..],
         ),
         ("tests/test_items.py", &["test_items:kettle"][..]),
-        ("tests/test_stats.py", &["test_stats:mug", "test_stats:plate"][..]),
+        (
+            "tests/test_stats.py",
+            &["test_stats:mug", "test_stats:plate"][..],
+        ),
     ];
     for (file, rows) in expect {
         let w = s.workers.iter().find(|w| w.file == file).unwrap();

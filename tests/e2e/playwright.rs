@@ -105,8 +105,14 @@ fn init_on_a_playwright_project_starts_a_server_per_worker_on_its_clone() {
     let s = f.summary();
     let mut files: Vec<&str> = s.workers.iter().map(|w| w.file.as_str()).collect();
     files.sort();
-    assert_eq!(files, ["tests/test_add_note.py", "tests/test_list_notes.py"]);
-    assert!(s.workers.iter().all(|w| w.verdict == Verdict::Pass), "{said}");
+    assert_eq!(
+        files,
+        ["tests/test_add_note.py", "tests/test_list_notes.py"]
+    );
+    assert!(
+        s.workers.iter().all(|w| w.verdict == Verdict::Pass),
+        "{said}"
+    );
     assert!(s.unused_databases.is_empty(), "{:?}", s.unused_databases);
     // prepare ran migrate.py on the template, which no test wrote to.
     assert_eq!(notes(&f.template), Vec::<String>::new());
@@ -138,7 +144,10 @@ fn init_on_a_playwright_project_starts_a_server_per_worker_on_its_clone() {
         let want: Vec<String> = texts.iter().map(|t| format!("{t}@{port}")).collect();
         assert_eq!(notes(&w.db_name), want, "{file} in {}", w.db_name);
     }
-    assert_ne!(ports[0], ports[1], "a server per worker, on a port of its own");
+    assert_ne!(
+        ports[0], ports[1],
+        "a server per worker, on a port of its own"
+    );
 
     let roll = f.run(&["rollback", plan_path]);
     assert_eq!(code(&roll), 0, "{}", stderr(&roll));
