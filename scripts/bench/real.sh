@@ -29,7 +29,7 @@
 # `pytest -n 2 --create-db`; and for each mode the start-up CPU (`pytest --collect-only -q`).
 # Then for each mode, R times, back to back, each after CHECKPOINT and sync:
 #   1. serial: plain `pytest` of the whole suite in one process on a fresh clone of the template
-#      (Django: with E2E_PLAN_RUN set, so the project's conftest uses that database as it is);
+#      (Django: with E2E_PLAN_DB naming it, so the project's conftest uses that database as it is);
 #   2. xdist: `pytest -n 2` (Django: pytest-django's own per-worker databases, --reuse-db, made
 #      by the run above; api: both workers on one fresh clone, where the session's committed
 #      users collide: the failures are recorded, not hidden);
@@ -186,6 +186,15 @@ fingerprint_of() {
     esac
 }
 
+# The [test] env entries beside DATABASE_URL: for Django, E2E_PLAN_DB (as `e2e-plan init` writes
+# it) turns on the project's conftest override, so the worker's clone is the test database.
+env_of() {
+    case $1 in
+        django) echo ', E2E_PLAN_DB = "{db_name}"' ;;
+        api) echo '' ;;
+    esac
+}
+
 write_plan() { # dir suite units
     local v; v=$(venv_of "$2")
     cat >"$1/plan.toml" <<EOF
@@ -202,7 +211,7 @@ keep = "never"
 [test]
 command = ["$v/bin/pytest", "{file}", "-q", "-p", "no:cacheprovider", "--junitxml={junit}"]
 collect = ["$v/bin/pytest", "--collect-only", "-q", "{file}"]
-env = { DATABASE_URL = "{db_url}" }
+env = { DATABASE_URL = "{db_url}"$(env_of "$2") }
 
 [run]
 units = "$3"
@@ -274,11 +283,11 @@ for SUITE in "${SUITES[@]}"; do
     if [[ $SUITE == django ]]; then
         # What `pytest` does on its own: pytest-django creates test_<db> and migrates it.
         step django "" 0 serial_create_db "$WARM" "$WORK/logs/django-serial-create.log" \
-            --junit "$WORK/serial-create.xml" -- env -u E2E_PLAN_RUN DATABASE_URL="$PG/${TAG}_django_plain" \
+            --junit "$WORK/serial-create.xml" -- env -u E2E_PLAN_DB DATABASE_URL="$PG/${TAG}_django_plain" \
             "$V/bin/pytest" -q -p no:cacheprovider "--junitxml=$WORK/serial-create.xml"
         # pytest-xdist's first run makes test_<db>_gw0 and _gw1; the measured ones reuse them.
         step django "" 0 xdist_create_db "$WARM" "$WORK/logs/django-xdist-create.log" \
-            --junit "$WORK/xdist-create.xml" -- env -u E2E_PLAN_RUN DATABASE_URL="$PG/${TAG}_django_xdist" \
+            --junit "$WORK/xdist-create.xml" -- env -u E2E_PLAN_DB DATABASE_URL="$PG/${TAG}_django_xdist" \
             "$V/bin/pytest" -q -p no:cacheprovider -n 2 --create-db --reuse-db "--junitxml=$WORK/xdist-create.xml"
     fi
 
@@ -295,13 +304,13 @@ for SUITE in "${SUITES[@]}"; do
             # 1. serial pytest, one process, one migrated database.
             clone "${TAG}_${SUITE}_serial"
             serial_env=(env DATABASE_URL="$PG/${TAG}_${SUITE}_serial")
-            [[ $SUITE == django ]] && serial_env+=(E2E_PLAN_RUN=bench-serial)
+            [[ $SUITE == django ]] && serial_env+=(E2E_PLAN_DB="${TAG}_${SUITE}_serial")
             step "$SUITE" "$MODE" "$r" serial "$FILEDIR" "$WORK/logs/$SUITE-$MODE-$r-serial.log" \
                 --junit "$WORK/serial.xml" -- "${serial_env[@]}" "$V/bin/pytest" -q -p no:cacheprovider \
                 "--junitxml=$WORK/serial.xml"
             # 2. pytest-xdist -n 2.
             if [[ $SUITE == django ]]; then
-                xdist_env=(env -u E2E_PLAN_RUN DATABASE_URL="$PG/${TAG}_django_xdist")
+                xdist_env=(env -u E2E_PLAN_DB DATABASE_URL="$PG/${TAG}_django_xdist")
                 xdist_args=(--reuse-db)
             else
                 clone "${TAG}_api_xdist"

@@ -94,6 +94,9 @@ if _e2e_os.environ.get("E2E_PLAN_DB"):
 #[derive(Debug, Clone, PartialEq)]
 pub struct Server {
     pub command: Vec<String>,
+    /// Whether the server takes its port from the `PORT` environment variable (a script that
+    /// serves on `$PORT`) rather than from its command line.
+    pub port_env: bool,
     pub ready: String,
     pub why: String,
 }
@@ -145,7 +148,9 @@ pub fn inspect(root: &Path) -> Guess {
         server,
         reach,
         django_db,
-        app: root.join("manage.py").exists() || app_file(root, &files).is_some(),
+        app: root.join("manage.py").exists()
+            || app_file(root, &files).is_some()
+            || port_script(root, &files).is_some(),
         services: compose_services(root),
         startup_bound,
         check,
@@ -708,6 +713,30 @@ fn app_file<'a>(root: &Path, files: &'a [String]) -> Option<(&'a String, &'stati
         })
 }
 
+/// A module at most one folder deep, not a test or a conftest, that serves when run as a script
+/// (`if __name__ == "__main__"`) and reads its port from the `PORT` environment variable, as a
+/// standard-library or Twelve-Factor server does; the shallowest first.
+fn port_script<'a>(root: &Path, files: &'a [String]) -> Option<&'a String> {
+    files
+        .iter()
+        .filter(|f| {
+            let name = f.rsplit('/').next().unwrap_or(f);
+            f.ends_with(".py")
+                && f.matches('/').count() <= 1
+                && name != "conftest.py"
+                && !name.starts_with("test_")
+        })
+        .filter(|f| {
+            let text = read(root, f);
+            let main = text.contains("__name__ == \"__main__\"")
+                || text.contains("__name__ == '__main__'");
+            let env = text.contains("environ") || text.contains("getenv");
+            let port = text.contains("\"PORT\"") || text.contains("'PORT'");
+            main && env && port
+        })
+        .min_by_key(|f| f.matches('/').count())
+}
+
 fn server(root: &Path, files: &[String], python: &str, check: &mut Vec<String>) -> Option<Server> {
     if root.join("manage.py").exists() {
         return Some(Server {
@@ -715,6 +744,7 @@ fn server(root: &Path, files: &[String], python: &str, check: &mut Vec<String>) 
                 python,
                 &["manage.py", "runserver", "127.0.0.1:{port}", "--noreload"],
             ),
+            port_env: false,
             ready: "tcp://127.0.0.1:{port}".into(),
             why: "manage.py: Django's runserver".into(),
         });
@@ -735,8 +765,17 @@ fn server(root: &Path, files: &[String], python: &str, check: &mut Vec<String>) 
                     "{port}",
                 ],
             ),
+            port_env: false,
             ready: "tcp://127.0.0.1:{port}".into(),
             why: format!("{app} creates a FastAPI app (check that it is called `app`)"),
+        });
+    }
+    if let Some(script) = port_script(root, files) {
+        return Some(Server {
+            command: words(python, &[script]),
+            port_env: true,
+            ready: "tcp://127.0.0.1:{port}".into(),
+            why: format!("{script} runs a server on the port in $PORT when run as a script"),
         });
     }
     check.push(
@@ -815,7 +854,12 @@ pub fn render(g: &Guess, root: &str) -> String {
             );
             let _ = writeln!(o, "# {}", s.why);
             let _ = writeln!(o, "[server]\ncommand = {}", toml_list(&s.command));
-            let _ = writeln!(o, "env = {{ DATABASE_URL = \"{{db_url}}\" }}");
+            let port = if s.port_env {
+                "PORT = \"{port}\", "
+            } else {
+                ""
+            };
+            let _ = writeln!(o, "env = {{ {port}DATABASE_URL = \"{{db_url}}\" }}");
             let _ = writeln!(o, "ready = {}", toml::Value::String(s.ready.clone()));
             ", BASE_URL = \"http://127.0.0.1:{port}\""
         }

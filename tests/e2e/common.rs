@@ -578,3 +578,40 @@ pub fn waiting_clones(f: &Fixture) -> Vec<String> {
     .map(str::to_string)
     .collect()
 }
+
+/// A Python venv under target/ that `.ci/run` makes (`target/<name>`), or a panic saying how.
+pub fn venv(name: &str, requirements: &str) -> PathBuf {
+    let v = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(name);
+    assert!(
+        v.join("bin/python").exists(),
+        "{} is missing: run ./.ci/run once, or: python3 -m venv target/{name} && target/{name}/bin/pip install -r {requirements}",
+        v.display()
+    );
+    v
+}
+
+/// A fixture project (`tests/fixtures/<project>`) copied into a fresh folder, its `.venv` a link
+/// to `venv`, without the harness's own server.py and tests/.
+pub fn project_copy(name: &str, project: &str, venv: &Path) -> Fixture {
+    let f = Fixture::new(name);
+    std::fs::remove_file(f.root().join("server.py")).unwrap();
+    std::fs::remove_dir_all(f.root().join("tests")).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(project);
+    for e in walkdir::WalkDir::new(&src) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(&src).unwrap();
+        let cached = rel.components().any(|c| c.as_os_str() == "__pycache__");
+        if e.file_type().is_file() && !cached {
+            f.write(
+                rel.to_str().unwrap(),
+                &std::fs::read_to_string(e.path()).unwrap(),
+            );
+        }
+    }
+    std::os::unix::fs::symlink(venv, f.root().join(".venv")).unwrap();
+    f
+}

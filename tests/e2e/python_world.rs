@@ -213,6 +213,39 @@ fn init_writes_a_server_only_for_tests_that_call_one() {
 }
 
 #[test]
+fn init_starts_a_script_that_serves_on_port_and_only_such_a_script() {
+    let test = (
+        "tests/test_home.py",
+        "import os, urllib.request\n\ndef test_home():\n    urllib.request.urlopen(os.environ['BASE_URL'])\n",
+    );
+    // A script run as a program, but not a server on $PORT: not the server.
+    let tool = (
+        "tools/export.py",
+        "import sys\n\nif __name__ == \"__main__\":\n    print(sys.argv)\n",
+    );
+    let serve = (
+        "web/serve.py",
+        "import os\nfrom http.server import HTTPServer, SimpleHTTPRequestHandler\n\nif __name__ == '__main__':\n    HTTPServer(('127.0.0.1', int(os.getenv('PORT', '8000'))), SimpleHTTPRequestHandler).serve_forever()\n",
+    );
+    let f = repo("init_port_script", &[test, tool, serve]);
+    let (plan, said) = init_and_check(&f);
+    assert!(
+        plan.contains(
+            "\n[server]\ncommand = [\"python3\", \"web/serve.py\"]\nenv = { PORT = \"{port}\", DATABASE_URL = \"{db_url}\" }\n"
+        ),
+        "{plan}"
+    );
+    assert!(
+        said.contains("server:  python3 web/serve.py (web/serve.py runs a server on the port in $PORT when run as a script)"),
+        "{said}"
+    );
+    let none = repo("init_no_port_script", &[test, tool]);
+    let (plan, _) = init_and_check(&none);
+    assert!(plan.contains("\n# [server]\n"), "{plan}");
+    assert!(!plan.contains("\n[server]"), "{plan}");
+}
+
+#[test]
 fn init_on_a_project_without_migrations() {
     let f = repo(
         "init_plain",

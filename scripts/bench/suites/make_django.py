@@ -24,8 +24,9 @@ pytest-django's `db`, `client` and `admin_client` fixtures, DRF's APIClient and 
 in-process (no server).
 
 The project's `conftest.py` uses the database DATABASE_URL names as it is (a migrated clone) when
-E2E_PLAN_RUN is set, as e2e-plan sets it for every process it starts; otherwise pytest-django
-creates and migrates its own `test_<name>` database, as usual.
+E2E_PLAN_DB names it, as the plan's `[test] env` sets it (`E2E_PLAN_DB = "{db_name}"`, what
+`e2e-plan init` writes for a pytest-django project); otherwise pytest-django creates and migrates
+its own `test_<name>` database, as usual.
 
 The project's requirements are in OUT/requirements.txt; the generator needs them installed in the
 Python it runs `makemigrations` with (`--python`, default: this interpreter). See
@@ -206,10 +207,10 @@ def project_files(out, apps, weight):
         """Project-wide pytest configuration.
 
         pytest-django creates a `test_<name>` database and migrates it at the start of every
-        session. Under e2e-plan (which sets E2E_PLAN_RUN for every process it starts) each test
-        process gets a database of its own, already migrated (a clone of a template prepared with
-        `manage.py migrate`), named by DATABASE_URL: use it as it is. This is pytest-django's
-        documented override for an existing, external database
+        session. Under e2e-plan each test process gets a database of its own, already migrated (a
+        clone of a template prepared with `manage.py migrate`), named by DATABASE_URL and by
+        E2E_PLAN_DB (the plan's [test] env, as `e2e-plan init` writes it): use it as it is. This is
+        pytest-django's documented override for an existing, external database
         (https://pytest-django.readthedocs.io/en/latest/database.html).
         """
         import os
@@ -218,11 +219,20 @@ def project_files(out, apps, weight):
 
         pytest_plugins = ["shop.testing.fixtures"]
 
-        if os.environ.get("E2E_PLAN_RUN"):
+        if os.environ.get("E2E_PLAN_DB"):
 
             @pytest.fixture(scope="session")
             def django_db_setup():
                 """The database DATABASE_URL names is ready: no test database is made."""
+                from django.conf import settings
+
+                name = settings.DATABASES["default"]["NAME"]
+                if name != os.environ["E2E_PLAN_DB"]:
+                    pytest.exit(
+                        f"the settings name the database {name!r}, not E2E_PLAN_DB's "
+                        f"{os.environ['E2E_PLAN_DB']!r}: read it from DATABASE_URL",
+                        returncode=3,
+                    )
                 yield
     '''))
     write(out, "shop/__init__.py", "")
