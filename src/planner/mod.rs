@@ -1507,6 +1507,58 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
         assert_eq!(shape(&stopped).0, units);
     }
 
+    /// A run with as many workers as the model's favourite, packed otherwise, took twice its
+    /// prediction: the favourite, never run itself, is weighed at twice its figure too, and
+    /// loses; an option of another number of workers is not touched.
+    #[test]
+    fn an_untried_option_is_scaled_by_how_runs_of_as_many_workers_were_misjudged() {
+        let (_dir, plan, shorts) = shorts_and_long();
+        let mut timings = Timings::default();
+        let secs = Duration::from_secs_f64;
+        timings.record("tests/test_long.py", Some(secs(8.0)), Some(secs(4.2)));
+        timings.record_cpu("tests/test_long.py", 1.6, None);
+        for f in &shorts {
+            timings.record(f, Some(secs(11.0)), Some(secs(1.05)));
+            timings.record_cpu(f, 1.5, None);
+        }
+        let weigh = |timings: &Timings| {
+            let opts = PlanOptions {
+                timings: timings.clone(),
+                cores: 2,
+                ..Default::default()
+            };
+            let dag = build(&plan, &opts);
+            (dag.units().count(), dag.weighed.clone(), dag.packing)
+        };
+        let (favourite, before, _) = weigh(&timings);
+        assert_eq!(favourite, 5);
+        assert!(before.iter().all(|w| w.scaled.is_none()));
+        timings.runs.push(shards::RunWall {
+            run_id: "r".into(),
+            predicted: Some(6.0),
+            measured: 12.0,
+            units: 5,
+            files: 12,
+            packs: 3,
+            complete: true,
+        });
+        let (chosen, after, why) = weigh(&timings);
+        let why = why.unwrap_or_default();
+        for (b, a) in before.iter().zip(&after) {
+            if a.units == 5 {
+                assert_eq!(a.scaled, Some(2.0), "{why}");
+                assert!((a.wall - 2.0 * b.wall).abs() < 0.01, "{why}");
+                assert!(why.contains("as runs of 5 workers took"), "{why}");
+            } else {
+                assert_eq!((a.scaled, a.wall), (None, b.wall), "{why}");
+            }
+        }
+        assert_ne!(chosen, 5, "{why}");
+        // A run that took less than predicted makes nothing look better.
+        timings.runs[0].measured = 3.0;
+        assert!(weigh(&timings).1.iter().all(|w| w.scaled.is_none()));
+    }
+
     #[test]
     fn slack_lowers_the_priority_of_all_but_the_longest() {
         let secs = |s: &[u64]| -> Vec<Option<Duration>> {

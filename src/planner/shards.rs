@@ -363,6 +363,22 @@ impl Timings {
         })
     }
 
+    /// How much longer than predicted the planned runs with `units` workers (of `files` files,
+    /// however packed) took, on average (their time before the first worker included in both),
+    /// when that is over 5 % longer: an option of as many workers that no run has tried yet is
+    /// weighed by its prediction times this. Never below 1: a model that flatters one shape
+    /// must not make the untried ones look better than it says.
+    pub fn underpredicted(&self, files: usize, units: usize) -> Option<f64> {
+        let ratios: Vec<f64> = self
+            .runs
+            .iter()
+            .filter(|r| r.complete && r.files == files && r.units == units)
+            .filter_map(|r| r.predicted.filter(|&p| p > 0.0).map(|p| r.measured / p))
+            .collect();
+        let mean = ratios.iter().sum::<f64>() / ratios.len().max(1) as f64;
+        (!ratios.is_empty() && mean > 1.05).then_some(mean)
+    }
+
     /// Learns how many packs the run had and its predicted and measured wall (the last ten).
     pub fn learn_choice(&mut self, s: &crate::model::RunSummary) {
         let firsts = s

@@ -34,6 +34,9 @@ pub struct Weighed {
     pub wall: f64,
     /// `wall` is what earlier runs of this option took, not a prediction.
     pub measured: bool,
+    /// The model's figure was multiplied by this: runs with as many workers (packed otherwise)
+    /// took that much longer than it predicted.
+    pub scaled: Option<f64>,
 }
 
 /// Whether the plan's commands can run several files in one worker: `{file}` only as whole words
@@ -171,6 +174,7 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
         cores,
         timings.packs,
         &|units, packs| timings.measured(files.len(), units, packs),
+        &|units| timings.underpredicted(files.len(), units),
     );
     let Some(Binned {
         wall, bins, packs, ..
@@ -238,7 +242,11 @@ fn weighed_text(weighed: &[Weighed], chosen: usize) -> String {
                 1 => format!("1 pack in {} workers", w.units),
                 n => format!("{n} packs in {} workers", w.units),
             };
-            let how = if w.measured { " as measured" } else { "" };
+            let how = match (w.measured, w.scaled) {
+                (true, _) => " as measured".to_string(),
+                (false, Some(s)) => format!(" (×{s:.2}, as runs of {} workers took)", w.units),
+                (false, None) => String::new(),
+            };
             format!("{what} {:.1}s{how}", w.wall)
         })
         .collect();
@@ -274,6 +282,7 @@ fn best_bins(
     cores: usize,
     last: Option<usize>,
     measured: &dyn Fn(usize, usize) -> Option<f64>,
+    underpredicted: &dyn Fn(usize) -> Option<f64>,
 ) -> (Option<Binned>, Vec<Weighed>) {
     let mut best: Option<Binned> = None;
     let mut weighed = Vec::new();
@@ -288,8 +297,11 @@ fn best_bins(
         let n_packs = bins.iter().filter(|b| b.len() > 1).count();
         let n_units = others.len() + bins.len();
         let seen = measured(n_units, n_packs);
+        // An option not run yet, whose number of workers ran (packed otherwise) longer than
+        // predicted: the model misjudges that many workers here, so its figure is scaled too.
+        let scaled = seen.is_none().then(|| underpredicted(n_units)).flatten();
         let b = Binned {
-            wall: seen.unwrap_or_else(|| predict_wall(&all, jobs, cores)),
+            wall: seen.unwrap_or_else(|| predict_wall(&all, jobs, cores) * scaled.unwrap_or(1.0)),
             spread: cpu_spread(&all, cores),
             bins,
             packs,
@@ -299,6 +311,7 @@ fn best_bins(
             units: n_units,
             wall: b.wall,
             measured: seen.is_some(),
+            scaled,
         });
         if last == Some(n_packs) && n_packs > 0 {
             kept = Some(Binned {

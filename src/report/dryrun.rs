@@ -584,6 +584,7 @@ fn json(plan: &Plan, dag: &Dag) -> String {
                 workers: w.units,
                 predicted_wall_secs: w.wall,
                 measured: w.measured,
+                scaled: w.scaled,
             })
             .collect(),
         queue: dag
@@ -615,6 +616,9 @@ struct WeighedView {
     predicted_wall_secs: f64,
     /// The figure is what earlier runs of this option took, not the model's.
     measured: bool,
+    /// The model's figure times this: runs of as many workers took that much longer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scaled: Option<f64>,
 }
 
 /// An action as JSON; the preparation filled as it will run, like the text view shows it.
