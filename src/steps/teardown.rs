@@ -178,18 +178,14 @@ pub async fn cleanup(cx: &Arc<RunCx>) -> Result<String, StepError> {
 
 /// Removes a passing file's folder but for its artifacts (`[report] artifacts = "all"`, or a
 /// test its test tool reran), at any depth (a split file's parts have theirs), with the folders
-/// that lead to them, and the JUnit beside each artifacts folder: what ties them to their tests.
+/// that lead to them.
 fn remove_but_artifacts(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let artifacts = dir.join(crate::model::files::ARTIFACTS).is_dir();
     for entry in entries.flatten() {
         let path = entry.path();
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-            if artifacts && entry.file_name() == crate::model::files::JUNIT {
-                continue;
-            }
             let _ = std::fs::remove_file(&path);
         } else if entry.file_name() != crate::model::files::ARTIFACTS {
             remove_but_artifacts(&path);

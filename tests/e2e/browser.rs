@@ -242,7 +242,7 @@ fn all_keeps_every_attempts_artifacts_and_none_keeps_none() {
             "{stem}: {:#?}",
             w.artifacts
         );
-        // Tied to the test, the passing file's too (its JUnit stays beside them).
+        // Tied to the test, the passing file's too.
         let test = format!("tests/{stem}.py::test_page[chromium]");
         for a in &w.artifacts {
             assert!(report(&f).join(&a.path).is_file(), "{a:?} is not there");
