@@ -24,10 +24,29 @@ pub fn read(path: &Path) -> Result<Report, String> {
     parse(BufReader::new(file))
 }
 
+/// A JUnit file's counts. A test that its test process ran again (pytest-rerunfailures) counts
+/// once, as its last run ended, as pytest counts it.
 pub fn read_counts(path: &Path) -> Option<Counts> {
     let report = read(path).ok()?;
     let mut c = Counts::default();
-    for case in report.test_suites.iter().flat_map(|s| &s.test_cases) {
+    let last_runs = report.test_suites.iter().flat_map(|s| {
+        let id = |c: &TestCase| {
+            let class = c.classname.as_ref().map(|c| c.as_str()).unwrap_or("");
+            format!("{class}::{}", c.name.as_str())
+        };
+        let last: std::collections::HashMap<String, usize> = s
+            .test_cases
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (id(c), i))
+            .collect();
+        s.test_cases
+            .iter()
+            .enumerate()
+            .filter(move |(i, c)| last.get(&id(c)) == Some(i))
+            .map(|(_, c)| c)
+    });
+    for case in last_runs {
         c.tests += 1;
         match &case.status {
             TestCaseStatus::Success { .. } => c.passed += 1,
@@ -43,6 +62,28 @@ pub fn read_counts(path: &Path) -> Option<Counts> {
         }
     }
     Some(c)
+}
+
+/// The tests that ran more than once in one test process (each named once, as `classname::name`):
+/// pytest-rerunfailures runs a failed test again, and pytest's JUnit then holds a case for each
+/// run (the failed ones without their failure) in the process's suite. Empty when none did or
+/// the file does not read.
+pub fn rerun(path: &Path) -> Vec<String> {
+    let Ok(report) = read(path) else {
+        return Vec::new();
+    };
+    let mut twice = std::collections::BTreeSet::new();
+    for suite in &report.test_suites {
+        let mut seen = std::collections::BTreeSet::new();
+        for case in &suite.test_cases {
+            let class = case.classname.as_ref().map(|c| c.as_str()).unwrap_or("");
+            let id = format!("{class}::{}", case.name.as_str());
+            if !seen.insert(id.clone()) {
+                twice.insert(id);
+            }
+        }
+    }
+    twice.into_iter().collect()
 }
 
 /// The sum of the test cases' times, when the file reads.
@@ -398,6 +439,29 @@ pub fn parse<R: BufRead>(input: R) -> Result<Report, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What pytest 8.3 writes for `--reruns 1` when a test fails, then passes: a case for each
+    /// run, neither with a failure (its "2 passed, 1 rerun").
+    #[test]
+    fn a_test_run_again_counts_once_and_is_named() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0" failures="0" skipped="0" tests="2" time="1.5"><testcase classname="tests.test_flaky" name="test_page[chromium]" time="0.789" /><testcase classname="tests.test_flaky" name="test_page[chromium]" time="0.319" /><testcase classname="tests.test_flaky" name="test_other[chromium]" time="0.424" /></testsuite></testsuites>"#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junit.xml");
+        std::fs::write(&path, xml).unwrap();
+        let c = read_counts(&path).unwrap();
+        assert_eq!((c.tests, c.passed), (2, 2), "{c:?}");
+        assert_eq!(rerun(&path), vec!["tests.test_flaky::test_page[chromium]"]);
+        std::fs::write(
+            &path,
+            xml.replace(
+                "test_page[chromium]\" time=\"0.319",
+                "test_x\" time=\"0.319",
+            ),
+        )
+        .unwrap();
+        assert!(rerun(&path).is_empty());
+        assert_eq!(read_counts(&path).unwrap().tests, 3);
+    }
 
     #[test]
     fn reads_pytest_style_without_root_name() {

@@ -247,7 +247,7 @@ fn file_attempt(
             a.packed_with.join(", ")
         ));
     }
-    settle_artifacts(policy, &artifacts, a.verdict, 1);
+    settle_artifacts(policy, &artifacts, &junit, a.verdict, 1);
     a
 }
 

@@ -72,7 +72,15 @@ pub fn check(part: &PartOf, junit: &Path, attempt: &mut Attempt) {
     let label = format!("part {}/{}", part.number, part.count);
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut problems: Vec<(String, String)> = Vec::new();
+    let mut last: Option<String> = None;
     for (id, _) in case_times(file, &report) {
+        // A test run again right after itself was rerun by its test tool (pytest-rerunfailures),
+        // not run twice.
+        let again = last.as_deref() == Some(id.as_str());
+        last = Some(id.clone());
+        if again {
+            continue;
+        }
         if !part.tests.contains(&id) {
             problems.push((id, format!("ran in {label}, which was not given it")));
         } else if !seen.insert(id.clone()) {
@@ -150,6 +158,34 @@ fn write_merged(file: &WorkerPlan, parts: &[&WorkerResult]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// pytest-rerunfailures' rerun (the same case again, right after) is no second run; the same
+    /// test again after another is.
+    #[test]
+    fn a_rerun_test_ran_once_but_a_test_run_again_later_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let junit = dir.path().join("junit.xml");
+        let case =
+            |n: u32| format!("<testcase classname=\"tests.t\" name=\"test_{n}\" time=\"0.1\" />");
+        let part = PartOf {
+            file: 0,
+            number: 1,
+            count: 2,
+            tests: vec!["tests/t.py::test_1".into(), "tests/t.py::test_2".into()],
+        };
+        for (cases, verdict) in [([1, 1, 2], Verdict::Pass), ([1, 2, 1], Verdict::Fail)] {
+            let body: String = cases.iter().map(|n| case(*n)).collect();
+            std::fs::write(
+                &junit,
+                format!("<testsuites><testsuite name=\"pytest\">{body}</testsuite></testsuites>"),
+            )
+            .unwrap();
+            let mut a = Attempt::new(1, "db_0", dir.path());
+            a.verdict = Verdict::Pass;
+            check(&part, &junit, &mut a);
+            assert_eq!(a.verdict, verdict, "{cases:?}: {:?}", a.message);
+        }
+    }
 
     /// A part that never started (interrupted, `fail_fast`) leaves the file short of tests: the
     /// row is never PASS, whatever the other parts did.

@@ -208,9 +208,12 @@ fn artifacts(w: &WorkerResult, file: &str, report_dir: &Path) -> Vec<Artifact> {
         } else {
             dir.join(files::attempt_dir(n))
         };
-        let ids: Vec<String> = read(&folder.join(files::JUNIT))
+        // Each test once: one its test tool reran has a case for each run.
+        let mut ids: Vec<String> = read(&folder.join(files::JUNIT))
             .map(|r| case_times(file, &r).into_iter().map(|(id, _)| id).collect())
             .unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|id| seen.insert(id.clone()));
         out.extend(list(&folder.join(files::ARTIFACTS), report_dir, n, &ids));
     }
     out

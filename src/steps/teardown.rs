@@ -136,11 +136,12 @@ pub async fn cleanup(cx: &Arc<RunCx>) -> Result<String, StepError> {
         .partition(Held::is_database);
     let mut failed_resources = release_all(cx, resources).await;
     let failed_databases = release_all(cx, databases.clone()).await;
+    // A passing file's artifacts folder is there only if `[report] artifacts` kept it.
     for dir in &release.remove {
-        if cx.plan().artifacts == crate::plan::Artifacts::All {
-            remove_but_artifacts(dir);
-        } else {
+        if cx.plan().artifacts == crate::plan::Artifacts::None {
             let _ = std::fs::remove_dir_all(dir);
+        } else {
+            remove_but_artifacts(dir);
         }
     }
     let mut what = Vec::new();
@@ -175,8 +176,9 @@ pub async fn cleanup(cx: &Arc<RunCx>) -> Result<String, StepError> {
     ))
 }
 
-/// Removes a passing file's folder but for its artifacts (`[report] artifacts = "all"`), at any
-/// depth (a split file's parts have theirs), with the folders that lead to them.
+/// Removes a passing file's folder but for its artifacts (`[report] artifacts = "all"`, or a
+/// test its test tool reran), at any depth (a split file's parts have theirs), with the folders
+/// that lead to them.
 fn remove_but_artifacts(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;

@@ -149,12 +149,22 @@ async fn release_attempt(cx: &RunCx, worker: usize, attempt: u32) {
 
 /// Keeps or removes an attempt's artifacts folder by `[report] artifacts`: under `failed`, an
 /// attempt that did not pass keeps them, and so does a retry that passed (the file was flaky: its
-/// passing run is the one to compare with). An empty folder goes either way.
-pub(super) fn settle_artifacts(policy: Artifacts, dir: &Path, verdict: Verdict, n: u32) {
+/// passing run is the one to compare with), and an attempt that passed only because its test
+/// tool ran a failed test again (pytest-rerunfailures: its `junit` holds that test twice). An
+/// empty folder goes either way.
+pub(super) fn settle_artifacts(
+    policy: Artifacts,
+    dir: &Path,
+    junit: &Path,
+    verdict: Verdict,
+    n: u32,
+) {
     let keep = match policy {
         Artifacts::All => true,
         Artifacts::None => false,
-        Artifacts::Failed => verdict != Verdict::Pass || n > 1,
+        Artifacts::Failed => {
+            verdict != Verdict::Pass || n > 1 || !crate::model::junit::rerun(junit).is_empty()
+        }
     };
     if !keep || !crate::model::artifacts::any(dir) {
         let _ = std::fs::remove_dir_all(dir);
@@ -450,7 +460,8 @@ impl AttemptRun<'_> {
     /// are shared out to its files first, which decide each by their own verdicts.
     fn settle_artifacts(cx: &RunCx, w: &WorkerPlan, planned: &AttemptPlan, n: u32, v: Verdict) {
         if w.pack.is_empty() {
-            settle_artifacts(cx.plan().artifacts, &planned.paths.artifacts, v, n);
+            let paths = &planned.paths;
+            settle_artifacts(cx.plan().artifacts, &paths.artifacts, &paths.junit, v, n);
         }
     }
 

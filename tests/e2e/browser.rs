@@ -242,8 +242,11 @@ fn all_keeps_every_attempts_artifacts_and_none_keeps_none() {
             "{stem}: {:#?}",
             w.artifacts
         );
+        // Tied to the test, the passing file's too.
+        let test = format!("tests/{stem}.py::test_page[chromium]");
         for a in &w.artifacts {
             assert!(report(&f).join(&a.path).is_file(), "{a:?} is not there");
+            assert_eq!(a.test.as_deref(), Some(test.as_str()), "{a:?}");
         }
     }
     // The passing file's logs went with its database; its artifacts stayed.
@@ -474,5 +477,389 @@ fn an_interrupted_browser_test_leaves_no_browser() {
         browsers(&f).is_empty().then_some(())
     });
     assert!(gone.is_some(), "left behind: {:#?}", browsers(&f));
+    f.assert_clean();
+}
+
+/// Waits (10 s at most) until no process runs from the fixture's folder.
+fn assert_no_browser_left(f: &Fixture) {
+    let gone = poll(Duration::from_secs(10), || {
+        browsers(f).is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "left behind: {:#?}", browsers(f));
+}
+
+/// The first folder of an artifact's path under its attempt's artifacts folder: the test's
+/// folder pytest-playwright named after it.
+fn test_folder(f: &Fixture, a: &e2e_plan::model::artifacts::Artifact, under: &Path) -> String {
+    let full = report(f).join(&a.path);
+    let rel = full
+        .strip_prefix(under)
+        .unwrap_or_else(|_| panic!("{a:?} is not under {}", under.display()));
+    rel.components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The top-level folders of an artifacts folder.
+fn folders_in(dir: &Path) -> std::collections::BTreeSet<String> {
+    files_under(dir)
+        .iter()
+        .map(|p| p.split('/').next().unwrap().to_string())
+        .collect()
+}
+
+/// A browser file of four tests (the third fails) split by `[test] collect` into parts, each in
+/// its own worker, beside a short one: recorded at 3 s a test, so that `units = "auto"` splits it.
+fn split_project(name: &str, mode: &str) -> Fixture {
+    let f = project(name, &[("test_short", true)], mode, ("on", "on"));
+    let tests: String = (1..=4)
+        .map(|i| {
+            format!(
+                "\ndef test_{i}(page):\n    page.goto(os.environ['BASE_URL'] + '/healthz')\n    assert {}, 'failed on purpose after the page loaded'\n",
+                if i == 3 { "False" } else { "True" }
+            )
+        })
+        .collect();
+    f.write("tests/test_long.py", &format!("import os\n{tests}"));
+    let py = browser_python().display().to_string();
+    f.edit_plan(&[
+        ("\"{root}/{file}\"", "\"{file}\""),
+        (", TEST_FILE = \"{file}\"", ""),
+        ("[run]\n", "[run]\nunits = \"auto\"\n"),
+        (
+            "[test]\n",
+            &format!("[test]\ncollect = [\"{py}\", \"-m\", \"pytest\", \"--collect-only\", \"-q\", \"-p\", \"no:cacheprovider\", \"{{file}}\"]\n"),
+        ),
+    ]);
+    let cases: Vec<String> = (1..=4)
+        .map(|i| format!("\"tests/test_long.py::test_{i}[chromium]\": 3.0"))
+        .collect();
+    f.write(
+        ".e2e-plan/timings.json",
+        &format!(
+            r#"{{"files": {{
+  "tests/test_long.py": {{"secs": 13.0, "runs": 1, "tests": 12.0, "startup": 1.0, "startup_cpu": 1.0, "tests_cpu": 0.1, "cases": {{{}}}}},
+  "tests/test_short.py": {{"secs": 2.0, "runs": 1, "tests": 1.0, "startup": 1.0, "startup_cpu": 1.0, "tests_cpu": 0.1}}
+}}}}"#,
+            cases.join(", ")
+        ),
+    );
+    f
+}
+
+#[test]
+fn a_split_files_failing_part_keeps_its_own_artifacts_and_the_passing_parts_none() {
+    let f = split_project("br_split", "failed");
+    let timings = std::fs::read_to_string(f.root().join(".e2e-plan/timings.json")).unwrap();
+    let out = apply(&f);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    let rows = s
+        .workers
+        .iter()
+        .filter(|w| w.file == "tests/test_long.py")
+        .count();
+    assert_eq!(rows, 1, "the split file has one row: {:#?}", s.workers);
+    let long = row(&s, "test_long");
+    assert_eq!(long.verdict, Verdict::Fail);
+    assert!(
+        long.attempts.len() >= 2 && long.attempts.iter().all(|a| a.part.is_some()),
+        "split into parts: {}",
+        stdout(&out)
+    );
+    let failed: Vec<_> = long
+        .attempts
+        .iter()
+        .filter(|a| a.verdict == Verdict::Fail)
+        .collect();
+    assert_eq!(failed.len(), 1, "{:#?}", long.attempts);
+    let failed_dir = failed[0].log_dir.join("artifacts");
+
+    // test_3's screenshot and trace, tied to it, under its own part's folder.
+    let test = "tests/test_long.py::test_3[chromium]";
+    for kind in [ArtifactKind::Screenshot, ArtifactKind::Trace] {
+        let a = long
+            .artifacts
+            .iter()
+            .find(|a| a.kind == kind && a.test.as_deref() == Some(test))
+            .unwrap_or_else(|| panic!("no {kind:?} of {test}: {:#?}", long.artifacts));
+        assert!(report(&f).join(&a.path).is_file(), "{a:?}");
+        assert!(
+            report(&f).join(&a.path).starts_with(&failed_dir),
+            "{a:?} is not under the failing part's {}",
+            failed_dir.display()
+        );
+    }
+    // Everything listed is the failing part's, each tied to one of the file's tests, and its
+    // folder holds exactly those tests' folders: the other part did not write into it.
+    let mut tied = std::collections::BTreeSet::new();
+    for a in &long.artifacts {
+        let t = a
+            .test
+            .as_deref()
+            .unwrap_or_else(|| panic!("tied to no test: {a:?}"));
+        assert!(t.starts_with("tests/test_long.py::test_"), "{a:?}");
+        let folder = test_folder(&f, a, &failed_dir);
+        assert_eq!(
+            folder,
+            e2e_plan::model::artifacts::slug(t),
+            "{a:?} lies in another test's folder"
+        );
+        tied.insert(folder);
+    }
+    assert!(
+        tied.contains(&e2e_plan::model::artifacts::slug(test)),
+        "{tied:?}"
+    );
+    assert_eq!(folders_in(&failed_dir), tied);
+    // The passing parts' are gone, from disk and from the summary; the short file's too.
+    for a in long.attempts.iter().filter(|a| a.verdict == Verdict::Pass) {
+        let dir = a.log_dir.join("artifacts");
+        assert!(!dir.exists(), "{:?}", files_under(&dir));
+    }
+    assert!(row(&s, "test_short").artifacts.is_empty());
+    assert_no_browser_left(&f);
+
+    // Everything kept: each of the four tests' screenshot once, in the part that ran it, the
+    // parts in folders of their own.
+    f.edit_plan(&[("artifacts = \"failed\"", "artifacts = \"all\"")]);
+    // The same recorded times, so that the file is split again.
+    f.write(".e2e-plan/timings.json", &timings);
+    let out = apply(&f);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    let long = row(&s, "test_long");
+    assert!(
+        long.attempts.len() >= 2,
+        "split again: {:#?}",
+        long.attempts
+    );
+    let mut parts_with_shots = std::collections::BTreeSet::new();
+    for i in 1..=4 {
+        let t = format!("tests/test_long.py::test_{i}[chromium]");
+        let shots: Vec<_> = long
+            .artifacts
+            .iter()
+            .filter(|a| a.kind == ArtifactKind::Screenshot && a.test.as_deref() == Some(&t))
+            .collect();
+        assert_eq!(shots.len(), 1, "{t}: {:#?}", long.artifacts);
+        let full = report(&f).join(&shots[0].path);
+        assert!(full.is_file(), "{:?}", shots[0]);
+        let part = long
+            .attempts
+            .iter()
+            .find(|a| full.starts_with(a.log_dir.join("artifacts")))
+            .unwrap_or_else(|| panic!("{:?} is in no part's folder", shots[0]));
+        parts_with_shots.insert(part.part.unwrap().number);
+    }
+    assert!(
+        parts_with_shots.len() >= 2,
+        "the parts wrote apart: {parts_with_shots:?}"
+    );
+    for a in &long.attempts {
+        let dir = a.log_dir.join("artifacts");
+        let listed: std::collections::BTreeSet<String> = long
+            .artifacts
+            .iter()
+            .filter(|x| report(&f).join(&x.path).starts_with(&dir))
+            .map(|x| test_folder(&f, x, &dir))
+            .collect();
+        assert_eq!(folders_in(&dir), listed, "{}", dir.display());
+    }
+    assert_no_browser_left(&f);
+    f.assert_clean();
+}
+
+#[test]
+fn a_queue_made_pack_gives_a_failing_file_only_its_own_tests_artifacts() {
+    // Two big files go first, alone; the small ones, guessed shorter than a start-up, are
+    // packed by the queue (no timings).
+    let f = project(
+        "br_queue",
+        &[
+            ("test_c", false),
+            ("test_d", true),
+            ("test_e", false),
+            ("test_f", true),
+        ],
+        "failed",
+        ("on", "on"),
+    );
+    let padding = format!("# {}\n", "padding ".repeat(100)).repeat(20);
+    for stem in ["test_a", "test_b"] {
+        f.write(
+            &format!("tests/{stem}.py"),
+            &format!("{padding}{}", page_test(true)),
+        );
+    }
+    // Every test process spends 1 s of CPU starting, more than its test takes.
+    let conftest = std::fs::read_to_string(f.root().join("tests/conftest.py")).unwrap();
+    f.write(
+        "tests/conftest.py",
+        &format!("{conftest}\nimport time as _t\nwhile _t.process_time() < 1.0:\n    pass\n"),
+    );
+    f.edit_plan(&[
+        ("\"{root}/{file}\"", "\"{file}\""),
+        (", TEST_FILE = \"{file}\"", ""),
+        ("[run]\n", "[run]\nunits = \"auto\"\n"),
+    ]);
+    let dry = stdout(&f.run(&["dry-run", "plan.toml"]));
+    assert!(dry.contains("[queue] 6 files with no timings yet"), "{dry}");
+    let out = apply(&f);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    assert_eq!(s.workers.len(), 6, "{:#?}", s.workers);
+    let mut packed_failures = 0;
+    for w in &s.workers {
+        let stem = w.file.trim_start_matches("tests/").trim_end_matches(".py");
+        let test = format!("{}::test_page[chromium]", w.file);
+        if matches!(stem, "test_c" | "test_e") {
+            assert_eq!(w.verdict, Verdict::Fail, "{stem}");
+        } else {
+            assert_eq!(w.verdict, Verdict::Pass, "{stem}");
+            assert!(w.artifacts.is_empty(), "{stem}: {:#?}", w.artifacts);
+            continue;
+        }
+        let attempt = &w.attempts[0];
+        if !attempt.packed_with.is_empty() {
+            packed_failures += 1;
+        }
+        // Its own test's screenshot and trace, nothing of its pack mates'.
+        for kind in [ArtifactKind::Screenshot, ArtifactKind::Trace] {
+            assert!(
+                w.artifacts
+                    .iter()
+                    .any(|a| a.kind == kind && a.test.as_deref() == Some(&test)),
+                "{stem}: no {kind:?}: {:#?}",
+                w.artifacts
+            );
+        }
+        let dir = attempt.log_dir.join("artifacts");
+        for a in &w.artifacts {
+            assert_eq!(a.test.as_deref(), Some(test.as_str()), "{stem}: {a:?}");
+            assert!(report(&f).join(&a.path).is_file(), "{a:?}");
+            assert_eq!(
+                test_folder(&f, a, &dir),
+                e2e_plan::model::artifacts::slug(&test)
+            );
+        }
+        assert_eq!(
+            folders_in(&dir),
+            [e2e_plan::model::artifacts::slug(&test)].into(),
+            "{stem} (packed with {:?}) holds another file's folders",
+            attempt.packed_with
+        );
+    }
+    assert!(
+        packed_failures >= 1,
+        "no failing file was packed by the queue: {:#?}",
+        s.workers
+            .iter()
+            .map(|w| (&w.file, &w.attempts[0].packed_with))
+            .collect::<Vec<_>>()
+    );
+    assert_no_browser_left(&f);
+    f.assert_clean();
+}
+
+/// pytest-rerunfailures (`--reruns 1`) runs a failed test again in the same test process; the
+/// attempt passes, as pytest does ("2 passed, 1 rerun"). The failed run's evidence is kept all
+/// the same (the test is flaky, as a file whose retry passed is), tied to the test; pytest-
+/// playwright writes each rerun into a folder of its own (`-retry1`), tied to the test too.
+#[test]
+fn a_test_that_passes_on_a_pytest_rerun_keeps_its_failed_runs_evidence() {
+    let plugin = std::process::Command::new(browser_python())
+        .args(["-c", "import pytest_rerunfailures"])
+        .status()
+        .unwrap();
+    assert!(
+        plugin.success(),
+        "pytest-rerunfailures is missing from target/browser-venv: run ./.ci/run, or pip install -r examples/notes/requirements-browser.txt"
+    );
+    let f = project(
+        "br_rerun",
+        &[("test_ok", true)],
+        "failed",
+        ("only-on-failure", "retain-on-failure"),
+    );
+    f.write(
+        "tests/test_flaky.py",
+        "import os, pathlib\n\ndef test_page(page):\n    page.goto(os.environ['BASE_URL'] + '/healthz')\n    marker = pathlib.Path(__file__).parent / '.failed-once'\n    if not marker.exists():\n        marker.write_text('1')\n        assert False, 'fails the first time'\n\ndef test_other(page):\n    page.goto(os.environ['BASE_URL'] + '/healthz')\n",
+    );
+    f.edit_plan(&[("\"--output\"", "\"--reruns\", \"1\", \"--output\"")]);
+    let out = apply(&f);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    let w = row(&s, "test_flaky");
+    assert_eq!(w.verdict, Verdict::Pass);
+    assert_eq!(w.attempts.len(), 1);
+    let counts = w.counts.unwrap();
+    assert_eq!(
+        (counts.tests, counts.passed),
+        (2, 2),
+        "as pytest counts: {w:#?}"
+    );
+    let test = "tests/test_flaky.py::test_page[chromium]";
+    let first_run = e2e_plan::model::artifacts::slug(test);
+    let dir = w.log_dir.clone().unwrap().join("artifacts");
+    for kind in [ArtifactKind::Screenshot, ArtifactKind::Trace] {
+        let a = w
+            .artifacts
+            .iter()
+            .find(|a| a.kind == kind)
+            .unwrap_or_else(|| {
+                panic!("the failed run's {kind:?} was not kept: {:#?}", w.artifacts)
+            });
+        assert_eq!(a.test.as_deref(), Some(test), "{a:?}");
+        assert_eq!(a.attempt, 1);
+        assert!(report(&f).join(&a.path).is_file(), "{a:?}");
+        assert_eq!(test_folder(&f, a, &dir), first_run, "{a:?}");
+    }
+    assert!(
+        w.artifacts.iter().all(|a| a.test.as_deref() == Some(test)),
+        "{:#?}",
+        w.artifacts
+    );
+    // A file whose tests all passed the first time keeps none.
+    let ok = row(&s, "test_ok");
+    assert!(ok.artifacts.is_empty(), "{:#?}", ok.artifacts);
+    assert_no_browser_left(&f);
+
+    // Everything kept: both runs' folders, each tied to the test; the other test's to it.
+    std::fs::remove_file(f.root().join("tests/.failed-once")).unwrap();
+    f.edit_plan(&[
+        ("artifacts = \"failed\"", "artifacts = \"all\""),
+        ("\"only-on-failure\"", "\"on\""),
+        ("\"retain-on-failure\"", "\"on\""),
+    ]);
+    let out = apply(&f);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let s = f.summary();
+    let w = row(&s, "test_flaky");
+    let dir = w.log_dir.clone().unwrap().join("artifacts");
+    let shots = |t: &str| -> Vec<String> {
+        w.artifacts
+            .iter()
+            .filter(|a| a.kind == ArtifactKind::Screenshot && a.test.as_deref() == Some(t))
+            .map(|a| test_folder(&f, a, &dir))
+            .collect()
+    };
+    assert_eq!(
+        shots(test),
+        vec![first_run.clone(), format!("{first_run}-retry1")],
+        "{:#?}",
+        w.artifacts
+    );
+    let other = "tests/test_flaky.py::test_other[chromium]";
+    assert_eq!(shots(other).len(), 1, "{:#?}", w.artifacts);
+    for a in &w.artifacts {
+        assert!(a.test.is_some(), "tied to no test: {a:?}");
+        assert!(report(&f).join(&a.path).is_file(), "{a:?}");
+    }
+    assert_eq!(w.counts.unwrap().tests, 2);
+    assert_no_browser_left(&f);
     f.assert_clean();
 }
