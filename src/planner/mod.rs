@@ -1364,6 +1364,30 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
         (dir, plan, shorts)
     }
 
+    /// The timings of `shorts_and_long`'s files: the long file, and short files whose start-ups
+    /// were stretched to 10 s by running beside each other, with the 1.5 s of CPU each used.
+    fn stretched_timings(shorts: &[String]) -> Timings {
+        let mut timings = Timings::default();
+        let secs = Duration::from_secs_f64;
+        timings.record("tests/test_long.py", Some(secs(8.0)), Some(secs(4.2)));
+        timings.record_cpu("tests/test_long.py", 1.6, None);
+        for f in shorts {
+            timings.record(f, Some(secs(11.0)), Some(secs(1.05)));
+            timings.record_cpu(f, 1.5, None);
+        }
+        timings
+    }
+
+    /// The DAG `timings` make of `plan` on two cores.
+    fn on_two_cores(plan: &Plan, timings: &Timings) -> Dag {
+        let opts = PlanOptions {
+            timings: timings.clone(),
+            cores: 2,
+            ..Default::default()
+        };
+        build(plan, &opts)
+    }
+
     /// Eleven short files whose start-ups were stretched to 10 s by running beside each other,
     /// and a long file: judged by the 1.5 s of CPU each used, four packs shorter than the long
     /// file leave it the critical path (three as long as it would end after it: their tests
@@ -1430,12 +1454,7 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
                 timings.record_cpu(f, 2.1, Some(1.0));
                 timings.files.get_mut(f.as_str()).unwrap().packed = packed;
             }
-            let opts = PlanOptions {
-                timings,
-                cores: 2,
-                ..Default::default()
-            };
-            let dag = build(&plan, &opts);
+            let dag = on_two_cores(&plan, &timings);
             let packs = dag.units().filter(|w| w.pack.len() > 1).count();
             (packs, dag.packing.unwrap_or_default())
         };
@@ -1452,21 +1471,9 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
     #[test]
     fn an_option_measured_slower_than_predicted_is_weighed_by_what_it_took() {
         let (_dir, plan, shorts) = shorts_and_long();
-        let mut timings = Timings::default();
-        let secs = Duration::from_secs_f64;
-        timings.record("tests/test_long.py", Some(secs(8.0)), Some(secs(4.2)));
-        timings.record_cpu("tests/test_long.py", 1.6, None);
-        for f in &shorts {
-            timings.record(f, Some(secs(11.0)), Some(secs(1.05)));
-            timings.record_cpu(f, 1.5, None);
-        }
+        let mut timings = stretched_timings(&shorts);
         let shape = |timings: &Timings| {
-            let opts = PlanOptions {
-                timings: timings.clone(),
-                cores: 2,
-                ..Default::default()
-            };
-            let dag = build(&plan, &opts);
+            let dag = on_two_cores(&plan, timings);
             let packs = dag.units().filter(|w| w.pack.len() > 1).count();
             (dag.units().count(), packs, dag.packing.unwrap_or_default())
         };
@@ -1513,21 +1520,9 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
     #[test]
     fn an_untried_option_is_scaled_by_how_runs_of_as_many_workers_were_misjudged() {
         let (_dir, plan, shorts) = shorts_and_long();
-        let mut timings = Timings::default();
-        let secs = Duration::from_secs_f64;
-        timings.record("tests/test_long.py", Some(secs(8.0)), Some(secs(4.2)));
-        timings.record_cpu("tests/test_long.py", 1.6, None);
-        for f in &shorts {
-            timings.record(f, Some(secs(11.0)), Some(secs(1.05)));
-            timings.record_cpu(f, 1.5, None);
-        }
+        let mut timings = stretched_timings(&shorts);
         let weigh = |timings: &Timings| {
-            let opts = PlanOptions {
-                timings: timings.clone(),
-                cores: 2,
-                ..Default::default()
-            };
-            let dag = build(&plan, &opts);
+            let dag = on_two_cores(&plan, timings);
             (dag.units().count(), dag.weighed.clone(), dag.packing)
         };
         let (favourite, before, _) = weigh(&timings);

@@ -391,34 +391,6 @@ fn packed_files_keep_each_their_own_artifacts() {
     f.assert_clean();
 }
 
-/// Live Chromium processes started from the fixture's folder (their working folder), or any
-/// process still there.
-fn browsers(f: &Fixture) -> Vec<String> {
-    let root = f.root().canonicalize().unwrap();
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'));
-        if cwd.starts_with(&root) && !zombie {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            out.push(format!(
-                "{pid}: {}",
-                String::from_utf8_lossy(&cmd).replace('\0', " ")
-            ));
-        }
-    }
-    out
-}
-
 fn hanging_browser(name: &str, timeout: &str) -> Fixture {
     let f = project(name, &[], "failed", ("off", "off"));
     f.write(
@@ -432,12 +404,12 @@ fn hanging_browser(name: &str, timeout: &str) -> Fixture {
 /// Waits until a Chromium runs from the fixture's folder.
 fn wait_for_chromium(f: &Fixture) {
     let up = poll(Duration::from_secs(60), || {
-        browsers(f)
+        working_in(f)
             .iter()
             .any(|p| p.contains("chromium"))
             .then_some(())
     });
-    assert!(up.is_some(), "no Chromium started: {:#?}", browsers(f));
+    assert!(up.is_some(), "no Chromium started: {:#?}", working_in(f));
 }
 
 #[test]
@@ -454,9 +426,9 @@ fn a_hanging_browser_test_times_out_and_leaves_no_browser() {
     assert_eq!(code, Some(1));
     assert_eq!(row(&f.summary(), "test_hang").verdict, Verdict::Timeout);
     let gone = poll(Duration::from_secs(10), || {
-        browsers(&f).is_empty().then_some(())
+        working_in(&f).is_empty().then_some(())
     });
-    assert!(gone.is_some(), "left behind: {:#?}", browsers(&f));
+    assert!(gone.is_some(), "left behind: {:#?}", working_in(&f));
     f.assert_clean();
 }
 
@@ -474,18 +446,18 @@ fn an_interrupted_browser_test_leaves_no_browser() {
     let code = wait_exit(&mut child, Duration::from_secs(30));
     assert_eq!(code, Some(130));
     let gone = poll(Duration::from_secs(10), || {
-        browsers(&f).is_empty().then_some(())
+        working_in(&f).is_empty().then_some(())
     });
-    assert!(gone.is_some(), "left behind: {:#?}", browsers(&f));
+    assert!(gone.is_some(), "left behind: {:#?}", working_in(&f));
     f.assert_clean();
 }
 
 /// Waits (10 s at most) until no process runs from the fixture's folder.
 fn assert_no_browser_left(f: &Fixture) {
     let gone = poll(Duration::from_secs(10), || {
-        browsers(f).is_empty().then_some(())
+        working_in(f).is_empty().then_some(())
     });
-    assert!(gone.is_some(), "left behind: {:#?}", browsers(f));
+    assert!(gone.is_some(), "left behind: {:#?}", working_in(f));
 }
 
 /// The first folder of an artifact's path under its attempt's artifacts folder: the test's

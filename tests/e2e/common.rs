@@ -615,3 +615,31 @@ pub fn project_copy(name: &str, project: &str, venv: &Path) -> Fixture {
     std::os::unix::fs::symlink(venv, f.root().join(".venv")).unwrap();
     f
 }
+
+/// Live processes working in the fixture's folder: its servers, its pytest and the Chromium
+/// pytest-playwright starts (whose command line does not name the folder).
+pub fn working_in(f: &Fixture) -> Vec<String> {
+    let root = f.root().canonicalize().unwrap();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'));
+        if cwd.starts_with(&root) && !zombie {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            out.push(format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ));
+        }
+    }
+    out
+}
