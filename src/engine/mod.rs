@@ -70,7 +70,11 @@ pub struct Node<S> {
 /// What the engine tells its observer.
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
-    Started(usize),
+    /// Node `node` started; `at_once` limited nodes run now (it among them, if it is one).
+    Started {
+        node: usize,
+        at_once: usize,
+    },
     Finished(usize),
     /// A step panicked; told before any dependent (teardown) starts.
     Panicked(usize, String),
@@ -118,7 +122,9 @@ pub struct Gate {
     allowed: usize,
     /// The last reading's idle cores while nodes wait; None when they do not.
     idle: Option<f64>,
-    waiting: bool,
+    /// When the next reading is due while nodes wait (None: they do not): a node ending in
+    /// between does not put it off.
+    next: Option<tokio::time::Instant>,
     probe: Box<dyn Probe>,
 }
 
@@ -129,22 +135,24 @@ impl Gate {
             cores,
             allowed: cores,
             idle: None,
-            waiting: false,
+            next: None,
             probe,
         }
     }
 
-    /// Nodes wait for a slot from now on: the next reading starts a fresh window.
-    fn wait(&mut self) {
-        if !self.waiting {
-            self.waiting = true;
+    /// Nodes wait for a slot (from now on, or still): when the next reading is due. A fresh
+    /// wait starts a fresh window.
+    fn wait(&mut self) -> tokio::time::Instant {
+        *self.next.get_or_insert_with(|| {
             self.idle = None;
             let _ = self.probe.idle_cores();
-        }
+            tokio::time::Instant::now() + GATE_TICK
+        })
     }
 
     /// Reads the probe and moves the bound, with `running` nodes running.
     fn read(&mut self, running: usize) {
+        self.next = Some(tokio::time::Instant::now() + GATE_TICK);
         let Some(now) = self.probe.idle_cores() else {
             return;
         };
@@ -181,10 +189,10 @@ pub async fn run<S: Step>(
         let gated = run.gate.as_mut().filter(|_| run.blocked);
         let joined = match gated {
             Some(gate) => {
-                gate.wait();
+                let due = gate.wait();
                 tokio::select! {
                     j = run.set.join_next() => j,
-                    _ = tokio::time::sleep(GATE_TICK) => {
+                    _ = tokio::time::sleep_until(due) => {
                         if let Some(gate) = run.gate.as_mut() {
                             gate.read(run.running_limited);
                         }
@@ -194,7 +202,7 @@ pub async fn run<S: Step>(
             }
             None => {
                 if let Some(gate) = run.gate.as_mut() {
-                    gate.waiting = false;
+                    gate.next = None;
                 }
                 run.set.join_next().await
             }
@@ -295,7 +303,10 @@ impl<'a, S: Step> Scheduler<'a, S> {
             self.running_limited += 1;
         }
         self.state[i] = State::Running;
-        observe(EngineEvent::Started(i));
+        observe(EngineEvent::Started {
+            node: i,
+            at_once: self.running_limited,
+        });
         let step = Arc::clone(&node.step);
         let c = self.cancel.clone();
         let handle = self.set.spawn(async move { (i, step.apply(c).await) });

@@ -362,30 +362,26 @@ pub async fn run(
     });
     let limit = match config.plan.run.jobs {
         crate::plan::Jobs::Fixed(n) => crate::engine::Limit::Fixed(n),
-        crate::plan::Jobs::Auto => crate::engine::Limit::Load {
-            cores: crate::sys::cores(),
-            probe: Box::new(IdleCores::default()),
-        },
+        crate::plan::Jobs::Auto => {
+            let cores = crate::sys::cores();
+            let probe = Box::new(IdleCores { cores, last: None });
+            crate::engine::Limit::Load { cores, probe }
+        }
     };
     let opts = crate::engine::Options {
         limit,
         fail_fast: config.plan.run.fail_fast,
     };
     let tell = cx.owner.clone();
-    let nodes = nodes(&cx);
-    let limited: Vec<bool> = nodes.iter().map(|n| n.limited).collect();
-    let mut running = 0usize;
-    crate::engine::run(nodes, opts, cancel, move |ev| match ev {
+    crate::engine::run(nodes(&cx), opts, cancel, move |ev| match ev {
         crate::engine::EngineEvent::Panicked(_, msg) => {
             tell.send(RunEvent::Fatal(StepError::new(format!(
                 "internal error (please report it): {msg}"
             ))));
         }
-        crate::engine::EngineEvent::Started(i) if limited[i] => {
-            running += 1;
-            tell.send(RunEvent::AtOnce(running));
+        crate::engine::EngineEvent::Started { at_once, .. } => {
+            tell.send(RunEvent::AtOnce(at_once));
         }
-        crate::engine::EngineEvent::Finished(i) if limited[i] => running -= 1,
         _ => {}
     })
     .await;
@@ -404,8 +400,8 @@ pub async fn run(
 /// /proc/stat. CPUs the kernel counts that this process may not use (an affinity mask, a
 /// container's quota) are taken as idle and taken off, so that a big idle host never looks like
 /// free cores of ours.
-#[derive(Default)]
 struct IdleCores {
+    cores: usize,
     last: Option<(u64, u64)>,
 }
 
@@ -415,7 +411,7 @@ impl crate::engine::Probe for IdleCores {
         let (idle0, total0) = self.last.replace((idle, total))?;
         let spent = total.checked_sub(total0).filter(|&t| t > 0)?;
         let share = idle.saturating_sub(idle0) as f64 / spent as f64;
-        let cores = crate::sys::cores();
+        let cores = self.cores;
         let ours = share * cpus as f64 - cpus.saturating_sub(cores) as f64;
         Some(ours.clamp(0.0, cores as f64))
     }

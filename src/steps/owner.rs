@@ -64,7 +64,7 @@ pub enum RunEvent {
     Fatal(StepError),
     /// Ctrl-C or SIGTERM.
     Signal,
-    /// This many workers (limited engine nodes) run now, one having just started.
+    /// This many workers (limited engine nodes) run now, told as each node starts.
     AtOnce(usize),
     /// What the report step kept: database names, and the new log folders of their files.
     Kept {
