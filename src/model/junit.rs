@@ -30,20 +30,16 @@ pub fn read_counts(path: &Path) -> Option<Counts> {
     let report = read(path).ok()?;
     let mut c = Counts::default();
     let last_runs = report.test_suites.iter().flat_map(|s| {
-        let id = |c: &TestCase| {
-            let class = c.classname.as_ref().map(|c| c.as_str()).unwrap_or("");
-            format!("{class}::{}", c.name.as_str())
-        };
         let last: std::collections::HashMap<String, usize> = s
             .test_cases
             .iter()
             .enumerate()
-            .map(|(i, c)| (id(c), i))
+            .map(|(i, c)| (case_id(c), i))
             .collect();
         s.test_cases
             .iter()
             .enumerate()
-            .filter(move |(i, c)| last.get(&id(c)) == Some(i))
+            .filter(move |(i, c)| last.get(&case_id(c)) == Some(i))
             .map(|(_, c)| c)
     });
     for case in last_runs {
@@ -64,6 +60,12 @@ pub fn read_counts(path: &Path) -> Option<Counts> {
     Some(c)
 }
 
+/// A case as `classname::name`: what names one test of a suite, rerun or not.
+fn case_id(c: &TestCase) -> String {
+    let class = c.classname.as_ref().map(|c| c.as_str()).unwrap_or("");
+    format!("{class}::{}", c.name.as_str())
+}
+
 /// The tests that ran more than once in one test process (each named once, as `classname::name`):
 /// pytest-rerunfailures runs a failed test again, and pytest's JUnit then holds a case for each
 /// run (the failed ones without their failure) in the process's suite. Empty when none did or
@@ -76,8 +78,7 @@ pub fn rerun(path: &Path) -> Vec<String> {
     for suite in &report.test_suites {
         let mut seen = std::collections::BTreeSet::new();
         for case in &suite.test_cases {
-            let class = case.classname.as_ref().map(|c| c.as_str()).unwrap_or("");
-            let id = format!("{class}::{}", case.name.as_str());
+            let id = case_id(case);
             if !seen.insert(id.clone()) {
                 twice.insert(id);
             }
