@@ -135,6 +135,65 @@ pub fn group_cpu(pgid: u32, since: u64) -> Option<f64> {
     (members > 0).then(|| ticks_to_secs(ticks))
 }
 
+/// One PostgreSQL backend seen on this machine: its PID and start time, the CPU seconds it has
+/// used and the seconds it has waited on a run queue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backend {
+    pub pid: u32,
+    pub started: u64,
+    pub cpu: f64,
+    pub rq: f64,
+}
+
+/// The PostgreSQL backends on this machine serving database `db`, found by the title PostgreSQL
+/// gives them (`postgres: [cluster: ]user db host(port) state`; `update_process_title`, on by
+/// default). Empty when the server is elsewhere, titles are off or no backend serves `db`.
+pub fn backends_of(db: &str) -> Vec<Backend> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let pids = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok());
+    let mut out = Vec::new();
+    for pid in pids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command name stays `postgres` whatever the title says: only those are read on.
+        if !stat.contains("(postgres)") {
+            continue;
+        }
+        let Ok(title) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if !serves(&String::from_utf8_lossy(&title), db) {
+            continue;
+        }
+        let Some(f) = stat_fields(&stat) else {
+            continue;
+        };
+        let Some(started) = f.get(19).and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        out.push(Backend {
+            pid,
+            started,
+            cpu: ticks_to_secs(sum_fields(&f, 11..13)),
+            rq: runqueue_wait(pid).unwrap_or_default(),
+        });
+    }
+    out
+}
+
+/// Whether a backend's title names database `db` (a whole word after `postgres:`).
+fn serves(title: &str, db: &str) -> bool {
+    let title = title.trim_end_matches('\0').replace('\0', " ");
+    title
+        .strip_prefix("postgres: ")
+        .is_some_and(|rest| rest.split_whitespace().take(4).any(|w| w == db))
+}
+
 /// Calls `each` with the PID and stat fields of every process of group `pgid` that started no
 /// earlier than `since` (a group id reused after ours emptied has only later members).
 fn for_each_in_group(pgid: u32, since: u64, mut each: impl FnMut(u32, &[&str])) {
@@ -259,5 +318,27 @@ mod tests {
         assert_eq!(f[0], "S");
         assert_eq!(f[2], "12");
         assert_eq!(f[19], "777");
+    }
+
+    /// A backend's title names its database after the user, with or without a cluster name;
+    /// autovacuum on it counts; another database whose name starts alike does not.
+    #[test]
+    fn a_backend_is_known_by_the_database_its_title_names() {
+        let db = "app_1a2b_0";
+        assert!(serves(
+            "postgres: 15/main: postgres app_1a2b_0 127.0.0.1(4242) idle\0",
+            db
+        ));
+        assert!(serves("postgres: app app_1a2b_0 [local] SELECT", db));
+        assert!(serves(
+            "postgres: 15/main: autovacuum worker app_1a2b_0",
+            db
+        ));
+        assert!(!serves(
+            "postgres: 15/main: postgres app_1a2b_01 127.0.0.1(4242) idle",
+            db
+        ));
+        assert!(!serves("postgres: 15/main: checkpointer ", db));
+        assert!(!serves("python app_1a2b_0", db));
     }
 }

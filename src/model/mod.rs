@@ -285,11 +285,13 @@ pub struct Attempt {
     /// while others had the cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_alone_secs: Option<f64>,
-    /// Its tests' time alone: their JUnit times minus the test process's run-queue wait meanwhile.
+    /// Its tests' time alone: their JUnit times minus the run-queue wait meanwhile of the test
+    /// process and of its database's backends (where they could be read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests_alone_secs: Option<f64>,
     /// The CPU its tests used: the test process's after its start-up, the server's after it
-    /// was ready, and its database's backends' (their active time, timed alone as the tests are).
+    /// was ready, and its database's backends' (read from /proc; else their active time, timed
+    /// alone as the tests are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests_cpu_secs: Option<f64>,
     /// Sessions opened on its database, and the seconds its backends spent executing statements
@@ -299,6 +301,11 @@ pub struct Attempt {
     pub db_sessions: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db_active_secs: Option<f64>,
+    /// The CPU seconds its database's backends used while its tests ran, read from /proc when
+    /// the server runs on this machine (a backend's active time says little of it: a test that
+    /// streams inserts keeps its backend busy for seconds the statistics count as idle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_cpu_secs: Option<f64>,
     /// The other files this attempt's test process ran, one after another (a pack); empty when
     /// the file had its worker to itself.
     #[serde(default)]
@@ -340,6 +347,7 @@ impl Attempt {
             tests_cpu_secs: None,
             db_sessions: None,
             db_active_secs: None,
+            db_cpu_secs: None,
             packed_with: Vec::new(),
             part: None,
         }

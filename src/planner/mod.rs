@@ -528,6 +528,13 @@ fn choose(plan: &Plan, opts: &PlanOptions, ids: parts::IdsOf) -> Choice {
     let refs: Vec<&TestFile> = choice.ordered.iter().collect();
     let packing = units::choose(plan, &refs, &opts.timings, opts.cores);
     let costs = unit_costs(&choice, &packing, &opts.timings);
+    let n = refs.len();
+    let footing = parts::Footing {
+        wall: packing.wall,
+        packs: packing.packs.len(),
+        measured: &|units, packs, parts| opts.timings.measured(n, units, packs, parts),
+        underpredicted: &|units| opts.timings.underpredicted(n, units),
+    };
     choice.parting = Some(parts::choose(
         plan,
         &refs,
@@ -535,6 +542,7 @@ fn choose(plan: &Plan, opts: &PlanOptions, ids: parts::IdsOf) -> Choice {
         &opts.timings,
         ids,
         opts.cores,
+        &footing,
     ));
     choice.packing = Some(packing);
     choice
@@ -1484,6 +1492,7 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
             units,
             files: 12,
             packs,
+            parts: 0,
             complete: true,
         };
         let (units, packs, _) = shape(&timings);
@@ -1535,6 +1544,7 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
             units: 5,
             files: 12,
             packs: 3,
+            parts: 0,
             complete: true,
         });
         let (chosen, after, why) = weigh(&timings);
@@ -1552,6 +1562,93 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
         // A run that took less than predicted makes nothing look better.
         timings.runs[0].measured = 3.0;
         assert!(weigh(&timings).1.iter().all(|w| w.scaled.is_none()));
+    }
+
+    /// An API-like suite on two cores: a long file of eight tests that leave the cores half idle
+    /// (the model likes it split in two) and seven short files packed into one worker.
+    fn long_and_packed() -> (tempfile::TempDir, Plan, Timings, parts::Collected) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tests")).unwrap();
+        let shorts: Vec<String> = (1..=7).map(|i| format!("tests/test_s{i}.py")).collect();
+        for f in shorts.iter().chain([&"tests/test_m.py".to_string()]) {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        let toml = r#"
+[tests]
+include = ["tests/test_*.py"]
+[database]
+template = "postgresql://postgres@127.0.0.1:5432/app"
+[test]
+command = ["pytest", "{file}", "--junitxml={junit}"]
+collect = ["pytest", "--collect-only", "-q", "{file}"]
+[run]
+units = "auto"
+"#;
+        std::fs::write(dir.path().join("plan.toml"), toml).unwrap();
+        let plan = load(&dir.path().join("plan.toml"), &LoadOptions::default()).unwrap();
+        let mut timings = Timings::default();
+        timings.record_alone("tests/test_m.py", 3.0, 3.0, 8.0, 4.0);
+        let ids: Vec<String> = (0..8)
+            .map(|i| format!("tests/test_m.py::test_{i}"))
+            .collect();
+        let cases: Vec<(String, f64)> = ids.iter().map(|id| (id.clone(), 1.0)).collect();
+        timings.record_cases("tests/test_m.py", &cases);
+        for f in &shorts {
+            timings.record_alone(f, 5.0, 5.0, 0.3, 0.3);
+            timings.files.get_mut(f.as_str()).unwrap().packed = Some(true);
+        }
+        timings.packs = Some(1);
+        let collected = parts::Collected::from([("tests/test_m.py".to_string(), Ok(ids))]);
+        (dir, plan, timings, collected)
+    }
+
+    /// A split is weighed on the packs' footing: against what the unsplit shape took, by what
+    /// runs of its own shape took, or scaled as runs of as many workers were misjudged. Weighed
+    /// by the model alone, a split that ran far slower than predicted was taken run after run.
+    #[test]
+    fn a_split_is_weighed_by_what_runs_took_as_the_packs_are() {
+        let (_dir, plan, mut timings, collected) = long_and_packed();
+        let split = |timings: &Timings| {
+            let opts = PlanOptions {
+                timings: timings.clone(),
+                collected: collected.clone(),
+                cores: 2,
+                ..Default::default()
+            };
+            let dag = build(&plan, &opts);
+            let parts = dag.workers.iter().filter(|w| w.part.is_some()).count();
+            (parts, dag.parting.unwrap_or_default())
+        };
+        let (parts, why) = split(&timings);
+        assert_eq!(parts, 2, "the model's favourite: {why}");
+        let ran = |units: usize, parts: usize, predicted: f64, measured: f64| shards::RunWall {
+            run_id: format!("r{units}.{parts}"),
+            predicted: Some(predicted),
+            measured,
+            units,
+            files: 8,
+            packs: 1,
+            parts,
+            complete: true,
+        };
+        // The split ran: 20 s where 9 were predicted. Not taken again.
+        let mut slow = timings.clone();
+        slow.runs.push(ran(3, 2, 9.0, 20.0));
+        let (parts, why) = split(&slow);
+        assert_eq!(parts, 0, "{why}");
+        assert!(why.contains("as measured"), "{why}");
+        // A run of three workers packed otherwise took twice its prediction: the untried split
+        // is scaled so, and loses to the unsplit shape.
+        let mut misjudged = timings.clone();
+        misjudged.runs.push(ran(3, 0, 9.0, 18.0));
+        let (parts, why) = split(&misjudged);
+        assert_eq!(parts, 0, "{why}");
+        assert!(why.contains("as runs of 3 workers took"), "{why}");
+        // The unsplit shape ran in 8 s: the split, predicted longer, must beat that.
+        timings.runs.push(ran(2, 0, 12.0, 8.0));
+        let (parts, why) = split(&timings);
+        assert_eq!(parts, 0, "{why}");
+        assert!(why.contains("against 8.0s unsplit"), "{why}");
     }
 
     #[test]

@@ -53,9 +53,23 @@ pub fn splittable(plan: &Plan) -> Result<(), String> {
     packable(plan)
 }
 
-/// Splits the longest unit while that shortens the predicted wall time, then the next longest.
-/// `ids` gives a file's test ids: collected at run time, or the recorded ones when only asking
-/// which files to collect.
+/// What a split is weighed against, on the footing the packs were chosen on: the units' wall as
+/// the packing weighed it (what earlier runs of that shape took, or the model's figure scaled by
+/// how it misjudged as many workers), and the same for each split.
+pub struct Footing<'a> {
+    /// The wall of the units unsplit, as the packing weighed it; None: the model's.
+    pub wall: Option<f64>,
+    /// How many of the units are packs.
+    pub packs: usize,
+    /// What earlier runs of so many units, packs and parts took (`Timings::measured`).
+    pub measured: &'a dyn Fn(usize, usize, usize) -> Option<f64>,
+    /// How much longer than predicted runs of so many units took (`Timings::underpredicted`).
+    pub underpredicted: &'a dyn Fn(usize) -> Option<f64>,
+}
+
+/// Splits the longest unit while that shortens the run's wall time as weighed (`Footing`), then
+/// the next longest. `ids` gives a file's test ids: collected at run time, or the recorded ones
+/// when only asking which files to collect.
 pub fn choose(
     plan: &Plan,
     files: &[&TestFile],
@@ -63,10 +77,14 @@ pub fn choose(
     timings: &Timings,
     ids: IdsOf,
     cores: usize,
+    footing: &Footing,
 ) -> Parting {
     let jobs = plan.run.jobs.bound();
     let mut units: Vec<UnitCost> = units.to_vec();
-    let mut wall = predict_wall(&units, jobs, cores);
+    let mut wall = footing
+        .wall
+        .unwrap_or_else(|| predict_wall(&units, jobs, cores));
+    let mut n_parts = 0;
     if let Err(why) = splittable(plan) {
         return Parting {
             why: format!("no splits: {why}"),
@@ -101,13 +119,28 @@ pub fn choose(
         let Some((w, parts)) = best_parts(&others, &tests, cost, jobs, cores) else {
             break;
         };
+        // The split's shape, weighed as the packs were: by what runs of it took, else by the
+        // model scaled as it misjudged runs of as many workers.
+        let shape = (others.len() + parts.len(), n_parts + parts.len());
+        let (w, how) = match (footing.measured)(shape.0, footing.packs, shape.1) {
+            Some(m) => (m, " as measured".to_string()),
+            None => match (footing.underpredicted)(shape.0) {
+                Some(f) => (
+                    w * f,
+                    format!(" (×{f:.2}, as runs of {} workers took)", shape.0),
+                ),
+                None => (w, String::new()),
+            },
+        };
         if w >= wall * WORTH {
             notes.push(format!(
-                "{path} is not split: no number of parts is predicted to shorten the run by 5 %"
+                "{path} is not split: no number of parts is predicted to shorten the run by 5 % ({} parts {w:.1}s{how} against {wall:.1}s unsplit)",
+                parts.len()
             ));
             break;
         }
         wall = w;
+        n_parts += parts.len();
         units = others;
         units.extend(parts.iter().map(|p| UnitCost {
             file: None,

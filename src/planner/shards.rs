@@ -173,6 +173,9 @@ pub struct RunWall {
     pub files: usize,
     #[serde(default)]
     pub packs: usize,
+    /// How many of the units were parts of split files (older records: 0, none).
+    #[serde(default)]
+    pub parts: usize,
     /// Every file's first pass ran to its end, unsharded and uninterrupted: only such a run's
     /// wall says what its option takes (a run stopped early would flatter it).
     #[serde(default)]
@@ -342,9 +345,9 @@ impl Timings {
     }
 
     /// What the planned runs of this shape (so many files in so many units, so many of them
-    /// packs) took, on average, less the time before their first worker; none when no run of
+    /// packs and so many parts of split files) took, on average, less the time before their first worker; none when no run of
     /// the last ten had it. The queue's runs (no prediction) were not planned and do not count.
-    pub fn measured(&self, files: usize, units: usize, packs: usize) -> Option<f64> {
+    pub fn measured(&self, files: usize, units: usize, packs: usize, parts: usize) -> Option<f64> {
         let walls: Vec<f64> = self
             .runs
             .iter()
@@ -354,6 +357,7 @@ impl Timings {
                     && r.files == files
                     && r.units == units
                     && r.packs == packs
+                    && r.parts == parts
             })
             .map(|r| r.measured)
             .collect();
@@ -387,10 +391,14 @@ impl Timings {
             .flat_map(|w| w.attempts.iter().filter(|a| a.number == 1));
         let mut packs = std::collections::BTreeSet::new();
         let mut units = std::collections::BTreeSet::new();
+        let mut parts = std::collections::BTreeSet::new();
         for a in firsts {
             units.insert(a.db_name.as_str());
             if !a.packed_with.is_empty() {
                 packs.insert(a.db_name.as_str());
+            }
+            if a.part.is_some() {
+                parts.insert(a.db_name.as_str());
             }
         }
         self.packs = Some(packs.len());
@@ -444,6 +452,7 @@ impl Timings {
             units: units.len(),
             files: s.workers.len(),
             packs: packs.len(),
+            parts: parts.len(),
             complete: !s.interrupted
                 && s.shard.is_none()
                 && s.workers.iter().all(|w| w.first_pass_ran()),

@@ -23,6 +23,9 @@ pub struct Packing {
     pub queue: Vec<usize>,
     /// Every number of packs weighed, with its predicted wall (seconds).
     pub weighed: Vec<Weighed>,
+    /// The chosen option's wall as weighed (measured, or predicted and scaled), seconds: what a
+    /// split must beat. None when nothing was weighed.
+    pub wall: Option<f64>,
 }
 
 /// One option `units = "auto"` weighed: so many packs (0: a worker per file), so many workers in
@@ -121,6 +124,7 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
             .map(|pack| pack.iter().map(|&i| timed[i]).collect())
             .collect();
         p.queue = untimed;
+        p.wall = None;
         p.why = format!(
             "{} file(s) with no timings yet go to the queue: {} at a time, the biggest first, alone; the rest packed once their start-ups are seen to outweigh their tests (guessed by their size){}",
             p.queue.len(),
@@ -173,7 +177,7 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
         plan.run.jobs.bound(),
         cores,
         timings.packs,
-        &|units, packs| timings.measured(files.len(), units, packs),
+        &|units, packs| timings.measured(files.len(), units, packs, 0),
         &|units| timings.underpredicted(files.len(), units),
     );
     let Some(Binned {
@@ -204,6 +208,7 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
         why,
         queue: Vec::new(),
         weighed,
+        wall: Some(wall),
     }
 }
 

@@ -194,6 +194,77 @@ pub async fn usage(
     }
 }
 
+/// The backends serving one database while its tests run, sampled from /proc every
+/// `BACKEND_EVERY` (`sys::backends_of`): what their CPU and run-queue wait add to the tests'.
+/// A backend seen at the first sample counts from there (a server's pool opened during its
+/// start-up); up to one interval of a backend's last CPU may be missed.
+pub struct Backends {
+    seen: std::sync::Arc<std::sync::Mutex<BackendSeen>>,
+    task: tokio::task::JoinHandle<()>,
+    db: String,
+}
+
+/// Each backend's first and last reading (CPU, run-queue wait), by PID and start time.
+type BackendSeen = std::collections::BTreeMap<(u32, u64), [(f64, f64); 2]>;
+
+const BACKEND_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// What a database's backends added: CPU seconds and seconds waiting on a run queue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackendUse {
+    pub cpu: f64,
+    pub rq: f64,
+}
+
+impl Backends {
+    pub fn watch(db: &str) -> Backends {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(BackendSeen::new()));
+        let (s, name) = (seen.clone(), db.to_string());
+        let task = tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                Self::sample(&s, &name, first);
+                first = false;
+                tokio::time::sleep(BACKEND_EVERY).await;
+            }
+        });
+        Backends {
+            seen,
+            task,
+            db: db.to_string(),
+        }
+    }
+
+    fn sample(seen: &std::sync::Mutex<BackendSeen>, db: &str, first: bool) {
+        let now = crate::sys::backends_of(db);
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        for b in now {
+            let reading = (b.cpu, b.rq);
+            // A backend born after the first sample counts from its birth.
+            let base = if first { reading } else { (0.0, 0.0) };
+            seen.entry((b.pid, b.started)).or_insert([base, reading])[1] = reading;
+        }
+    }
+
+    /// Stops sampling (after a last sample): what the backends added, or None when none was
+    /// ever seen (the server is elsewhere, or the tests never connected).
+    pub fn finish(self) -> Option<BackendUse> {
+        self.task.abort();
+        Self::sample(&self.seen, &self.db, false);
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        (!seen.is_empty()).then(|| BackendUse {
+            cpu: seen.values().map(|[a, b]| (b.0 - a.0).max(0.0)).sum(),
+            rq: seen.values().map(|[a, b]| (b.1 - a.1).max(0.0)).sum(),
+        })
+    }
+}
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// `CREATE DATABASE name`: an empty database, as a new template starts.
 pub async fn create_empty(client: &Client, name: &str) -> Result<(), DbError> {
     client

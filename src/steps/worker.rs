@@ -637,6 +637,7 @@ impl AttemptRun<'_> {
             }
         };
         let mut test = test;
+        let backends = super::database::Backends::watch(&self.db_name);
         let cpu = [Some(test.cpu()), server.as_ref().map(Group::cpu)];
         // The server's start-up ends here: its CPU, and its wall time and run-queue wait so far.
         let (server_ready_cpu, server_ready) = match &server {
@@ -674,8 +675,10 @@ impl AttemptRun<'_> {
         self.attempt.counts = read_counts(junit);
         self.attempt.tests_secs = crate::model::junit::tests_secs(junit);
         self.attempt.cpu_secs = cpu.iter().flatten().map(CpuMeter::secs).sum();
+        let backends = backends.finish();
+        self.attempt.db_cpu_secs = backends.map(|b| b.cpu);
         self.database_usage().await;
-        self.costs(&cpu, server_ready_cpu, server_ready);
+        self.costs(&cpu, server_ready_cpu, server_ready, backends);
         Ok(verdict)
     }
 
@@ -701,6 +704,7 @@ impl AttemptRun<'_> {
         cpu: &[Option<CpuMeter>; 2],
         server_ready_cpu: Option<f64>,
         server_ready: Option<process::Point>,
+        backends: Option<super::database::BackendUse>,
     ) {
         let [test, server] = cpu;
         let a = &mut self.attempt;
@@ -730,7 +734,12 @@ impl AttemptRun<'_> {
             + server_alone
             + (cut.startup_wall - cut.startup_rq).max(0.0)
             + (cut.tail_wall - cut.tail_rq).max(0.0);
-        let mut tests = a.tests_secs.map(|t| (t - cut.tests_rq).max(0.0));
+        // The tests also wait while their database's backends wait for a core.
+        let db_rq = backends.map_or(0.0, |b| b.rq);
+        let mut tests = a.tests_secs.map(|t| {
+            let alone = (t - cut.tests_rq).max(0.0);
+            (alone - db_rq).max(alone.min(cut.tests_cpu))
+        });
         let mut tests_cpu = cut.tests_cpu;
         let mut startup_cpu = cut.startup_cpu + cut.tail_cpu;
         // The first test's excess over the others is what the session's fixtures cost: a start-up
@@ -758,12 +767,13 @@ impl AttemptRun<'_> {
             .and_then(CpuMeter::secs)
             .zip(server_ready_cpu)
             .map_or(0.0, |(end, ready)| (end - ready).max(0.0));
-        // The backends' active time, stretched as the tests were.
+        // The backends' CPU where they could be read; else their active time, stretched as the
+        // tests were.
         let stretch = match a.tests_secs {
             Some(wall) if wall > 0.0 => ((wall - cut.tests_rq) / wall).clamp(0.0, 1.0),
             _ => 1.0,
         };
-        let backends = a.db_active_secs.unwrap_or(0.0) * stretch;
+        let backends = backends.map_or(a.db_active_secs.unwrap_or(0.0) * stretch, |b| b.cpu);
         a.tests_cpu_secs = Some(tests_cpu + server_tests + backends);
         a.startup_cpu_secs = server_ready_cpu.map(|s| s + startup_cpu);
     }

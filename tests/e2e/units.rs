@@ -1287,3 +1287,78 @@ def test_test_b_waits_for_a_writer_that_never_comes(db):
     }
     f.assert_clean();
 }
+
+/// What a test's database backend burns is CPU its worker costs: a test that streams inserts
+/// keeps its backend busy for seconds that PostgreSQL's active time barely counts (an API
+/// suite's 5 s of backend CPU showed as 0.7 s), and a model that missed them split such a file
+/// into parts that ran far slower than predicted. The backend's CPU is read from /proc.
+#[test]
+fn a_tests_database_backend_cpu_counts_as_its_tests_cpu() {
+    let venv = venv("fastapi-venv", "tests/fixtures/fastapi/requirements.txt");
+    let f = Fixture::new("units_backend_cpu");
+    f.write(
+        "tests/test_stream.py",
+        r#"import os
+import psycopg
+
+def cpu(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+def test_streams_inserts():
+    with psycopg.connect(os.environ["DATABASE_URL"]) as c:
+        pid = c.execute("select pg_backend_pid()").fetchone()[0]
+        before = cpu(pid)
+        c.execute("create temp table t (n int, s text)")
+        rows = [(i, str(i)) for i in range(2000)]
+        # Until the backend has burnt 1.5 s (at most 2000 batches).
+        for _ in range(2000):
+            with c.cursor() as cur:
+                cur.executemany("insert into t values (%s, md5(md5(%s)))", rows)
+            if cpu(pid) - before >= 1.5:
+                break
+        spent = cpu(pid) - before
+    with open(os.path.join(os.environ["ROOT"], "backend_cpu"), "w") as out:
+        out.write(str(spent))
+    assert spent >= 1.5, spent
+"#,
+    );
+    f.plan(PlanOpts {
+        server: false,
+        keep: "never",
+        ..Default::default()
+    });
+    let py = python().display().to_string();
+    let venv_py = venv.join("bin/python").display().to_string();
+    f.edit_plan(&[
+        (&format!("\"{py}\""), &format!("\"{venv_py}\"")),
+        (
+            "HAS_SERVER = \"0\"",
+            "HAS_SERVER = \"0\", ROOT = \"{root}\"",
+        ),
+    ]);
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let spent: f64 = std::fs::read_to_string(f.root().join("backend_cpu"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let s = f.summary_json();
+    let a = &s["workers"][0]["attempts"][0];
+    let db_cpu = a["db_cpu_secs"].as_f64();
+    // Sampled every 0.2 s: up to that much of the backend's last CPU may be missed.
+    assert!(
+        db_cpu.is_some_and(|c| c >= spent - 0.3 && c <= spent + 0.5),
+        "the backend burnt {spent:.2} s of CPU while the tests ran; recorded {db_cpu:?}: {a}"
+    );
+    // The test process's own CPU after its start-up, and the backend's on top.
+    let own = a["cpu_secs"].as_f64().unwrap_or_default()
+        - a["startup_cpu_secs"].as_f64().unwrap_or_default();
+    let tests_cpu = a["tests_cpu_secs"].as_f64().unwrap_or_default();
+    assert!(
+        tests_cpu >= own + spent - 0.3,
+        "the tests' CPU {tests_cpu:.2} s leaves out the backend's {spent:.2} s: {a}"
+    );
+    f.assert_clean();
+}

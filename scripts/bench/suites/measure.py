@@ -73,12 +73,21 @@ def summary_figures(path):
         return {"wall_secs": None}
     dbs = set()
     cpu = 0.0
+    # Each unit's time alone (its copy, start-up and tests, as e2e-plan timed them alone), and
+    # when the first unit began: the critical chain is the longest unit after that.
+    alone, first = {}, None
     for w in s.get("workers", []):
         for a in w.get("attempts") or []:
             name = a.get("db_name")
             if name and not re.search(r"r\d+$", name):
+                phases = a.get("phases") or []
+                if phases:
+                    first = min(first if first is not None else phases[0]["start"], phases[0]["start"])
                 if name not in dbs:
                     cpu += a.get("cpu_secs") or 0.0
+                    copy = sum(p["end"] - p["start"] for p in phases if p.get("phase") == "cloning")
+                    alone[name] = copy + (a.get("startup_alone_secs") or 0.0)
+                alone[name] += a.get("tests_alone_secs") or 0.0
                 dbs.add(name)
     results = [w.get("result") for w in s.get("workers", [])]
     return {
@@ -89,6 +98,7 @@ def summary_figures(path):
         "files_failed": sum(r not in ("PASS", "FLAKY") for r in results),
         "tests_passed": sum((w.get("counts") or {}).get("passed", 0) for w in s.get("workers", [])),
         "workers_cpu": round(cpu, 2),
+        "chain": round((first or 0.0) + max(alone.values(), default=0.0), 2),
         "prepared": s.get("prepared"),
     }
 
