@@ -374,6 +374,12 @@ impl<'a, S: Step> Scheduler<'a, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The planner simulates the gate (`planner::cost::Slots::Gate`) by this figure.
+    #[test]
+    fn the_planner_opens_the_gate_where_the_engine_does() {
+        assert_eq!(OPEN_IDLE, crate::planner::cost::GATE_OPENS);
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 

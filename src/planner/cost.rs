@@ -159,8 +159,31 @@ pub struct UnitCost {
 /// against nice 5 and up: CFS weighs them about 3 to 9 times; the lower end, to be safe).
 const CRITICAL_WEIGHT: f64 = 3.0;
 
+/// How many units the engine lets run at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Slots {
+    /// At most so many (0: every unit at once).
+    Bound(usize),
+    /// `jobs = "auto"` (`engine::Gate`): a unit per core, and one more whenever the running
+    /// ones leave [`GATE_OPENS`] of a core idle. Simulated as every unit at once, three CPU-bound
+    /// units on two cores were predicted to share them while the third waited for a slot.
+    Gate,
+}
+
+impl From<crate::plan::Jobs> for Slots {
+    fn from(jobs: crate::plan::Jobs) -> Slots {
+        match jobs {
+            crate::plan::Jobs::Auto => Slots::Gate,
+            crate::plan::Jobs::Fixed(n) => Slots::Bound(n),
+        }
+    }
+}
+
+/// Idle cores that let the gate start another unit (the engine's `OPEN_IDLE`).
+pub const GATE_OPENS: f64 = 0.75;
+
 /// The run's predicted wall time ([`predict`]).
-pub fn predict_wall(units: &[UnitCost], jobs: usize, cores: usize) -> f64 {
+pub fn predict_wall(units: &[UnitCost], jobs: Slots, cores: usize) -> f64 {
     predict(units, jobs, cores).0
 }
 
@@ -175,7 +198,7 @@ const CRITICAL_GAIN: f64 = 0.02;
 /// Priority pays when the longest unit alone outlasts what the others leave of the cores; when
 /// others are nearly as long (two packs of a Django suite, 7.5 s and 7 s of tests), they end
 /// later for it.
-pub fn predict(units: &[UnitCost], jobs: usize, cores: usize) -> (f64, bool) {
+pub fn predict(units: &[UnitCost], jobs: Slots, cores: usize) -> (f64, bool) {
     let mut order: Vec<Cost> = units.iter().map(|u| u.cost).collect();
     // One order for one set of units, however they were listed.
     order.sort_by(|a, b| {
@@ -186,10 +209,9 @@ pub fn predict(units: &[UnitCost], jobs: usize, cores: usize) -> (f64, bool) {
             .then(b.stop.total_cmp(&a.stop))
     });
     let fair = simulate(&order, jobs, cores, false);
-    let at_once = if jobs == 0 {
-        order.len()
-    } else {
-        jobs.min(order.len())
+    let at_once = match jobs {
+        Slots::Bound(0) | Slots::Gate => order.len(),
+        Slots::Bound(n) => n.min(order.len()),
     };
     if at_once <= cores.max(1) {
         return (fair, false);
@@ -226,10 +248,33 @@ fn waiting(units: &[Cost], critical: bool) -> Vec<bool> {
 /// water-filling (each unit gets what it wants, up to an equal share by weight; what others
 /// leave is shared again), and a phase goes at the share it got of what it wants. `critical`:
 /// the first unit weighs `CRITICAL_WEIGHT`.
-pub fn simulate(units: &[Cost], jobs: usize, cores: usize, critical: bool) -> f64 {
+pub fn simulate(units: &[Cost], jobs: Slots, cores: usize, critical: bool) -> f64 {
     let waits = waiting(units, critical);
-    let cores = cores.max(1) as f64;
-    let slots = if jobs == 0 { units.len() } else { jobs };
+    let n_cores = cores.max(1);
+    let cores = n_cores as f64;
+    let slots = match jobs {
+        Slots::Bound(0) => units.len(),
+        Slots::Bound(n) => n,
+        Slots::Gate => n_cores,
+    };
+    // Whether one more unit may start beside `running`: a free slot, or under the gate, cores
+    // the running units leave idle.
+    let room = |running: &[(usize, usize, f64)]| {
+        if running.len() < slots {
+            return true;
+        }
+        jobs == Slots::Gate && {
+            // A copy keeps the database server busy: it counts as a core.
+            let busy: f64 = running
+                .iter()
+                .map(|&(u, phase, _)| match phase {
+                    0 => 1.0,
+                    _ => units[u].phases(cores)[phase].1,
+                })
+                .sum();
+            cores - busy >= GATE_OPENS
+        }
+    };
     // (unit, phase, seconds alone left in it)
     let mut running: Vec<(usize, usize, f64)> = Vec::new();
     let (mut next, mut t) = (0, 0.0);
@@ -245,7 +290,7 @@ pub fn simulate(units: &[Cost], jobs: usize, cores: usize, critical: bool) -> f6
     };
     loop {
         settle(&mut running);
-        while running.len() < slots && next < units.len() {
+        while next < units.len() && room(&running) {
             running.push((next, 0, units[next].phases(cores)[0].0));
             next += 1;
             settle(&mut running);
@@ -339,6 +384,8 @@ pub fn cpu_spread(units: &[UnitCost], cores: usize) -> f64 {
 mod tests {
     use super::*;
 
+    const ALL: Slots = Slots::Bound(0);
+
     fn timings(secs: f64, tests: f64, cpu: Option<f64>) -> Timings {
         let mut t = Timings::default();
         t.record(
@@ -406,18 +453,37 @@ mod tests {
     #[test]
     fn the_simulation_shares_the_cores_by_what_each_unit_wants() {
         let busy = cost(2.0, 2.0, 4.0, 4.0);
-        assert!((predict_wall(&[unit(busy)], 0, 2) - 6.0).abs() < 1e-9);
+        assert!((predict_wall(&[unit(busy)], ALL, 2) - 6.0).abs() < 1e-9);
         // Four CPU-bound units on two cores: twice as long as one.
-        assert!((predict_wall(&[unit(busy); 4], 0, 2) - 12.0).abs() < 1e-9);
+        assert!((predict_wall(&[unit(busy); 4], ALL, 2) - 12.0).abs() < 1e-9);
         // Four that sleep through their tests: only the start-ups share the cores.
         let sleepy = cost(2.0, 2.0, 4.0, 0.0);
-        assert!((predict_wall(&[unit(sleepy); 4], 0, 2) - 8.0).abs() < 1e-9);
+        assert!((predict_wall(&[unit(sleepy); 4], ALL, 2) - 8.0).abs() < 1e-9);
         // Two slots: two waves.
-        assert!((predict_wall(&[unit(sleepy); 4], 2, 2) - 12.0).abs() < 1e-9);
+        assert!((predict_wall(&[unit(sleepy); 4], Slots::Bound(2), 2) - 12.0).abs() < 1e-9);
         // Tests that keep 1.5 cores busy (their database's backends too): two at once on two
         // cores go at 2/3 of their speed.
         let heavy = cost(1.0, 1.0, 6.0, 9.0);
-        assert!((predict_wall(&[unit(heavy); 2], 0, 2) - 10.0).abs() < 1e-9);
+        assert!((predict_wall(&[unit(heavy); 2], ALL, 2) - 10.0).abs() < 1e-9);
+    }
+
+    /// Under `jobs = "auto"` a unit per core starts, and more only while cores stand idle:
+    /// three CPU-bound units on two cores run in two waves, not sharing the cores; units that
+    /// sleep through their tests all run at once, as the gate lets them.
+    #[test]
+    fn the_gate_starts_a_unit_per_core_and_more_while_cores_stand_idle() {
+        let busy = cost(1.0, 1.0, 4.0, 4.0);
+        assert!((predict_wall(&[unit(busy); 3], ALL, 2) - 7.5).abs() < 1e-9);
+        assert!((predict_wall(&[unit(busy); 3], Slots::Gate, 2) - 10.0).abs() < 1e-9);
+        let sleepy = cost(2.0, 2.0, 4.0, 0.0);
+        assert!((predict_wall(&[unit(sleepy); 4], Slots::Gate, 2) - 8.0).abs() < 1e-9);
+        // A unit copying its database keeps the gate shut: the server is busy copying.
+        let copying = Cost {
+            copy: 1.0,
+            ..cost(0.0, 0.0, 4.0, 0.0)
+        };
+        assert!((predict_wall(&[unit(copying); 3], Slots::Gate, 2) - 6.0).abs() < 1e-9);
+        assert!((predict_wall(&[unit(copying); 3], ALL, 2) - 5.0).abs() < 1e-9);
     }
 
     /// One process against two packs of the same files on two cores: two packs pay one more
@@ -425,16 +491,16 @@ mod tests {
     #[test]
     fn two_packs_beat_one_process_when_the_tests_outweigh_a_start_up() {
         let files: Vec<Cost> = (0..40).map(|_| cost(4.5, 4.5, 0.45, 0.45)).collect();
-        let one = predict_wall(&[unit(Cost::pack(&files))], 0, 2);
+        let one = predict_wall(&[unit(Cost::pack(&files))], ALL, 2);
         let two = predict_wall(
             &[
                 unit(Cost::pack(&files[..20])),
                 unit(Cost::pack(&files[20..])),
             ],
-            0,
+            ALL,
             2,
         );
-        let each = predict_wall(&files.iter().map(|&c| unit(c)).collect::<Vec<_>>(), 0, 2);
+        let each = predict_wall(&files.iter().map(|&c| unit(c)).collect::<Vec<_>>(), ALL, 2);
         assert!((one - 22.5).abs() < 1e-9, "{one}");
         assert!((two - 13.5).abs() < 1e-9, "{two}");
         assert!(
@@ -451,9 +517,9 @@ mod tests {
         let short = cost(1.3, 1.3, 1.0, 0.1);
         let mut units = vec![unit(long)];
         units.extend(std::iter::repeat_n(unit(short), 11));
-        let with = predict_wall(&units, 0, 2);
+        let with = predict_wall(&units, ALL, 2);
         let order: Vec<Cost> = units.iter().map(|u| u.cost).collect();
-        let fair = simulate(&order, 0, 2, false);
+        let fair = simulate(&order, ALL, 2, false);
         assert!(with < fair, "{with} < {fair}");
     }
 

@@ -472,7 +472,7 @@ fn simulated_wall(
         })
         .collect();
     let costs = costs.filter(|c| !c.is_empty())?;
-    let wall = cost::predict_wall(&costs, plan.run.jobs.bound(), opts.cores);
+    let wall = cost::predict_wall(&costs, plan.run.jobs.into(), opts.cores);
     Some(Duration::from_secs_f64(wall.max(0.0)))
 }
 
@@ -752,7 +752,7 @@ fn start_order(
                     .map(|cost| cost::UnitCost { file: None, cost })
             })
             .collect();
-        if costs.is_some_and(|c| !cost::predict(&c, plan.run.jobs.bound(), opts.cores).1) {
+        if costs.is_some_and(|c| !cost::predict(&c, plan.run.jobs.into(), opts.cores).1) {
             return units;
         }
         let nice = slack_priorities(&basis);
@@ -1298,7 +1298,9 @@ collect = ["pytest", "--collect-only", "{file}", "--ds={db_name}"]
         for stem in ["test_b", "test_c"] {
             std::fs::write(dir.path().join(format!("tests/{stem}.py")), "").unwrap();
         }
-        let plan = load(&dir.path().join("plan.toml"), &LoadOptions::default()).unwrap();
+        let mut plan = load(&dir.path().join("plan.toml"), &LoadOptions::default()).unwrap();
+        // Every file at once: more than the one core.
+        plan.run.jobs = crate::plan::Jobs::Fixed(0);
         let mut timings = Timings::default();
         let secs = Duration::from_secs_f64;
         // test_a: a heavy start-up, few tests; test_b: the most tests; test_c: close to test_b.
@@ -1583,6 +1585,7 @@ command = ["pytest", "{file}", "--junitxml={junit}"]
 collect = ["pytest", "--collect-only", "-q", "{file}"]
 [run]
 units = "auto"
+jobs = 0
 "#;
         std::fs::write(dir.path().join("plan.toml"), toml).unwrap();
         let plan = load(&dir.path().join("plan.toml"), &LoadOptions::default()).unwrap();

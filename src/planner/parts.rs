@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use super::cost::{predict_wall, Cost, UnitCost};
+pub use super::cost::{predict_wall, Cost, Slots, UnitCost};
 use super::shards::Timings;
 use super::units::packable;
 use crate::plan::{Plan, TestFile};
@@ -80,10 +80,11 @@ pub fn choose(
     footing: &Footing,
 ) -> Parting {
     let jobs = plan.run.jobs.bound();
+    let slots = Slots::from(plan.run.jobs);
     let mut units: Vec<UnitCost> = units.to_vec();
     let mut wall = footing
         .wall
-        .unwrap_or_else(|| predict_wall(&units, jobs, cores));
+        .unwrap_or_else(|| predict_wall(&units, slots, cores));
     let mut n_parts = 0;
     if let Err(why) = splittable(plan) {
         return Parting {
@@ -116,7 +117,7 @@ pub fn choose(
             .filter(|(i, _)| *i != longest)
             .map(|(_, u)| *u)
             .collect();
-        let Some((w, parts)) = best_parts(&others, &tests, cost, jobs, cores) else {
+        let Some((w, parts)) = best_parts(&others, &tests, cost, jobs, slots, cores) else {
             break;
         };
         // The split's shape, weighed as the packs were: by what runs of it took, else by the
@@ -204,6 +205,7 @@ fn best_parts(
     tests: &[(String, f64)],
     file: Cost,
     jobs: usize,
+    slots: Slots,
     cores: usize,
 ) -> Option<(f64, Vec<Part>)> {
     let startup = file.startup;
@@ -228,7 +230,7 @@ fn best_parts(
             file: None,
             cost: file.part(p.predicted.as_secs_f64() - startup),
         }));
-        let wall = predict_wall(&all, jobs, cores);
+        let wall = predict_wall(&all, slots, cores);
         if best.as_ref().is_none_or(|(w, _)| wall < *w) {
             best = Some((wall, parts));
         }
@@ -337,11 +339,12 @@ mod tests {
         });
         let tests: Vec<(String, f64)> = (0..20).map(|i| (format!("t{i}"), 2.0)).collect();
         let others = &units[..9];
-        let (wall, parts) = best_parts(others, &tests, units[9].cost, 4, 2).unwrap();
+        let (wall, parts) =
+            best_parts(others, &tests, units[9].cost, 4, Slots::Bound(4), 2).unwrap();
         assert!((3..=4).contains(&parts.len()), "{parts:?}");
         // Near Σ/jobs, far under the 40 s the long file alone takes.
         assert!(wall < 36.0, "{wall}");
-        assert!(predict_wall(&units, 4, 2) > 40.0);
+        assert!(predict_wall(&units, Slots::Bound(4), 2) > 40.0);
         let every: Vec<&String> = parts.iter().flat_map(|p| &p.ids).collect();
         assert_eq!(every.len(), 20);
         assert_eq!(every, tests.iter().map(|t| &t.0).collect::<Vec<_>>());
@@ -364,7 +367,8 @@ mod tests {
         };
         let others = vec![long(30.0), long(30.0), long(30.0)];
         let tests: Vec<(String, f64)> = (0..20).map(|i| (format!("t{i}"), 2.0)).collect();
-        let (wall, parts) = best_parts(&others, &tests, long(40.0).cost, 4, 4).unwrap();
+        let (wall, parts) =
+            best_parts(&others, &tests, long(40.0).cost, 4, Slots::Bound(4), 4).unwrap();
         assert!(wall < 35.0, "{wall} {parts:?}");
         let sizes: Vec<usize> = parts.iter().map(|p| p.ids.len()).collect();
         assert!(sizes[0] >= 14, "one part takes the free slot: {sizes:?}");

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::cost::{cpu_spread, predict_wall, Cost, UnitCost};
+use super::cost::{cpu_spread, predict_wall, Cost, Slots, UnitCost};
 use super::shards::Timings;
 use crate::plan::template::Word;
 use crate::plan::{Plan, TestFile};
@@ -174,7 +174,7 @@ pub fn choose(plan: &Plan, files: &[&TestFile], timings: &Timings, cores: usize)
         &costs,
         &names,
         &others,
-        plan.run.jobs.bound(),
+        plan.run.jobs.into(),
         cores,
         timings.packs,
         &|units, packs| timings.measured(files.len(), units, packs, 0),
@@ -283,7 +283,7 @@ fn best_bins(
     costs: &[Option<Cost>],
     names: &[&str],
     others: &[UnitCost],
-    jobs: usize,
+    jobs: Slots,
     cores: usize,
     last: Option<usize>,
     measured: &dyn Fn(usize, usize) -> Option<f64>,
@@ -295,10 +295,28 @@ fn best_bins(
     // More packs than a few per core only add start-ups; the bound keeps planning quick.
     let most = candidates.len().min(MOST_PACKS_PER_CORE * cores.max(1));
     let none = (candidates.len() > most).then_some(candidates.len());
+    let preload = slot_loads(others, candidates, costs, jobs, cores);
     for k in (1..=most).chain(none) {
-        let (bins, packs) = bins(candidates, costs, names, k);
-        let mut all = others.to_vec();
-        all.extend(packs.iter().map(|&cost| UnitCost { file: None, cost }));
+        // Packs as even as can be, or (as many packs as slots at most) evened out with the
+        // units that run alone, whichever the model says ends sooner.
+        let even = bins(candidates, costs, names, k, &[]);
+        let evened =
+            (k > 1 && k <= preload.len()).then(|| bins(candidates, costs, names, k, &preload[..k]));
+        let with = |packs: &[Cost]| {
+            let mut all = others.to_vec();
+            all.extend(packs.iter().map(|&cost| UnitCost { file: None, cost }));
+            all
+        };
+        let (bins, packs) = match evened {
+            Some(e)
+                if predict_wall(&with(&e.1), jobs, cores)
+                    < predict_wall(&with(&even.1), jobs, cores) =>
+            {
+                e
+            }
+            _ => even,
+        };
+        let all = with(&packs);
         let n_packs = bins.iter().filter(|b| b.len() > 1).count();
         let n_units = others.len() + bins.len();
         let seen = measured(n_units, n_packs);
@@ -347,20 +365,57 @@ const STAY: f64 = 0.05;
 /// Two files of one module name in a pack could not be told apart in its JUnit.
 pub use crate::model::junit::module_name;
 
+/// With a bound on units at once (`jobs`, or a core each under the gate): the units that run
+/// alone dealt longest first onto that many slots, each slot's load less a pack's start-up, the
+/// heaviest first. A pack that starts beside a long file alone should be that much shorter than
+/// the others, so that the slots end together. Empty without a bound.
+fn slot_loads(
+    others: &[UnitCost],
+    candidates: &[usize],
+    costs: &[Option<Cost>],
+    jobs: Slots,
+    cores: usize,
+) -> Vec<f64> {
+    let slots = match jobs {
+        Slots::Bound(0) => return Vec::new(),
+        Slots::Bound(n) => n,
+        Slots::Gate => cores.max(1),
+    };
+    let startup = candidates
+        .iter()
+        .filter_map(|&i| costs[i])
+        .map(|c| c.startup)
+        .fold(0.0, f64::max);
+    let mut order: Vec<f64> = others.iter().map(|u| u.cost.total()).collect();
+    order.sort_by(|a, b| b.total_cmp(a));
+    let mut loads = vec![0.0f64; slots];
+    for t in order {
+        if let Some(least) = loads.iter_mut().min_by(|a, b| a.total_cmp(b)) {
+            *least += t;
+        }
+    }
+    loads.sort_by(|a, b| b.total_cmp(a));
+    loads.iter().map(|l| (l - startup).max(0.0)).collect()
+}
+
 /// `k` bins of the candidates, longest tests first into the least-loaded bin (one without a file
 /// of the same name, when there is one: a pack's JUnit tells such files apart only by their whole
-/// path), and each bin's cost (one start-up, all its tests).
+/// path), each bin starting at its `preload` (none: 0), and each bin's cost (one start-up, all
+/// its tests).
 fn bins(
     candidates: &[usize],
     costs: &[Option<Cost>],
     names: &[&str],
     k: usize,
+    preload: &[f64],
 ) -> (Vec<Vec<usize>>, Vec<Cost>) {
     let cost = |i: usize| costs[i].unwrap_or_default();
     let mut order = candidates.to_vec();
     order.sort_by(|&a, &b| cost(b).tests.total_cmp(&cost(a).tests).then(a.cmp(&b)));
     let mut bins: Vec<Vec<usize>> = vec![Vec::new(); k];
-    let mut load = vec![0.0f64; k];
+    let mut load: Vec<f64> = (0..k)
+        .map(|b| preload.get(b).copied().unwrap_or_default())
+        .collect();
     for i in order {
         let clash = |b: usize| bins[b].iter().any(|&j| names[j] == names[i]);
         let least = |pool: &mut dyn Iterator<Item = usize>| {
