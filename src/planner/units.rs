@@ -295,7 +295,7 @@ fn best_bins(
     // More packs than a few per core only add start-ups; the bound keeps planning quick.
     let most = candidates.len().min(MOST_PACKS_PER_CORE * cores.max(1));
     let none = (candidates.len() > most).then_some(candidates.len());
-    let preload = slot_loads(others, candidates, costs, jobs, cores);
+    let preload = slot_loads(others, jobs, cores);
     for k in (1..=most).chain(none) {
         // Packs as even as can be, or (as many packs as slots at most) evened out with the
         // units that run alone, whichever the model says ends sooner.
@@ -366,26 +366,15 @@ const STAY: f64 = 0.05;
 pub use crate::model::junit::module_name;
 
 /// With a bound on units at once (`jobs`, or a core each under the gate): the units that run
-/// alone dealt longest first onto that many slots, each slot's load less a pack's start-up, the
-/// heaviest first. A pack that starts beside a long file alone should be that much shorter than
-/// the others, so that the slots end together. Empty without a bound.
-fn slot_loads(
-    others: &[UnitCost],
-    candidates: &[usize],
-    costs: &[Option<Cost>],
-    jobs: Slots,
-    cores: usize,
-) -> Vec<f64> {
+/// alone dealt longest first onto that many slots, and each slot's load, the heaviest first. A
+/// pack that shares a slot with a long file alone should be that much shorter than the others
+/// (each pays its own start-up), so that the slots end together. Empty without a bound.
+fn slot_loads(others: &[UnitCost], jobs: Slots, cores: usize) -> Vec<f64> {
     let slots = match jobs {
         Slots::Bound(0) => return Vec::new(),
         Slots::Bound(n) => n,
         Slots::Gate => cores.max(1),
     };
-    let startup = candidates
-        .iter()
-        .filter_map(|&i| costs[i])
-        .map(|c| c.startup)
-        .fold(0.0, f64::max);
     let mut order: Vec<f64> = others.iter().map(|u| u.cost.total()).collect();
     order.sort_by(|a, b| b.total_cmp(a));
     let mut loads = vec![0.0f64; slots];
@@ -395,7 +384,7 @@ fn slot_loads(
         }
     }
     loads.sort_by(|a, b| b.total_cmp(a));
-    loads.iter().map(|l| (l - startup).max(0.0)).collect()
+    loads
 }
 
 /// `k` bins of the candidates, longest tests first into the least-loaded bin (one without a file
@@ -436,4 +425,70 @@ fn bins(
         .map(|b| Cost::pack(&b.iter().map(|&i| cost(i)).collect::<Vec<_>>()))
         .collect();
     (bins, packs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cost(startup: f64, tests: f64) -> Cost {
+        Cost {
+            copy: 0.0,
+            startup,
+            startup_cpu: startup,
+            tests,
+            tests_cpu: tests,
+            stop: 0.0,
+        }
+    }
+
+    /// Two cores under the gate, a long file alone (2 s start-up, 6 s of tests) and ten short
+    /// CPU-bound files: two even packs leave one of three units waiting for a slot, so the
+    /// packs are dealt to end with the long file (the pack beside it that much shorter), and
+    /// the run is predicted shorter than with even packs.
+    #[test]
+    fn packs_are_evened_out_with_the_files_that_run_alone() {
+        let long = UnitCost {
+            file: Some(10),
+            cost: cost(2.0, 6.0),
+        };
+        let costs: Vec<Option<Cost>> = (0..10).map(|_| Some(cost(2.0, 1.0))).collect();
+        let candidates: Vec<usize> = (0..10).collect();
+        let names: Vec<String> = (0..10).map(|i| format!("test_{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let weigh = |jobs: Slots| {
+            let (best, weighed) = best_bins(
+                &candidates,
+                &costs,
+                &names,
+                std::slice::from_ref(&long),
+                jobs,
+                2,
+                None,
+                &|_, _| None,
+                &|_| None,
+            );
+            assert!(!weighed.is_empty());
+            (best.as_ref().map(|b| b.bins.clone()), best.map(|b| b.wall))
+        };
+        let (bins, evened) = weigh(Slots::Gate);
+        let mut sizes: Vec<usize> = bins.unwrap_or_default().iter().map(Vec::len).collect();
+        sizes.sort_unstable();
+        assert_eq!(sizes, [1, 9], "the pack beside the long file is shorter");
+        // The long file and the short "pack" (one file) share one slot: 8 s, then 2 + 1 s; the
+        // other pack fills the other: 2 + 9 s. One pack of all ten beside the long file: 12 s;
+        // even packs (2 + 5 s each) leave the third unit alone after the first two: 14 s.
+        assert!(
+            evened.is_some_and(|w| (w - 11.0).abs() < 1e-9),
+            "{evened:?}"
+        );
+        let (bins, _) = weigh(Slots::Bound(0));
+        let mut sizes: Vec<usize> = bins.unwrap_or_default().iter().map(Vec::len).collect();
+        sizes.sort_unstable();
+        assert_ne!(
+            sizes,
+            [1, 9],
+            "with every unit at once, no slot to even out"
+        );
+    }
 }
