@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): the critical path on few cores. 12 files (one of about 4 s, eleven of
-# about 0.6 s of tests, under their start-up), a server each (the bundled example's app), a test process each that spends a fixed
-# amount of CPU starting up (0.5–1.1 s on the machines measured), a 140 MB template, every worker
+# about 0.6 s of tests, under their start-up), a server each (the bundled example's app), a test
+# process each that spends a fixed amount of CPU starting up (0.5–1.1 s on the machines
+# measured), a 140 MB template, every worker
 # at once (jobs = 0). Measured:
 #   - the long file's start-up: from the command's start until its first test starts, in the
 #     full run and with the long file alone;
