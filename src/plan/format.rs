@@ -233,7 +233,7 @@ pub struct RawTest {
 pub struct RawRun {
     /// Most workers at once: `auto` (the default), a number, or 0 for every file at once. `apply -j N` overrides it.
     ///
-    /// `auto` starts a worker per core, then one more whenever the machine's cores have stood idle for a moment (read from `/proc/stat` every 200 ms), as many as the idle cores fit at the CPU the running workers use each: a suite whose tests wait on the network or on sleeps runs nearly all at once, a CPU-bound one (a browser and a server per worker) stays near one worker per core instead of every file's start-up and Chromium sharing a few cores at once. When the cores are busy again, the bound falls back towards one worker per core. Set a number when something outside the machine's CPU limits you (a licence, an API's rate limit), and 0 when your files must all run at the same time.
+    /// `auto` starts a worker per core, then one more whenever the machine's cores have stood idle for a moment (read from `/proc/stat` every 200 ms; a worker's database copy counts as a busy core), as many as the idle cores fit at the CPU the running workers use each: a suite whose tests wait on the network or on sleeps runs nearly all at once, a CPU-bound one (a browser and a server per worker) stays near one worker per core instead of every file's start-up and Chromium sharing a few cores at once. When the cores are busy again, the bound falls back towards one worker per core. Set a number when something outside the machine's CPU limits you (a licence, an API's rate limit), and 0 when your files must all run at the same time.
     pub jobs: Option<Jobs>,
     /// Stop everything at the first failing file. Default false.
     pub fail_fast: Option<bool>,

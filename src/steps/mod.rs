@@ -364,7 +364,11 @@ pub async fn run(
         crate::plan::Jobs::Fixed(n) => crate::engine::Limit::Fixed(n),
         crate::plan::Jobs::Auto => {
             let cores = crate::sys::cores();
-            let probe = Box::new(IdleCores { cores, last: None });
+            let probe = Box::new(IdleCores {
+                cores,
+                last: None,
+                copies: cx.databases.copies.clone(),
+            });
             crate::engine::Limit::Load { cores, probe }
         }
     };
@@ -399,20 +403,23 @@ pub async fn run(
 /// `jobs = "auto"`'s reading of the machine: the cores that stood idle between two readings of
 /// /proc/stat. CPUs the kernel counts that this process may not use (an affinity mask, a
 /// container's quota) are taken as idle and taken off, so that a big idle host never looks like
-/// free cores of ours.
+/// free cores of ours; a database copy in flight counts as a busy core, as the planner's model
+/// counts it.
 struct IdleCores {
     cores: usize,
     last: Option<(u64, u64)>,
+    copies: per_worker::database::Copies,
 }
 
 impl crate::engine::Probe for IdleCores {
     fn idle_cores(&mut self) -> Option<f64> {
         let (idle, total, cpus) = crate::sys::cpu_idle_and_total()?;
+        let copies = self.copies.most_since();
         let (idle0, total0) = self.last.replace((idle, total))?;
         let spent = total.checked_sub(total0).filter(|&t| t > 0)?;
         let share = idle.saturating_sub(idle0) as f64 / spent as f64;
         let cores = self.cores;
-        let ours = share * cpus as f64 - cpus.saturating_sub(cores) as f64;
+        let ours = share * cpus as f64 - cpus.saturating_sub(cores) as f64 - copies as f64;
         Some(ours.clamp(0.0, cores as f64))
     }
 }
@@ -456,4 +463,48 @@ pub fn step_label(action: &Action) -> String {
 
 pub fn resources_of(state_dir: &Path) -> Vec<crate::engine::journal::Recorded<resource::Resource>> {
     crate::engine::journal::read_all(state_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Probe;
+
+    /// Waits (polling, up to 5 s) until /proc/stat has counted `ticks` more CPU ticks.
+    fn ticks_pass(ticks: u64) {
+        let total = || crate::sys::cpu_idle_and_total().map_or(0, |(_, t, _)| t);
+        let (from, deadline) = (total(), Instant::now() + std::time::Duration::from_secs(5));
+        while total() < from + ticks {
+            assert!(Instant::now() < deadline, "/proc/stat's ticks stood still");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// A copy waits on the database server's disk, its core idle in /proc/stat: while as many
+    /// copies are in flight as there are cores, or were at once since the last reading, the gate
+    /// sees no idle core, as the planner's model counts them.
+    #[test]
+    fn a_database_copy_counts_as_a_busy_core_for_the_gate() {
+        let copies = per_worker::database::Copies::default();
+        let cores = crate::sys::cores();
+        let mut probe = IdleCores {
+            cores,
+            last: None,
+            copies: copies.clone(),
+        };
+        assert_eq!(
+            probe.idle_cores(),
+            None,
+            "no idle cores before two readings"
+        );
+        let copying: Vec<_> = (0..cores).map(|_| copies.begin()).collect();
+        ticks_pass(20);
+        assert_eq!(probe.idle_cores(), Some(0.0), "copies in flight");
+        // Copies that ended before the reading still waited during its span.
+        drop(copying);
+        ticks_pass(20);
+        assert_eq!(probe.idle_cores(), Some(0.0), "copies ended in the span");
+        // None since.
+        assert_eq!(copies.most_since(), 0);
+    }
 }

@@ -175,7 +175,9 @@ impl Copy {
                 .map_err(|e| database::DbError::Other(e.message))?;
             let patience = cx.plan().database.busy_timeout;
             let template = &cx.dag().template_name;
+            let copying = cx.databases.copies.begin();
             database::clone_database(&admin_url, template, name, self.file_copy, patience).await?;
+            drop(copying);
             let client = database::connect(&admin_url).await?;
             database::mark_pooled(&client, name, &self.comment).await
         }

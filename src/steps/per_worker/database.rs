@@ -25,6 +25,8 @@ pub struct Databases {
     /// worker: cleanup drops any left): a unit renames one to its own name, in milliseconds.
     spares: std::sync::Mutex<Vec<Held>>,
     made_spares: std::sync::atomic::AtomicUsize,
+    /// Copies in flight (workers', spares', the pool's refill).
+    pub copies: Copies,
 }
 
 impl Default for Databases {
@@ -33,7 +35,51 @@ impl Default for Databases {
             clone_slots: Semaphore::new(CLONE_CONCURRENCY),
             spares: std::sync::Mutex::new(Vec::new()),
             made_spares: std::sync::atomic::AtomicUsize::new(0),
+            copies: Copies::default(),
         }
+    }
+}
+
+/// The run's database copies in flight, for `jobs = "auto"`'s reading of the machine: a copy
+/// waits on the database server's disk and leaves its core looking idle, yet the planner's
+/// model counts it as a busy core, and so must the gate, or a slow copy opens it for more
+/// workers than the cores can run once the copies land.
+#[derive(Default, Clone)]
+pub struct Copies(std::sync::Arc<CopyCount>);
+
+#[derive(Default)]
+struct CopyCount {
+    now: std::sync::atomic::AtomicUsize,
+    /// The most in flight at once since [`Copies::most_since`] last asked.
+    most: std::sync::atomic::AtomicUsize,
+}
+
+/// One copy in flight, until dropped.
+pub struct Copying(Copies);
+
+impl Copies {
+    pub fn begin(&self) -> Copying {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.0.now.fetch_add(1, SeqCst) + 1;
+        self.0.most.fetch_max(n, SeqCst);
+        Copying(self.clone())
+    }
+
+    /// The most copies in flight at once since the last call (a copy that began and ended in
+    /// between counts: its wait is in the idle time read over that span).
+    pub fn most_since(&self) -> usize {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.0.now.load(SeqCst);
+        self.0.most.swap(now, SeqCst).max(now)
+    }
+}
+
+impl Drop for Copying {
+    fn drop(&mut self) {
+        self.0
+             .0
+            .now
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -65,6 +111,7 @@ impl Databases {
             record: None,
         };
         cx.send(RunEvent::Held(held.clone()));
+        let copying = self.copies.begin();
         database::clone_database(
             &database::admin_url(&template.url),
             &cx.dag().template_name,
@@ -74,6 +121,7 @@ impl Databases {
         )
         .await
         .map_err(|e| StepError::new(e.to_string()))?;
+        drop(copying);
         let _ = cx.journal.done::<Resource>(entry, None);
         self.spares
             .lock()
@@ -154,6 +202,7 @@ impl WorkerResource for Databases {
             };
             let template = cx.template().await?;
             let held = hold(cx, w, n, name).await?;
+            let _copying = self.copies.begin();
             database::clone_database(
                 &database::admin_url(&template.url),
                 &cx.dag().template_name,
