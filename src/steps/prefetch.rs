@@ -69,15 +69,27 @@ impl Prefetch {
 /// Makes the first attempt's databases ahead of their workers, in the planner's order (longest
 /// first), at most `jobs + CLONE_CONCURRENCY` ahead of the workers that finished: a worker
 /// waiting for a `--jobs` slot finds its database ready, and a large suite does not copy every
-/// database at once.
+/// database at once. The units that start first are copied before the others begin.
 async fn prefetch(cx: Arc<RunCx>, cancel: Cancel) {
     let units: Vec<usize> = cx.dag().units().map(|w| w.index).collect();
     let jobs = cx.plan().run.jobs.bound();
     let window = (jobs > 0 && jobs < units.len())
         .then(|| Arc::new(Semaphore::new(jobs + CLONE_CONCURRENCY)));
     let critical = cx.config().critical_unit();
+    // The units that start at once (a core each under `auto`, `jobs` of them with a number, all
+    // with 0): their copies are made before the later units' share the server's CPU and disk
+    // (a copy costs about a core-second; four at once held the first tests until all four were
+    // made). With a critical unit, it alone goes first (below).
+    let first = match cx.plan().run.jobs {
+        crate::plan::Jobs::Auto => crate::sys::cores(),
+        crate::plan::Jobs::Fixed(n) => n,
+    };
+    let stage = (critical.is_none() && first > 0 && first < units.len()).then_some(first);
     let mut set = tokio::task::JoinSet::new();
-    for index in units {
+    for (k, index) in units.into_iter().enumerate() {
+        if stage == Some(k) {
+            while set.join_next().await.is_some() {}
+        }
         if let Some(window) = &window {
             let permit = tokio::select! {
                 p = Arc::clone(window).acquire_owned() => p.ok(),

@@ -137,3 +137,57 @@ fn jobs_takes_a_number_or_auto_and_says_where_it_is_neither() {
     );
     f.assert_clean();
 }
+
+/// The databases of the workers that start first are made before any other copy begins (a copy
+/// costs the server about a core-second; four at once held the first tests until all four were
+/// made). Read from the journal's order: a database is recorded before its copy begins and
+/// marked done once it is made.
+#[test]
+fn the_first_workers_databases_are_copied_before_the_others_begin() {
+    let f = Fixture::new("jobs_copy_first");
+    for i in 0..5 {
+        f.rows_test(&format!("test_copy_{i}"), 0.0);
+    }
+    f.plan(PlanOpts {
+        server: false,
+        keep: "always",
+        run: "jobs = 2",
+        ..Default::default()
+    });
+    let out = f.run(&["apply", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let journals: Vec<_> = std::fs::read_dir(f.root().join(".e2e-plan/runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    assert_eq!(journals.len(), 1, "{journals:?}");
+    let text = std::fs::read_to_string(&journals[0]).unwrap();
+    // Each worker database's copy, in the order the journal saw them begin and end.
+    let mut copying = std::collections::BTreeSet::new();
+    let (mut made, mut order) = (0, Vec::new());
+    for line in text.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let seq = r["seq"].as_u64();
+        match r["op"].as_str() {
+            Some("intent") if r["resource"]["kind"] == "database" => {
+                copying.insert(seq);
+                order.push(format!("begin (with {made} made)"));
+                assert!(
+                    made >= 2 || copying.len() <= 2,
+                    "a third copy began before the first two were made: {order:?}\n{text}"
+                );
+            }
+            Some("done") if copying.remove(&seq) => {
+                made += 1;
+                order.push("made".into());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(made, 5, "{order:?}\n{text}");
+    let out = f.run(&["rollback", "plan.toml"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    f.assert_clean();
+}
