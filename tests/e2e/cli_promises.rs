@@ -370,9 +370,11 @@ fn clones_use_the_plan_s_strategy_and_at_most_4_run_at_once() {
     for i in 0..8 {
         f.rows_test(&format!("test_{i}"), 0.0);
     }
+    // Every file at once: no first workers whose copies go before the others'.
     f.plan(PlanOpts {
         server: false,
         keep: "never",
+        run: "jobs = 0",
         ..Default::default()
     });
     let first = f.run(&["apply", "plan.toml"]);
