@@ -37,7 +37,10 @@
 #      timings between runs;
 #   4. auto: a fresh copy of the project (no .e2e-plan/timings.json), `e2e-plan apply` with
 #      units = "auto" N times (the first has no timings), each after `dry-run --format json`
-#      (its predicted_wall_secs and worker count).
+#      (its predicted_wall_secs and worker count), each followed by
+#   5. serial_after: step 1 again (in the auto copy, on a fresh clone), so that every auto run
+#      sits between two serial runs and its ratio is to their mean: the machine's speed of that
+#      moment, not of minutes before.
 # Every step records its wall time, the CPU of its processes (with the children they waited for),
 # the CPU of the PostgreSQL backends serving its databases (sampled every 0.2 s), the exit code
 # and the test counts (JUnit) or summary.json's wall_secs, units (distinct worker databases) and
@@ -335,6 +338,13 @@ for SUITE in "${SUITES[@]}"; do
                     --summary "$AUTODIR/report/summary.json" --field "run=$a" \
                     --field "predicted=$predicted" --field "predicted_units=$predicted_units" \
                     -- "$BIN" --color never apply plan.toml --failure-output none
+                # 5. serial again, so that each auto run sits between two serial runs: its ratio
+                #    is to their mean, the machine's speed of that moment (it drifts by a quarter
+                #    within minutes on some machines).
+                clone "${TAG}_${SUITE}_serial"
+                step "$SUITE" "$MODE" "$r" serial_after "$AUTODIR" "$WORK/logs/$SUITE-$MODE-$r-serial-$a.log" \
+                    --junit "$WORK/serial.xml" --field "run=$a" -- "${serial_env[@]}" "$V/bin/pytest" -q \
+                    -p no:cacheprovider "--junitxml=$WORK/serial.xml"
             done
             "$BIN" --color never rollback "$AUTODIR/plan.toml" >/dev/null 2>&1 || true
             [[ -n ${BENCH_KEEP_WORK:-} ]] || rm -rf "$AUTODIR"

@@ -171,8 +171,8 @@ def record(out, steps_path, meta):
         reps = node.setdefault("runs", {}).setdefault(mode, [])
         while len(reps) < rep:
             reps.append({})
-        if step == "auto":
-            reps[rep - 1].setdefault("auto", []).append(s)
+        if step in ("auto", "serial_after"):
+            reps[rep - 1].setdefault(step, []).append(s)
         else:
             reps[rep - 1][step] = s
     with open(out, "a") as f:
@@ -186,8 +186,9 @@ def table(steps_path):
         if s["mode"] is None:
             continue
         head = f"{s['suite']:6} {s['mode']:10} #{s['rep']} {s['step']:6}"
-        if s["step"] in ("serial", "xdist"):
-            print(f"{head}      wall {fmt(s['wall'])}s  cpu {fmt(s['cpu'])}s  pg {fmt(s['pg_cpu'])}s  "
+        if s["step"] in ("serial", "xdist", "serial_after"):
+            run = f" {s['run']}" if "run" in s else "  "
+            print(f"{head}{run}    wall {fmt(s['wall'])}s  cpu {fmt(s['cpu'])}s  pg {fmt(s['pg_cpu'])}s  "
                   f"passed {s.get('passed')}  failed {s.get('failures')}  errors {s.get('errors')}")
         else:
             run = f" {s['run']}" if "run" in s else "  "
