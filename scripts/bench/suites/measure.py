@@ -186,12 +186,11 @@ def table(steps_path):
         if s["mode"] is None:
             continue
         head = f"{s['suite']:6} {s['mode']:10} #{s['rep']} {s['step']:6}"
+        run = f" {s['run']}" if "run" in s else "  "
         if s["step"] in ("serial", "xdist", "serial_after"):
-            run = f" {s['run']}" if "run" in s else "  "
             print(f"{head}{run}    wall {fmt(s['wall'])}s  cpu {fmt(s['cpu'])}s  pg {fmt(s['pg_cpu'])}s  "
                   f"passed {s.get('passed')}  failed {s.get('failures')}  errors {s.get('errors')}")
         else:
-            run = f" {s['run']}" if "run" in s else "  "
             pred = f"  predicted {fmt(s.get('predicted'))}s/{s.get('predicted_units')}" if "predicted" in s else ""
             print(f"{head}{run}    wall {fmt(s['wall'])}s  to summary {fmt(s.get('wall_secs'))}s  "
                   f"units {s.get('units')}  files {s.get('files_passed')}/{s.get('files')}  "
